@@ -1,0 +1,339 @@
+"""Neural-network building blocks: Module, layers, losses, and saving weights to .npz."""
+import os
+import tempfile
+import zipfile
+
+import numpy as np
+
+from . import ops
+from .tensor import Tensor, get_rng
+
+
+def _as_tensor(x):
+    return x if isinstance(x, Tensor) else Tensor(x)
+
+
+class Module:
+    """Base class of every layer and model: subclasses define forward(), and calling the
+    module calls forward. Parameters are found by walking the attributes: tensors that
+    require grad, sub-modules, and lists, tuples and dicts of those."""
+    training = True
+
+    def __call__(self, *args, **kwargs):
+        return self.forward(*args, **kwargs)
+
+    def forward(self, *args, **kwargs):
+        raise NotImplementedError(f"{type(self).__name__} must define forward()")
+
+    def _children(self):
+        """(name, value) pairs to search for parameters and sub-modules, in definition order."""
+        return vars(self).items()
+
+    def named_parameters(self, prefix=""):
+        seen, found = set(), []
+        stack = [(prefix, self)]
+        while stack:
+            name, value = stack.pop()
+            if isinstance(value, Tensor):
+                if value.requires_grad and id(value) not in seen:
+                    seen.add(id(value))
+                    found.append((name, value))
+                continue
+            if isinstance(value, Module):
+                items = list(value._children())
+            elif isinstance(value, (list, tuple)):
+                items = [(str(i), v) for i, v in enumerate(value)]
+            elif isinstance(value, dict):
+                items = [(str(k), v) for k, v in value.items()]
+            else:
+                continue
+            # reversed, so the stack pops them in definition order
+            stack.extend((f"{name}.{key}" if name else key, v) for key, v in reversed(items))
+        return found
+
+    def parameters(self):
+        return [p for _, p in self.named_parameters()]
+
+    def modules(self):
+        """This module and every sub-module, depth first."""
+        found, stack = [], [self]
+        while stack:
+            value = stack.pop()
+            if isinstance(value, Module):
+                found.append(value)
+                stack.extend(reversed([v for _, v in value._children()]))
+            elif isinstance(value, (list, tuple)):
+                stack.extend(reversed(value))
+            elif isinstance(value, dict):
+                stack.extend(reversed(list(value.values())))
+        return found
+
+    def zero_grad(self):
+        for p in self.parameters():
+            p.grad = None
+
+    def train(self, mode=True):
+        for m in self.modules():
+            m.training = mode
+        return self
+
+    def eval(self):
+        return self.train(False)
+
+    def state_dict(self):
+        """Parameter name -> a copy of its array, in definition order."""
+        return {name: p.data.copy() for name, p in self.named_parameters()}
+
+    def load_state_dict(self, state):
+        """Copy arrays into the parameters. Everything is checked before anything changes:
+        missing or unexpected names, shapes, and non-floating dtypes are errors."""
+        params = dict(self.named_parameters())
+        missing = [k for k in params if k not in state]
+        unexpected = [k for k in state if k not in params]
+        if missing or unexpected:
+            raise KeyError(f"load_state_dict: {type(self).__name__} is missing {missing} and "
+                           f"does not have {unexpected}")
+        for name, p in params.items():
+            value = np.asarray(state[name])
+            if value.shape != p.shape:
+                raise ValueError(f"load_state_dict: '{name}' has shape {value.shape}, the "
+                                 f"model expects {p.shape}")
+            if value.dtype.kind != "f":
+                raise TypeError(f"load_state_dict: '{name}' has dtype {value.dtype}, the model "
+                                f"expects floating point ({p.dtype})")
+        for name, p in params.items():
+            p.data[...] = state[name]
+
+    def __repr__(self):
+        return f"{type(self).__name__}()"
+
+
+class Sequential(Module):
+    """Layers applied one after the other; parameters are named '0.weight', '1.bias', ..."""
+    def __init__(self, *layers):
+        self.layers = list(layers)
+
+    def _children(self):
+        return [(str(i), layer) for i, layer in enumerate(self.layers)]
+
+    def forward(self, x):
+        for layer in self.layers:
+            x = layer(x)
+        return x
+
+    def __getitem__(self, i):
+        return self.layers[i]
+
+    def __len__(self):
+        return len(self.layers)
+
+    def __iter__(self):
+        return iter(self.layers)
+
+    def __repr__(self):
+        inner = "\n".join(f"  ({i}): {layer!r}" for i, layer in enumerate(self.layers))
+        return f"Sequential(\n{inner}\n)"
+
+
+class Linear(Module):
+    """y = x @ W^T + b, W of shape (out_features, in_features) as in PyTorch.
+
+    Initialization: init="kaiming" (default) is He/Kaiming-uniform for ReLU networks,
+    W ~ U(-sqrt(6/fan_in), sqrt(6/fan_in)), which keeps the variance of activations constant
+    through ReLU layers; init="xavier" is Glorot-uniform, U(-sqrt(6/(fan_in+fan_out)), ...),
+    for sigmoid and tanh. The bias starts at zero.
+    """
+    def __init__(self, in_features, out_features, bias=True, init="kaiming"):
+        if init == "kaiming":
+            bound = np.sqrt(6.0 / in_features)
+        elif init == "xavier":
+            bound = np.sqrt(6.0 / (in_features + out_features))
+        else:
+            raise ValueError(f"Linear: unknown init {init!r}; use 'kaiming' or 'xavier'")
+        self.in_features, self.out_features = in_features, out_features
+        weight = get_rng().uniform(-bound, bound, size=(out_features, in_features))
+        self.weight = Tensor(weight.astype(np.float32), requires_grad=True)
+        self.bias = Tensor(np.zeros(out_features, np.float32), requires_grad=True) if bias else None
+
+    def forward(self, x):
+        x = _as_tensor(x)
+        if x.ndim == 0 or x.shape[-1] != self.in_features:
+            raise ValueError(f"linear: input of shape {x.shape} does not fit {self!r}: the "
+                             f"last dimension must be {self.in_features}")
+        inputs = (x, self.weight) if self.bias is None else (x, self.weight, self.bias)
+        return Tensor._apply(ops.Linear, *inputs)
+
+    def __repr__(self):
+        return f"Linear({self.in_features}→{self.out_features}" + \
+            (", bias=False)" if self.bias is None else ")")
+
+
+class ReLU(Module):
+    def forward(self, x):
+        return _as_tensor(x).relu()
+
+    def __repr__(self):
+        return "ReLU()"
+
+
+class Sigmoid(Module):
+    def forward(self, x):
+        return _as_tensor(x).sigmoid()
+
+    def __repr__(self):
+        return "Sigmoid()"
+
+
+class Tanh(Module):
+    def forward(self, x):
+        return _as_tensor(x).tanh()
+
+    def __repr__(self):
+        return "Tanh()"
+
+
+class Dropout(Module):
+    """In training, zero each element with probability p and scale the rest by 1/(1-p)
+    (inverted dropout, so eval() needs no rescaling). In eval mode, the identity."""
+    def __init__(self, p=0.5):
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"Dropout: p must be in [0, 1), got {p}")
+        self.p = p
+
+    def forward(self, x):
+        x = _as_tensor(x)
+        if not self.training or self.p == 0.0:
+            return x
+        keep = (get_rng().random(x.shape, dtype=np.float32) >= self.p)
+        keep = keep.astype(x.dtype) * x.dtype.type(1.0 / (1.0 - self.p))
+        return Tensor._apply(ops.DropoutMask, x, keep=keep)
+
+    def __repr__(self):
+        return f"Dropout(p={self.p})"
+
+
+_ACTIVATIONS = {"relu": (ReLU, "kaiming"), "sigmoid": (Sigmoid, "xavier"),
+                "tanh": (Tanh, "xavier")}
+
+
+class MLP(Module):
+    """A multilayer perceptron: MLP([784, 128, 10]) is Linear(784→128), ReLU, Linear(128→10).
+
+    The activation (relu, sigmoid or tanh) follows every layer but the last, then dropout if
+    dropout > 0. Layers are initialized for the activation (Kaiming for ReLU, Xavier otherwise).
+    """
+    def __init__(self, sizes, activation="relu", dropout=0.0):
+        if len(sizes) < 2:
+            raise ValueError(f"MLP: needs at least an input and an output size, got {sizes}")
+        if activation not in _ACTIVATIONS:
+            raise ValueError(f"MLP: unknown activation {activation!r}; use one of "
+                             f"{sorted(_ACTIVATIONS)}")
+        act_class, init = _ACTIVATIONS[activation]
+        layers = []
+        for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+            layers.append(Linear(n_in, n_out, init=init))
+            if i < len(sizes) - 2:
+                layers.append(act_class())
+                if dropout > 0:
+                    layers.append(Dropout(dropout))
+        self.sizes, self.activation, self.dropout = list(sizes), activation, dropout
+        self.net = Sequential(*layers)
+
+    def forward(self, x):
+        return self.net(x)
+
+    def __repr__(self):
+        return f"MLP({self.sizes}, activation={self.activation!r}, dropout={self.dropout})"
+
+
+# ---------------------------------------------------------------- losses
+
+def cross_entropy(logits, targets):
+    """Mean softmax cross-entropy of (N, C) logits against N integer class targets.
+    Stable for logits of any size; the gradient is (softmax - onehot) / N."""
+    logits = _as_tensor(logits)
+    targets = np.asarray(targets.data if isinstance(targets, Tensor) else targets)
+    if logits.ndim != 2:
+        raise ValueError(f"cross_entropy: logits must be (N, C), got shape {logits.shape}")
+    if targets.shape != (logits.shape[0],) or targets.dtype.kind not in "iu":
+        raise ValueError(f"cross_entropy: targets must be {logits.shape[0]} integer class "
+                         f"indices for logits of shape {logits.shape}, got shape "
+                         f"{targets.shape} of dtype {targets.dtype}")
+    if targets.size and (targets.min() < 0 or targets.max() >= logits.shape[1]):
+        raise ValueError(f"cross_entropy: targets must lie in [0, {logits.shape[1]}) for logits "
+                         f"of shape {logits.shape}, got values from {targets.min()} to "
+                         f"{targets.max()}")
+    return Tensor._apply(ops.CrossEntropy, logits, targets=targets)
+
+
+def mse_loss(pred, target):
+    """Mean of squared differences; pred and target must have the same shape."""
+    pred = _as_tensor(pred)
+    target = pred._constant(target)          # a NumPy target takes pred's dtype
+    if pred.shape != target.shape:
+        raise ValueError(f"mse_loss: pred has shape {pred.shape} but target has shape "
+                         f"{target.shape}")
+    diff = pred - target
+    return (diff * diff).mean()
+
+
+def binary_cross_entropy(prob, target):
+    """Mean of -(t log p + (1-t) log(1-p)) for probabilities p in [0, 1]; logs clamped at -100."""
+    prob = _as_tensor(prob)
+    target = np.asarray(target.data if isinstance(target, Tensor) else target,
+                        dtype=prob.dtype)
+    if prob.shape != target.shape:
+        raise ValueError(f"binary_cross_entropy: prob has shape {prob.shape} but target has "
+                         f"shape {target.shape}")
+    if prob.size and (prob.data.min() < 0 or prob.data.max() > 1):
+        raise ValueError(f"binary_cross_entropy: probabilities must lie in [0, 1] (shape "
+                         f"{prob.shape}); apply sigmoid() first")
+    return Tensor._apply(ops.BinaryCrossEntropy, prob, t=target)
+
+
+# ---------------------------------------------------------------- saving and loading
+
+def save_arrays(arrays, path):
+    """Write a dict of arrays to an .npz atomically: a temporary file, then a rename, so a
+    crash never leaves a half-written file under `path`."""
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".npz")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def load_arrays(path):
+    """Read every array of an .npz without pickle; anything else is a ValueError naming the file."""
+    path = os.fspath(path)
+    try:
+        archive = np.load(path, allow_pickle=False)
+        if not isinstance(archive, np.lib.npyio.NpzFile):
+            raise ValueError("a single array, not an .npz archive")
+        with archive:
+            return {name: archive[name] for name in archive.files}
+    except FileNotFoundError:
+        raise
+    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as error:
+        raise ValueError(f"load: cannot read '{path}' as a NumPy .npz of plain arrays "
+                         f"(no pickle): {error}") from None
+
+
+def save(module, path):
+    """Save a module's parameters to an .npz (plain arrays, no pickle), atomically."""
+    save_arrays(module.state_dict(), path)
+
+
+def load(module, path):
+    """Load parameters saved by save(); the file is fully checked before the model changes."""
+    module.load_state_dict(load_arrays(path))
+    return module

@@ -1,0 +1,429 @@
+"""Differentiable operations: one class each, forward and backward side by side.
+
+`forward` takes NumPy arrays (and keyword options) and returns a NumPy array.
+`backward` takes `gz`, the gradient of the loss with respect to the output, and returns one
+gradient per input, in input order (a single array for one input). A gradient may be None when
+`needs_input_grad` says that input needs none. Ops never undo broadcasting: the engine does that
+once for every gradient (`sum_to_shape` in tensor.py).
+"""
+import numpy as np
+
+
+class Op:
+    """Base class. `needs_input_grad` is set by the engine when the op is recorded."""
+    needs_input_grad = (True, True, True)
+
+    @property
+    def name(self):
+        return type(self).__name__.lower()
+
+
+# ---------------------------------------------------------------- elementwise, two inputs
+
+class Add(Op):
+    """z = a + b    dz/da = 1    dz/db = 1"""
+    def forward(self, a, b):
+        return a + b
+
+    def backward(self, gz):
+        return gz, gz
+
+
+class Sub(Op):
+    """z = a - b    dz/da = 1    dz/db = -1"""
+    def forward(self, a, b):
+        return a - b
+
+    def backward(self, gz):
+        return gz, (-gz if self.needs_input_grad[1] else None)
+
+
+class Mul(Op):
+    """z = a * b    dz/da = b    dz/db = a"""
+    def forward(self, a, b):
+        self.a, self.b = a, b
+        return a * b
+
+    def backward(self, gz):
+        need_a, need_b = self.needs_input_grad
+        return (gz * self.b if need_a else None), (gz * self.a if need_b else None)
+
+
+class Div(Op):
+    """z = a / b    dz/da = 1/b    dz/db = -a/b**2 = -z/b"""
+    def forward(self, a, b):
+        self.b = b
+        self.out = a / b
+        return self.out
+
+    def backward(self, gz):
+        ga = gz / self.b
+        return ga, (-ga * self.out if self.needs_input_grad[1] else None)
+
+
+class Pow(Op):
+    """z = a ** b    dz/da = b * a**(b-1)    dz/db = z * log(a)   (b a tensor)"""
+    def forward(self, a, b):
+        self.a, self.b = a, b
+        self.out = a ** b
+        return self.out
+
+    def backward(self, gz):
+        need_a, need_b = self.needs_input_grad
+        ga = gz * self.b * self.a ** (self.b - 1) if need_a else None
+        gb = gz * self.out * np.log(self.a) if need_b else None
+        return ga, gb
+
+
+class Maximum(Op):
+    """z = max(a, b)    dz/da = [a > b] + 0.5 [a == b]   (ties split the gradient evenly)"""
+    def forward(self, a, b):
+        self.a, self.b = a, b
+        return np.maximum(a, b)
+
+    def backward(self, gz):
+        share_a = (self.a > self.b) + 0.5 * (self.a == self.b)
+        share_a = share_a.astype(gz.dtype, copy=False)
+        return gz * share_a, gz * (1 - share_a)
+
+
+class Minimum(Maximum):
+    """z = min(a, b)    dz/da = [a < b] + 0.5 [a == b]   (ties split the gradient evenly)"""
+    def forward(self, a, b):
+        self.a, self.b = b, a         # min(a, b) picks a where b > a: Maximum's mask, swapped
+        return np.minimum(a, b)
+
+
+# ---------------------------------------------------------------- elementwise, one input
+
+class Neg(Op):
+    """z = -x    dz/dx = -1"""
+    def forward(self, x):
+        return -x
+
+    def backward(self, gz):
+        return -gz
+
+
+class PowConst(Op):
+    """z = x ** c (c a constant)    dz/dx = c * x**(c-1)"""
+    def forward(self, x, exponent):
+        self.x, self.c = x, exponent
+        return x ** exponent
+
+    def backward(self, gz):
+        if self.c == 2:
+            return gz * 2 * self.x   # the common case, without a power
+        return gz * self.c * self.x ** (self.c - 1)
+
+
+class Exp(Op):
+    """z = exp(x)    dz/dx = z"""
+    def forward(self, x):
+        self.out = np.exp(x)
+        return self.out
+
+    def backward(self, gz):
+        return gz * self.out
+
+
+class Log(Op):
+    """z = log(x)    dz/dx = 1/x"""
+    def forward(self, x):
+        self.x = x
+        return np.log(x)
+
+    def backward(self, gz):
+        return gz / self.x
+
+
+class Sqrt(Op):
+    """z = sqrt(x)    dz/dx = 1 / (2 z)"""
+    def forward(self, x):
+        self.out = np.sqrt(x)
+        return self.out
+
+    def backward(self, gz):
+        return gz / (2 * self.out)
+
+
+class Abs(Op):
+    """z = |x|    dz/dx = sign(x)   (0 at x = 0)"""
+    def forward(self, x):
+        self.x = x
+        return np.abs(x)
+
+    def backward(self, gz):
+        return gz * np.sign(self.x)
+
+
+class ReLU(Op):
+    """z = max(x, 0)    dz/dx = [x > 0]   (0 at x = 0)"""
+    def forward(self, x):
+        self.out = np.maximum(x, 0)
+        return self.out
+
+    def backward(self, gz):
+        return gz * (self.out > 0)
+
+
+class Sigmoid(Op):
+    """z = 1 / (1 + exp(-x))    dz/dx = z (1 - z)"""
+    def forward(self, x):
+        e = np.exp(-np.abs(x))                       # never exp of a large positive number
+        self.out = np.where(x >= 0, 1 / (1 + e), e / (1 + e)).astype(x.dtype, copy=False)
+        return self.out
+
+    def backward(self, gz):
+        return gz * self.out * (1 - self.out)
+
+
+class Tanh(Op):
+    """z = tanh(x)    dz/dx = 1 - z**2"""
+    def forward(self, x):
+        self.out = np.tanh(x)
+        return self.out
+
+    def backward(self, gz):
+        return gz * (1 - self.out * self.out)
+
+
+class Clip(Op):
+    """z = min(max(x, lo), hi)    dz/dx = [lo <= x <= hi]"""
+    def forward(self, x, lo, hi):
+        self.inside = np.ones(x.shape, dtype=bool)
+        if lo is not None:
+            self.inside &= x >= lo
+        if hi is not None:
+            self.inside &= x <= hi
+        return np.clip(x, lo, hi)
+
+    def backward(self, gz):
+        return gz * self.inside
+
+
+# ---------------------------------------------------------------- reductions
+
+class Sum(Op):
+    """z = sum of x over `axis`    dz/dx = 1 (the gradient is spread back over the summed axes)"""
+    def forward(self, x, axis, keepdims):
+        self.shape, self.axis, self.keepdims = x.shape, axis, keepdims
+        return x.sum(axis=axis, keepdims=keepdims)
+
+    def backward(self, gz):
+        if not self.keepdims and self.axis is not None:
+            gz = np.expand_dims(gz, self.axis)
+        return np.broadcast_to(gz, self.shape)
+
+
+class Mean(Sum):
+    """z = mean of x over `axis`    dz/dx = 1/n, n the number of elements averaged"""
+    def forward(self, x, axis, keepdims):
+        out = super().forward(x, axis, keepdims)
+        self.count = max(x.size // max(out.size, 1), 1)
+        return out / self.count
+
+    def backward(self, gz):
+        return super().backward(gz / self.count)
+
+
+class Max(Op):
+    """z = max of x over `axis`    dz/dx = [x == z] / (number of ties): tied maxima share evenly"""
+    def forward(self, x, axis, keepdims):
+        self.x, self.axis, self.keepdims = x, axis, keepdims
+        self.out = x.max(axis=axis, keepdims=True)
+        return self.out if keepdims else np.squeeze(self.out, axis=axis)
+
+    def backward(self, gz):
+        if not self.keepdims:
+            gz = np.expand_dims(gz, self.axis) if self.axis is not None else np.reshape(
+                gz, self.out.shape)
+        winners = self.x == self.out
+        ties = winners.sum(axis=self.axis, keepdims=True)
+        return winners * (gz / ties)
+
+
+# ---------------------------------------------------------------- shape
+
+class Reshape(Op):
+    """z = x viewed with a new shape    dx = dz viewed with the old shape"""
+    def forward(self, x, shape):
+        self.shape = x.shape
+        return x.reshape(shape)
+
+    def backward(self, gz):
+        return gz.reshape(self.shape)
+
+
+class Transpose(Op):
+    """z = x with its axes permuted    dx = dz with the inverse permutation"""
+    def forward(self, x, axes):
+        self.inverse = tuple(np.argsort(axes))
+        return x.transpose(axes)
+
+    def backward(self, gz):
+        return gz.transpose(self.inverse)
+
+
+class GetItem(Op):
+    """z = x[index]    dx = zeros with dz added at index (repeated indices add up)"""
+    def forward(self, x, index, advanced):
+        self.shape, self.dtype, self.index, self.advanced = x.shape, x.dtype, index, advanced
+        return x[index]
+
+    def backward(self, gz):
+        gx = np.zeros(self.shape, dtype=gz.dtype)
+        if self.advanced:
+            np.add.at(gx, self.index, gz)    # unbuffered: x[[0, 0]] sends both gradients to x[0]
+        else:
+            gx[self.index] = gz              # a basic slice never repeats an element
+        return gx
+
+
+class Concat(Op):
+    """z = the inputs joined along `axis`    each input gets its own slice of dz"""
+    def forward(self, *xs, axis):
+        self.axis = axis
+        self.bounds = np.cumsum([x.shape[axis] for x in xs])[:-1]
+        return np.concatenate(xs, axis=axis)
+
+    def backward(self, gz):
+        return tuple(np.split(gz, self.bounds, axis=self.axis))
+
+
+class Stack(Op):
+    """z = the inputs stacked along a new `axis`    each input gets its own index of dz"""
+    def forward(self, *xs, axis):
+        self.axis, self.count = axis, len(xs)
+        return np.stack(xs, axis=axis)
+
+    def backward(self, gz):
+        return tuple(np.take(gz, i, axis=self.axis) for i in range(self.count))
+
+
+# ---------------------------------------------------------------- linear algebra
+
+class MatMul(Op):
+    """z = a @ b    da = dz @ b^T    db = a^T @ dz   (1-d inputs are promoted, then squeezed back)"""
+    def forward(self, a, b):
+        self.a, self.b = a, b
+        return a @ b
+
+    def backward(self, gz):
+        a, b = self.a, self.b
+        if b.ndim == 1:
+            b, gz = b[:, None], gz[..., None]             # (n,) -> (n, 1); dz gains its column
+        if a.ndim == 1:
+            a, gz = a[None, :], gz[..., None, :]          # (n,) -> (1, n); dz gains its row
+        need_a, need_b = self.needs_input_grad
+        ga = gz @ np.swapaxes(b, -1, -2) if need_a else None
+        gb = np.swapaxes(a, -1, -2) @ gz if need_b else None
+        if ga is not None and self.a.ndim == 1:
+            ga = np.squeeze(ga, -2)
+        if gb is not None and self.b.ndim == 1:
+            gb = np.squeeze(gb, -1)
+        return ga, gb
+
+
+class Linear(Op):
+    """z = x @ W^T + b    dx = dz @ W    dW = dz^T @ x    db = sum of dz over the batch
+
+    W has PyTorch's layout (out_features, in_features). Fused so that one node does the
+    matrix product and the bias, and dx is skipped for the network's input.
+    """
+    def forward(self, x, weight, bias=None):
+        self.x, self.weight = x, weight
+        x2 = x.reshape(-1, x.shape[-1])              # (..., in) -> (B, in)
+        out = x2 @ weight.T                          # (B, in) @ (in, out) -> (B, out)
+        if bias is not None:
+            out += bias
+        return out.reshape(x.shape[:-1] + (weight.shape[0],))
+
+    def backward(self, gz):
+        g2 = gz.reshape(-1, gz.shape[-1])            # (B, out)
+        need_x, need_w = self.needs_input_grad[:2]
+        gx = (g2 @ self.weight).reshape(self.x.shape) if need_x else None
+        gw = g2.T @ self.x.reshape(-1, self.x.shape[-1]) if need_w else None
+        if len(self.needs_input_grad) == 2:
+            return gx, gw
+        gb = g2.sum(axis=0) if self.needs_input_grad[2] else None
+        return gx, gw, gb
+
+
+# ---------------------------------------------------------------- softmax and losses
+
+class Softmax(Op):
+    """z = exp(x) / sum(exp(x))    dx = z * (dz - sum(dz * z))"""
+    def forward(self, x, axis):
+        self.axis = axis
+        e = np.exp(x - x.max(axis=axis, keepdims=True))   # shift by the max: exp cannot overflow
+        self.out = e / e.sum(axis=axis, keepdims=True)
+        return self.out
+
+    def backward(self, gz):
+        z = self.out
+        return z * (gz - (gz * z).sum(axis=self.axis, keepdims=True))
+
+
+class LogSoftmax(Op):
+    """z = x - logsumexp(x)    dx = dz - softmax(x) * sum(dz)"""
+    def forward(self, x, axis):
+        self.axis = axis
+        shifted = x - x.max(axis=axis, keepdims=True)      # a constant shift: same result
+        self.out = shifted - np.log(np.exp(shifted).sum(axis=axis, keepdims=True))
+        return self.out
+
+    def backward(self, gz):
+        return gz - np.exp(self.out) * gz.sum(axis=self.axis, keepdims=True)
+
+
+class CrossEntropy(Op):
+    """loss = mean_i(logsumexp(z_i) - z_i[y_i])    dloss/dz = (softmax(z) - onehot(y)) / m
+
+    Fused: the forward is a log-sum-exp, finite for logits of any size, and the backward is
+    the closed form instead of a chain of softmax, log and indexing nodes.
+    """
+    def forward(self, logits, targets):
+        m = logits.shape[0]
+        shifted = logits - logits.max(axis=1, keepdims=True)
+        exp = np.exp(shifted)
+        sum_exp = exp.sum(axis=1)
+        self.probs, self.targets = exp / sum_exp[:, None], targets
+        rows = np.arange(m)
+        target_logp = shifted[rows, targets] - np.log(sum_exp)
+        return np.asarray(-target_logp.mean(), dtype=logits.dtype)
+
+    def backward(self, gz):
+        m = self.probs.shape[0]
+        scale = gz / m
+        g = self.probs * scale
+        g[np.arange(m), self.targets] -= scale
+        return g
+
+
+class BinaryCrossEntropy(Op):
+    """loss = -mean(t log p + (1-t) log(1-p))    dloss/dp = (p - t) / (p (1-p)) / n
+
+    Each log is clamped at -100 (as PyTorch does), so p = 0 or 1 gives a finite loss.
+    """
+    def forward(self, p, t):
+        self.p, self.t = p, t
+        with np.errstate(divide="ignore"):          # log(0) = -inf is clamped just below
+            log_p = np.maximum(np.log(p), -100)
+            log_1p = np.maximum(np.log1p(-p), -100)
+        return np.asarray(-(t * log_p + (1 - t) * log_1p).mean(), dtype=p.dtype)
+
+    def backward(self, gz):
+        p, t = self.p, self.t
+        denominator = np.maximum(p * (1 - p), 1e-12)    # bounded: finite at p = 0 or 1
+        return gz * (p - t) / denominator / p.size
+
+
+class DropoutMask(Op):
+    """z = x * mask / (1 - p)    dz/dx = mask / (1 - p)   (mask fixed in forward)"""
+    def forward(self, x, keep):
+        self.keep = keep
+        return x * keep
+
+    def backward(self, gz):
+        return gz * self.keep

@@ -1,0 +1,496 @@
+"""Tensor: a NumPy array that records the operations that produced it, and backward()."""
+import contextlib
+import gc
+import threading
+
+import numpy as np
+
+from . import ops
+
+_FLOAT_DEFAULT = np.dtype(np.float32)
+
+
+class _GradMode(threading.local):
+    enabled = True   # per thread: no_grad in one thread never switches recording off in another
+
+
+_grad_mode = _GradMode()
+
+
+@contextlib.contextmanager
+def no_grad():
+    """Inside this context (or a function decorated with it) no operation is recorded."""
+    previous = _grad_mode.enabled
+    _grad_mode.enabled = False
+    try:
+        yield
+    finally:
+        _grad_mode.enabled = previous
+
+
+def is_grad_enabled():
+    return _grad_mode.enabled
+
+
+_rng = np.random.default_rng()
+
+
+def manual_seed(seed):
+    """Seed the generator behind Tensor.randn, nn.Linear's initialization and nn.Dropout."""
+    global _rng
+    _rng = np.random.default_rng(seed)
+
+
+def get_rng():
+    return _rng
+
+
+def sum_to_shape(g, shape):
+    """Undo NumPy broadcasting: add up every axis that was prepended or stretched."""
+    lead = g.ndim - len(shape)
+    axes = tuple(range(lead)) + tuple(lead + i for i, n in enumerate(shape)
+                                      if n == 1 and g.shape[lead + i] != 1)
+    return g.sum(axis=axes, keepdims=True).reshape(shape) if axes else g.reshape(shape)
+
+
+def _topo_order(root):
+    """Every tensor that root depends on and that requires grad, each after its parents."""
+    order, seen, stack = [], set(), [(root, False)]
+    while stack:
+        node, children_done = stack.pop()
+        if children_done:
+            order.append(node)                 # every parent is already in `order`
+        elif id(node) not in seen:
+            seen.add(id(node))
+            stack.append((node, True))
+            stack.extend((p, False) for p in node._parents if p.requires_grad)
+    return order
+
+
+class _Released:
+    """Marks a node whose graph backward() already freed."""
+    name = "released"
+
+
+_RELEASED = _Released()
+
+
+def _normalize_axis(op, axis, ndim, shape):
+    """None, an int or a tuple of ints (negative allowed) -> None or a sorted tuple."""
+    if axis is None:
+        return None
+    axes = axis if isinstance(axis, (tuple, list)) else (axis,)
+    out = []
+    for a in axes:
+        if not isinstance(a, (int, np.integer)) or not -ndim <= a < ndim:
+            raise ValueError(f"{op}: axis {a} is out of range for a tensor of shape {shape}")
+        out.append(int(a) % ndim)
+    if len(set(out)) != len(out):
+        raise ValueError(f"{op}: repeated axis in {axis} for a tensor of shape {shape}")
+    return tuple(sorted(out))
+
+
+def _is_basic_index(index):
+    parts = index if isinstance(index, tuple) else (index,)
+    return all(isinstance(p, (int, np.integer, slice)) or p is None or p is Ellipsis
+               for p in parts)
+
+
+class Tensor:
+    """An n-dimensional array (a 0-d tensor is a scalar) that can compute its gradients.
+
+    Tensor(data, requires_grad=False, dtype=None): floats become float32 unless `dtype` says
+    otherwise; integer and boolean data stay as they are and cannot require grad. A NumPy
+    array of the target dtype is used without a copy (like torch.from_numpy).
+    """
+    __slots__ = ("data", "grad", "requires_grad", "_ctx", "_parents", "__weakref__")
+    __array_ufunc__ = None      # `ndarray * tensor` must reach Tensor.__rmul__, not NumPy
+
+    def __init__(self, data, requires_grad=False, dtype=None):
+        if isinstance(data, Tensor):
+            data = data.data
+        if dtype is not None:
+            array = np.asarray(data, dtype=np.dtype(dtype))
+        else:
+            array = np.asarray(data)
+            if array.dtype.kind == "f" and array.dtype != _FLOAT_DEFAULT:
+                array = array.astype(_FLOAT_DEFAULT)
+        if array.dtype.kind not in "fiub":
+            raise TypeError(f"Tensor: unsupported data type {array.dtype} (shape {array.shape})")
+        if requires_grad and array.dtype.kind != "f":
+            raise ValueError(f"Tensor: only floating-point tensors can require grad, "
+                             f"got dtype {array.dtype} (shape {array.shape})")
+        self.data = array
+        self.grad = None
+        self.requires_grad = bool(requires_grad)
+        self._ctx = None
+        self._parents = ()
+
+    # ------------------------------------------------------------------ graph recording
+
+    @staticmethod
+    def _apply(op_class, *inputs, **options):
+        """Run op_class's forward on the inputs' arrays and, if any input needs a gradient,
+        record the op and its inputs on the result."""
+        op = op_class()
+        data = op.forward(*[t.data for t in inputs], **options)
+        out = Tensor.__new__(Tensor)
+        out.data = data if type(data) is np.ndarray else np.asarray(data)
+        out.grad = None
+        needs = tuple([t.requires_grad for t in inputs]) if _grad_mode.enabled else (False,)
+        if True in needs:
+            op.needs_input_grad = needs
+            out.requires_grad, out._ctx, out._parents = True, op, inputs
+        else:
+            out.requires_grad, out._ctx, out._parents = False, None, ()
+        return out
+
+    @staticmethod
+    def _wrap(array):
+        """A tensor around an existing array, without the constructor's checks."""
+        out = Tensor.__new__(Tensor)
+        out.data, out.grad, out.requires_grad, out._ctx, out._parents = array, None, False, None, ()
+        return out
+
+    def _constant(self, value):
+        """A non-Tensor operand as a Tensor; floats take this tensor's float dtype so that a
+        Python or NumPy number never turns float32 work into float64."""
+        if isinstance(value, Tensor):
+            return value
+        dtype = self.data.dtype if self.data.dtype.kind == "f" else None
+        if dtype is not None and type(value) in (float, int):
+            return Tensor._wrap(np.array(value, dtype=dtype))     # the common case, fast
+        array = np.asarray(value)
+        if dtype is not None and array.dtype.kind in "fiub":
+            return Tensor(array, dtype=dtype)
+        return Tensor(array)
+
+    def _binary(self, op_class, other, reverse=False):
+        other = self._constant(other)
+        a, b = (other, self) if reverse else (self, other)
+        try:
+            return Tensor._apply(op_class, a, b)
+        except ValueError as error:
+            if "broadcast" in str(error):
+                raise ValueError(f"{op_class.__name__.lower()}: shapes {a.shape} and {b.shape} "
+                                 f"cannot be broadcast together") from None
+            raise
+
+    # ------------------------------------------------------------------ backward
+
+    def backward(self, grad=None, retain_graph=False):
+        """Reverse-mode differentiation: add d(self)/d(leaf) * grad into every leaf's .grad.
+
+        Iterative (no recursion limit). Unless `retain_graph`, each node's op and inputs are
+        dropped as soon as its gradient has been passed on, so the graph can be freed.
+        """
+        if not self.requires_grad:
+            raise RuntimeError(f"backward: this tensor (shape {self.shape}) does not require "
+                               f"grad and was not computed from any tensor that does")
+        if grad is None:
+            if self.data.size != 1:
+                raise RuntimeError(f"backward: a gradient can only be implied for a scalar "
+                                   f"output, got shape {self.shape}; pass grad= of that shape")
+            grad = np.ones_like(self.data)
+        else:
+            grad = np.asarray(grad.data if isinstance(grad, Tensor) else grad, dtype=self.dtype)
+            if grad.shape != self.shape:
+                raise ValueError(f"backward: grad has shape {grad.shape} but the tensor has "
+                                 f"shape {self.shape}")
+        # Backward creates no reference cycles, so the cyclic collector has nothing to find;
+        # pausing it saves a third of the time on graphs of millions of nodes.
+        collecting = gc.isenabled()
+        gc.disable()
+        try:
+            self._backward(grad, retain_graph)
+        finally:
+            if collecting:
+                gc.enable()
+
+    def _backward(self, grad, retain_graph):
+        grads = {id(self): grad}
+        for node in reversed(_topo_order(self)):
+            g = grads.pop(id(node), None)
+            op, parents = node._ctx, node._parents
+            if op is _RELEASED:
+                raise RuntimeError("backward: the graph behind this tensor was already freed by "
+                                   "an earlier backward(); pass retain_graph=True to the first "
+                                   "call to run backward twice")
+            if op is None or retain_graph:
+                node._accumulate(g)                  # leaves always; every node when retained
+            if op is None:
+                continue
+            if not retain_graph:
+                node._ctx, node._parents = _RELEASED, ()
+            if g is None:
+                continue
+            input_grads = op.backward(g)
+            if len(parents) == 1:
+                input_grads = (input_grads,)
+            for parent, pg in zip(parents, input_grads):
+                if pg is None or not parent.requires_grad:
+                    continue
+                if pg.shape != parent.data.shape:
+                    pg = sum_to_shape(pg, parent.data.shape)
+                key = id(parent)
+                previous = grads.get(key)
+                grads[key] = pg if previous is None else previous + pg
+
+    def _accumulate(self, g):
+        if g is None:
+            return
+        if self.grad is None:
+            self.grad = np.array(g, dtype=self.data.dtype)     # a copy: g may be shared
+        else:
+            self.grad += g
+
+    # ------------------------------------------------------------------ basic attributes
+
+    @property
+    def shape(self):
+        return self.data.shape
+
+    @property
+    def ndim(self):
+        return self.data.ndim
+
+    @property
+    def dtype(self):
+        return self.data.dtype
+
+    @property
+    def size(self):
+        return self.data.size
+
+    def numpy(self):
+        return self.data
+
+    def item(self):
+        if self.data.size != 1:
+            raise ValueError(f"item: only a tensor with one element converts to a Python "
+                             f"number, got shape {self.shape}")
+        return self.data.item()
+
+    def __len__(self):
+        if self.data.ndim == 0:
+            raise TypeError("len() of a 0-d tensor")
+        return self.data.shape[0]
+
+    def __array__(self, dtype=None, copy=None):
+        return self.data if dtype is None else self.data.astype(dtype)
+
+    def __repr__(self):
+        body = np.array2string(self.data, separator=", ", prefix="Tensor(")
+        extras = "" if self.data.dtype == _FLOAT_DEFAULT else f", dtype={self.data.dtype}"
+        if self.requires_grad:
+            extras += ", requires_grad=True"
+        if self.grad is not None and self.data.ndim == 0:
+            extras += f", grad={self.grad.item():g}"
+        return f"Tensor({body}{extras})"
+
+    def detach(self):
+        """The same data, cut from the graph: no gradient flows through the result."""
+        return Tensor(self.data)
+
+    def zero_grad(self):
+        self.grad = None
+
+    # ------------------------------------------------------------------ arithmetic
+
+    def __add__(self, other): return self._binary(ops.Add, other)
+    def __radd__(self, other): return self._binary(ops.Add, other, reverse=True)
+    def __sub__(self, other): return self._binary(ops.Sub, other)
+    def __rsub__(self, other): return self._binary(ops.Sub, other, reverse=True)
+    def __mul__(self, other): return self._binary(ops.Mul, other)
+    def __rmul__(self, other): return self._binary(ops.Mul, other, reverse=True)
+    def __truediv__(self, other): return self._binary(ops.Div, other)
+    def __rtruediv__(self, other): return self._binary(ops.Div, other, reverse=True)
+    def __rpow__(self, other): return self._binary(ops.Pow, other, reverse=True)
+    def __neg__(self): return Tensor._apply(ops.Neg, self)
+
+    def __pow__(self, exponent):
+        if isinstance(exponent, Tensor):
+            return self._binary(ops.Pow, exponent)
+        if np.ndim(exponent) != 0:
+            return self._binary(ops.Pow, exponent)
+        return Tensor._apply(ops.PowConst, self, exponent=exponent)
+
+    def maximum(self, other): return self._binary(ops.Maximum, other)
+    def minimum(self, other): return self._binary(ops.Minimum, other)
+
+    def __matmul__(self, other):
+        return Tensor._matmul(self, self._constant(other))
+
+    def __rmatmul__(self, other):
+        return Tensor._matmul(self._constant(other), self)
+
+    @staticmethod
+    def _matmul(a, b):
+        if a.ndim == 0 or b.ndim == 0:
+            raise ValueError(f"matmul: cannot multiply {a.shape} by {b.shape}: both inputs "
+                             f"need at least one dimension")
+        inner_a, inner_b = a.shape[-1], b.shape[0] if b.ndim == 1 else b.shape[-2]
+        if inner_a != inner_b:
+            raise ValueError(f"matmul: cannot multiply {a.shape} by {b.shape}: inner sizes "
+                             f"{inner_a} and {inner_b} differ")
+        try:
+            return Tensor._apply(ops.MatMul, a, b)
+        except ValueError:
+            raise ValueError(f"matmul: cannot multiply {a.shape} by {b.shape}: batch "
+                             f"dimensions cannot be broadcast together") from None
+
+    # ------------------------------------------------------------------ elementwise functions
+
+    def exp(self): return Tensor._apply(ops.Exp, self)
+    def log(self): return Tensor._apply(ops.Log, self)
+    def sqrt(self): return Tensor._apply(ops.Sqrt, self)
+    def abs(self): return Tensor._apply(ops.Abs, self)
+    def relu(self): return Tensor._apply(ops.ReLU, self)
+    def sigmoid(self): return Tensor._apply(ops.Sigmoid, self)
+    def tanh(self): return Tensor._apply(ops.Tanh, self)
+
+    def clip(self, lo=None, hi=None):
+        if lo is not None and hi is not None and lo > hi:
+            raise ValueError(f"clip: lower bound {lo} is above upper bound {hi}")
+        return Tensor._apply(ops.Clip, self, lo=lo, hi=hi)
+
+    def softmax(self, axis=-1):
+        return Tensor._apply(ops.Softmax, self, axis=self._one_axis("softmax", axis))
+
+    def log_softmax(self, axis=-1):
+        return Tensor._apply(ops.LogSoftmax, self, axis=self._one_axis("log_softmax", axis))
+
+    def _one_axis(self, op, axis):
+        return _normalize_axis(op, axis, self.ndim, self.shape)[0]
+
+    # ------------------------------------------------------------------ reductions
+
+    def sum(self, axis=None, keepdims=False):
+        axis = _normalize_axis("sum", axis, self.ndim, self.shape)
+        return Tensor._apply(ops.Sum, self, axis=axis, keepdims=keepdims)
+
+    def mean(self, axis=None, keepdims=False):
+        axis = _normalize_axis("mean", axis, self.ndim, self.shape)
+        return Tensor._apply(ops.Mean, self, axis=axis, keepdims=keepdims)
+
+    def max(self, axis=None, keepdims=False):
+        """Largest element over `axis`. Tied maxima share the gradient evenly."""
+        axis = _normalize_axis("max", axis, self.ndim, self.shape)
+        if self.size == 0:
+            raise ValueError(f"max: cannot take the maximum of an empty tensor of shape "
+                             f"{self.shape}")
+        return Tensor._apply(ops.Max, self, axis=axis, keepdims=keepdims)
+
+    def argmax(self, axis=None):
+        """Indices of the maxima (an integer tensor, no gradient)."""
+        if axis is not None:
+            axis = self._one_axis("argmax", axis)
+        return Tensor(self.data.argmax(axis=axis))
+
+    # ------------------------------------------------------------------ shape
+
+    def reshape(self, *shape):
+        shape = tuple(shape[0]) if len(shape) == 1 and isinstance(shape[0], (tuple, list)) \
+            else shape
+        try:
+            return Tensor._apply(ops.Reshape, self, shape=shape)
+        except ValueError:
+            raise ValueError(f"reshape: cannot reshape a tensor of shape {self.shape} "
+                             f"({self.size} elements) to {shape}") from None
+
+    def flatten(self):
+        return self.reshape(-1)
+
+    def transpose(self, *axes):
+        """NumPy's transpose: no axes reverses them, otherwise a full permutation. Two axes on a
+        tensor of more than two dimensions swap just those two, as torch.transpose does."""
+        axes = tuple(axes[0]) if len(axes) == 1 and isinstance(axes[0], (tuple, list)) else axes
+        if not axes:
+            axes = tuple(reversed(range(self.ndim)))
+        elif len(axes) == 2 and self.ndim > 2:
+            i, j = (self._one_axis("transpose", a) for a in axes)
+            perm = list(range(self.ndim))
+            perm[i], perm[j] = perm[j], perm[i]
+            axes = tuple(perm)
+        if sorted(_normalize_axis("transpose", a, self.ndim, self.shape)[0] for a in axes) \
+                != list(range(self.ndim)):
+            raise ValueError(f"transpose: axes {axes} are not a permutation of the "
+                             f"{self.ndim} axes of shape {self.shape}")
+        return Tensor._apply(ops.Transpose, self, axes=tuple(a % self.ndim for a in axes))
+
+    @property
+    def T(self):
+        return self.transpose()
+
+    def __getitem__(self, index):
+        if isinstance(index, Tensor):
+            index = index.data
+        elif isinstance(index, tuple):
+            index = tuple(i.data if isinstance(i, Tensor) else i for i in index)
+        elif isinstance(index, list):
+            index = np.asarray(index)
+        basic = _is_basic_index(index)
+        if not basic:
+            index = tuple(np.asarray(i) if isinstance(i, list) else i for i in
+                          (index if isinstance(index, tuple) else (index,)))
+            index = tuple(np.nonzero(i)[0] if isinstance(i, np.ndarray) and i.dtype == bool
+                          and i.ndim == 1 else i for i in index)
+        try:
+            return Tensor._apply(ops.GetItem, self, index=index, advanced=not basic)
+        except IndexError as error:
+            raise IndexError(f"getitem: {error} (tensor of shape {self.shape})") from None
+
+    @staticmethod
+    def concat(tensors, axis=0):
+        tensors = [t if isinstance(t, Tensor) else Tensor(t) for t in tensors]
+        Tensor._check_joinable("concat", tensors, axis, new_axis=False)
+        axis = _normalize_axis("concat", axis, tensors[0].ndim, tensors[0].shape)[0]
+        return Tensor._apply(ops.Concat, *tensors, axis=axis)
+
+    @staticmethod
+    def stack(tensors, axis=0):
+        tensors = [t if isinstance(t, Tensor) else Tensor(t) for t in tensors]
+        Tensor._check_joinable("stack", tensors, axis, new_axis=True)
+        ndim = tensors[0].ndim + 1
+        axis = _normalize_axis("stack", axis, ndim, tensors[0].shape)[0]
+        return Tensor._apply(ops.Stack, *tensors, axis=axis)
+
+    @staticmethod
+    def _check_joinable(op, tensors, axis, new_axis):
+        shapes = [t.shape for t in tensors]
+        if not tensors:
+            raise ValueError(f"{op}: needs at least one tensor")
+        first = shapes[0]
+        if new_axis:
+            ok = all(s == first for s in shapes)
+        else:
+            if tensors[0].ndim == 0:
+                raise ValueError(f"{op}: cannot join 0-d tensors; use stack")
+            a = _normalize_axis(op, axis, len(first), first)[0]
+            ok = all(len(s) == len(first) and s[:a] + s[a + 1:] == first[:a] + first[a + 1:]
+                     for s in shapes)
+        if not ok:
+            raise ValueError(f"{op}: shapes {shapes} do not match along axis {axis}")
+
+    # ------------------------------------------------------------------ constructors
+
+    @staticmethod
+    def _shape_args(shape):
+        return tuple(shape[0]) if len(shape) == 1 and isinstance(shape[0], (tuple, list)) \
+            else shape
+
+    @staticmethod
+    def zeros(*shape, requires_grad=False, dtype=_FLOAT_DEFAULT):
+        return Tensor(np.zeros(Tensor._shape_args(shape), dtype=dtype), requires_grad)
+
+    @staticmethod
+    def ones(*shape, requires_grad=False, dtype=_FLOAT_DEFAULT):
+        return Tensor(np.ones(Tensor._shape_args(shape), dtype=dtype), requires_grad)
+
+    @staticmethod
+    def randn(*shape, seed=None, requires_grad=False, dtype=_FLOAT_DEFAULT):
+        """Standard normal samples; `seed` gives a reproducible draw, otherwise the generator
+        set by manual_seed is used."""
+        rng = np.random.default_rng(seed) if seed is not None else _rng
+        data = rng.standard_normal(Tensor._shape_args(shape)).astype(dtype)
+        return Tensor(data, requires_grad)

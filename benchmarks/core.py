@@ -2,7 +2,7 @@
 (784-128-10, batch 128, SGD with momentum) with autograd versus the same network written by
 hand in NumPy, measured side by side in one run.
 
-    python benchmarks/core.py            # prints, and writes benchmarks/RESULTS_core.md
+    python benchmarks/core.py            # prints, and writes benchmarks/RESULTS.md
 """
 import gc
 import os
@@ -16,7 +16,7 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from tinygrad_mnist import Tensor, nn, optim, manual_seed  # noqa: E402
 
-RESULTS = os.path.join(os.path.dirname(__file__), "RESULTS_core.md")
+RESULTS = os.path.join(os.path.dirname(__file__), "RESULTS.md")
 
 
 def scalar_chain(n=1_000_000):

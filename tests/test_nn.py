@@ -139,9 +139,16 @@ def test_parameters_are_found_recursively_in_order():
 
 def test_mlp_structure_and_zero_grad():
     mlp = nn.MLP([6, 5, 4, 3], activation="tanh", dropout=0.2)
-    kinds = [type(layer).__name__ for layer in mlp.net]
-    assert kinds == ["Linear", "Tanh", "Dropout", "Linear", "Tanh", "Dropout", "Linear"]
+    assert [repr(layer) for layer in mlp.layers] == ["Linear(6→5)", "Linear(5→4)", "Linear(4→3)"]
+    assert [n for n, _ in mlp.named_parameters()] == [
+        "layers.0.weight", "layers.0.bias", "layers.1.weight", "layers.1.bias",
+        "layers.2.weight", "layers.2.bias"]
     x = Tensor(rng.normal(size=(2, 6)))
+    mlp.eval()
+    a = mlp.layers[0](x).tanh()
+    expected = mlp.layers[2](mlp.layers[1](a).tanh())
+    np.testing.assert_allclose(mlp(x).data, expected.data, rtol=1e-6)
+    mlp.train()
     nn.cross_entropy(mlp(x), [0, 2]).backward()
     assert all(p.grad is not None for p in mlp.parameters())
     mlp.zero_grad()
@@ -157,7 +164,7 @@ def test_mlp_gradients_match_finite_differences():
     params = [Tensor(p.data, requires_grad=True, dtype=np.float64) for p in mlp.parameters()]
 
     def loss(*ps):
-        for layer, (w, b) in zip([mlp.net[0], mlp.net[2]], zip(ps[::2], ps[1::2])):
+        for layer, (w, b) in zip(mlp.layers, zip(ps[::2], ps[1::2])):
             layer.weight, layer.bias = w, b
         return nn.cross_entropy(mlp(Tensor(x, dtype=np.float64)), y)
     assert gradcheck(loss, params)
@@ -187,6 +194,7 @@ def test_state_dict_round_trip_through_npz(tmp_path):
     path = tmp_path / "model.npz"
     nn.save(a, path)
     assert sorted(np.load(path).files) == sorted(a.state_dict())
+    nn.load(nn.MLP([4, 3, 2], activation="tanh", dropout=0.3), path)   # same names
     nn.load(b, path)
     for (na, pa), (nb, pb) in zip(a.named_parameters(), b.named_parameters()):
         assert na == nb
@@ -202,23 +210,23 @@ def test_load_refuses_pickle_and_bad_state_without_changing_the_model(tmp_path):
     state = model.state_dict()
 
     pickled = tmp_path / "pickled.npz"
-    np.savez(pickled, **{**state, "net.0.weight": np.array([object()], dtype=object)})
+    np.savez(pickled, **{**state, "layers.0.weight": np.array([object()], dtype=object)})
     with pytest.raises(ValueError, match="pickled.npz"):
         nn.load(model, pickled)
 
     missing = tmp_path / "missing.npz"
-    np.savez(missing, **{k: v for k, v in state.items() if k != "net.2.bias"})
-    with pytest.raises(KeyError, match="net.2.bias"):
+    np.savez(missing, **{k: v for k, v in state.items() if k != "layers.1.bias"})
+    with pytest.raises(KeyError, match="layers.1.bias"):
         nn.load(model, missing)
 
     wrong_shape = tmp_path / "shape.npz"
-    np.savez(wrong_shape, **{**state, "net.2.bias": np.zeros(5, np.float32)})
-    with pytest.raises(ValueError, match=r"net.2.bias.*\(5,\).*\(2,\)"):
+    np.savez(wrong_shape, **{**state, "layers.1.bias": np.zeros(5, np.float32)})
+    with pytest.raises(ValueError, match=r"layers.1.bias.*\(5,\).*\(2,\)"):
         nn.load(model, wrong_shape)
 
     wrong_dtype = tmp_path / "dtype.npz"
-    np.savez(wrong_dtype, **{**state, "net.0.bias": np.zeros(3, np.int64)})
-    with pytest.raises(TypeError, match="net.0.bias.*int64"):
+    np.savez(wrong_dtype, **{**state, "layers.0.bias": np.zeros(3, np.int64)})
+    with pytest.raises(TypeError, match="layers.0.bias.*int64"):
         nn.load(model, wrong_dtype)
 
     garbage = tmp_path / "garbage.npz"

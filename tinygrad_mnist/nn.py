@@ -1,4 +1,5 @@
 """Neural-network building blocks: Module, layers, losses, and saving weights to .npz."""
+import json
 import os
 import tempfile
 import zipfile
@@ -221,6 +222,8 @@ class MLP(Module):
 
     The activation (relu, sigmoid or tanh) follows every layer but the last, then dropout if
     dropout > 0. Layers are initialized for the activation (Kaiming for ReLU, Xavier otherwise).
+    Parameters are named layers.0.weight, layers.0.bias, layers.1.weight, ... whatever the
+    activation and dropout, so weights move freely between such variants.
     """
     def __init__(self, sizes, activation="relu", dropout=0.0):
         if len(sizes) < 2:
@@ -229,18 +232,18 @@ class MLP(Module):
             raise ValueError(f"MLP: unknown activation {activation!r}; use one of "
                              f"{sorted(_ACTIVATIONS)}")
         act_class, init = _ACTIVATIONS[activation]
-        layers = []
-        for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
-            layers.append(Linear(n_in, n_out, init=init))
-            if i < len(sizes) - 2:
-                layers.append(act_class())
-                if dropout > 0:
-                    layers.append(Dropout(dropout))
         self.sizes, self.activation, self.dropout = list(sizes), activation, dropout
-        self.net = Sequential(*layers)
+        self.layers = [Linear(n_in, n_out, init=init) for n_in, n_out in zip(sizes, sizes[1:])]
+        self.act = act_class()
+        self.drop = Dropout(dropout) if dropout > 0 else None
 
     def forward(self, x):
-        return self.net(x)
+        *hidden, last = self.layers
+        for layer in hidden:
+            x = self.act(layer(x))
+            if self.drop is not None:
+                x = self.drop(x)
+        return last(x)
 
     def __repr__(self):
         return f"MLP({self.sizes}, activation={self.activation!r}, dropout={self.dropout})"
@@ -328,12 +331,32 @@ def load_arrays(path):
                          f"(no pickle): {error}") from None
 
 
-def save(module, path):
-    """Save a module's parameters to an .npz (plain arrays, no pickle), atomically."""
-    save_arrays(module.state_dict(), path)
+_META_KEY = "__meta__"
+
+
+def save(module, path, meta=None):
+    """Save a module's parameters to an .npz (plain arrays, no pickle), atomically. `meta`, a
+    JSON-able dict (say, the architecture), is stored beside them as a string."""
+    arrays = module.state_dict()
+    if meta is not None:
+        arrays[_META_KEY] = np.array(json.dumps(meta))
+    save_arrays(arrays, path)
 
 
 def load(module, path):
     """Load parameters saved by save(); the file is fully checked before the model changes."""
-    module.load_state_dict(load_arrays(path))
+    arrays = load_arrays(path)
+    arrays.pop(_META_KEY, None)
+    module.load_state_dict(arrays)
     return module
+
+
+def load_meta(path):
+    """The `meta` dict given to save(), or None."""
+    arrays = load_arrays(path)
+    if _META_KEY not in arrays:
+        return None
+    try:
+        return json.loads(str(arrays[_META_KEY]))
+    except ValueError:
+        raise ValueError(f"load_meta: '{path}' has a {_META_KEY} entry that is not JSON") from None

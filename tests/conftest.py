@@ -1,0 +1,26 @@
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def shared_data_dir(name):
+    """The offline copies in ../shared/data (or $TINYGRAD_MNIST_DATA)."""
+    base = Path(os.environ.get("TINYGRAD_MNIST_DATA", ROOT.parent / "shared" / "data"))
+    path = base / name
+    if not (path / "t10k-labels-idx1-ubyte.gz").exists():
+        pytest.fail(f"offline dataset not found at {path}: put shared/ beside the repository "
+                    f"or set TINYGRAD_MNIST_DATA")
+    return path
+
+
+@pytest.fixture(scope="session")
+def mnist_dir():
+    return shared_data_dir("mnist")
+
+
+@pytest.fixture(scope="session")
+def fashion_dir():
+    return shared_data_dir("fashion-mnist")

@@ -1,0 +1,248 @@
+"""Training an MLP on MNIST or Fashion-MNIST: the loop, checkpoints, metrics and reports."""
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from . import data, nn, optim
+from .tensor import Tensor, manual_seed, no_grad
+
+OPTIMIZERS = ("sgd", "momentum", "nesterov", "rmsprop", "adam", "adamw")
+SCHEDULES = ("constant", "cosine", "step")
+
+
+@dataclass
+class Config:
+    dataset: str = "mnist"
+    data_dir: str = None
+    hidden: list = field(default_factory=lambda: [512, 256])
+    activation: str = "relu"
+    optimizer: str = "momentum"
+    lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    dropout: float = 0.2
+    augment: bool = False
+    batch_size: int = 128
+    epochs: int = 15
+    lr_schedule: str = "cosine"
+    seed: int = 0
+    out: str = "runs/mnist"
+    subset: int = None          # use only the first N training and test images (quick runs)
+
+    # what must match for --resume to continue a run instead of starting another
+    def fingerprint(self):
+        d = asdict(self)
+        for key in ("out", "data_dir"):
+            d.pop(key)
+        return d
+
+
+def make_model(config):
+    return nn.MLP([784, *config.hidden, 10], activation=config.activation,
+                  dropout=config.dropout)
+
+
+def make_optimizer(config, params):
+    name, lr, wd = config.optimizer, config.lr, config.weight_decay
+    if name == "sgd":
+        return optim.SGD(params, lr, weight_decay=wd)
+    if name == "momentum":
+        return optim.SGD(params, lr, momentum=config.momentum, weight_decay=wd)
+    if name == "nesterov":
+        return optim.SGD(params, lr, momentum=config.momentum, nesterov=True, weight_decay=wd)
+    if name == "rmsprop":
+        return optim.RMSProp(params, lr, weight_decay=wd)
+    if name == "adam":
+        return optim.Adam(params, lr, weight_decay=wd)
+    if name == "adamw":
+        return optim.AdamW(params, lr, weight_decay=wd)
+    raise ValueError(f"unknown optimizer {name!r}; choose from {OPTIMIZERS}")
+
+
+def learning_rate(config, step, total_steps):
+    """The schedule: constant; cosine from lr to 0 over the run; step: x0.1 at 50% and 75%."""
+    if config.lr_schedule == "constant":
+        return config.lr
+    progress = step / max(total_steps, 1)
+    if config.lr_schedule == "cosine":
+        return config.lr * 0.5 * (1 + math.cos(math.pi * progress))
+    if config.lr_schedule == "step":
+        return config.lr * (0.1 ** ((progress >= 0.5) + (progress >= 0.75)))
+    raise ValueError(f"unknown lr schedule {config.lr_schedule!r}; choose from {SCHEDULES}")
+
+
+def _epoch_rng(seed, epoch, stream):
+    """Independent, reproducible random streams per (seed, epoch): a resumed run draws exactly
+    what an uninterrupted one would have drawn."""
+    return np.random.default_rng([seed, epoch, stream])
+
+
+def predict_logits(model, x, batch_size=2000):
+    model.eval()
+    with no_grad():
+        out = np.concatenate([model(Tensor(x[i:i + batch_size])).data
+                              for i in range(0, len(x), batch_size)])
+    model.train()
+    return out
+
+
+def confusion_matrix(labels, predictions, n_classes=10):
+    matrix = np.zeros((n_classes, n_classes), dtype=np.int64)
+    np.add.at(matrix, (labels, predictions), 1)
+    return matrix
+
+
+def format_confusion(matrix, classes):
+    width = max(5, len(str(matrix.max())) + 1)
+    names = [c[:width - 1] for c in classes]
+    lines = ["true \\ predicted".ljust(12) + "".join(n.rjust(width) for n in names)]
+    for name, row in zip(classes, matrix):
+        lines.append(name[:11].ljust(12) + "".join(str(v).rjust(width) for v in row))
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- checkpoints
+
+def _checkpoint_path(out):
+    return os.path.join(out, "checkpoint.npz")
+
+
+def save_checkpoint(out, model, optimizer, config, epoch, history, elapsed):
+    arrays = {f"model.{k}": v for k, v in model.state_dict().items()}
+    arrays.update({f"optim.{k}": v for k, v in optimizer.state_dict().items()})
+    arrays["meta"] = np.array(json.dumps({"epoch": epoch, "history": history,
+                                          "elapsed": elapsed, "config": config.fingerprint()}))
+    nn.save_arrays(arrays, _checkpoint_path(out))
+
+
+def load_checkpoint(out, model, optimizer, config):
+    """Restore the last complete epoch. Returns (next epoch, history, elapsed seconds)."""
+    arrays = nn.load_arrays(_checkpoint_path(out))
+    meta = json.loads(str(arrays.pop("meta")))
+    if meta["config"] != config.fingerprint():
+        changed = sorted(k for k in meta["config"] if meta["config"][k] != config.fingerprint()[k])
+        raise ValueError(f"--resume: the checkpoint in {out} was made with different settings "
+                         f"({', '.join(changed)}); use the same options or another --out")
+    model.load_state_dict({k[6:]: v for k, v in arrays.items() if k.startswith("model.")})
+    optimizer.load_state_dict({k[6:]: v for k, v in arrays.items() if k.startswith("optim.")})
+    return meta["epoch"] + 1, meta["history"], meta["elapsed"]
+
+
+# ---------------------------------------------------------------- the loop
+
+def train(config, log=print, progress=True):
+    """Train, checkpointing after every epoch; write metrics, plots and model.npz to
+    config.out. Returns the metrics dict."""
+    ds = data.load(config.dataset, config.data_dir, progress=progress)
+    train_images, train_labels = ds.train_images, ds.train_labels.astype(np.int64)
+    test_images, test_labels = ds.test_images, ds.test_labels.astype(np.int64)
+    if config.subset:
+        train_images, train_labels = train_images[:config.subset], train_labels[:config.subset]
+        test_images, test_labels = test_images[:config.subset], test_labels[:config.subset]
+    # pixels in [0, 1], kept as (N, 28, 28) so augmentation can move them before standardizing
+    train_pixels = data.to_unit(train_images)
+    x_test = ds.normalized(test_images)
+
+    manual_seed(config.seed)
+    model = make_model(config)
+    optimizer = make_optimizer(config, model.parameters())
+    os.makedirs(config.out, exist_ok=True)
+
+    start_epoch, history, elapsed = 1, [], 0.0
+    if os.path.exists(_checkpoint_path(config.out)):
+        if not getattr(config, "resume", False):
+            log(f"note: {config.out} holds a checkpoint; pass --resume to continue it "
+                f"(starting afresh, it will be overwritten)")
+        else:
+            start_epoch, history, elapsed = load_checkpoint(config.out, model, optimizer, config)
+            log(f"resumed from epoch {start_epoch - 1} in {_checkpoint_path(config.out)}")
+
+    n = len(train_pixels)
+    steps_per_epoch = math.ceil(n / config.batch_size)
+    total_steps = steps_per_epoch * config.epochs
+    for epoch in range(start_epoch, config.epochs + 1):
+        model.train()
+        manual_seed([config.seed, epoch, 1])                       # dropout masks
+        order_rng, augment_rng = _epoch_rng(config.seed, epoch, 0), _epoch_rng(config.seed, epoch, 2)
+        started = time.perf_counter()
+        loss_sum, correct, seen = 0.0, 0, 0
+        bar = _progress(steps_per_epoch, f"epoch {epoch}/{config.epochs}", progress)
+        for i, idx in enumerate(data.batches(n, config.batch_size, order_rng)):
+            step = (epoch - 1) * steps_per_epoch + i
+            optimizer.lr = learning_rate(config, step, total_steps)
+            pixels = train_pixels[idx]
+            if config.augment:
+                pixels = data.augment(pixels, augment_rng)
+            x = data.standardize(pixels, ds.info)
+            y = train_labels[idx]
+            optimizer.zero_grad()
+            logits = model(Tensor(x))
+            loss = nn.cross_entropy(logits, y)
+            loss.backward()
+            optimizer.step()
+            loss_sum += loss.item() * len(idx)
+            correct += int((logits.data.argmax(axis=1) == y).sum())
+            seen += len(idx)
+            bar.update(1)
+            if i % 20 == 0 or seen == n:
+                rate = seen / max(time.perf_counter() - started, 1e-9)
+                bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.4f}",
+                                samples_s=f"{rate:,.0f}")
+        bar.close()
+        seconds = time.perf_counter() - started
+        elapsed += seconds
+        test_accuracy = float((predict_logits(model, x_test).argmax(axis=1) == test_labels).mean())
+        history.append({"epoch": epoch, "train_loss": loss_sum / seen,
+                        "train_accuracy": correct / seen, "test_accuracy": test_accuracy,
+                        "seconds": seconds})
+        log(f"epoch {epoch:3d}  train loss {loss_sum / seen:.4f}  train acc {correct / seen:.4f}"
+            f"  test acc {test_accuracy:.4f}  {seconds:.1f}s")
+        save_checkpoint(config.out, model, optimizer, config, epoch, history, elapsed)
+
+    return _finish(config, ds.info, model, x_test, test_images, test_labels, history, elapsed,
+                   log)
+
+
+def _progress(total, desc, enabled):
+    from tqdm import tqdm
+    return tqdm(total=total, desc=desc, unit="batch", leave=False, disable=not enabled,
+                file=sys.stderr, dynamic_ncols=True)
+
+
+def _finish(config, info, model, x_test, test_images, test_labels, history, elapsed, log):
+    from . import report
+    predictions = predict_logits(model, x_test).argmax(axis=1)
+    accuracy = float((predictions == test_labels).mean())
+    matrix = confusion_matrix(test_labels, predictions, len(info.classes))
+    reached = [h for h in history if h["test_accuracy"] >= 0.98]
+    seconds_to_98 = (sum(h["seconds"] for h in history[:history.index(reached[0]) + 1])
+                     if reached else None)
+    metrics = {"test_accuracy": accuracy, "train_seconds": elapsed,
+               "seconds_to_98": seconds_to_98, "epochs": len(history),
+               "config": asdict(config), "history": history,
+               "confusion_matrix": matrix.tolist()}
+    out = config.out
+    with open(os.path.join(out, "metrics.json.tmp"), "w") as f:
+        json.dump(metrics, f, indent=2)
+    os.replace(os.path.join(out, "metrics.json.tmp"), os.path.join(out, "metrics.json"))
+    nn.save(model, os.path.join(out, "model.npz"),
+            meta={"dataset": config.dataset, "hidden": config.hidden,
+                  "activation": config.activation})
+    report.curves(history, os.path.join(out, "curves.png"))
+    report.confusion(matrix, info.classes, os.path.join(out, "confusion.png"))
+    # the first test images, then the first mistakes, so the grid always shows some errors
+    mistakes = np.flatnonzero(predictions != test_labels)[:16]
+    shown = np.concatenate([np.setdiff1d(np.arange(min(40, len(test_labels))), mistakes)
+                            [:40 - len(mistakes)], mistakes])
+    report.samples(test_images[shown], test_labels[shown], predictions[shown], info.classes,
+                   os.path.join(out, "samples.png"))
+    log("confusion matrix (rows: true class, columns: predicted):")
+    log(format_confusion(matrix, info.classes))
+    log(f"wrote metrics.json, model.npz, curves.png, confusion.png, samples.png to {out}")
+    log(f"test accuracy: {accuracy * 100:.2f}% ({len(history)} epochs, {elapsed:.1f}s of training)")
+    return metrics

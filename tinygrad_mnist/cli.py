@@ -1,4 +1,4 @@
-"""The `tinygrad-mnist` command line: train, eval, predict."""
+"""The `tinygrad-mnist` command line: train, eval, predict, graph, gradcheck."""
 import argparse
 import sys
 
@@ -101,6 +101,21 @@ def _cmd_predict(args):
     return 0
 
 
+def _cmd_graph(args):
+    from .checks import write_gallery
+    for name in write_gallery(args.out):
+        print(f"{args.out}/{name}")
+    return 0
+
+
+def _cmd_gradcheck(args):
+    from .checks import gradcheck_report
+    text, ok = gradcheck_report()
+    print(text)
+    print("all checks behave as expected" if ok else "SOME CHECKS FAILED")
+    return 0 if ok else 1
+
+
 def build_parser():
     parser = argparse.ArgumentParser(prog="tinygrad-mnist",
                                      description="Autograd over NumPy, and MNIST with it.")
@@ -115,10 +130,16 @@ def build_parser():
     p = sub.add_parser("predict", help="classify image files with a saved model (top 3)")
     p.add_argument("--model", required=True)
     p.add_argument("images", nargs="+")
+    p = sub.add_parser("graph", help="draw computation graphs as SVG (a scalar expression, a "
+                                     "neuron, the MNIST MLP, the reference notebooks' nets)")
+    p.add_argument("--out", default="viz", help="directory for the SVG files")
+    sub.add_parser("gradcheck", help="check every op, the built-in models and the reference "
+                                     "notebooks' hand-derived gradients")
     return parser
 
 
-COMMANDS = {"train": _cmd_train, "eval": _cmd_eval, "predict": _cmd_predict}
+COMMANDS = {"train": _cmd_train, "eval": _cmd_eval, "predict": _cmd_predict,
+            "graph": _cmd_graph, "gradcheck": _cmd_gradcheck}
 
 
 def main(argv=None):

@@ -7,7 +7,7 @@ import zipfile
 import numpy as np
 
 from . import ops
-from .tensor import Tensor, get_rng
+from .tensor import Tensor, get_rng, _grad_mode as _state
 
 
 def _as_tensor(x):
@@ -21,7 +21,13 @@ class Module:
     training = True
 
     def __call__(self, *args, **kwargs):
-        return self.forward(*args, **kwargs)
+        # ops recorded inside forward remember the module calls they ran in (for drawings)
+        outer = _state.modules
+        _state.modules = outer + (self,)
+        try:
+            return self.forward(*args, **kwargs)
+        finally:
+            _state.modules = outer
 
     def forward(self, *args, **kwargs):
         raise NotImplementedError(f"{type(self).__name__} must define forward()")

@@ -6,6 +6,8 @@ gradient per input, in input order (a single array for one input). A gradient ma
 `needs_input_grad` says that input needs none. Ops never undo broadcasting: the engine does that
 once for every gradient (`sum_to_shape` in tensor.py).
 """
+import re
+
 import numpy as np
 
 
@@ -15,7 +17,8 @@ class Op:
 
     @property
     def name(self):
-        return type(self).__name__.lower()
+        """The op's name in drawings and messages: CrossEntropy -> cross_entropy."""
+        return re.sub(r"(?<=[a-z])(?=[A-Z])", "_", type(self).__name__).lower()
 
 
 # ---------------------------------------------------------------- elementwise, two inputs
@@ -107,6 +110,7 @@ class Neg(Op):
 
 class PowConst(Op):
     """z = x ** c (c a constant)    dz/dx = c * x**(c-1)"""
+    name = "pow"
     def forward(self, x, exponent):
         self.x, self.c = x, exponent
         return x ** exponent
@@ -159,6 +163,7 @@ class Abs(Op):
 
 class ReLU(Op):
     """z = max(x, 0)    dz/dx = [x > 0]   (0 at x = 0)"""
+    name = "relu"
     def forward(self, x):
         self.out = np.maximum(x, 0)
         return self.out
@@ -267,6 +272,7 @@ class Transpose(Op):
 
 class GetItem(Op):
     """z = x[index]    dx = zeros with dz added at index (repeated indices add up)"""
+    name = "getitem"
     def forward(self, x, index, advanced):
         self.shape, self.dtype, self.index, self.advanced = x.shape, x.dtype, index, advanced
         return x[index]
@@ -305,6 +311,7 @@ class Stack(Op):
 
 class MatMul(Op):
     """z = a @ b    da = dz @ b^T    db = a^T @ dz   (1-d inputs are promoted, then squeezed back)"""
+    name = "matmul"
     def forward(self, a, b):
         self.a, self.b = a, b
         return a @ b
@@ -421,6 +428,7 @@ class BinaryCrossEntropy(Op):
 
 class DropoutMask(Op):
     """z = x * mask / (1 - p)    dz/dx = mask / (1 - p)   (mask fixed in forward)"""
+    name = "dropout"
     def forward(self, x, keep):
         self.keep = keep
         return x * keep

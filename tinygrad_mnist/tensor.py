@@ -12,6 +12,7 @@ _FLOAT_DEFAULT = np.dtype(np.float32)
 
 class _GradMode(threading.local):
     enabled = True   # per thread: no_grad in one thread never switches recording off in another
+    modules = ()     # the nn.Module calls under way, outermost first (drawings group by them)
 
 
 _grad_mode = _GradMode()
@@ -53,8 +54,9 @@ def sum_to_shape(g, shape):
     return g.sum(axis=axes, keepdims=True).reshape(shape) if axes else g.reshape(shape)
 
 
-def _topo_order(root):
-    """Every tensor that root depends on and that requires grad, each after its parents."""
+def _topo_order(root, constants=False):
+    """Every tensor that root depends on and that requires grad (with constants, every one),
+    each after its parents."""
     order, seen, stack = [], set(), [(root, False)]
     while stack:
         node, children_done = stack.pop()
@@ -63,7 +65,7 @@ def _topo_order(root):
         elif id(node) not in seen:
             seen.add(id(node))
             stack.append((node, True))
-            stack.extend((p, False) for p in node._parents if p.requires_grad)
+            stack.extend((p, False) for p in node._parents if constants or p.requires_grad)
     return order
 
 
@@ -103,7 +105,7 @@ class Tensor:
     otherwise; integer and boolean data stay as they are and cannot require grad. A NumPy
     array of the target dtype is used without a copy (like torch.from_numpy).
     """
-    __slots__ = ("data", "grad", "requires_grad", "_ctx", "_parents", "__weakref__")
+    __slots__ = ("data", "grad", "requires_grad", "_ctx", "_parents", "_modules", "__weakref__")
     __array_ufunc__ = None      # `ndarray * tensor` must reach Tensor.__rmul__, not NumPy
 
     def __init__(self, data, requires_grad=False, dtype=None):
@@ -125,6 +127,7 @@ class Tensor:
         self.requires_grad = bool(requires_grad)
         self._ctx = None
         self._parents = ()
+        self._modules = ()
 
     # ------------------------------------------------------------------ graph recording
 
@@ -141,8 +144,9 @@ class Tensor:
         if True in needs:
             op.needs_input_grad = needs
             out.requires_grad, out._ctx, out._parents = True, op, inputs
+            out._modules = _grad_mode.modules
         else:
-            out.requires_grad, out._ctx, out._parents = False, None, ()
+            out.requires_grad, out._ctx, out._parents, out._modules = False, None, (), ()
         return out
 
     @staticmethod
@@ -150,6 +154,7 @@ class Tensor:
         """A tensor around an existing array, without the constructor's checks."""
         out = Tensor.__new__(Tensor)
         out.data, out.grad, out.requires_grad, out._ctx, out._parents = array, None, False, None, ()
+        out._modules = ()
         return out
 
     def _constant(self, value):

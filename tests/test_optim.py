@@ -147,3 +147,25 @@ def test_bad_arguments_are_errors():
         optim.Adam([p], lr=-1)
     with pytest.raises(ValueError, match="requires grad"):
         optim.SGD([Tensor([1.0])], lr=0.1)
+
+
+@pytest.mark.parametrize("make, key", [
+    (lambda p: optim.SGD([p], lr=0.0, momentum=0.5), "momentum_buffer"),
+    (lambda p: optim.SGD([p], lr=0.0, momentum=0.9, nesterov=True), "momentum_buffer"),
+    (lambda p: optim.Adam([p], lr=0.0, betas=(0.8, 0.999)), "exp_avg"),
+    (lambda p: optim.RMSProp([p], lr=0.0, alpha=0.6), "square_avg"),
+])
+def test_decayed_state_is_flushed_before_it_turns_denormal(make, key):
+    from tinygrad_mnist.optim import FLUSH_EVERY
+    p = Tensor(np.ones(4), requires_grad=True)
+    opt = make(p)
+    p.grad = np.array([1.0, 0.0, 1e-10, 0.5], dtype=np.float32)
+    opt.step()
+    tiny = np.finfo(np.float32).tiny
+    for step in range(1, 12 * FLUSH_EVERY):
+        p.grad = np.zeros(4, dtype=np.float32)  # the pixel stops lighting up
+        opt.step()
+        v = opt.state[0][key]
+        # never a denormal: either a normal number or exactly zero
+        assert np.all((v == 0) | (np.abs(v) >= tiny)), (step, v)
+    assert np.all(v == 0)

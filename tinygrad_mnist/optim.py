@@ -1,10 +1,21 @@
-"""Optimizers with PyTorch's update rules. State is kept per parameter, in float32 for float32
-parameters, and updated in place."""
+"""Optimizers with PyTorch's update rules. State is kept per parameter, in the parameter's
+dtype, and updated in place without full-size temporaries.
+
+Denormals: a momentum or Adam buffer entry that stops receiving gradient (a rarely lit pixel)
+decays geometrically into the denormal range, where float arithmetic is many times slower.
+Every FLUSH_EVERY steps, state entries too small to stay normal until the next flush (below
+tiny / decay**(FLUSH_EVERY + 1), at most FLUSH_CAP) are set to zero: they could move no weight
+by a visible amount. This is portable (no CPU flags) and costs about one comparison per state
+element every FLUSH_EVERY steps.
+"""
 import math
 
 import numpy as np
 
 from .tensor import Tensor
+
+FLUSH_EVERY = 64
+FLUSH_CAP = 1e-15
 
 
 class Optimizer:
@@ -21,13 +32,44 @@ class Optimizer:
                              f"({weight_decay}) must not be negative")
         self.lr, self.weight_decay = lr, weight_decay
         self.state = [{} for _ in self.params]      # one dict of arrays per parameter
+        self._scratch = {}                          # per-parameter work buffers, not state
+        self._steps = 0
 
     def zero_grad(self):
         for p in self.params:
             p.grad = None
 
     def step(self):
+        for i, p in enumerate(self.params):
+            if p.grad is not None:
+                self._update(p, self.state[i], self._work(i, p))
+        self._steps += 1
+        if self._steps % FLUSH_EVERY == 0:
+            self._flush_denormals()
+
+    def _update(self, p, state, work):
         raise NotImplementedError
+
+    def _work(self, i, p):
+        work = self._scratch.get(i)
+        if work is None or work.shape != p.shape or work.dtype != p.dtype:
+            work = self._scratch[i] = np.empty_like(p.data)
+        return work
+
+    def _decays(self):
+        """State buffer name -> the factor it is multiplied by each step."""
+        return {}
+
+    def _flush_denormals(self):
+        for key, decay in self._decays().items():
+            if not 0 < decay < 1:
+                continue
+            for state in self.state:
+                value = state.get(key)
+                if value is not None:
+                    limit = min(np.finfo(value.dtype).tiny * decay ** -(FLUSH_EVERY + 1),
+                                FLUSH_CAP)
+                    value[np.abs(value) < limit] = 0
 
     def _grad_with_decay(self, p):
         """L2 regularization as PyTorch adds it: g = grad + weight_decay * p."""
@@ -65,20 +107,26 @@ class SGD(Optimizer):
             raise ValueError("SGD: nesterov needs a momentum above zero")
         self.momentum, self.nesterov = momentum, nesterov
 
-    def step(self):
-        for p, state in zip(self.params, self.state):
-            if p.grad is None:
-                continue
-            g = self._grad_with_decay(p)
-            if self.momentum:
-                v = state.get("momentum_buffer")
-                if v is None:
-                    v = state["momentum_buffer"] = np.array(g, dtype=p.dtype)
-                else:
-                    v *= self.momentum
-                    v += g
-                g = g + self.momentum * v if self.nesterov else v
-            p.data -= self.lr * g
+    def _decays(self):
+        return {"momentum_buffer": self.momentum}
+
+    def _update(self, p, state, work):
+        g = self._grad_with_decay(p)
+        if self.momentum:
+            v = state.get("momentum_buffer")
+            if v is None:
+                v = state["momentum_buffer"] = np.array(g, dtype=p.dtype)
+            else:
+                v *= self.momentum
+                v += g
+            if self.nesterov:
+                np.multiply(v, self.momentum, out=work)
+                work += g                                   # g + momentum * v
+                g = work
+            else:
+                g = v
+        np.multiply(g, self.lr, out=work)
+        p.data -= work
 
 
 class RMSProp(Optimizer):
@@ -89,15 +137,21 @@ class RMSProp(Optimizer):
             raise ValueError(f"RMSProp: alpha must lie in [0, 1), got {alpha}")
         self.alpha, self.eps = alpha, eps
 
-    def step(self):
-        for p, state in zip(self.params, self.state):
-            if p.grad is None:
-                continue
-            g = self._grad_with_decay(p)
-            s = state.setdefault("square_avg", np.zeros_like(p.data))
-            s *= self.alpha
-            s += (1 - self.alpha) * g * g
-            p.data -= self.lr * g / (np.sqrt(s) + self.eps)
+    def _decays(self):
+        return {"square_avg": self.alpha}
+
+    def _update(self, p, state, work):
+        g = self._grad_with_decay(p)
+        s = state.setdefault("square_avg", np.zeros_like(p.data))
+        s *= self.alpha
+        np.multiply(g, g, out=work)
+        work *= 1 - self.alpha
+        s += work
+        np.sqrt(s, out=work)
+        work += self.eps
+        np.divide(g, work, out=work)
+        work *= self.lr
+        p.data -= work
 
 
 class Adam(Optimizer):
@@ -109,21 +163,29 @@ class Adam(Optimizer):
             raise ValueError(f"{type(self).__name__}: betas must lie in [0, 1), got {betas}")
         self.betas, self.eps = tuple(betas), eps
 
-    def step(self):
+    def _decays(self):
+        return {"exp_avg": self.betas[0], "exp_avg_sq": self.betas[1]}
+
+    def _update(self, p, state, work):
         beta1, beta2 = self.betas
-        for p, state in zip(self.params, self.state):
-            if p.grad is None:
-                continue
-            g = self._decay(p)
-            m = state.setdefault("exp_avg", np.zeros_like(p.data))
-            v = state.setdefault("exp_avg_sq", np.zeros_like(p.data))
-            t = state["step"] = state.get("step", 0) + 1
-            m *= beta1
-            m += (1 - beta1) * g
-            v *= beta2
-            v += (1 - beta2) * g * g
-            denominator = np.sqrt(v) / math.sqrt(1 - beta2 ** t) + self.eps
-            p.data -= (self.lr / (1 - beta1 ** t)) * m / denominator
+        g = self._decay(p)
+        m = state.setdefault("exp_avg", np.zeros_like(p.data))
+        v = state.setdefault("exp_avg_sq", np.zeros_like(p.data))
+        t = state["step"] = state.get("step", 0) + 1
+        m *= beta1
+        np.multiply(g, 1 - beta1, out=work)
+        m += work
+        v *= beta2
+        np.multiply(g, g, out=work)
+        work *= 1 - beta2
+        v += work
+        # p -= lr / (1 - beta1^t) * m / (sqrt(v) / sqrt(1 - beta2^t) + eps)
+        np.sqrt(v, out=work)
+        work *= 1 / math.sqrt(1 - beta2 ** t)
+        work += self.eps
+        np.divide(m, work, out=work)
+        work *= self.lr / (1 - beta1 ** t)
+        p.data -= work
 
     def _decay(self, p):
         return self._grad_with_decay(p)

@@ -75,6 +75,7 @@ class _Released:
 
 
 _RELEASED = _Released()
+_CONSTANTS = {}    # (Python number, dtype) -> constant tensor; never written to, so shareable
 
 
 def _normalize_axis(op, axis, ndim, shape):
@@ -164,7 +165,14 @@ class Tensor:
             return value
         dtype = self.data.dtype if self.data.dtype.kind == "f" else None
         if dtype is not None and type(value) in (float, int):
-            return Tensor._wrap(np.array(value, dtype=dtype))     # the common case, fast
+            # the common case: a Python number, made into a constant tensor once per dtype
+            key = (value, dtype)
+            constant = _CONSTANTS.get(key)
+            if constant is None:
+                if len(_CONSTANTS) > 1024:
+                    _CONSTANTS.clear()
+                constant = _CONSTANTS[key] = Tensor._wrap(np.array(value, dtype=dtype))
+            return constant
         array = np.asarray(value)
         if dtype is not None and array.dtype.kind in "fiub":
             return Tensor(array, dtype=dtype)
@@ -198,7 +206,7 @@ class Tensor:
                                    f"output, got shape {self.shape}; pass grad= of that shape")
             grad = np.ones_like(self.data)
         else:
-            grad = np.asarray(grad.data if isinstance(grad, Tensor) else grad, dtype=self.dtype)
+            grad = np.array(grad.data if isinstance(grad, Tensor) else grad, dtype=self.dtype)
             if grad.shape != self.shape:
                 raise ValueError(f"backward: grad has shape {grad.shape} but the tensor has "
                                  f"shape {self.shape}")
@@ -214,6 +222,7 @@ class Tensor:
 
     def _backward(self, grad, retain_graph):
         grads = {id(self): grad}
+        owned = set()            # arrays already stored as some leaf's .grad in this pass
         for node in reversed(_topo_order(self)):
             g = grads.pop(id(node), None)
             op, parents = node._ctx, node._parents
@@ -221,11 +230,12 @@ class Tensor:
                 raise RuntimeError("backward: the graph behind this tensor was already freed by "
                                    "an earlier backward(); pass retain_graph=True to the first "
                                    "call to run backward twice")
-            if op is None or retain_graph:
-                node._accumulate(g)                  # leaves always; every node when retained
             if op is None:
+                node._accumulate(g, owned)
                 continue
-            if not retain_graph:
+            if retain_graph:
+                node._accumulate(g, None)            # every node keeps its .grad, as a copy
+            else:
                 node._ctx, node._parents = _RELEASED, ()
             if g is None:
                 continue
@@ -241,13 +251,19 @@ class Tensor:
                 previous = grads.get(key)
                 grads[key] = pg if previous is None else previous + pg
 
-    def _accumulate(self, g):
+    def _accumulate(self, g, owned):
+        """Add g into .grad. A fresh array that no other leaf holds becomes .grad as it is
+        (ops never modify the gradients they pass on); anything else is copied first."""
         if g is None:
             return
-        if self.grad is None:
-            self.grad = np.array(g, dtype=self.data.dtype)     # a copy: g may be shared
-        else:
+        if self.grad is not None:
             self.grad += g
+        elif (owned is not None and g.dtype == self.data.dtype and g.flags.owndata
+              and g.flags.writeable and id(g) not in owned):
+            owned.add(id(g))
+            self.grad = g
+        else:
+            self.grad = np.array(g, dtype=self.data.dtype)
 
     # ------------------------------------------------------------------ basic attributes
 

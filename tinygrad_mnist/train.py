@@ -144,8 +144,10 @@ def train(config, log=print, progress=True):
     if config.subset:
         train_images, train_labels = train_images[:config.subset], train_labels[:config.subset]
         test_images, test_labels = test_images[:config.subset], test_labels[:config.subset]
-    # pixels in [0, 1], kept as (N, 28, 28) so augmentation can move them before standardizing
-    train_pixels = data.to_unit(train_images)
+    # standardized once up front; with augmentation, pixels stay in [0, 1] as (N, 28, 28)
+    # so each batch can be moved first and standardized after
+    train_pixels = data.to_unit(train_images) if config.augment else None
+    x_train = None if config.augment else ds.normalized(train_images)
     x_test = ds.normalized(test_images)
 
     manual_seed(config.seed)
@@ -162,7 +164,7 @@ def train(config, log=print, progress=True):
             start_epoch, history, elapsed = load_checkpoint(config.out, model, optimizer, config)
             log(f"resumed from epoch {start_epoch - 1} in {_checkpoint_path(config.out)}")
 
-    n = len(train_pixels)
+    n = len(train_labels)
     steps_per_epoch = math.ceil(n / config.batch_size)
     total_steps = steps_per_epoch * config.epochs
     for epoch in range(start_epoch, config.epochs + 1):
@@ -175,10 +177,10 @@ def train(config, log=print, progress=True):
         for i, idx in enumerate(data.batches(n, config.batch_size, order_rng)):
             step = (epoch - 1) * steps_per_epoch + i
             optimizer.lr = learning_rate(config, step, total_steps)
-            pixels = train_pixels[idx]
             if config.augment:
-                pixels = data.augment(pixels, augment_rng)
-            x = data.standardize(pixels, ds.info)
+                x = data.standardize(data.augment(train_pixels[idx], augment_rng), ds.info)
+            else:
+                x = x_train[idx]
             y = train_labels[idx]
             optimizer.zero_grad()
             logits = model(Tensor(x))

@@ -47,6 +47,8 @@ def _add_train(sub):
     p.add_argument("--subset", type=int, default=None,
                    help="use only the first N training and test images (quick runs)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--detect-anomaly", action="store_true",
+                   help="stop at the first op producing NaN or inf, naming it and its line")
 
 
 def _cmd_train(args):
@@ -56,7 +58,10 @@ def _cmd_train(args):
     config.resume = args.resume
     if config.batch_size <= 0 or config.epochs <= 0:
         raise SystemExit("train: --batch-size and --epochs must be positive")
-    train(config, progress=not args.quiet)
+    from contextlib import nullcontext
+    from .tensor import detect_anomaly
+    with detect_anomaly() if args.detect_anomaly else nullcontext():
+        train(config, progress=not args.quiet)
     return 0
 
 
@@ -116,6 +121,16 @@ def _cmd_gradcheck(args):
     return 0 if ok else 1
 
 
+def _cmd_ablate(args):
+    from .ablation import ablate
+    dirs = None
+    if args.data_root:
+        dirs = {name: f"{args.data_root}/{name}" for name in args.datasets}
+    ablate(args.datasets, dirs, quick=args.quick, out_dir=args.out)
+    print(f"wrote {args.out}/results.md")
+    return 0
+
+
 def build_parser():
     parser = argparse.ArgumentParser(prog="tinygrad-mnist",
                                      description="Autograd over NumPy, and MNIST with it.")
@@ -135,11 +150,18 @@ def build_parser():
     p.add_argument("--out", default="viz", help="directory for the SVG files")
     sub.add_parser("gradcheck", help="check every op, the built-in models and the reference "
                                      "notebooks' hand-derived gradients")
+    p = sub.add_parser("ablate", help="compare optimizers, regularizers, architectures and "
+                                      "datasets; writes results.md and plots")
+    p.add_argument("--quick", action="store_true", help="a smaller grid (a few minutes)")
+    p.add_argument("--datasets", nargs="+", default=["mnist", "fashion-mnist"])
+    p.add_argument("--data-root", default=None,
+                   help="directory holding mnist/ and fashion-mnist/ (default: the cache)")
+    p.add_argument("--out", default="docs")
     return parser
 
 
 COMMANDS = {"train": _cmd_train, "eval": _cmd_eval, "predict": _cmd_predict,
-            "graph": _cmd_graph, "gradcheck": _cmd_gradcheck}
+            "graph": _cmd_graph, "gradcheck": _cmd_gradcheck, "ablate": _cmd_ablate}
 
 
 def main(argv=None):
@@ -150,6 +172,7 @@ def main(argv=None):
         return 0
     try:
         return COMMANDS[args.command](args)
-    except (ValueError, OSError) as error:       # bad input: one clear line, no traceback
+    except (ValueError, OSError, KeyError, TypeError, FloatingPointError) as error:
+        # bad input, or an anomaly found: one clear line instead of a traceback
         print(f"tinygrad-mnist {args.command}: error: {error}", file=sys.stderr)
         return 2

@@ -123,7 +123,12 @@ class Dataset:
 
     def normalized(self, images):
         """uint8 images -> float32 (N, 784), scaled to [0, 1] then standardized."""
-        return standardize(to_unit(images), self.info)
+        return normalize(images, self.info)
+
+
+def normalize(images, info):
+    """uint8 images -> float32 (N, 784), scaled to [0, 1] then standardized."""
+    return standardize(to_unit(images), info)
 
 
 def to_unit(images):

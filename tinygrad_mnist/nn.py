@@ -91,9 +91,9 @@ class Module:
         """Parameter name -> a copy of its array, in definition order."""
         return {name: p.data.copy() for name, p in self.named_parameters()}
 
-    def load_state_dict(self, state):
-        """Copy arrays into the parameters. Everything is checked before anything changes:
-        missing or unexpected names, shapes, and non-floating dtypes are errors."""
+    def check_state_dict(self, state):
+        """Raise if `state` cannot be loaded: missing or unexpected names, other shapes, or
+        dtypes that are not floating point. Changes nothing."""
         params = dict(self.named_parameters())
         missing = [k for k in params if k not in state]
         unexpected = [k for k in state if k not in params]
@@ -108,7 +108,11 @@ class Module:
             if value.dtype.kind != "f":
                 raise TypeError(f"load_state_dict: '{name}' has dtype {value.dtype}, the model "
                                 f"expects floating point ({p.dtype})")
-        for name, p in params.items():
+        return params
+
+    def load_state_dict(self, state):
+        """Copy arrays into the parameters. Everything is checked before anything changes."""
+        for name, p in self.check_state_dict(state).items():
             p.data[...] = state[name]
 
     def __repr__(self):

@@ -52,3 +52,17 @@ def samples(images, labels, predictions, classes, path, columns=8):
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def optimizer_curves(curves, dataset, path):
+    """Validation accuracy per epoch, one line per optimizer (mean over seeds)."""
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for name, curve in curves.items():
+        ax.plot(range(1, len(curve) + 1), np.asarray(curve) * 100, marker="o", label=name)
+    ax.set(xlabel="epoch", ylabel="validation accuracy (%)",
+           title=f"{dataset}: learning curves per optimizer (mean over seeds)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

@@ -1,7 +1,9 @@
 """Tensor: a NumPy array that records the operations that produced it, and backward()."""
 import contextlib
 import gc
+import os
 import threading
+import traceback
 
 import numpy as np
 
@@ -13,6 +15,7 @@ _FLOAT_DEFAULT = np.dtype(np.float32)
 class _GradMode(threading.local):
     enabled = True   # per thread: no_grad in one thread never switches recording off in another
     modules = ()     # the nn.Module calls under way, outermost first (drawings group by them)
+    anomaly = False  # detect_anomaly(): check every op's output and gradients for NaN and inf
 
 
 _grad_mode = _GradMode()
@@ -31,6 +34,57 @@ def no_grad():
 
 def is_grad_enabled():
     return _grad_mode.enabled
+
+
+class AnomalyError(FloatingPointError):
+    """An op produced NaN or inf; the message names the op, the shapes and the user's line."""
+
+
+@contextlib.contextmanager
+def detect_anomaly():
+    """Inside this context (this thread only), the first op whose forward output or backward
+    gradient holds NaN or inf raises AnomalyError naming the op, the shapes involved and the
+    line of user code that created it. It costs a check per op: use it to debug."""
+    previous = _grad_mode.anomaly
+    _grad_mode.anomaly = True
+    try:
+        yield
+    finally:
+        _grad_mode.anomaly = previous
+
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+def _user_site():
+    """'file:line: code' of the innermost caller outside this package."""
+    for frame in reversed(traceback.extract_stack()[:-1]):
+        if not os.path.abspath(frame.filename).startswith(_PACKAGE_DIR + os.sep):
+            return f"{frame.filename}:{frame.lineno}: {(frame.line or '').strip()}"
+    return "unknown location"
+
+
+def _nonfinite(array):
+    return array.dtype.kind == "f" and not np.isfinite(array).all()
+
+
+def _anomaly_forward(op, inputs, out):
+    site = _user_site()
+    op.created_at = site
+    if _nonfinite(out):
+        shapes = ", ".join(str(t.shape) for t in inputs)
+        bad = "NaN" if np.isnan(out).any() else "inf"
+        raise AnomalyError(f"{op.name}: forward produced {bad} (inputs of shapes {shapes}, "
+                           f"output {out.shape}), created at {site}")
+
+
+def _anomaly_backward(op, parents, input_grads):
+    for i, (parent, g) in enumerate(zip(parents, input_grads)):
+        if g is not None and _nonfinite(np.asarray(g)):
+            bad = "NaN" if np.isnan(g).any() else "inf"
+            raise AnomalyError(f"{op.name}: backward produced {bad} in the gradient of input "
+                               f"{i} (shape {parent.shape}), for the op created at "
+                               f"{getattr(op, 'created_at', 'an unknown location')}")
 
 
 _rng = np.random.default_rng()
@@ -141,6 +195,8 @@ class Tensor:
         out = Tensor.__new__(Tensor)
         out.data = data if type(data) is np.ndarray else np.asarray(data)
         out.grad = None
+        if _grad_mode.anomaly:
+            _anomaly_forward(op, inputs, out.data)
         needs = tuple([t.requires_grad for t in inputs]) if _grad_mode.enabled else (False,)
         if True in needs:
             op.needs_input_grad = needs
@@ -221,6 +277,7 @@ class Tensor:
                 gc.enable()
 
     def _backward(self, grad, retain_graph):
+        anomaly = _grad_mode.anomaly
         grads = {id(self): grad}
         owned = set()            # arrays already stored as some leaf's .grad in this pass
         for node in reversed(_topo_order(self)):
@@ -242,6 +299,8 @@ class Tensor:
             input_grads = op.backward(g)
             if len(parents) == 1:
                 input_grads = (input_grads,)
+            if anomaly:
+                _anomaly_backward(op, parents, input_grads)
             for parent, pg in zip(parents, input_grads):
                 if pg is None or not parent.requires_grad:
                     continue

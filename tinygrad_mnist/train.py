@@ -121,19 +121,88 @@ def save_checkpoint(out, model, optimizer, config, epoch, history, elapsed):
 
 
 def load_checkpoint(out, model, optimizer, config):
-    """Restore the last complete epoch. Returns (next epoch, history, elapsed seconds)."""
-    arrays = nn.load_arrays(_checkpoint_path(out))
-    meta = json.loads(str(arrays.pop("meta")))
-    if meta["config"] != config.fingerprint():
-        changed = sorted(k for k in meta["config"] if meta["config"][k] != config.fingerprint()[k])
+    """Restore the last complete epoch. Returns (next epoch, history, elapsed seconds). The
+    whole file is checked first: a bad checkpoint changes neither model nor optimizer."""
+    path = _checkpoint_path(out)
+    arrays = nn.load_arrays(path)
+    try:
+        meta = json.loads(str(arrays.pop("meta")))
+        epoch, history, elapsed, saved = (meta["epoch"], meta["history"], meta["elapsed"],
+                                          meta["config"])
+    except (KeyError, ValueError, TypeError) as error:
+        raise ValueError(f"--resume: {path} has no readable 'meta' entry ({error!r})") from None
+    if saved != config.fingerprint():
+        changed = sorted(k for k in set(saved) | set(config.fingerprint())
+                         if saved.get(k) != config.fingerprint().get(k))
         raise ValueError(f"--resume: the checkpoint in {out} was made with different settings "
                          f"({', '.join(changed)}); use the same options or another --out")
-    model.load_state_dict({k[6:]: v for k, v in arrays.items() if k.startswith("model.")})
-    optimizer.load_state_dict({k[6:]: v for k, v in arrays.items() if k.startswith("optim.")})
-    return meta["epoch"] + 1, meta["history"], meta["elapsed"]
+    model_state = {k[6:]: v for k, v in arrays.items() if k.startswith("model.")}
+    optim_state = {k[6:]: v for k, v in arrays.items() if k.startswith("optim.")}
+    try:
+        model.check_state_dict(model_state)
+        optimizer.load_state_dict(optim_state)      # checks everything before it changes
+    except (KeyError, ValueError, TypeError) as error:
+        raise ValueError(f"--resume: {path} does not fit this model: {error}") from None
+    model.load_state_dict(model_state)
+    return epoch + 1, history, elapsed
 
 
 # ---------------------------------------------------------------- the loop
+
+class TrainingData:
+    """Training images ready for batches: standardized once up front, or, with augmentation,
+    kept as pixels in [0, 1] so each batch is moved first and standardized after."""
+
+    def __init__(self, images, labels, info, augment):
+        self.labels, self.info, self.augment = labels, info, augment
+        self.pixels = data.to_unit(images) if augment else None
+        self.inputs = None if augment else data.normalize(images, info)
+
+    def __len__(self):
+        return len(self.labels)
+
+    def batch(self, idx, rng):
+        if self.augment:
+            return data.standardize(data.augment(self.pixels[idx], rng), self.info)
+        return self.inputs[idx]
+
+
+def train_epoch(model, optimizer, config, epoch, train_data, progress=False):
+    """One pass over train_data in the epoch's seeded order. Returns (mean loss, accuracy,
+    seconds)."""
+    model.train()
+    manual_seed([config.seed, epoch, 1])                           # dropout masks
+    order_rng = _epoch_rng(config.seed, epoch, 0)
+    augment_rng = _epoch_rng(config.seed, epoch, 2)
+    n = len(train_data)
+    steps_per_epoch = math.ceil(n / config.batch_size)
+    total_steps = steps_per_epoch * config.epochs
+    started = time.perf_counter()
+    loss_sum, correct, seen = 0.0, 0, 0
+    bar = _progress(steps_per_epoch, f"epoch {epoch}/{config.epochs}", progress)
+    for i, idx in enumerate(data.batches(n, config.batch_size, order_rng)):
+        optimizer.lr = learning_rate(config, (epoch - 1) * steps_per_epoch + i, total_steps)
+        x, y = train_data.batch(idx, augment_rng), train_data.labels[idx]
+        optimizer.zero_grad()
+        logits = model(Tensor(x))
+        loss = nn.cross_entropy(logits, y)
+        loss.backward()
+        optimizer.step()
+        loss_sum += loss.item() * len(idx)
+        correct += int((logits.data.argmax(axis=1) == y).sum())
+        seen += len(idx)
+        bar.update(1)
+        if i % 20 == 0 or seen == n:
+            rate = seen / max(time.perf_counter() - started, 1e-9)
+            bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.4f}",
+                            samples_s=f"{rate:,.0f}")
+    bar.close()
+    return loss_sum / seen, correct / seen, time.perf_counter() - started
+
+
+def accuracy(model, inputs, labels):
+    return float((predict_logits(model, inputs).argmax(axis=1) == labels).mean())
+
 
 def train(config, log=print, progress=True):
     """Train, checkpointing after every epoch; write metrics, plots and model.npz to
@@ -144,16 +213,16 @@ def train(config, log=print, progress=True):
     if config.subset:
         train_images, train_labels = train_images[:config.subset], train_labels[:config.subset]
         test_images, test_labels = test_images[:config.subset], test_labels[:config.subset]
-    # standardized once up front; with augmentation, pixels stay in [0, 1] as (N, 28, 28)
-    # so each batch can be moved first and standardized after
-    train_pixels = data.to_unit(train_images) if config.augment else None
-    x_train = None if config.augment else ds.normalized(train_images)
+    train_data = TrainingData(train_images, train_labels, ds.info, config.augment)
     x_test = ds.normalized(test_images)
 
     manual_seed(config.seed)
     model = make_model(config)
     optimizer = make_optimizer(config, model.parameters())
     os.makedirs(config.out, exist_ok=True)
+    for name in os.listdir(config.out):              # left by a run killed mid-write
+        if name.startswith(".tmp-") and name.endswith(".npz"):
+            os.unlink(os.path.join(config.out, name))
 
     start_epoch, history, elapsed = 1, [], 0.0
     if os.path.exists(_checkpoint_path(config.out)):
@@ -164,45 +233,14 @@ def train(config, log=print, progress=True):
             start_epoch, history, elapsed = load_checkpoint(config.out, model, optimizer, config)
             log(f"resumed from epoch {start_epoch - 1} in {_checkpoint_path(config.out)}")
 
-    n = len(train_labels)
-    steps_per_epoch = math.ceil(n / config.batch_size)
-    total_steps = steps_per_epoch * config.epochs
     for epoch in range(start_epoch, config.epochs + 1):
-        model.train()
-        manual_seed([config.seed, epoch, 1])                       # dropout masks
-        order_rng, augment_rng = _epoch_rng(config.seed, epoch, 0), _epoch_rng(config.seed, epoch, 2)
-        started = time.perf_counter()
-        loss_sum, correct, seen = 0.0, 0, 0
-        bar = _progress(steps_per_epoch, f"epoch {epoch}/{config.epochs}", progress)
-        for i, idx in enumerate(data.batches(n, config.batch_size, order_rng)):
-            step = (epoch - 1) * steps_per_epoch + i
-            optimizer.lr = learning_rate(config, step, total_steps)
-            if config.augment:
-                x = data.standardize(data.augment(train_pixels[idx], augment_rng), ds.info)
-            else:
-                x = x_train[idx]
-            y = train_labels[idx]
-            optimizer.zero_grad()
-            logits = model(Tensor(x))
-            loss = nn.cross_entropy(logits, y)
-            loss.backward()
-            optimizer.step()
-            loss_sum += loss.item() * len(idx)
-            correct += int((logits.data.argmax(axis=1) == y).sum())
-            seen += len(idx)
-            bar.update(1)
-            if i % 20 == 0 or seen == n:
-                rate = seen / max(time.perf_counter() - started, 1e-9)
-                bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.4f}",
-                                samples_s=f"{rate:,.0f}")
-        bar.close()
-        seconds = time.perf_counter() - started
+        loss, train_accuracy, seconds = train_epoch(model, optimizer, config, epoch, train_data,
+                                                    progress)
         elapsed += seconds
-        test_accuracy = float((predict_logits(model, x_test).argmax(axis=1) == test_labels).mean())
-        history.append({"epoch": epoch, "train_loss": loss_sum / seen,
-                        "train_accuracy": correct / seen, "test_accuracy": test_accuracy,
-                        "seconds": seconds})
-        log(f"epoch {epoch:3d}  train loss {loss_sum / seen:.4f}  train acc {correct / seen:.4f}"
+        test_accuracy = accuracy(model, x_test, test_labels)
+        history.append({"epoch": epoch, "train_loss": loss, "train_accuracy": train_accuracy,
+                        "test_accuracy": test_accuracy, "seconds": seconds})
+        log(f"epoch {epoch:3d}  train loss {loss:.4f}  train acc {train_accuracy:.4f}"
             f"  test acc {test_accuracy:.4f}  {seconds:.1f}s")
         save_checkpoint(config.out, model, optimizer, config, epoch, history, elapsed)
 

@@ -1,0 +1,307 @@
+"""The benchmark: tinygrad_mnist against the same MLP hand-written in NumPy (and PyTorch's CPU
+eager mode when it is installed), measured side by side, interleaved, in one process.
+
+    python -m benchmarks [--data-dir ../shared/data/mnist] [--quick]
+
+Writes benchmarks/RESULTS.md. Measures:
+  1. seconds per MNIST epoch (60,000 images, SGD with momentum 0.9) for several networks and
+     batch sizes: same initial weights, same optimizer, same batch order for every framework;
+  2. time to first reach 98% MNIST test accuracy with the recommended (default) training;
+  3. microseconds per op and per backward node, scalar and (128, 10) graphs;
+  4. peak RSS of a default training run, and RSS after 100 and after 10,000 steps.
+"""
+import argparse
+import gc
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+from tinygrad_mnist import Tensor, data, manual_seed, nn, optim  # noqa: E402
+
+RESULTS = os.path.join(ROOT, "benchmarks", "RESULTS.md")
+LR, MOMENTUM = 0.05, 0.9
+NETWORKS = [((784, 128, 10), 32), ((784, 128, 10), 128), ((784, 128, 10), 512),
+            ((784, 512, 256, 10), 128), ((784, 800, 10), 128)]
+
+
+# ---------------------------------------------------------------- the three implementations
+
+class HandWritten:
+    """The classic NumPy MLP: forward, then dZ = (softmax - onehot)/m and the chain rule by
+    hand, ReLU hidden layers, SGD with momentum, float32 throughout."""
+    name = "numpy"
+
+    def __init__(self, weights, biases):
+        self.w = [w.copy() for w in weights]
+        self.b = [b.copy() for b in biases]
+        self.vw, self.vb = [None] * len(weights), [None] * len(weights)
+
+    def step(self, x, y):
+        zs, acts = [], [x]
+        for i, (w, b) in enumerate(zip(self.w, self.b)):
+            z = acts[-1] @ w.T + b
+            zs.append(z)
+            acts.append(np.maximum(z, 0) if i < len(self.w) - 1 else z)
+        z = zs[-1]
+        e = np.exp(z - z.max(axis=1, keepdims=True))
+        dz = e / e.sum(axis=1, keepdims=True)
+        dz[np.arange(len(y)), y] -= 1
+        dz /= len(y)
+        for i in reversed(range(len(self.w))):
+            dw, db = dz.T @ acts[i], dz.sum(axis=0)
+            if i:
+                dz = (dz @ self.w[i]) * (zs[i - 1] > 0)
+            for params, velocity, g in ((self.w, self.vw, dw), (self.b, self.vb, db)):
+                if velocity[i] is None:
+                    velocity[i] = g.copy()
+                else:
+                    velocity[i] *= MOMENTUM
+                    velocity[i] += g
+                params[i] -= LR * velocity[i]
+
+
+class Autograd:
+    name = "tinygrad_mnist"
+
+    def __init__(self, weights, biases):
+        self.model = nn.MLP([weights[0].shape[1]] + [w.shape[0] for w in weights])
+        for layer, w, b in zip(self.model.layers, weights, biases):
+            layer.weight.data[...], layer.bias.data[...] = w, b
+        self.opt = optim.SGD(self.model.parameters(), lr=LR, momentum=MOMENTUM)
+
+    def step(self, x, y):
+        self.opt.zero_grad()
+        nn.cross_entropy(self.model(Tensor(x)), y).backward()
+        self.opt.step()
+
+
+class Torch:
+    name = "pytorch"
+
+    def __init__(self, weights, biases):
+        import torch
+        self.torch = torch
+        layers = []
+        for i, (w, b) in enumerate(zip(weights, biases)):
+            linear = torch.nn.Linear(w.shape[1], w.shape[0])
+            with torch.no_grad():
+                linear.weight.copy_(torch.from_numpy(w))
+                linear.bias.copy_(torch.from_numpy(b))
+            layers += [linear] + ([torch.nn.ReLU()] if i < len(weights) - 1 else [])
+        self.model = torch.nn.Sequential(*layers)
+        self.opt = torch.optim.SGD(self.model.parameters(), lr=LR, momentum=MOMENTUM)
+        self.loss = torch.nn.functional.cross_entropy
+
+    def step(self, x, y):
+        self.opt.zero_grad()
+        self.loss(self.model(self.torch.from_numpy(x)), self.torch.from_numpy(y)).backward()
+        self.opt.step()
+
+
+def torch_available():
+    try:
+        import torch  # noqa: F401
+        return True
+    except Exception:
+        return False
+
+
+# ---------------------------------------------------------------- 1. epochs
+
+def epoch_times(ds, repeats):
+    x_all = ds.normalized(ds.train_images)
+    y_all = ds.train_labels.astype(np.int64)
+    kinds = [HandWritten, Autograd] + ([Torch] if torch_available() else [])
+    rows = []
+    for sizes, batch in NETWORKS:
+        manual_seed(0)
+        reference = nn.MLP(list(sizes))
+        weights = [layer.weight.data.copy() for layer in reference.layers]
+        biases = [layer.bias.data.copy() for layer in reference.layers]
+        order = [np.random.default_rng(r).permutation(len(x_all)) for r in range(repeats)]
+        runners = {k.name: k(weights, biases) for k in kinds}
+        times = {name: [] for name in runners}
+        for r in range(repeats):                     # interleaved: drift hits all alike
+            batches = [order[r][i:i + batch] for i in range(0, len(x_all), batch)]
+            for name, runner in runners.items():
+                gc.collect()
+                start = time.perf_counter()
+                for idx in batches:
+                    runner.step(x_all[idx], y_all[idx])
+                times[name].append(time.perf_counter() - start)
+        rows.append(("-".join(map(str, sizes)), batch, times))
+        print(f"  {'-'.join(map(str, sizes))} batch {batch}: " + ", ".join(
+            f"{k} {statistics.median(v):.3f}s" for k, v in times.items()), flush=True)
+    return rows
+
+
+# ---------------------------------------------------------------- 2. time to 98%
+
+def time_to_98(data_dir):
+    from tinygrad_mnist.train import Config, train
+    import tempfile
+    with tempfile.TemporaryDirectory() as out:
+        config = Config(data_dir=data_dir, out=out)
+        metrics = train(config, log=lambda *a: None, progress=False)
+    return metrics
+
+
+# ---------------------------------------------------------------- 3. per-op overhead
+
+def scalar_graph(n=1_000_000):
+    gc.collect()
+    x = Tensor(0.5, requires_grad=True)
+    start = time.perf_counter()
+    y = x
+    for _ in range(n):
+        y = y + 1.0
+    forward = time.perf_counter() - start
+    start = time.perf_counter()
+    y.backward()
+    backward = time.perf_counter() - start
+    assert x.grad == 1.0
+    return forward, backward
+
+
+def small_tensor_graph(n=20_000, shape=(128, 10)):
+    gc.collect()
+    x = Tensor(np.random.default_rng(0).random(shape, dtype=np.float32), requires_grad=True)
+    start = time.perf_counter()
+    y = x
+    for _ in range(n):
+        y = y * 0.999
+    loss = y.sum()
+    forward = time.perf_counter() - start
+    start = time.perf_counter()
+    loss.backward()
+    backward = time.perf_counter() - start
+    return forward, backward, n + 1
+
+
+# ---------------------------------------------------------------- 4. memory
+
+def rss_mb():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2 ** 20
+
+
+def rss_over_steps(ds, steps=10_000, batch=128):
+    x_all, y_all = ds.normalized(ds.train_images), ds.train_labels.astype(np.int64)
+    manual_seed(0)
+    runner = Autograd(*zip(*[(layer.weight.data, layer.bias.data)
+                             for layer in nn.MLP([784, 128, 10]).layers]))
+    rng = np.random.default_rng(0)
+    marks = {}
+    for step in range(1, steps + 1):
+        idx = rng.integers(0, len(x_all), size=batch)
+        runner.step(x_all[idx], y_all[idx])
+        if step in (100, 1000, steps):
+            marks[step] = rss_mb()
+    return marks
+
+
+def peak_rss_of_default_run(data_dir):
+    import tempfile
+    with tempfile.TemporaryDirectory() as out:
+        before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+        subprocess.run([sys.executable, "-m", "tinygrad_mnist", "train", "--quiet", "--out", out]
+                       + (["--data-dir", data_dir] if data_dir else []), check=True,
+                       cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT), capture_output=True)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return max(before, after) / 1024          # ru_maxrss is in KiB on Linux
+
+
+# ---------------------------------------------------------------- report
+
+def machine_line():
+    try:
+        from threadpoolctl import threadpool_info
+        blas = ", ".join(f"{i['internal_api']} {i.get('version')} ({i['num_threads']} threads, "
+                         f"{i.get('architecture')})" for i in threadpool_info())
+    except ImportError:
+        blas = "unknown (threadpoolctl not installed)"
+    torch_line = ""
+    if torch_available():
+        import torch
+        torch_line = f", PyTorch {torch.__version__} ({torch.get_num_threads()} threads)"
+    return (f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
+            f"NumPy {np.__version__}, BLAS: {blas}{torch_line}")
+
+
+def fmt(values):
+    return f"{statistics.median(values):.3f} ({min(values):.3f}–{max(values):.3f})"
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description="tinygrad_mnist benchmarks")
+    parser.add_argument("--data-dir", default=None, help="MNIST files (default: the cache)")
+    parser.add_argument("--quick", action="store_true", help="fewer repeats, a shorter run")
+    args = parser.parse_args(argv)
+    ds = data.load("mnist", args.data_dir)
+    repeats = 2 if args.quick else 5
+    print(machine_line(), flush=True)
+
+    print("1. epochs", flush=True)
+    epochs = epoch_times(ds, repeats)
+    print("2. time to 98%", flush=True)
+    metrics = time_to_98(args.data_dir)
+    print("3. per-op overhead", flush=True)
+    scalar_fwd, scalar_bwd = scalar_graph()
+    small_fwd, small_bwd, small_nodes = small_tensor_graph()
+    print("4. memory", flush=True)
+    marks = rss_over_steps(ds, steps=2000 if args.quick else 10_000)
+    peak = peak_rss_of_default_run(args.data_dir)
+
+    has_torch = any("pytorch" in t for _, _, t in epochs)
+    lines = ["# Benchmark results", "",
+             f"Machine: {machine_line()}.", "",
+             f"Command: `python -m benchmarks{' --quick' if args.quick else ''}` "
+             f"({repeats} interleaved repeats; medians, with min–max).", "",
+             "## 1. Seconds per MNIST epoch (60,000 images, SGD momentum 0.9)", "",
+             "| network | batch | hand-written NumPy | tinygrad_mnist | ratio to NumPy |"
+             + (" PyTorch | ratio to PyTorch |" if has_torch else ""),
+             "| --- | --- | --- | --- | --- |" + (" --- | --- |" if has_torch else "")]
+    for sizes, batch, t in epochs:
+        ours, base = statistics.median(t["tinygrad_mnist"]), statistics.median(t["numpy"])
+        row = (f"| {sizes} | {batch} | {fmt(t['numpy'])} | {fmt(t['tinygrad_mnist'])} | "
+               f"{ours / base:.3f}x |")
+        if has_torch:
+            row += f" {fmt(t['pytorch'])} | {ours / statistics.median(t['pytorch']):.3f}x |"
+        lines.append(row)
+    to98 = metrics["seconds_to_98"]
+    reached = [h["epoch"] for h in metrics["history"] if h["test_accuracy"] >= 0.98]
+    first = (f"first reached 98% after {to98:.1f} s of training (epoch {reached[0]})"
+             if reached else "did not reach 98%")
+    lines += ["", "## 2. Time to 98% MNIST test accuracy", "",
+              f"Default `tinygrad-mnist train` (784-512-256-10, dropout 0.2, SGD momentum 0.9, "
+              f"lr 0.05 cosine, batch 128, {metrics['epochs']} epochs): {first}; final test "
+              f"accuracy {metrics['test_accuracy'] * 100:.2f}% after "
+              f"{metrics['train_seconds']:.1f} s.", "",
+              "## 3. Per-op overhead", "",
+              "| graph | forward | backward |", "| --- | --- | --- |",
+              f"| 1,000,000 scalar additions | {scalar_fwd:.2f} s ({scalar_fwd:.2f} µs/op) | "
+              f"{scalar_bwd:.2f} s ({scalar_bwd:.2f} µs/node) |",
+              f"| {small_nodes - 1:,} multiplications of a (128, 10) tensor | "
+              f"{small_fwd / (small_nodes - 1) * 1e6:.2f} µs/op | "
+              f"{small_bwd / small_nodes * 1e6:.2f} µs/node |",
+              f"| scalar graph, forward + backward | {scalar_fwd + scalar_bwd:.2f} s | |", "",
+              "## 4. Memory", "",
+              f"Peak RSS of a default training run (a separate process): {peak:.0f} MB.", "",
+              "RSS during training steps (784-128-10, batch 128): " + ", ".join(
+                  f"after {k:,} steps {v:.0f} MB" for k, v in marks.items()) + ".", ""]
+    text = "\n".join(lines)
+    print(text)
+    with open(RESULTS, "w") as f:
+        f.write(text)
+
+
+if __name__ == "__main__":
+    main()

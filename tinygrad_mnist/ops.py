@@ -10,6 +10,8 @@ import re
 
 import numpy as np
 
+from .blas import matmul
+
 
 class Op:
     """Base class. `needs_input_grad` is set by the engine when the op is recorded."""
@@ -314,7 +316,7 @@ class MatMul(Op):
     name = "matmul"
     def forward(self, a, b):
         self.a, self.b = a, b
-        return a @ b
+        return matmul(a, b)
 
     def backward(self, gz):
         a, b = self.a, self.b
@@ -323,8 +325,8 @@ class MatMul(Op):
         if a.ndim == 1:
             a, gz = a[None, :], gz[..., None, :]          # (n,) -> (1, n); dz gains its row
         need_a, need_b = self.needs_input_grad
-        ga = gz @ np.swapaxes(b, -1, -2) if need_a else None
-        gb = np.swapaxes(a, -1, -2) @ gz if need_b else None
+        ga = matmul(gz, np.swapaxes(b, -1, -2)) if need_a else None
+        gb = matmul(np.swapaxes(a, -1, -2), gz) if need_b else None
         if ga is not None and self.a.ndim == 1:
             ga = np.squeeze(ga, -2)
         if gb is not None and self.b.ndim == 1:
@@ -341,7 +343,7 @@ class Linear(Op):
     def forward(self, x, weight, bias=None):
         self.x, self.weight = x, weight
         x2 = x.reshape(-1, x.shape[-1])              # (..., in) -> (B, in)
-        out = x2 @ weight.T                          # (B, in) @ (in, out) -> (B, out)
+        out = matmul(x2, weight.T)                   # (B, in) @ (in, out) -> (B, out)
         if bias is not None:
             out += bias
         return out.reshape(x.shape[:-1] + (weight.shape[0],))
@@ -349,8 +351,8 @@ class Linear(Op):
     def backward(self, gz):
         g2 = gz.reshape(-1, gz.shape[-1])            # (B, out)
         need_x, need_w = self.needs_input_grad[:2]
-        gx = (g2 @ self.weight).reshape(self.x.shape) if need_x else None
-        gw = g2.T @ self.x.reshape(-1, self.x.shape[-1]) if need_w else None
+        gx = matmul(g2, self.weight).reshape(self.x.shape) if need_x else None
+        gw = matmul(g2.T, self.x.reshape(-1, self.x.shape[-1])) if need_w else None
         if len(self.needs_input_grad) == 2:
             return gx, gw
         gb = g2.sum(axis=0) if self.needs_input_grad[2] else None
@@ -398,7 +400,7 @@ class CrossEntropy(Op):
         self.probs, self.targets = exp / sum_exp[:, None], targets
         rows = np.arange(m)
         target_logp = shifted[rows, targets] - np.log(sum_exp)
-        return np.asarray(-target_logp.mean(), dtype=logits.dtype)
+        return np.asarray(-target_logp.sum() / m, dtype=logits.dtype)
 
     def backward(self, gz):
         m = self.probs.shape[0]

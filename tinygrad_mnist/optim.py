@@ -32,7 +32,7 @@ class Optimizer:
                              f"({weight_decay}) must not be negative")
         self.lr, self.weight_decay = lr, weight_decay
         self.state = [{} for _ in self.params]      # one dict of arrays per parameter
-        self._scratch = {}                          # per-parameter work buffers, not state
+        self._work = [None] * len(self.params)      # per-parameter scratch buffers, not state
         self._steps = 0
 
     def zero_grad(self):
@@ -40,21 +40,18 @@ class Optimizer:
             p.grad = None
 
     def step(self):
-        for i, p in enumerate(self.params):
-            if p.grad is not None:
-                self._update(p, self.state[i], self._work(i, p))
+        for i, (p, state, work) in enumerate(zip(self.params, self.state, self._work)):
+            if p.grad is None:
+                continue
+            if work is None or work.shape != p.data.shape or work.dtype != p.data.dtype:
+                work = self._work[i] = np.empty_like(p.data)
+            self._update(p, state, work)
         self._steps += 1
         if self._steps % FLUSH_EVERY == 0:
             self._flush_denormals()
 
     def _update(self, p, state, work):
         raise NotImplementedError
-
-    def _work(self, i, p):
-        work = self._scratch.get(i)
-        if work is None or work.shape != p.shape or work.dtype != p.dtype:
-            work = self._scratch[i] = np.empty_like(p.data)
-        return work
 
     def _decays(self):
         """State buffer name -> the factor it is multiplied by each step."""

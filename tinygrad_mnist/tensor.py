@@ -277,10 +277,25 @@ class Tensor:
                 gc.enable()
 
     def _backward(self, grad, retain_graph):
+        # Count, for every tensor behind self, the ops that consume it; a tensor's gradient is
+        # complete, and its own op can run backward, once all of them have passed theirs on.
+        pending, stack = {}, [self]
+        while stack:
+            node = stack.pop()
+            for parent in node._parents:
+                if parent.requires_grad:
+                    key = id(parent)
+                    if key in pending:
+                        pending[key] += 1
+                    else:
+                        pending[key] = 1
+                        stack.append(parent)
         anomaly = _grad_mode.anomaly
         grads = {id(self): grad}
         owned = set()            # arrays already stored as some leaf's .grad in this pass
-        for node in reversed(_topo_order(self)):
+        ready = [self]
+        while ready:
+            node = ready.pop()
             g = grads.pop(id(node), None)
             op, parents = node._ctx, node._parents
             if op is _RELEASED:
@@ -294,21 +309,24 @@ class Tensor:
                 node._accumulate(g, None)            # every node keeps its .grad, as a copy
             else:
                 node._ctx, node._parents = _RELEASED, ()
-            if g is None:
-                continue
-            input_grads = op.backward(g)
-            if len(parents) == 1:
+            input_grads = () if g is None else op.backward(g)
+            if len(parents) == 1 and g is not None:
                 input_grads = (input_grads,)
-            if anomaly:
+            if anomaly and g is not None:
                 _anomaly_backward(op, parents, input_grads)
-            for parent, pg in zip(parents, input_grads):
-                if pg is None or not parent.requires_grad:
+            for i, parent in enumerate(parents):
+                if not parent.requires_grad:
                     continue
-                if pg.shape != parent.data.shape:
-                    pg = sum_to_shape(pg, parent.data.shape)
                 key = id(parent)
-                previous = grads.get(key)
-                grads[key] = pg if previous is None else previous + pg
+                pg = input_grads[i] if input_grads else None
+                if pg is not None:
+                    if pg.shape != parent.data.shape:
+                        pg = sum_to_shape(pg, parent.data.shape)
+                    previous = grads.get(key)
+                    grads[key] = pg if previous is None else previous + pg
+                pending[key] -= 1
+                if pending[key] == 0:
+                    ready.append(parent)
 
     def _accumulate(self, g, owned):
         """Add g into .grad. A fresh array that no other leaf holds becomes .grad as it is

@@ -1,0 +1,67 @@
+"""Matrix products with the BLAS thread count chosen per product.
+
+OpenBLAS splits every product across all its threads. When the inner dimension is small (the
+weight gradient of a batch of 32 sums over only 32 rows; anything through a 10-wide layer sums
+over 10), splitting costs more than it saves: on 2 cores such products ran up to 3x faster on
+one thread (benchmarks/RESULTS.md). Larger products keep every thread. Without OpenBLAS found
+by threadpoolctl, this is plain `a @ b`.
+"""
+import numpy as np
+
+SMALL_INNER = 16          # inner dimension at or below which one thread always wins
+MEDIUM_INNER = 32         # ... and up to which it wins for products of few multiply-adds
+MEDIUM_MACS = 4_000_000
+
+_threads = None           # (get, set) C functions of OpenBLAS's thread count, found on first use
+
+
+def _openblas_thread_functions():
+    """OpenBLAS's own get/set functions, called directly through ctypes: threadpoolctl finds
+    the library, and a direct call costs well under a microsecond."""
+    global _threads
+    if _threads is None:
+        _threads = False
+        try:
+            import ctypes
+            from threadpoolctl import ThreadpoolController
+            for lib in ThreadpoolController().lib_controllers:
+                if lib.internal_api != "openblas":
+                    continue
+                dll = ctypes.CDLL(lib.filepath)
+                for prefix in ("", "scipy_"):
+                    for suffix in ("", "64_"):
+                        get = getattr(dll, f"{prefix}openblas_get_num_threads{suffix}", None)
+                        put = getattr(dll, f"{prefix}openblas_set_num_threads{suffix}", None)
+                        if get and put:
+                            get.restype, put.restype = ctypes.c_int, None
+                            put.argtypes = [ctypes.c_int]
+                            _threads = (get, put)
+                            return _threads
+        except Exception:            # no threadpoolctl, or it cannot inspect this process
+            pass
+    return _threads
+
+
+def one_thread_is_faster(m, k, n):
+    return k <= SMALL_INNER or (k <= MEDIUM_INNER and m * k * n <= MEDIUM_MACS)
+
+
+def matmul(a, b):
+    """a @ b, on one BLAS thread when the product's shape says that is faster."""
+    k = a.shape[-1]
+    m = a.shape[-2] if a.ndim > 1 else 1
+    n = b.shape[-1] if b.ndim > 1 else 1
+    if not one_thread_is_faster(m, k, n):
+        return a @ b
+    functions = _openblas_thread_functions()
+    if not functions:
+        return a @ b
+    get, put = functions
+    threads = get()
+    if threads == 1:
+        return a @ b
+    put(1)
+    try:
+        return a @ b
+    finally:
+        put(threads)

@@ -19,8 +19,8 @@ from .tensor import manual_seed
 from .train import (Config, TrainingData, accuracy, make_model, make_optimizer, train_epoch)
 
 # learning rates tried for each optimizer (with momentum SGD's also used by the groups below)
-SWEEP = {"sgd": [0.05, 0.1, 0.2], "momentum": [0.01, 0.03, 0.1],
-         "nesterov": [0.01, 0.03, 0.1], "rmsprop": [3e-4, 1e-3, 3e-3],
+SWEEP = {"sgd": [0.1, 0.3, 1.0], "momentum": [0.03, 0.1, 0.3],
+         "nesterov": [0.03, 0.1, 0.3], "rmsprop": [1e-4, 3e-4, 1e-3],
          "adam": [3e-4, 1e-3, 3e-3], "adamw": [3e-4, 1e-3, 3e-3]}
 TARGETS = {"mnist": 0.97, "fashion-mnist": 0.87}     # validation accuracy for "epochs to"
 BASE = [256]                                          # hidden sizes of the optimizer study

@@ -14,8 +14,9 @@ from .blas import matmul
 
 
 class Op:
-    """Base class. `needs_input_grad` is set by the engine when the op is recorded."""
-    needs_input_grad = (True, True, True)
+    """Base class. `needs_input_grad` is set by the engine when the op is recorded. Ops keep
+    their saved arrays in __slots__: a graph of a million nodes holds a million of them."""
+    __slots__ = ("needs_input_grad", "created_at")
 
     @property
     def name(self):
@@ -27,6 +28,7 @@ class Op:
 
 class Add(Op):
     """z = a + b    dz/da = 1    dz/db = 1"""
+    __slots__ = ()
     def forward(self, a, b):
         return a + b
 
@@ -36,6 +38,7 @@ class Add(Op):
 
 class Sub(Op):
     """z = a - b    dz/da = 1    dz/db = -1"""
+    __slots__ = ()
     def forward(self, a, b):
         return a - b
 
@@ -45,6 +48,7 @@ class Sub(Op):
 
 class Mul(Op):
     """z = a * b    dz/da = b    dz/db = a"""
+    __slots__ = ("a", "b")
     def forward(self, a, b):
         self.a, self.b = a, b
         return a * b
@@ -56,6 +60,7 @@ class Mul(Op):
 
 class Div(Op):
     """z = a / b    dz/da = 1/b    dz/db = -a/b**2 = -z/b"""
+    __slots__ = ("b", "out")
     def forward(self, a, b):
         self.b = b
         self.out = a / b
@@ -68,6 +73,7 @@ class Div(Op):
 
 class Pow(Op):
     """z = a ** b    dz/da = b * a**(b-1)    dz/db = z * log(a)   (b a tensor)"""
+    __slots__ = ("a", "b", "out")
     def forward(self, a, b):
         self.a, self.b = a, b
         self.out = a ** b
@@ -82,6 +88,7 @@ class Pow(Op):
 
 class Maximum(Op):
     """z = max(a, b)    dz/da = [a > b] + 0.5 [a == b]   (ties split the gradient evenly)"""
+    __slots__ = ("a", "b")
     def forward(self, a, b):
         self.a, self.b = a, b
         return np.maximum(a, b)
@@ -94,6 +101,7 @@ class Maximum(Op):
 
 class Minimum(Maximum):
     """z = min(a, b)    dz/da = [a < b] + 0.5 [a == b]   (ties split the gradient evenly)"""
+    __slots__ = ()
     def forward(self, a, b):
         self.a, self.b = b, a         # min(a, b) picks a where b > a: Maximum's mask, swapped
         return np.minimum(a, b)
@@ -103,6 +111,7 @@ class Minimum(Maximum):
 
 class Neg(Op):
     """z = -x    dz/dx = -1"""
+    __slots__ = ()
     def forward(self, x):
         return -x
 
@@ -112,6 +121,7 @@ class Neg(Op):
 
 class PowConst(Op):
     """z = x ** c (c a constant)    dz/dx = c * x**(c-1)"""
+    __slots__ = ("x", "c")
     name = "pow"
     def forward(self, x, exponent):
         self.x, self.c = x, exponent
@@ -125,6 +135,7 @@ class PowConst(Op):
 
 class Exp(Op):
     """z = exp(x)    dz/dx = z"""
+    __slots__ = ("out",)
     def forward(self, x):
         self.out = np.exp(x)
         return self.out
@@ -135,6 +146,7 @@ class Exp(Op):
 
 class Log(Op):
     """z = log(x)    dz/dx = 1/x"""
+    __slots__ = ("x",)
     def forward(self, x):
         self.x = x
         return np.log(x)
@@ -145,6 +157,7 @@ class Log(Op):
 
 class Sqrt(Op):
     """z = sqrt(x)    dz/dx = 1 / (2 z)"""
+    __slots__ = ("out",)
     def forward(self, x):
         self.out = np.sqrt(x)
         return self.out
@@ -155,6 +168,7 @@ class Sqrt(Op):
 
 class Abs(Op):
     """z = |x|    dz/dx = sign(x)   (0 at x = 0)"""
+    __slots__ = ("x",)
     def forward(self, x):
         self.x = x
         return np.abs(x)
@@ -165,6 +179,7 @@ class Abs(Op):
 
 class ReLU(Op):
     """z = max(x, 0)    dz/dx = [x > 0]   (0 at x = 0)"""
+    __slots__ = ("out",)
     name = "relu"
     def forward(self, x):
         self.out = np.maximum(x, 0)
@@ -176,6 +191,7 @@ class ReLU(Op):
 
 class Sigmoid(Op):
     """z = 1 / (1 + exp(-x))    dz/dx = z (1 - z)"""
+    __slots__ = ("out",)
     def forward(self, x):
         e = np.exp(-np.abs(x))                       # never exp of a large positive number
         self.out = np.where(x >= 0, 1 / (1 + e), e / (1 + e)).astype(x.dtype, copy=False)
@@ -187,6 +203,7 @@ class Sigmoid(Op):
 
 class Tanh(Op):
     """z = tanh(x)    dz/dx = 1 - z**2"""
+    __slots__ = ("out",)
     def forward(self, x):
         self.out = np.tanh(x)
         return self.out
@@ -197,6 +214,7 @@ class Tanh(Op):
 
 class Clip(Op):
     """z = min(max(x, lo), hi)    dz/dx = [lo <= x <= hi]"""
+    __slots__ = ("inside",)
     def forward(self, x, lo, hi):
         self.inside = np.ones(x.shape, dtype=bool)
         if lo is not None:
@@ -213,6 +231,7 @@ class Clip(Op):
 
 class Sum(Op):
     """z = sum of x over `axis`    dz/dx = 1 (the gradient is spread back over the summed axes)"""
+    __slots__ = ("shape", "axis", "keepdims")
     def forward(self, x, axis, keepdims):
         self.shape, self.axis, self.keepdims = x.shape, axis, keepdims
         return x.sum(axis=axis, keepdims=keepdims)
@@ -225,6 +244,7 @@ class Sum(Op):
 
 class Mean(Sum):
     """z = mean of x over `axis`    dz/dx = 1/n, n the number of elements averaged"""
+    __slots__ = ("count",)
     def forward(self, x, axis, keepdims):
         out = super().forward(x, axis, keepdims)
         self.count = max(x.size // max(out.size, 1), 1)
@@ -236,6 +256,7 @@ class Mean(Sum):
 
 class Max(Op):
     """z = max of x over `axis`    dz/dx = [x == z] / (number of ties): tied maxima share evenly"""
+    __slots__ = ("x", "axis", "keepdims", "out")
     def forward(self, x, axis, keepdims):
         self.x, self.axis, self.keepdims = x, axis, keepdims
         self.out = x.max(axis=axis, keepdims=True)
@@ -254,6 +275,7 @@ class Max(Op):
 
 class Reshape(Op):
     """z = x viewed with a new shape    dx = dz viewed with the old shape"""
+    __slots__ = ("shape",)
     def forward(self, x, shape):
         self.shape = x.shape
         return x.reshape(shape)
@@ -264,6 +286,7 @@ class Reshape(Op):
 
 class Transpose(Op):
     """z = x with its axes permuted    dx = dz with the inverse permutation"""
+    __slots__ = ("inverse",)
     def forward(self, x, axes):
         self.inverse = tuple(np.argsort(axes))
         return x.transpose(axes)
@@ -274,6 +297,7 @@ class Transpose(Op):
 
 class GetItem(Op):
     """z = x[index]    dx = zeros with dz added at index (repeated indices add up)"""
+    __slots__ = ("shape", "dtype", "index", "advanced")
     name = "getitem"
     def forward(self, x, index, advanced):
         self.shape, self.dtype, self.index, self.advanced = x.shape, x.dtype, index, advanced
@@ -290,6 +314,7 @@ class GetItem(Op):
 
 class Concat(Op):
     """z = the inputs joined along `axis`    each input gets its own slice of dz"""
+    __slots__ = ("axis", "bounds")
     def forward(self, *xs, axis):
         self.axis = axis
         self.bounds = np.cumsum([x.shape[axis] for x in xs])[:-1]
@@ -301,6 +326,7 @@ class Concat(Op):
 
 class Stack(Op):
     """z = the inputs stacked along a new `axis`    each input gets its own index of dz"""
+    __slots__ = ("axis", "count")
     def forward(self, *xs, axis):
         self.axis, self.count = axis, len(xs)
         return np.stack(xs, axis=axis)
@@ -313,6 +339,7 @@ class Stack(Op):
 
 class MatMul(Op):
     """z = a @ b    da = dz @ b^T    db = a^T @ dz   (1-d inputs are promoted, then squeezed back)"""
+    __slots__ = ("a", "b")
     name = "matmul"
     def forward(self, a, b):
         self.a, self.b = a, b
@@ -340,6 +367,7 @@ class Linear(Op):
     W has PyTorch's layout (out_features, in_features). Fused so that one node does the
     matrix product and the bias, and dx is skipped for the network's input.
     """
+    __slots__ = ("x", "weight")
     def forward(self, x, weight, bias=None):
         self.x, self.weight = x, weight
         x2 = x.reshape(-1, x.shape[-1])              # (..., in) -> (B, in)
@@ -363,6 +391,7 @@ class Linear(Op):
 
 class Softmax(Op):
     """z = exp(x) / sum(exp(x))    dx = z * (dz - sum(dz * z))"""
+    __slots__ = ("axis", "out")
     def forward(self, x, axis):
         self.axis = axis
         e = np.exp(x - x.max(axis=axis, keepdims=True))   # shift by the max: exp cannot overflow
@@ -376,6 +405,7 @@ class Softmax(Op):
 
 class LogSoftmax(Op):
     """z = x - logsumexp(x)    dx = dz - softmax(x) * sum(dz)"""
+    __slots__ = ("axis", "out")
     def forward(self, x, axis):
         self.axis = axis
         shifted = x - x.max(axis=axis, keepdims=True)      # a constant shift: same result
@@ -392,6 +422,7 @@ class CrossEntropy(Op):
     Fused: the forward is a log-sum-exp, finite for logits of any size, and the backward is
     the closed form instead of a chain of softmax, log and indexing nodes.
     """
+    __slots__ = ("probs", "targets")
     def forward(self, logits, targets):
         m = logits.shape[0]
         shifted = logits - logits.max(axis=1, keepdims=True)
@@ -415,6 +446,7 @@ class BinaryCrossEntropy(Op):
 
     Each log is clamped at -100 (as PyTorch does), so p = 0 or 1 gives a finite loss.
     """
+    __slots__ = ("p", "t")
     def forward(self, p, t):
         self.p, self.t = p, t
         with np.errstate(divide="ignore"):          # log(0) = -inf is clamped just below
@@ -430,6 +462,7 @@ class BinaryCrossEntropy(Op):
 
 class DropoutMask(Op):
     """z = x * mask / (1 - p)    dz/dx = mask / (1 - p)   (mask fixed in forward)"""
+    __slots__ = ("keep",)
     name = "dropout"
     def forward(self, x, keep):
         self.keep = keep

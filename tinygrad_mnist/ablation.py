@@ -213,7 +213,10 @@ def write_report(results, plan, mode, seconds, out_dir):
                   "| optimizer | tried | chosen |", "| --- | --- | --- |"]
         for opt, sweep in result["sweep"].items():
             tried = ", ".join(f"{lr}: {_pct(v)}" for lr, v in sweep["tried"].items())
-            lines.append(f"| {opt} | {tried} | {sweep['chosen']} |")
+            rates = [float(lr) for lr in sweep["tried"]]
+            edge = " (edge of the range tried)" if sweep["chosen"] in (min(rates), max(
+                rates)) and len(rates) > 2 else ""
+            lines.append(f"| {opt} | {tried} | {sweep['chosen']}{edge} |")
         for title, key in (("Optimizers (784-256-10 ReLU)", "optimizers"),
                            ("Regularization (784-512-256-10 ReLU, SGD momentum)",
                             "regularization"),

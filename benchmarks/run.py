@@ -14,7 +14,6 @@ import argparse
 import gc
 import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -209,14 +208,19 @@ def rss_over_steps(ds, steps=10_000, batch=128):
 
 
 def peak_rss_of_default_run(data_dir):
+    """The high-water mark of a default `tinygrad-mnist train` in a fresh process, read from
+    its own /proc/self/status as it ends (getrusage of a child would also count the pages it
+    shared with this big benchmark process before exec)."""
     import tempfile
     with tempfile.TemporaryDirectory() as out:
-        before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-        subprocess.run([sys.executable, "-m", "tinygrad_mnist", "train", "--quiet", "--out", out]
-                       + (["--data-dir", data_dir] if data_dir else []), check=True,
-                       cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT), capture_output=True)
-        after = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return max(before, after) / 1024          # ru_maxrss is in KiB on Linux
+        argv = ["train", "--quiet", "--out", out] + (["--data-dir", data_dir] if data_dir else [])
+        script = ("import sys; from tinygrad_mnist.cli import main; main(sys.argv[1:]); "
+                  "print([l for l in open('/proc/self/status') if l.startswith('VmHWM')][0])")
+        result = subprocess.run([sys.executable, "-c", script, *argv], check=True, cwd=ROOT,
+                                env=dict(os.environ, PYTHONPATH=ROOT), capture_output=True,
+                                text=True)
+    line = result.stdout.strip().splitlines()[-1]            # "VmHWM:   461296 kB"
+    return int(line.split()[1]) / 1024
 
 
 # ---------------------------------------------------------------- report

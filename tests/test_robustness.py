@@ -10,6 +10,9 @@ from tinygrad_mnist.train import Config, load_checkpoint, make_model, make_optim
     save_checkpoint
 
 
+pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")   # NaN and inf on purpose
+
+
 def test_anomaly_in_forward_names_op_shapes_and_line():
     x = Tensor([1.0, -1.0, 2.0], requires_grad=True)
     with detect_anomaly():

@@ -6,15 +6,17 @@ import statistics
 
 import pytest
 
-from tinygrad_mnist.ablation import ARCHITECTURES, REGULARIZERS, Plan, ablate
+from dataclasses import replace
+
+from tinygrad_mnist.ablation import ARCHITECTURES, QUICK, REGULARIZERS, ablate
 
 
 @pytest.fixture(scope="module")
 def quick_grid(tmp_path_factory, mnist_dir):
+    """The --quick grid (every optimizer with its learning-rate sweep, every regularizer and
+    architecture) on a small subset, two seeds."""
     out = tmp_path_factory.mktemp("docs")
-    plan = Plan(epochs=2, seeds=(0, 1), train_size=800, val_size=300, test_size=400,
-                sweep={"sgd": [0.1], "momentum": [0.01, 0.05], "nesterov": [0.05],
-                       "rmsprop": [1e-3], "adam": [1e-3], "adamw": [1e-3]})
+    plan = replace(QUICK, epochs=2, seeds=(0, 1), train_size=800, val_size=300, test_size=400)
     results = ablate(["mnist"], {"mnist": str(mnist_dir)}, out_dir=str(out), plan=plan,
                      log=lambda *a: None)
     return out, results

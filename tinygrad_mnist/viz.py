@@ -10,7 +10,7 @@ import shutil
 import graphviz
 import numpy as np
 
-from .tensor import _topo_order
+from .tensor import Tensor, _topo_order
 
 _STYLE = {   # fill colours: parameters, inputs and the output stand out from intermediates
     "parameter": "#cfe2ff", "input": "#e9ecef", "output": "#ffe08a", "intermediate": "white",
@@ -47,8 +47,7 @@ def _escape(text):
 
 
 def _owns_parameters(module):
-    return any(getattr(v, "requires_grad", False) and type(v).__name__ == "Tensor"
-               for v in vars(module).values())
+    return any(isinstance(v, Tensor) and v.requires_grad for v in vars(module).values())
 
 
 def _cluster_path(node):
@@ -100,17 +99,16 @@ def draw_graph(tensor, path=None, format="svg", collapse_modules=False, names=No
     nodes = _topo_order(tensor, constants=True)
     index = {id(n): i for i, n in enumerate(nodes)}
     labels = _parameter_names(nodes, names)
-    consumers = {}
+    first_user = {}
     for n in nodes:
         for p in n._parents:
-            consumers.setdefault(id(p), []).append(n)
+            first_user.setdefault(id(p), n)
 
     def placement(n):
-        """(cluster path, collapsed module or None) of tensor n."""
-        if n._ctx is None and n.requires_grad and id(n) in consumers:
+        """The boxes (module calls, outermost first) that tensor n is drawn inside."""
+        if n._ctx is None and n.requires_grad and id(n) in first_user:
             # a parameter lives with the module that owns it, next to its first use
-            user = consumers[id(n)][0]
-            path_ = _cluster_path(user)
+            path_ = _cluster_path(first_user[id(n)])
             if path_ and any(v is n for v in vars(path_[-1]).values()):
                 return path_
             return ()

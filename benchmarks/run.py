@@ -23,7 +23,8 @@ import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-from tinygrad_mnist import Tensor, data, manual_seed, nn, optim  # noqa: E402
+from tinygrad_mnist import Tensor, manual_seed, nn, optim  # noqa: E402
+from tinygrad_mnist.mnist import data  # noqa: E402
 
 RESULTS = os.path.join(ROOT, "benchmarks", "RESULTS.md")
 LR, MOMENTUM = 0.05, 0.9
@@ -145,7 +146,7 @@ def epoch_times(ds, repeats):
 # ---------------------------------------------------------------- 2. time to 98%
 
 def time_to_98(data_dir):
-    from tinygrad_mnist.train import Config, train
+    from tinygrad_mnist.mnist.train import Config, train
     import tempfile
     with tempfile.TemporaryDirectory() as out:
         config = Config(data_dir=data_dir, out=out)
@@ -214,7 +215,7 @@ def peak_rss_of_default_run(data_dir):
     import tempfile
     with tempfile.TemporaryDirectory() as out:
         argv = ["train", "--quiet", "--out", out] + (["--data-dir", data_dir] if data_dir else [])
-        script = ("import sys; from tinygrad_mnist.cli import main; main(sys.argv[1:]); "
+        script = ("import sys; from tinygrad_mnist.mnist.cli import main; main(sys.argv[1:]); "
                   "print([l for l in open('/proc/self/status') if l.startswith('VmHWM')][0])")
         result = subprocess.run([sys.executable, "-c", script, *argv], check=True, cwd=ROOT,
                                 env=dict(os.environ, PYTHONPATH=ROOT), capture_output=True,

@@ -16,7 +16,8 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-from tinygrad_mnist import Tensor, data, manual_seed, nn, no_grad, optim  # noqa: E402
+from tinygrad_mnist import Tensor, manual_seed, nn, no_grad, optim  # noqa: E402
+from tinygrad_mnist.mnist import data  # noqa: E402
 
 RESULTS = os.path.join(os.path.dirname(__file__), "results", "reference_nets.json")
 

@@ -8,7 +8,7 @@ import pytest
 
 from dataclasses import replace
 
-from tinygrad_mnist.ablation import ARCHITECTURES, QUICK, REGULARIZERS, ablate
+from tinygrad_mnist.mnist.ablation import ARCHITECTURES, QUICK, REGULARIZERS, ablate
 
 
 @pytest.fixture(scope="module")

@@ -10,8 +10,8 @@ import threading
 import numpy as np
 import pytest
 
-from tinygrad_mnist import data
-from tinygrad_mnist.data import DataError
+from tinygrad_mnist.mnist import data
+from tinygrad_mnist.mnist.data import DataError
 
 
 def write_idx(path, array, magic=None, gz=True, extra=b"", cut=0):

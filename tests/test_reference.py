@@ -3,9 +3,10 @@ formulas are right where they are right, and each wrong one is caught with its c
 import numpy as np
 import pytest
 
-from tinygrad_mnist import Tensor, cli
+from tinygrad_mnist import Tensor
+from tinygrad_mnist.mnist import cli
 from tinygrad_mnist.gradcheck import compare_manual
-from tinygrad_mnist.reference import check_mlp_backprop, check_notebook
+from tinygrad_mnist.mnist.reference import check_mlp_backprop, check_notebook
 
 
 @pytest.mark.parametrize("sizes", [(20, 3), (784, 16, 10), (30, 12, 8, 6, 4)])

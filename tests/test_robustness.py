@@ -5,8 +5,9 @@ import threading
 import numpy as np
 import pytest
 
-from tinygrad_mnist import AnomalyError, Tensor, cli, detect_anomaly, nn, optim
-from tinygrad_mnist.train import Config, load_checkpoint, make_model, make_optimizer, \
+from tinygrad_mnist import AnomalyError, Tensor, detect_anomaly, nn, optim
+from tinygrad_mnist.mnist import cli
+from tinygrad_mnist.mnist.train import Config, load_checkpoint, make_model, make_optimizer, \
     save_checkpoint
 
 

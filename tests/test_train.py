@@ -10,8 +10,9 @@ import time
 import numpy as np
 import pytest
 
-from tinygrad_mnist import Tensor, cli, data, nn
-from tinygrad_mnist.train import Config, learning_rate, train
+from tinygrad_mnist import Tensor, nn
+from tinygrad_mnist.mnist import cli, data
+from tinygrad_mnist.mnist.train import Config, learning_rate, train
 
 from conftest import ROOT
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from tinygrad_mnist import Tensor, manual_seed, nn, viz
-from tinygrad_mnist.checks import write_gallery
+from tinygrad_mnist.mnist.checks import write_gallery
 from tinygrad_mnist.viz import draw_graph
 
 

@@ -1,4 +1,4 @@
 """`python -m tinygrad_mnist ...` is the `tinygrad-mnist` command."""
-from .cli import main
+from .mnist.cli import main
 
 raise SystemExit(main())

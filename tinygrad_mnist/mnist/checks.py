@@ -5,9 +5,10 @@ import os
 
 import numpy as np
 
-from . import nn, ops, reference
-from .gradcheck import numerical_grad
-from .tensor import Tensor
+from .. import nn, ops
+from . import reference
+from ..gradcheck import numerical_grad
+from ..tensor import Tensor
 
 # name -> (function of the inputs, input specs): a spec is a shape, or (shape, low, high)
 OP_CASES = {
@@ -145,8 +146,8 @@ def _neuron():
 def write_gallery(directory):
     """Write the gallery's SVGs into directory; returns the file names."""
     from .train import Config, make_model
-    from .tensor import manual_seed
-    from .viz import draw_graph
+    from ..tensor import manual_seed
+    from ..viz import draw_graph
     os.makedirs(directory, exist_ok=True)
     written = []
 

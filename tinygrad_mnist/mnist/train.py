@@ -8,8 +8,9 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from . import data, nn, optim
-from .tensor import Tensor, manual_seed, no_grad
+from .. import nn, optim
+from . import data
+from ..tensor import Tensor, manual_seed, no_grad
 
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "rmsprop", "adam", "adamw")
 SCHEDULES = ("constant", "cosine", "step")

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from . import data, report
-from .tensor import manual_seed
+from ..tensor import manual_seed
 from .train import (Config, TrainingData, accuracy, make_model, make_optimizer, train_epoch)
 
 # learning rates tried for each optimizer (with momentum SGD's also used by the groups below)

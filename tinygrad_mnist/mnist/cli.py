@@ -4,7 +4,7 @@ import sys
 
 import numpy as np
 
-from . import __version__
+from .. import __version__
 
 
 def _hidden(text):
@@ -59,14 +59,14 @@ def _cmd_train(args):
     if config.batch_size <= 0 or config.epochs <= 0:
         raise SystemExit("train: --batch-size and --epochs must be positive")
     from contextlib import nullcontext
-    from .tensor import detect_anomaly
+    from ..tensor import detect_anomaly
     with detect_anomaly() if args.detect_anomaly else nullcontext():
         train(config, progress=not args.quiet)
     return 0
 
 
 def _load_model(path):
-    from . import nn
+    from .. import nn
     meta = nn.load_meta(path)
     if not meta or "hidden" not in meta:
         raise SystemExit(f"{path}: no architecture stored beside the weights; "
@@ -93,7 +93,7 @@ def _cmd_eval(args):
 def _cmd_predict(args):
     from .data import DATASETS, standardize
     from .images import load_digit
-    from .tensor import Tensor, no_grad
+    from ..tensor import Tensor, no_grad
     model, meta = _load_model(args.model)
     info = DATASETS[meta.get("dataset", "mnist")]
     for path in args.images:

@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .gradcheck import compare_manual
-from .tensor import Tensor
+from ..gradcheck import compare_manual
+from ..tensor import Tensor
 
 # ---------------------------------------------------------------- the correct general version
 
@@ -126,7 +126,7 @@ def _nb001_params(rng):
 
 
 def _nb001_loss(p, x, labels):
-    from . import nn
+    from .. import nn
     hidden = (x @ p["dense1.weights"] + p["dense1.biases"]).relu()
     return nn.cross_entropy(hidden @ p["dense2.weights"] + p["dense2.biases"], labels)
 
@@ -201,7 +201,7 @@ def _nb003_params(rng):
 
 
 def _nb003_loss(p, x, labels):
-    from . import nn
+    from .. import nn
     s1 = (x @ p["w1"] + p["b1"]).sigmoid()
     return nn.cross_entropy(s1 @ p["w2"] + p["b2"], labels)   # the batch average it prints
 
@@ -300,7 +300,7 @@ def check_notebook(name, batch=None, seed=0, numeric_samples=6):
 
 def check_mlp_backprop(sizes=(784, 32, 16, 10), activation="relu", batch=8, seed=0):
     """The shipped general backprop against autograd on an nn.MLP, in float64."""
-    from . import nn
+    from .. import nn
     rng = np.random.default_rng(seed)
     model = nn.MLP(list(sizes), activation=activation)
     for p in model.parameters():

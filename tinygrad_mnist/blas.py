@@ -5,14 +5,23 @@ weight gradient of a batch of 32 sums over only 32 rows; anything through a 10-w
 over 10), splitting costs more than it saves: on 2 cores such products ran up to 3x faster on
 one thread (benchmarks/RESULTS.md). Larger products keep every thread. Without OpenBLAS found
 by threadpoolctl, this is plain `a @ b`.
-"""
-import numpy as np
 
+OpenBLAS's thread count is one setting for the whole process, while Python threads may run
+products at the same time (NumPy releases the GIL). So the switch is counted: the first small
+product to start records the count and sets one thread, the last to finish puts the recorded
+count back. The process is never left on fewer threads than it had.
+"""
+import threading
+
+TINY_MACS = 262_144       # below this OpenBLAS runs on one thread by itself: no switch needed
 SMALL_INNER = 16          # inner dimension at or below which one thread always wins
 MEDIUM_INNER = 32         # ... and up to which it wins for products of few multiply-adds
 MEDIUM_MACS = 4_000_000
 
 _threads = None           # (get, set) C functions of OpenBLAS's thread count, found on first use
+_switch_lock = threading.Lock()
+_single = 0               # small products running now, on one thread
+_restore = 1              # the thread count to put back when the last of them finishes
 
 
 def _openblas_thread_functions():
@@ -46,22 +55,42 @@ def one_thread_is_faster(m, k, n):
     return k <= SMALL_INNER or (k <= MEDIUM_INNER and m * k * n <= MEDIUM_MACS)
 
 
+def _needs_switch(m, k, n):
+    """One thread is faster, and OpenBLAS would otherwise split the product: it keeps products
+    under GEMM_MULTITHREAD_THRESHOLD * 65536 multiply-adds (262,144 by default) on one thread."""
+    return m * k * n >= TINY_MACS and one_thread_is_faster(m, k, n)
+
+
 def matmul(a, b):
     """a @ b, on one BLAS thread when the product's shape says that is faster."""
     k = a.shape[-1]
     m = a.shape[-2] if a.ndim > 1 else 1
     n = b.shape[-1] if b.ndim > 1 else 1
-    if not one_thread_is_faster(m, k, n):
+    if not _needs_switch(m, k, n):
         return a @ b
     functions = _openblas_thread_functions()
     if not functions:
         return a @ b
-    get, put = functions
-    threads = get()
-    if threads == 1:
-        return a @ b
-    put(1)
+    _enter_single(*functions)
     try:
         return a @ b
     finally:
-        put(threads)
+        _leave_single(functions[1])
+
+
+def _enter_single(get, put):
+    global _single, _restore
+    with _switch_lock:
+        if _single == 0:
+            _restore = get()
+            if _restore != 1:
+                put(1)
+        _single += 1
+
+
+def _leave_single(put):
+    global _single
+    with _switch_lock:
+        _single -= 1
+        if _single == 0 and _restore != 1:
+            put(_restore)

@@ -42,17 +42,16 @@ def numerical_grad(f, inputs, eps=1e-6):
             if t.dtype.kind != "f":
                 grads.append(None)
                 continue
-            flat = t.data.reshape(-1)            # a view: edits reach t.data
-            g = np.empty(flat.size)
-            for i in range(flat.size):
-                original = flat[i]
-                flat[i] = original + eps
+            g = np.empty(t.shape)
+            for i in np.ndindex(t.shape):        # the array's own index: any memory layout
+                original = t.data[i]
+                t.data[i] = original + eps
                 f_plus = float(_scalar_output(f, copies).data)
-                flat[i] = original - eps
+                t.data[i] = original - eps
                 f_minus = float(_scalar_output(f, copies).data)
-                flat[i] = original
+                t.data[i] = original
                 g[i] = (f_plus - f_minus) / (2 * eps)
-            grads.append(g.reshape(t.shape))
+            grads.append(g)
     return grads
 
 

@@ -16,9 +16,30 @@ def _as_tensor(x):
 
 class Module:
     """Base class of every layer and model: subclasses define forward(), and calling the
-    module calls forward. Parameters are found by walking the attributes: tensors that
-    require grad, sub-modules, and lists, tuples and dicts of those."""
+    module calls forward.
+
+    Attributes are registered as they are assigned: sub-modules, and tensors that require grad
+    and are leaves (parameters), directly or inside lists, tuples, dicts or Sequential. What is
+    assigned while the module's own forward runs (a cache of activations, say) is never
+    registered. One walk of the module tree, which visits each module once (a child may refer
+    back to its parent), serves parameters, modules, train/eval and state_dict.
+    """
     training = True
+
+    def __setattr__(self, name, value):
+        object.__setattr__(self, name, value)
+        registered = self.__dict__.get("_registered")
+        if registered is None:          # subclasses need not call Module.__init__
+            registered = {}
+            object.__setattr__(self, "_registered", registered)
+        if any(m is self for m in _state.modules):
+            registered.pop(name, None)   # stored during forward: a value, not a parameter
+        else:
+            registered[name] = None      # a dict keeps assignment order
+
+    def __delattr__(self, name):
+        object.__delattr__(self, name)
+        self.__dict__.get("_registered", {}).pop(name, None)
 
     def __call__(self, *args, **kwargs):
         # ops recorded inside forward remember the module calls they ran in (for drawings)
@@ -32,22 +53,26 @@ class Module:
     def forward(self, *args, **kwargs):
         raise NotImplementedError(f"{type(self).__name__} must define forward()")
 
-    def _children(self):
-        """(name, value) pairs to search for parameters and sub-modules, in definition order."""
-        return vars(self).items()
+    def _members(self):
+        """(name, value) for each registered attribute, in assignment order."""
+        return [(name, getattr(self, name)) for name in self.__dict__.get("_registered", ())]
 
-    def named_parameters(self, prefix=""):
-        seen, found = set(), []
-        stack = [(prefix, self)]
+    def _walk(self):
+        """(dotted name, module or parameter) for everything below this module, depth first in
+        definition order; each module once, so references back up the tree do not loop."""
+        visited, stack = set(), [("", self)]
         while stack:
             name, value = stack.pop()
-            if isinstance(value, Tensor):
-                if value.requires_grad and id(value) not in seen:
-                    seen.add(id(value))
-                    found.append((name, value))
-                continue
             if isinstance(value, Module):
-                items = list(value._children())
+                if id(value) in visited:
+                    continue
+                visited.add(id(value))
+                yield name, value
+                items = value._members()
+            elif isinstance(value, Tensor):
+                if value.requires_grad and value._ctx is None:
+                    yield name, value
+                continue
             elif isinstance(value, (list, tuple)):
                 items = [(str(i), v) for i, v in enumerate(value)]
             elif isinstance(value, dict):
@@ -56,24 +81,26 @@ class Module:
                 continue
             # reversed, so the stack pops them in definition order
             stack.extend((f"{name}.{key}" if name else key, v) for key, v in reversed(items))
+
+    def named_parameters(self):
+        seen, found = set(), []
+        for name, value in self._walk():
+            if isinstance(value, Tensor) and id(value) not in seen:
+                seen.add(id(value))
+                found.append((name, value))
         return found
 
     def parameters(self):
         return [p for _, p in self.named_parameters()]
 
     def modules(self):
-        """This module and every sub-module, depth first."""
-        found, stack = [], [self]
-        while stack:
-            value = stack.pop()
-            if isinstance(value, Module):
-                found.append(value)
-                stack.extend(reversed([v for _, v in value._children()]))
-            elif isinstance(value, (list, tuple)):
-                stack.extend(reversed(value))
-            elif isinstance(value, dict):
-                stack.extend(reversed(list(value.values())))
-        return found
+        """This module and every sub-module, depth first, each once."""
+        return [m for _, m in self._walk() if isinstance(m, Module)]
+
+    def _own_parameters(self):
+        """The parameters assigned on this module itself, not on its sub-modules."""
+        return [v for _, v in self._members() if isinstance(v, Tensor) and v.requires_grad
+                and v._ctx is None]
 
     def zero_grad(self):
         for p in self.parameters():
@@ -124,7 +151,7 @@ class Sequential(Module):
     def __init__(self, *layers):
         self.layers = list(layers)
 
-    def _children(self):
+    def _members(self):
         return [(str(i), layer) for i, layer in enumerate(self.layers)]
 
     def forward(self, x):
@@ -163,8 +190,8 @@ class Linear(Module):
             raise ValueError(f"Linear: unknown init {init!r}; use 'kaiming' or 'xavier'")
         self.in_features, self.out_features = in_features, out_features
         weight = get_rng().uniform(-bound, bound, size=(out_features, in_features))
-        self.weight = Tensor(weight.astype(np.float32), requires_grad=True)
-        self.bias = Tensor(np.zeros(out_features, np.float32), requires_grad=True) if bias else None
+        self.weight = Tensor.from_numpy(weight.astype(np.float32), requires_grad=True)
+        self.bias = Tensor.zeros(out_features, requires_grad=True) if bias else None
 
     def forward(self, x):
         x = _as_tensor(x)
@@ -172,7 +199,7 @@ class Linear(Module):
             raise ValueError(f"linear: input of shape {x.shape} does not fit {self!r}: the "
                              f"last dimension must be {self.in_features}")
         inputs = (x, self.weight) if self.bias is None else (x, self.weight, self.bias)
-        return Tensor._apply(ops.Linear, *inputs)
+        return ops.Linear.apply(*inputs)
 
     def __repr__(self):
         return f"Linear({self.in_features}→{self.out_features}" + \
@@ -217,7 +244,7 @@ class Dropout(Module):
             return x
         keep = (get_rng().random(x.shape, dtype=np.float32) >= self.p)
         keep = keep.astype(x.dtype) * x.dtype.type(1.0 / (1.0 - self.p))
-        return Tensor._apply(ops.DropoutMask, x, keep=keep)
+        return ops.DropoutMask.apply(x, keep=keep)
 
     def __repr__(self):
         return f"Dropout(p={self.p})"
@@ -276,13 +303,13 @@ def cross_entropy(logits, targets):
         raise ValueError(f"cross_entropy: targets must lie in [0, {logits.shape[1]}) for logits "
                          f"of shape {logits.shape}, got values from {targets.min()} to "
                          f"{targets.max()}")
-    return Tensor._apply(ops.CrossEntropy, logits, targets=targets)
+    return ops.CrossEntropy.apply(logits, targets=targets)
 
 
 def mse_loss(pred, target):
     """Mean of squared differences; pred and target must have the same shape."""
     pred = _as_tensor(pred)
-    target = pred._constant(target)          # a NumPy target takes pred's dtype
+    target = pred._operand(target)           # a NumPy target takes pred's dtype
     if pred.shape != target.shape:
         raise ValueError(f"mse_loss: pred has shape {pred.shape} but target has shape "
                          f"{target.shape}")
@@ -301,7 +328,7 @@ def binary_cross_entropy(prob, target):
     if prob.size and (prob.data.min() < 0 or prob.data.max() > 1):
         raise ValueError(f"binary_cross_entropy: probabilities must lie in [0, 1] (shape "
                          f"{prob.shape}); apply sigmoid() first")
-    return Tensor._apply(ops.BinaryCrossEntropy, prob, t=target)
+    return ops.BinaryCrossEntropy.apply(prob, t=target)
 
 
 # ---------------------------------------------------------------- saving and loading

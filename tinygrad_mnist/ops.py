@@ -1,27 +1,44 @@
 """Differentiable operations: one class each, forward and backward side by side.
 
-`forward` takes NumPy arrays (and keyword options) and returns a NumPy array.
-`backward` takes `gz`, the gradient of the loss with respect to the output, and returns one
-gradient per input, in input order (a single array for one input). A gradient may be None when
-`needs_input_grad` says that input needs none. Ops never undo broadcasting: the engine does that
-once for every gradient (`sum_to_shape` in tensor.py).
+The protocol, the same for every op (built-in or a user's):
+- `forward(self, *arrays, **options)` takes NumPy arrays and returns a NumPy array; it saves on
+  `self` what backward needs.
+- `backward(self, gz)` takes `gz`, the gradient of the loss with respect to the output, and
+  returns a tuple with one gradient per input, in input order (`None` for an input that needs
+  none: `self.needs_input_grad` says which do). Ops never undo broadcasting: the engine does
+  that once for every gradient, and checks the count and each shape.
+- `name` is a plain class attribute, used by error messages, drawings and profiles alike.
+- `MyOp.apply(*tensors, **options)` runs forward and records the op when an input requires grad.
 """
-import re
-
 import numpy as np
 
+from . import tensor as _engine
 from .blas import matmul
 
 
 class Op:
-    """Base class. `needs_input_grad` is set by the engine when the op is recorded. Ops keep
-    their saved arrays in __slots__: a graph of a million nodes holds a million of them."""
+    """Base class of every differentiable operation. Ops keep their saved arrays in
+    __slots__: a graph of a million nodes holds a million of them."""
     __slots__ = ("needs_input_grad", "created_at")
+    name = "op"
+    float_result = False     # True: integer inputs are made float first (exp, division, ...)
 
-    @property
-    def name(self):
-        """The op's name in drawings and messages: CrossEntropy -> cross_entropy."""
-        return re.sub(r"(?<=[a-z])(?=[A-Z])", "_", type(self).__name__).lower()
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "name" not in cls.__dict__:         # a user's op without a name: its class name
+            cls.name = cls.__name__.lower()
+
+    @classmethod
+    def apply(cls, *inputs, **options):
+        """Run forward on the inputs' arrays; the result is a Tensor that records this op when
+        any input requires grad (and recording is on)."""
+        return _engine.record(cls, inputs, options)
+
+    def forward(self, *arrays, **options):
+        raise NotImplementedError(f"{self.name}: forward() is not defined")
+
+    def backward(self, gz):
+        raise NotImplementedError(f"{self.name}: backward() is not defined")
 
 
 # ---------------------------------------------------------------- elementwise, two inputs
@@ -29,6 +46,8 @@ class Op:
 class Add(Op):
     """z = a + b    dz/da = 1    dz/db = 1"""
     __slots__ = ()
+    name = "add"
+
     def forward(self, a, b):
         return a + b
 
@@ -39,6 +58,8 @@ class Add(Op):
 class Sub(Op):
     """z = a - b    dz/da = 1    dz/db = -1"""
     __slots__ = ()
+    name = "sub"
+
     def forward(self, a, b):
         return a - b
 
@@ -49,6 +70,8 @@ class Sub(Op):
 class Mul(Op):
     """z = a * b    dz/da = b    dz/db = a"""
     __slots__ = ("a", "b")
+    name = "mul"
+
     def forward(self, a, b):
         self.a, self.b = a, b
         return a * b
@@ -61,6 +84,9 @@ class Mul(Op):
 class Div(Op):
     """z = a / b    dz/da = 1/b    dz/db = -a/b**2 = -z/b"""
     __slots__ = ("b", "out")
+    name = "div"
+    float_result = True
+
     def forward(self, a, b):
         self.b = b
         self.out = a / b
@@ -74,6 +100,8 @@ class Div(Op):
 class Pow(Op):
     """z = a ** b    dz/da = b * a**(b-1)    dz/db = z * log(a)   (b a tensor)"""
     __slots__ = ("a", "b", "out")
+    name = "pow"
+
     def forward(self, a, b):
         self.a, self.b = a, b
         self.out = a ** b
@@ -81,7 +109,10 @@ class Pow(Op):
 
     def backward(self, gz):
         need_a, need_b = self.needs_input_grad
-        ga = gz * self.b * self.a ** (self.b - 1) if need_a else None
+        ga = None
+        if need_a:                      # b * a**(b-1), but 0 where b == 0: a**0 is constant
+            with np.errstate(divide="ignore", invalid="ignore"):
+                ga = gz * np.where(self.b == 0, 0, self.b * self.a ** (self.b - 1))
         gb = gz * self.out * np.log(self.a) if need_b else None
         return ga, gb
 
@@ -89,6 +120,8 @@ class Pow(Op):
 class Maximum(Op):
     """z = max(a, b)    dz/da = [a > b] + 0.5 [a == b]   (ties split the gradient evenly)"""
     __slots__ = ("a", "b")
+    name = "maximum"
+
     def forward(self, a, b):
         self.a, self.b = a, b
         return np.maximum(a, b)
@@ -102,6 +135,8 @@ class Maximum(Op):
 class Minimum(Maximum):
     """z = min(a, b)    dz/da = [a < b] + 0.5 [a == b]   (ties split the gradient evenly)"""
     __slots__ = ()
+    name = "minimum"
+
     def forward(self, a, b):
         self.a, self.b = b, a         # min(a, b) picks a where b > a: Maximum's mask, swapped
         return np.minimum(a, b)
@@ -112,109 +147,134 @@ class Minimum(Maximum):
 class Neg(Op):
     """z = -x    dz/dx = -1"""
     __slots__ = ()
+    name = "neg"
+
     def forward(self, x):
         return -x
 
     def backward(self, gz):
-        return -gz
+        return (-gz,)
 
 
 class PowConst(Op):
-    """z = x ** c (c a constant)    dz/dx = c * x**(c-1)"""
+    """z = x ** c (c a constant)    dz/dx = c * x**(c-1)   (0 everywhere for c = 0)"""
     __slots__ = ("x", "c")
     name = "pow"
+
     def forward(self, x, exponent):
         self.x, self.c = x, exponent
         return x ** exponent
 
     def backward(self, gz):
         if self.c == 2:
-            return gz * 2 * self.x   # the common case, without a power
-        return gz * self.c * self.x ** (self.c - 1)
+            return (gz * 2 * self.x,)             # the common case, without a power
+        if self.c == 0:
+            return (np.zeros_like(gz),)
+        return (gz * self.c * self.x ** (self.c - 1),)
 
 
 class Exp(Op):
     """z = exp(x)    dz/dx = z"""
     __slots__ = ("out",)
+    name = "exp"
+    float_result = True
+
     def forward(self, x):
         self.out = np.exp(x)
         return self.out
 
     def backward(self, gz):
-        return gz * self.out
+        return (gz * self.out,)
 
 
 class Log(Op):
     """z = log(x)    dz/dx = 1/x"""
     __slots__ = ("x",)
+    name = "log"
+    float_result = True
+
     def forward(self, x):
         self.x = x
         return np.log(x)
 
     def backward(self, gz):
-        return gz / self.x
+        return (gz / self.x,)
 
 
 class Sqrt(Op):
     """z = sqrt(x)    dz/dx = 1 / (2 z)"""
     __slots__ = ("out",)
+    name = "sqrt"
+    float_result = True
+
     def forward(self, x):
         self.out = np.sqrt(x)
         return self.out
 
     def backward(self, gz):
-        return gz / (2 * self.out)
+        return (gz / (2 * self.out),)
 
 
 class Abs(Op):
     """z = |x|    dz/dx = sign(x)   (0 at x = 0)"""
     __slots__ = ("x",)
+    name = "abs"
+
     def forward(self, x):
         self.x = x
         return np.abs(x)
 
     def backward(self, gz):
-        return gz * np.sign(self.x)
+        return (gz * np.sign(self.x),)
 
 
 class ReLU(Op):
     """z = max(x, 0)    dz/dx = [x > 0]   (0 at x = 0)"""
     __slots__ = ("out",)
     name = "relu"
+
     def forward(self, x):
         self.out = np.maximum(x, 0)
         return self.out
 
     def backward(self, gz):
-        return gz * (self.out > 0)
+        return (gz * (self.out > 0),)
 
 
 class Sigmoid(Op):
     """z = 1 / (1 + exp(-x))    dz/dx = z (1 - z)"""
     __slots__ = ("out",)
+    name = "sigmoid"
+    float_result = True
+
     def forward(self, x):
         e = np.exp(-np.abs(x))                       # never exp of a large positive number
         self.out = np.where(x >= 0, 1 / (1 + e), e / (1 + e)).astype(x.dtype, copy=False)
         return self.out
 
     def backward(self, gz):
-        return gz * self.out * (1 - self.out)
+        return (gz * self.out * (1 - self.out),)
 
 
 class Tanh(Op):
     """z = tanh(x)    dz/dx = 1 - z**2"""
     __slots__ = ("out",)
+    name = "tanh"
+    float_result = True
+
     def forward(self, x):
         self.out = np.tanh(x)
         return self.out
 
     def backward(self, gz):
-        return gz * (1 - self.out * self.out)
+        return (gz * (1 - self.out * self.out),)
 
 
 class Clip(Op):
     """z = min(max(x, lo), hi)    dz/dx = [lo <= x <= hi]"""
     __slots__ = ("inside",)
+    name = "clip"
+
     def forward(self, x, lo, hi):
         self.inside = np.ones(x.shape, dtype=bool)
         if lo is not None:
@@ -224,51 +284,71 @@ class Clip(Op):
         return np.clip(x, lo, hi)
 
     def backward(self, gz):
-        return gz * self.inside
+        return (gz * self.inside,)
 
 
 # ---------------------------------------------------------------- reductions
+# `axis` arrives normalized by the engine: None (every axis) or a sorted tuple of axes.
 
 class Sum(Op):
     """z = sum of x over `axis`    dz/dx = 1 (the gradient is spread back over the summed axes)"""
     __slots__ = ("shape", "axis", "keepdims")
+    name = "sum"
+
     def forward(self, x, axis, keepdims):
         self.shape, self.axis, self.keepdims = x.shape, axis, keepdims
         return x.sum(axis=axis, keepdims=keepdims)
 
     def backward(self, gz):
-        if not self.keepdims and self.axis is not None:
-            gz = np.expand_dims(gz, self.axis)
-        return np.broadcast_to(gz, self.shape)
+        if not self.keepdims:         # put the reduced axes back, as size-1 axes
+            gz = np.reshape(gz, [1] * len(self.shape)) if self.axis is None \
+                else np.expand_dims(gz, self.axis)
+        return (np.broadcast_to(gz, self.shape),)
 
 
 class Mean(Sum):
-    """z = mean of x over `axis`    dz/dx = 1/n, n the number of elements averaged"""
+    """z = mean of x over `axis`    dz/dx = 1/n, n the number of elements averaged
+    (a mean over no elements is NaN, as in NumPy)"""
     __slots__ = ("count",)
+    name = "mean"
+    float_result = True
+
     def forward(self, x, axis, keepdims):
-        out = super().forward(x, axis, keepdims)
-        self.count = max(x.size // max(out.size, 1), 1)
-        return out / self.count
+        self.count = int(np.prod([x.shape[a] for a in (range(x.ndim) if axis is None else axis)]))
+        total = super().forward(x, axis, keepdims)
+        with np.errstate(invalid="ignore"):            # 0/0 is NaN, as np.mean gives
+            return total / self.count
 
     def backward(self, gz):
-        return super().backward(gz / self.count)
+        return super().backward(gz / self.count if self.count else gz)
 
 
 class Max(Op):
     """z = max of x over `axis`    dz/dx = [x == z] / (number of ties): tied maxima share evenly"""
     __slots__ = ("x", "axis", "keepdims", "out")
+    name = "max"
+    reduce = staticmethod(np.max)
+
     def forward(self, x, axis, keepdims):
         self.x, self.axis, self.keepdims = x, axis, keepdims
-        self.out = x.max(axis=axis, keepdims=True)
-        return self.out if keepdims else np.squeeze(self.out, axis=axis)
+        self.out = self.reduce(x, axis=axis, keepdims=True)
+        if keepdims:
+            return self.out
+        kept = () if axis is None else tuple(n for i, n in enumerate(x.shape) if i not in axis)
+        return self.out.reshape(kept)
 
     def backward(self, gz):
-        if not self.keepdims:
-            gz = np.expand_dims(gz, self.axis) if self.axis is not None else np.reshape(
-                gz, self.out.shape)
+        gz = np.reshape(gz, self.out.shape)
         winners = self.x == self.out
         ties = winners.sum(axis=self.axis, keepdims=True)
-        return winners * (gz / ties)
+        return (winners * (gz / ties),)
+
+
+class Min(Max):
+    """z = min of x over `axis`    dz/dx = [x == z] / (number of ties): tied minima share evenly"""
+    __slots__ = ()
+    name = "min"
+    reduce = staticmethod(np.min)
 
 
 # ---------------------------------------------------------------- shape
@@ -276,31 +356,36 @@ class Max(Op):
 class Reshape(Op):
     """z = x viewed with a new shape    dx = dz viewed with the old shape"""
     __slots__ = ("shape",)
+    name = "reshape"
+
     def forward(self, x, shape):
         self.shape = x.shape
         return x.reshape(shape)
 
     def backward(self, gz):
-        return gz.reshape(self.shape)
+        return (gz.reshape(self.shape),)
 
 
 class Transpose(Op):
     """z = x with its axes permuted    dx = dz with the inverse permutation"""
     __slots__ = ("inverse",)
+    name = "transpose"
+
     def forward(self, x, axes):
         self.inverse = tuple(np.argsort(axes))
         return x.transpose(axes)
 
     def backward(self, gz):
-        return gz.transpose(self.inverse)
+        return (gz.transpose(self.inverse),)
 
 
 class GetItem(Op):
     """z = x[index]    dx = zeros with dz added at index (repeated indices add up)"""
-    __slots__ = ("shape", "dtype", "index", "advanced")
+    __slots__ = ("shape", "index", "advanced")
     name = "getitem"
+
     def forward(self, x, index, advanced):
-        self.shape, self.dtype, self.index, self.advanced = x.shape, x.dtype, index, advanced
+        self.shape, self.index, self.advanced = x.shape, index, advanced
         return x[index]
 
     def backward(self, gz):
@@ -309,12 +394,14 @@ class GetItem(Op):
             np.add.at(gx, self.index, gz)    # unbuffered: x[[0, 0]] sends both gradients to x[0]
         else:
             gx[self.index] = gz              # a basic slice never repeats an element
-        return gx
+        return (gx,)
 
 
 class Concat(Op):
     """z = the inputs joined along `axis`    each input gets its own slice of dz"""
     __slots__ = ("axis", "bounds")
+    name = "concat"
+
     def forward(self, *xs, axis):
         self.axis = axis
         self.bounds = np.cumsum([x.shape[axis] for x in xs])[:-1]
@@ -327,6 +414,8 @@ class Concat(Op):
 class Stack(Op):
     """z = the inputs stacked along a new `axis`    each input gets its own index of dz"""
     __slots__ = ("axis", "count")
+    name = "stack"
+
     def forward(self, *xs, axis):
         self.axis, self.count = axis, len(xs)
         return np.stack(xs, axis=axis)
@@ -341,6 +430,7 @@ class MatMul(Op):
     """z = a @ b    da = dz @ b^T    db = a^T @ dz   (1-d inputs are promoted, then squeezed back)"""
     __slots__ = ("a", "b")
     name = "matmul"
+
     def forward(self, a, b):
         self.a, self.b = a, b
         return matmul(a, b)
@@ -368,6 +458,9 @@ class Linear(Op):
     matrix product and the bias, and dx is skipped for the network's input.
     """
     __slots__ = ("x", "weight")
+    name = "linear"
+    float_result = True
+
     def forward(self, x, weight, bias=None):
         self.x, self.weight = x, weight
         x2 = x.reshape(-1, x.shape[-1])              # (..., in) -> (B, in)
@@ -392,6 +485,9 @@ class Linear(Op):
 class Softmax(Op):
     """z = exp(x) / sum(exp(x))    dx = z * (dz - sum(dz * z))"""
     __slots__ = ("axis", "out")
+    name = "softmax"
+    float_result = True
+
     def forward(self, x, axis):
         self.axis = axis
         e = np.exp(x - x.max(axis=axis, keepdims=True))   # shift by the max: exp cannot overflow
@@ -400,12 +496,15 @@ class Softmax(Op):
 
     def backward(self, gz):
         z = self.out
-        return z * (gz - (gz * z).sum(axis=self.axis, keepdims=True))
+        return (z * (gz - (gz * z).sum(axis=self.axis, keepdims=True)),)
 
 
 class LogSoftmax(Op):
     """z = x - logsumexp(x)    dx = dz - softmax(x) * sum(dz)"""
     __slots__ = ("axis", "out")
+    name = "log_softmax"
+    float_result = True
+
     def forward(self, x, axis):
         self.axis = axis
         shifted = x - x.max(axis=axis, keepdims=True)      # a constant shift: same result
@@ -413,7 +512,7 @@ class LogSoftmax(Op):
         return self.out
 
     def backward(self, gz):
-        return gz - np.exp(self.out) * gz.sum(axis=self.axis, keepdims=True)
+        return (gz - np.exp(self.out) * gz.sum(axis=self.axis, keepdims=True),)
 
 
 class CrossEntropy(Op):
@@ -423,6 +522,9 @@ class CrossEntropy(Op):
     the closed form instead of a chain of softmax, log and indexing nodes.
     """
     __slots__ = ("probs", "targets")
+    name = "cross_entropy"
+    float_result = True
+
     def forward(self, logits, targets):
         m = logits.shape[0]
         shifted = logits - logits.max(axis=1, keepdims=True)
@@ -438,7 +540,7 @@ class CrossEntropy(Op):
         scale = gz / m
         g = self.probs * scale
         g[np.arange(m), self.targets] -= scale
-        return g
+        return (g,)
 
 
 class BinaryCrossEntropy(Op):
@@ -447,6 +549,9 @@ class BinaryCrossEntropy(Op):
     Each log is clamped at -100 (as PyTorch does), so p = 0 or 1 gives a finite loss.
     """
     __slots__ = ("p", "t")
+    name = "binary_cross_entropy"
+    float_result = True
+
     def forward(self, p, t):
         self.p, self.t = p, t
         with np.errstate(divide="ignore"):          # log(0) = -inf is clamped just below
@@ -457,16 +562,17 @@ class BinaryCrossEntropy(Op):
     def backward(self, gz):
         p, t = self.p, self.t
         denominator = np.maximum(p * (1 - p), 1e-12)    # bounded: finite at p = 0 or 1
-        return gz * (p - t) / denominator / p.size
+        return (gz * (p - t) / denominator / p.size,)
 
 
 class DropoutMask(Op):
     """z = x * mask / (1 - p)    dz/dx = mask / (1 - p)   (mask fixed in forward)"""
     __slots__ = ("keep",)
     name = "dropout"
+
     def forward(self, x, keep):
         self.keep = keep
         return x * keep
 
     def backward(self, gz):
-        return gz * self.keep
+        return (gz * self.keep,)

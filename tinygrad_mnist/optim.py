@@ -31,9 +31,11 @@ class Optimizer:
             raise ValueError(f"{type(self).__name__}: lr ({lr}) and weight_decay "
                              f"({weight_decay}) must not be negative")
         self.lr, self.weight_decay = lr, weight_decay
+        # All state is arrays, counters included, so that saving and loading it at any step
+        # continues exactly as if nothing had happened.
         self.state = [{} for _ in self.params]      # one dict of arrays per parameter
+        self.steps = np.zeros((), dtype=np.int64)   # step() calls so far (times the flush)
         self._work = [None] * len(self.params)      # per-parameter scratch buffers, not state
-        self._steps = 0
 
     def zero_grad(self):
         for p in self.params:
@@ -46,8 +48,8 @@ class Optimizer:
             if work is None or work.shape != p.data.shape or work.dtype != p.data.dtype:
                 work = self._work[i] = np.empty_like(p.data)
             self._update(p, state, work)
-        self._steps += 1
-        if self._steps % FLUSH_EVERY == 0:
+        self.steps += 1
+        if self.steps % FLUSH_EVERY == 0:
             self._flush_denormals()
 
     def _update(self, p, state, work):
@@ -68,29 +70,48 @@ class Optimizer:
                                 FLUSH_CAP)
                     value[np.abs(value) < limit] = 0
 
+    @staticmethod
+    def _buffer(state, key, p):
+        """The state array `key` of parameter p, created as zeros on first use."""
+        value = state.get(key)
+        if value is None:
+            value = state[key] = np.zeros_like(p.data)
+        return value
+
     def _grad_with_decay(self, p):
         """L2 regularization as PyTorch adds it: g = grad + weight_decay * p."""
         return p.grad + self.weight_decay * p.data if self.weight_decay else p.grad
 
     def state_dict(self):
-        """The optimizer state as flat named arrays ('3.exp_avg', ...), ready for an .npz."""
-        return {f"{i}.{key}": np.asarray(value) for i, state in enumerate(self.state)
-                for key, value in state.items()}
+        """The optimizer state as flat named arrays ('steps', '3.exp_avg', ...), ready for an
+        .npz; copies, so later steps do not change it."""
+        arrays = {"steps": self.steps.copy()}
+        arrays.update({f"{i}.{key}": value.copy() for i, state in enumerate(self.state)
+                       for key, value in state.items()})
+        return arrays
 
     def load_state_dict(self, arrays):
-        new_state = [{} for _ in self.params]
-        for name, value in arrays.items():
-            index, _, key = name.partition(".")
-            if not index.isdigit() or int(index) >= len(self.params) or not key:
-                raise KeyError(f"{type(self).__name__}.load_state_dict: unexpected entry "
-                               f"'{name}' for {len(self.params)} parameters")
-            p = self.params[int(index)]
+        """Restore a state_dict(); everything is checked before anything changes."""
+        name = type(self).__name__
+        new_state, steps = [{} for _ in self.params], np.zeros((), dtype=np.int64)
+        for key, value in arrays.items():
             value = np.asarray(value)
-            if value.ndim and value.shape != p.shape:
-                raise ValueError(f"{type(self).__name__}.load_state_dict: '{name}' has shape "
-                                 f"{value.shape}, parameter {index} has shape {p.shape}")
-            new_state[int(index)][key] = value.copy() if value.ndim else value.item()
-        self.state = new_state
+            if key == "steps":
+                if value.shape != () or value.dtype.kind not in "iu":
+                    raise ValueError(f"{name}.load_state_dict: 'steps' must be one integer, got "
+                                     f"shape {value.shape} of dtype {value.dtype}")
+                steps = value.astype(np.int64)
+                continue
+            index, _, entry = key.partition(".")
+            if not index.isdigit() or int(index) >= len(self.params) or not entry:
+                raise KeyError(f"{name}.load_state_dict: unexpected entry '{key}' for "
+                               f"{len(self.params)} parameters")
+            p = self.params[int(index)]
+            if value.dtype.kind not in "fiu" or (value.ndim and value.shape != p.shape):
+                raise ValueError(f"{name}.load_state_dict: '{key}' has shape {value.shape} and "
+                                 f"dtype {value.dtype}; parameter {index} has shape {p.shape}")
+            new_state[int(index)][entry] = value.copy()    # arrays stay arrays, 0-d included
+        self.state, self.steps = new_state, steps
 
 
 class SGD(Optimizer):
@@ -139,7 +160,7 @@ class RMSProp(Optimizer):
 
     def _update(self, p, state, work):
         g = self._grad_with_decay(p)
-        s = state.setdefault("square_avg", np.zeros_like(p.data))
+        s = self._buffer(state, "square_avg", p)
         s *= self.alpha
         np.multiply(g, g, out=work)
         work *= 1 - self.alpha
@@ -166,9 +187,10 @@ class Adam(Optimizer):
     def _update(self, p, state, work):
         beta1, beta2 = self.betas
         g = self._decay(p)
-        m = state.setdefault("exp_avg", np.zeros_like(p.data))
-        v = state.setdefault("exp_avg_sq", np.zeros_like(p.data))
-        t = state["step"] = state.get("step", 0) + 1
+        m, v = self._buffer(state, "exp_avg", p), self._buffer(state, "exp_avg_sq", p)
+        step = state.setdefault("step", np.zeros((), dtype=np.int64))   # a counter, as an array
+        step += 1
+        t = int(step)
         m *= beta1
         np.multiply(g, 1 - beta1, out=work)
         m += work

@@ -100,9 +100,13 @@ def get_rng():
     return _rng
 
 
-def sum_to_shape(g, shape):
-    """Undo NumPy broadcasting: add up every axis that was prepended or stretched."""
+def sum_to_shape(g, shape, op="backward"):
+    """Undo NumPy broadcasting: add up every axis that was prepended or stretched. A gradient
+    that `shape` does not broadcast to is an error naming the op that returned it."""
     lead = g.ndim - len(shape)
+    if lead < 0 or any(n != 1 and n != m for n, m in zip(shape, g.shape[lead:])):
+        raise ValueError(f"{op}: backward returned a gradient of shape {g.shape} for an input "
+                         f"of shape {shape}")
     axes = tuple(range(lead)) + tuple(lead + i for i, n in enumerate(shape)
                                       if n == 1 and g.shape[lead + i] != 1)
     return g.sum(axis=axes, keepdims=True).reshape(shape) if axes else g.reshape(shape)
@@ -132,19 +136,37 @@ _RELEASED = _Released()
 _CONSTANTS = {}    # (Python number, dtype) -> constant tensor; never written to, so shareable
 
 
-def _normalize_axis(op, axis, ndim, shape):
-    """None, an int or a tuple of ints (negative allowed) -> None or a sorted tuple."""
+# ---------------------------------------------------------------- arguments, checked once
+
+def _axes(op, axis, ndim, shape):
+    """An `axis` argument of a reduction: None (every axis), an int or a tuple of ints,
+    negative allowed -> None or a sorted tuple."""
     if axis is None:
         return None
-    axes = axis if isinstance(axis, (tuple, list)) else (axis,)
-    out = []
-    for a in axes:
-        if not isinstance(a, (int, np.integer)) or not -ndim <= a < ndim:
-            raise ValueError(f"{op}: axis {a} is out of range for a tensor of shape {shape}")
-        out.append(int(a) % ndim)
+    out = [_axis(op, a, ndim, shape) for a in (axis if isinstance(axis, (tuple, list)) else
+                                               (axis,))]
     if len(set(out)) != len(out):
         raise ValueError(f"{op}: repeated axis in {axis} for a tensor of shape {shape}")
     return tuple(sorted(out))
+
+
+def _axis(op, axis, ndim, shape):
+    """A single axis (negative allowed) -> an int in range(ndim); a tuple is a TypeError."""
+    if isinstance(axis, (tuple, list)):
+        raise TypeError(f"{op}: takes a single int axis, got {axis!r}")
+    if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)):
+        raise TypeError(f"{op}: axis must be an int, got {axis!r}")
+    if not -ndim <= axis < ndim:
+        raise ValueError(f"{op}: axis {axis} is out of range for a tensor of shape {shape}")
+    return int(axis) % ndim
+
+
+def _shape(op, args):
+    """Sizes given as f(2, 3) or f((2, 3)) -> a tuple of ints."""
+    sizes = tuple(args[0]) if len(args) == 1 and isinstance(args[0], (tuple, list)) else args
+    if not all(isinstance(n, (int, np.integer)) and not isinstance(n, bool) for n in sizes):
+        raise TypeError(f"{op}: sizes must be ints, got {sizes!r}")
+    return tuple(int(n) for n in sizes)
 
 
 def _is_basic_index(index):
@@ -153,25 +175,85 @@ def _is_basic_index(index):
                for p in parts)
 
 
+def _common_float(tensors, force=False):
+    """An op keeps its floating inputs' dtype: integer tensors combined with floating ones take
+    the floats' dtype, and with `force` (ops whose result is always real, such as division)
+    integer-only inputs become float32."""
+    floats = [t.data.dtype for t in tensors if t.data.dtype.kind == "f"]
+    if len(floats) == len(tensors) or not (floats or force):
+        return tensors
+    target = np.result_type(*floats) if floats else _FLOAT_DEFAULT
+    return tuple(t if t.data.dtype.kind == "f" else Tensor._wrap(t.data.astype(target))
+                 for t in tensors)
+
+
+# ---------------------------------------------------------------- recording an op
+
+def record(op_class, inputs, options):
+    """Op.apply: run op_class's forward on the inputs' arrays and, if any input needs a
+    gradient, record the op and its inputs on the result."""
+    for i, t in enumerate(inputs):
+        if type(t) is not Tensor:
+            raise TypeError(f"{op_class.name}: input {i} is a {type(t).__name__}, not a "
+                            f"Tensor; wrap it with Tensor(...)")
+    if op_class.float_result:
+        inputs = _common_float(inputs, force=True)
+    op = op_class()
+    data = op.forward(*[t.data for t in inputs], **options)
+    out = Tensor.__new__(Tensor)
+    out.data = data if type(data) is np.ndarray else np.asarray(data)
+    out.grad = None
+    if _grad_mode.anomaly:
+        _anomaly_forward(op, inputs, out.data)
+    needs = tuple([t.requires_grad for t in inputs]) if _grad_mode.enabled else (False,)
+    if True in needs:
+        op.needs_input_grad = needs
+        out.requires_grad, out._ctx, out._parents = True, op, inputs
+        out._modules = _grad_mode.modules
+    else:
+        out.requires_grad, out._ctx, out._parents, out._modules = False, None, (), ()
+    return out
+
+
+def _check_input_grads(op, input_grads, parents):
+    """backward returns one gradient per input, as a tuple: anything else names the op."""
+    if type(input_grads) is not tuple or len(input_grads) != len(parents):
+        got = f"a tuple of {len(input_grads)}" if isinstance(input_grads, tuple) else \
+            f"a {type(input_grads).__name__}"
+        raise TypeError(f"{op.name}: backward must return a tuple with one gradient per input "
+                        f"({len(parents)}), got {got}")
+
+
 class Tensor:
     """An n-dimensional array (a 0-d tensor is a scalar) that can compute its gradients.
 
-    Tensor(data, requires_grad=False, dtype=None): floats become float32 unless `dtype` says
-    otherwise; integer and boolean data stay as they are and cannot require grad. A NumPy
-    array of the target dtype is used without a copy (like torch.from_numpy).
+    Tensor(data, requires_grad=False, dtype=None) copies `data`, like torch.tensor: floats
+    become float32 unless `dtype` says otherwise (a Tensor keeps its dtype); integer and
+    boolean data stay as they are and cannot require grad. Tensor.from_numpy(array) shares the
+    array instead, like torch.from_numpy.
     """
     __slots__ = ("data", "grad", "requires_grad", "_ctx", "_parents", "_modules", "__weakref__")
     __array_ufunc__ = None      # `ndarray * tensor` must reach Tensor.__rmul__, not NumPy
 
     def __init__(self, data, requires_grad=False, dtype=None):
         if isinstance(data, Tensor):
-            data = data.data
-        if dtype is not None:
-            array = np.asarray(data, dtype=np.dtype(dtype))
-        else:
-            array = np.asarray(data)
-            if array.dtype.kind == "f" and array.dtype != _FLOAT_DEFAULT:
-                array = array.astype(_FLOAT_DEFAULT)
+            data, dtype = data.data, data.data.dtype if dtype is None else dtype
+        array = np.array(data, dtype=None if dtype is None else np.dtype(dtype))   # a copy
+        if dtype is None and array.dtype.kind == "f" and array.dtype != _FLOAT_DEFAULT:
+            array = array.astype(_FLOAT_DEFAULT)
+        self._adopt(array, requires_grad)
+
+    @staticmethod
+    def from_numpy(array, requires_grad=False):
+        """A tensor over `array` itself, without a copy: writes to either show in both. Every
+        dtype is kept (float64 stays float64)."""
+        if not isinstance(array, np.ndarray):
+            raise TypeError(f"from_numpy: expected a NumPy array, got {type(array).__name__}")
+        out = Tensor.__new__(Tensor)
+        out._adopt(array, requires_grad)
+        return out
+
+    def _adopt(self, array, requires_grad):
         if array.dtype.kind not in "fiub":
             raise TypeError(f"Tensor: unsupported data type {array.dtype} (shape {array.shape})")
         if requires_grad and array.dtype.kind != "f":
@@ -184,28 +266,6 @@ class Tensor:
         self._parents = ()
         self._modules = ()
 
-    # ------------------------------------------------------------------ graph recording
-
-    @staticmethod
-    def _apply(op_class, *inputs, **options):
-        """Run op_class's forward on the inputs' arrays and, if any input needs a gradient,
-        record the op and its inputs on the result."""
-        op = op_class()
-        data = op.forward(*[t.data for t in inputs], **options)
-        out = Tensor.__new__(Tensor)
-        out.data = data if type(data) is np.ndarray else np.asarray(data)
-        out.grad = None
-        if _grad_mode.anomaly:
-            _anomaly_forward(op, inputs, out.data)
-        needs = tuple([t.requires_grad for t in inputs]) if _grad_mode.enabled else (False,)
-        if True in needs:
-            op.needs_input_grad = needs
-            out.requires_grad, out._ctx, out._parents = True, op, inputs
-            out._modules = _grad_mode.modules
-        else:
-            out.requires_grad, out._ctx, out._parents, out._modules = False, None, (), ()
-        return out
-
     @staticmethod
     def _wrap(array):
         """A tensor around an existing array, without the constructor's checks."""
@@ -214,14 +274,18 @@ class Tensor:
         out._modules = ()
         return out
 
-    def _constant(self, value):
-        """A non-Tensor operand as a Tensor; floats take this tensor's float dtype so that a
-        Python or NumPy number never turns float32 work into float64."""
+    # ------------------------------------------------------------------ operands and dtypes
+
+    def _operand(self, value):
+        """A non-Tensor operand as a Tensor. Python and NumPy numbers and arrays take this
+        tensor's float dtype, so they never turn float32 work into float64; with an integer
+        tensor, integer scalars take its dtype and float operands are float32."""
         if isinstance(value, Tensor):
             return value
-        dtype = self.data.dtype if self.data.dtype.kind == "f" else None
-        if dtype is not None and type(value) in (float, int):
-            # the common case: a Python number, made into a constant tensor once per dtype
+        dtype = self.data.dtype
+        if dtype.kind == "f" and type(value) in (float, int) and value:
+            # the common case: a Python number, made into a constant tensor once per dtype.
+            # Zero is never cached: 0.0 and -0.0 are equal keys but differ (1 / -0.0 = -inf).
             key = (value, dtype)
             constant = _CONSTANTS.get(key)
             if constant is None:
@@ -230,19 +294,28 @@ class Tensor:
                 constant = _CONSTANTS[key] = Tensor._wrap(np.array(value, dtype=dtype))
             return constant
         array = np.asarray(value)
-        if dtype is not None and array.dtype.kind in "fiub":
-            return Tensor(array, dtype=dtype)
-        return Tensor(array)
+        if array.dtype.kind not in "fiub":
+            raise TypeError(f"cannot combine a tensor of shape {self.shape} with a "
+                            f"{type(value).__name__} of dtype {array.dtype}")
+        if dtype.kind == "f":
+            return Tensor._wrap(np.asarray(array, dtype=dtype))
+        if array.dtype.kind == "f":
+            return Tensor._wrap(np.asarray(array, dtype=_FLOAT_DEFAULT))
+        if dtype.kind in "iu" and array.ndim == 0 and array.dtype.kind in "iu":
+            return Tensor._wrap(np.asarray(array, dtype=dtype))   # a scalar never widens
+        return Tensor._wrap(array)
 
     def _binary(self, op_class, other, reverse=False):
-        other = self._constant(other)
+        other = self._operand(other)
         a, b = (other, self) if reverse else (self, other)
+        if a.data.dtype.kind != "f" or b.data.dtype.kind != "f":
+            a, b = _common_float((a, b), force=op_class.float_result)
         try:
-            return Tensor._apply(op_class, a, b)
+            return op_class.apply(a, b)
         except ValueError as error:
             if "broadcast" in str(error):
-                raise ValueError(f"{op_class.__name__.lower()}: shapes {a.shape} and {b.shape} "
-                                 f"cannot be broadcast together") from None
+                raise ValueError(f"{op_class.name}: shapes {a.shape} and {b.shape} cannot be "
+                                 f"broadcast together") from None
             raise
 
     # ------------------------------------------------------------------ backward
@@ -309,19 +382,19 @@ class Tensor:
                 node._accumulate(g, None)            # every node keeps its .grad, as a copy
             else:
                 node._ctx, node._parents = _RELEASED, ()
-            input_grads = () if g is None else op.backward(g)
-            if len(parents) == 1 and g is not None:
-                input_grads = (input_grads,)
+            input_grads = (None,) * len(parents) if g is None else op.backward(g)
+            _check_input_grads(op, input_grads, parents)
             if anomaly and g is not None:
                 _anomaly_backward(op, parents, input_grads)
-            for i, parent in enumerate(parents):
+            for parent, pg in zip(parents, input_grads):
                 if not parent.requires_grad:
                     continue
                 key = id(parent)
-                pg = input_grads[i] if input_grads else None
                 if pg is not None:
+                    if type(pg) is not np.ndarray:
+                        pg = np.asarray(pg)
                     if pg.shape != parent.data.shape:
-                        pg = sum_to_shape(pg, parent.data.shape)
+                        pg = sum_to_shape(pg, parent.data.shape, op.name)
                     previous = grads.get(key)
                     grads[key] = pg if previous is None else previous + pg
                 pending[key] -= 1
@@ -387,11 +460,58 @@ class Tensor:
         return f"Tensor({body}{extras})"
 
     def detach(self):
-        """The same data, cut from the graph: no gradient flows through the result."""
-        return Tensor(self.data)
+        """The same data (shared, same dtype), cut from the graph: no gradient flows back."""
+        return Tensor._wrap(self.data)
 
     def zero_grad(self):
         self.grad = None
+
+    # ------------------------------------------------------------------ Python protocols
+
+    def __bool__(self):
+        if self.data.size != 1:
+            raise ValueError(f"bool: the truth value of a tensor of shape {self.shape} is "
+                             f"ambiguous; only a one-element tensor converts")
+        return bool(self.data)
+
+    def __float__(self):
+        return float(self.item())
+
+    def __int__(self):
+        return int(self.item())
+
+    def __index__(self):
+        if self.data.dtype.kind not in "iu":
+            raise TypeError(f"index: only an integer tensor can be an index, got {self.dtype}")
+        return int(self.item())
+
+    def __iter__(self):
+        """Walks the first axis, as NumPy does: each row is recorded like t[i]."""
+        if self.data.ndim == 0:
+            raise TypeError("iteration over a 0-d tensor")
+        return (self[i] for i in range(self.data.shape[0]))
+
+    def __format__(self, spec):
+        if not spec:
+            return str(self)
+        if self.data.ndim == 0:
+            return format(self.data.item(), spec)
+        raise TypeError(f"format: the spec {spec!r} needs a 0-d tensor, got shape {self.shape}")
+
+    def __abs__(self):
+        return self.abs()
+
+    # comparisons give boolean tensors, never recorded
+    def _compare(self, ufunc, other):
+        return Tensor._wrap(ufunc(self.data, self._operand(other).data))
+
+    def __lt__(self, other): return self._compare(np.less, other)
+    def __le__(self, other): return self._compare(np.less_equal, other)
+    def __gt__(self, other): return self._compare(np.greater, other)
+    def __ge__(self, other): return self._compare(np.greater_equal, other)
+    def __eq__(self, other): return self._compare(np.equal, other)
+    def __ne__(self, other): return self._compare(np.not_equal, other)
+    __hash__ = object.__hash__      # tensors stay usable as dict keys and in sets, by identity
 
     # ------------------------------------------------------------------ arithmetic
 
@@ -404,23 +524,42 @@ class Tensor:
     def __truediv__(self, other): return self._binary(ops.Div, other)
     def __rtruediv__(self, other): return self._binary(ops.Div, other, reverse=True)
     def __rpow__(self, other): return self._binary(ops.Pow, other, reverse=True)
-    def __neg__(self): return Tensor._apply(ops.Neg, self)
+    def __neg__(self): return ops.Neg.apply(self)
 
     def __pow__(self, exponent):
-        if isinstance(exponent, Tensor):
+        if isinstance(exponent, Tensor) or np.ndim(exponent) != 0 or self.data.dtype.kind != "f":
             return self._binary(ops.Pow, exponent)
-        if np.ndim(exponent) != 0:
-            return self._binary(ops.Pow, exponent)
-        return Tensor._apply(ops.PowConst, self, exponent=exponent)
+        return ops.PowConst.apply(self, exponent=exponent)
 
     def maximum(self, other): return self._binary(ops.Maximum, other)
     def minimum(self, other): return self._binary(ops.Minimum, other)
 
+    # in place: `w -= lr * w.grad` on a weight would silently rebind w to a graph node
+    def _in_place(self, ufunc, other, symbol):
+        if self.requires_grad and _grad_mode.enabled:
+            raise RuntimeError(
+                f"{symbol}: cannot change a tensor that requires grad (shape {self.shape}) in "
+                f"place: update its .data (w.data -= lr * w.grad) or do it inside "
+                f"`with no_grad():`")
+        value = other.data if isinstance(other, Tensor) else other
+        try:
+            ufunc(self.data, value, out=self.data)
+        except (TypeError, ValueError) as error:        # dtype or shape that cannot fit
+            raise type(error)(f"{symbol}: cannot update a tensor of shape {self.shape} and "
+                              f"dtype {self.dtype} in place with shape {np.shape(value)}: "
+                              f"{error}") from None
+        return self
+
+    def __iadd__(self, other): return self._in_place(np.add, other, "+=")
+    def __isub__(self, other): return self._in_place(np.subtract, other, "-=")
+    def __imul__(self, other): return self._in_place(np.multiply, other, "*=")
+    def __itruediv__(self, other): return self._in_place(np.true_divide, other, "/=")
+
     def __matmul__(self, other):
-        return Tensor._matmul(self, self._constant(other))
+        return Tensor._matmul(self, self._operand(other))
 
     def __rmatmul__(self, other):
-        return Tensor._matmul(self._constant(other), self)
+        return Tensor._matmul(self._operand(other), self)
 
     @staticmethod
     def _matmul(a, b):
@@ -431,67 +570,72 @@ class Tensor:
         if inner_a != inner_b:
             raise ValueError(f"matmul: cannot multiply {a.shape} by {b.shape}: inner sizes "
                              f"{inner_a} and {inner_b} differ")
+        a, b = _common_float((a, b))
         try:
-            return Tensor._apply(ops.MatMul, a, b)
+            return ops.MatMul.apply(a, b)
         except ValueError:
             raise ValueError(f"matmul: cannot multiply {a.shape} by {b.shape}: batch "
                              f"dimensions cannot be broadcast together") from None
 
     # ------------------------------------------------------------------ elementwise functions
 
-    def exp(self): return Tensor._apply(ops.Exp, self)
-    def log(self): return Tensor._apply(ops.Log, self)
-    def sqrt(self): return Tensor._apply(ops.Sqrt, self)
-    def abs(self): return Tensor._apply(ops.Abs, self)
-    def relu(self): return Tensor._apply(ops.ReLU, self)
-    def sigmoid(self): return Tensor._apply(ops.Sigmoid, self)
-    def tanh(self): return Tensor._apply(ops.Tanh, self)
+    def exp(self): return ops.Exp.apply(self)
+    def log(self): return ops.Log.apply(self)
+    def sqrt(self): return ops.Sqrt.apply(self)
+    def abs(self): return ops.Abs.apply(self)
+    def relu(self): return ops.ReLU.apply(self)
+    def sigmoid(self): return ops.Sigmoid.apply(self)
+    def tanh(self): return ops.Tanh.apply(self)
 
     def clip(self, lo=None, hi=None):
         if lo is not None and hi is not None and lo > hi:
             raise ValueError(f"clip: lower bound {lo} is above upper bound {hi}")
-        return Tensor._apply(ops.Clip, self, lo=lo, hi=hi)
+        return ops.Clip.apply(self, lo=lo, hi=hi)
 
     def softmax(self, axis=-1):
-        return Tensor._apply(ops.Softmax, self, axis=self._one_axis("softmax", axis))
+        return ops.Softmax.apply(self, axis=_axis("softmax", axis, self.ndim, self.shape))
 
     def log_softmax(self, axis=-1):
-        return Tensor._apply(ops.LogSoftmax, self, axis=self._one_axis("log_softmax", axis))
-
-    def _one_axis(self, op, axis):
-        return _normalize_axis(op, axis, self.ndim, self.shape)[0]
+        return ops.LogSoftmax.apply(self, axis=_axis("log_softmax", axis, self.ndim, self.shape))
 
     # ------------------------------------------------------------------ reductions
 
     def sum(self, axis=None, keepdims=False):
-        axis = _normalize_axis("sum", axis, self.ndim, self.shape)
-        return Tensor._apply(ops.Sum, self, axis=axis, keepdims=keepdims)
+        return ops.Sum.apply(self, axis=_axes("sum", axis, self.ndim, self.shape),
+                             keepdims=keepdims)
 
     def mean(self, axis=None, keepdims=False):
-        axis = _normalize_axis("mean", axis, self.ndim, self.shape)
-        return Tensor._apply(ops.Mean, self, axis=axis, keepdims=keepdims)
+        return ops.Mean.apply(self, axis=_axes("mean", axis, self.ndim, self.shape),
+                              keepdims=keepdims)
 
     def max(self, axis=None, keepdims=False):
         """Largest element over `axis`. Tied maxima share the gradient evenly."""
-        axis = _normalize_axis("max", axis, self.ndim, self.shape)
-        if self.size == 0:
-            raise ValueError(f"max: cannot take the maximum of an empty tensor of shape "
-                             f"{self.shape}")
-        return Tensor._apply(ops.Max, self, axis=axis, keepdims=keepdims)
+        return self._extreme(ops.Max, axis, keepdims)
+
+    def min(self, axis=None, keepdims=False):
+        """Smallest element over `axis`. Tied minima share the gradient evenly."""
+        return self._extreme(ops.Min, axis, keepdims)
+
+    def _extreme(self, op_class, axis, keepdims):
+        axis = _axes(op_class.name, axis, self.ndim, self.shape)
+        reduced = range(self.ndim) if axis is None else axis
+        if any(self.shape[a] == 0 for a in reduced):
+            raise ValueError(f"{op_class.name}: cannot reduce over an empty axis of a tensor "
+                             f"of shape {self.shape}")
+        return op_class.apply(self, axis=axis, keepdims=keepdims)
 
     def argmax(self, axis=None):
         """Indices of the maxima (an integer tensor, no gradient)."""
         if axis is not None:
-            axis = self._one_axis("argmax", axis)
-        return Tensor(self.data.argmax(axis=axis))
+            axis = _axis("argmax", axis, self.ndim, self.shape)
+        return Tensor._wrap(np.asarray(self.data.argmax(axis=axis)))
 
     # ------------------------------------------------------------------ shape
 
     def reshape(self, *shape):
-        shape = tuple(shape[0]) if len(shape) == 1 and isinstance(shape[0], (tuple, list)) \
-            else shape
+        shape = _shape("reshape", shape)
         try:
-            return Tensor._apply(ops.Reshape, self, shape=shape)
+            return ops.Reshape.apply(self, shape=shape)
         except ValueError:
             raise ValueError(f"reshape: cannot reshape a tensor of shape {self.shape} "
                              f"({self.size} elements) to {shape}") from None
@@ -500,95 +644,82 @@ class Tensor:
         return self.reshape(-1)
 
     def transpose(self, *axes):
-        """NumPy's transpose: no axes reverses them, otherwise a full permutation. Two axes on a
-        tensor of more than two dimensions swap just those two, as torch.transpose does."""
-        axes = tuple(axes[0]) if len(axes) == 1 and isinstance(axes[0], (tuple, list)) else axes
+        """NumPy's transpose on every rank: no axes reverses them, otherwise `axes` is a
+        permutation of all of them. To exchange two axes, use swapaxes."""
+        axes = _shape("transpose", axes)
         if not axes:
             axes = tuple(reversed(range(self.ndim)))
-        elif len(axes) == 2 and self.ndim > 2:
-            i, j = (self._one_axis("transpose", a) for a in axes)
-            perm = list(range(self.ndim))
-            perm[i], perm[j] = perm[j], perm[i]
-            axes = tuple(perm)
-        if sorted(_normalize_axis("transpose", a, self.ndim, self.shape)[0] for a in axes) \
-                != list(range(self.ndim)):
+        perm = tuple(_axis("transpose", a, self.ndim, self.shape) for a in axes)
+        if sorted(perm) != list(range(self.ndim)):
             raise ValueError(f"transpose: axes {axes} are not a permutation of the "
-                             f"{self.ndim} axes of shape {self.shape}")
-        return Tensor._apply(ops.Transpose, self, axes=tuple(a % self.ndim for a in axes))
+                             f"{self.ndim} axes of shape {self.shape}; to exchange two axes "
+                             f"use swapaxes")
+        return ops.Transpose.apply(self, axes=perm)
+
+    def swapaxes(self, axis1, axis2):
+        """Exchange two axes (torch.transpose(a, b) and np.swapaxes)."""
+        perm = list(range(self.ndim))
+        i, j = (_axis("swapaxes", a, self.ndim, self.shape) for a in (axis1, axis2))
+        perm[i], perm[j] = perm[j], perm[i]
+        return ops.Transpose.apply(self, axes=tuple(perm))
 
     @property
     def T(self):
         return self.transpose()
 
     def __getitem__(self, index):
-        if isinstance(index, Tensor):
-            index = index.data
-        elif isinstance(index, tuple):
-            index = tuple(i.data if isinstance(i, Tensor) else i for i in index)
-        elif isinstance(index, list):
-            index = np.asarray(index)
-        basic = _is_basic_index(index)
-        if not basic:
-            index = tuple(np.asarray(i) if isinstance(i, list) else i for i in
-                          (index if isinstance(index, tuple) else (index,)))
-            index = tuple(np.nonzero(i)[0] if isinstance(i, np.ndarray) and i.dtype == bool
-                          and i.ndim == 1 else i for i in index)
+        """Basic slicing, integer arrays and boolean masks (t[t > 0]), as in NumPy."""
+        parts = index if isinstance(index, tuple) else (index,)
+        parts = tuple(p.data if isinstance(p, Tensor) else np.asarray(p)
+                      if isinstance(p, list) else p for p in parts)
+        index = parts if isinstance(index, tuple) else parts[0]
         try:
-            return Tensor._apply(ops.GetItem, self, index=index, advanced=not basic)
+            return ops.GetItem.apply(self, index=index, advanced=not _is_basic_index(index))
         except IndexError as error:
             raise IndexError(f"getitem: {error} (tensor of shape {self.shape})") from None
 
     @staticmethod
     def concat(tensors, axis=0):
-        tensors = [t if isinstance(t, Tensor) else Tensor(t) for t in tensors]
-        Tensor._check_joinable("concat", tensors, axis, new_axis=False)
-        axis = _normalize_axis("concat", axis, tensors[0].ndim, tensors[0].shape)[0]
-        return Tensor._apply(ops.Concat, *tensors, axis=axis)
+        tensors = Tensor._joinable("concat", tensors)
+        if tensors[0].ndim == 0:
+            raise ValueError("concat: cannot join 0-d tensors; use stack")
+        first = tensors[0].shape
+        a = _axis("concat", axis, len(first), first)
+        if not all(len(t.shape) == len(first) and t.shape[:a] + t.shape[a + 1:] ==
+                   first[:a] + first[a + 1:] for t in tensors):
+            raise ValueError(f"concat: shapes {[t.shape for t in tensors]} do not match "
+                             f"along axis {axis}")
+        return ops.Concat.apply(*tensors, axis=a)
 
     @staticmethod
     def stack(tensors, axis=0):
-        tensors = [t if isinstance(t, Tensor) else Tensor(t) for t in tensors]
-        Tensor._check_joinable("stack", tensors, axis, new_axis=True)
-        ndim = tensors[0].ndim + 1
-        axis = _normalize_axis("stack", axis, ndim, tensors[0].shape)[0]
-        return Tensor._apply(ops.Stack, *tensors, axis=axis)
+        tensors = Tensor._joinable("stack", tensors)
+        first = tensors[0].shape
+        if not all(t.shape == first for t in tensors):
+            raise ValueError(f"stack: shapes {[t.shape for t in tensors]} must all be equal")
+        return ops.Stack.apply(*tensors, axis=_axis("stack", axis, len(first) + 1, first))
 
     @staticmethod
-    def _check_joinable(op, tensors, axis, new_axis):
-        shapes = [t.shape for t in tensors]
+    def _joinable(op, tensors):
+        tensors = [t if isinstance(t, Tensor) else Tensor(t) for t in tensors]
         if not tensors:
             raise ValueError(f"{op}: needs at least one tensor")
-        first = shapes[0]
-        if new_axis:
-            ok = all(s == first for s in shapes)
-        else:
-            if tensors[0].ndim == 0:
-                raise ValueError(f"{op}: cannot join 0-d tensors; use stack")
-            a = _normalize_axis(op, axis, len(first), first)[0]
-            ok = all(len(s) == len(first) and s[:a] + s[a + 1:] == first[:a] + first[a + 1:]
-                     for s in shapes)
-        if not ok:
-            raise ValueError(f"{op}: shapes {shapes} do not match along axis {axis}")
+        return _common_float(tuple(tensors))
 
     # ------------------------------------------------------------------ constructors
 
     @staticmethod
-    def _shape_args(shape):
-        return tuple(shape[0]) if len(shape) == 1 and isinstance(shape[0], (tuple, list)) \
-            else shape
-
-    @staticmethod
     def zeros(*shape, requires_grad=False, dtype=_FLOAT_DEFAULT):
-        return Tensor(np.zeros(Tensor._shape_args(shape), dtype=dtype), requires_grad)
+        return Tensor.from_numpy(np.zeros(_shape("zeros", shape), dtype=dtype), requires_grad)
 
     @staticmethod
     def ones(*shape, requires_grad=False, dtype=_FLOAT_DEFAULT):
-        return Tensor(np.ones(Tensor._shape_args(shape), dtype=dtype), requires_grad)
+        return Tensor.from_numpy(np.ones(_shape("ones", shape), dtype=dtype), requires_grad)
 
     @staticmethod
     def randn(*shape, seed=None, requires_grad=False, dtype=_FLOAT_DEFAULT):
         """Standard normal samples; `seed` gives a reproducible draw, otherwise the generator
         set by manual_seed is used."""
         rng = np.random.default_rng(seed) if seed is not None else _rng
-        data = rng.standard_normal(Tensor._shape_args(shape)).astype(dtype)
-        return Tensor(data, requires_grad)
+        data = rng.standard_normal(_shape("randn", shape)).astype(dtype)
+        return Tensor.from_numpy(data, requires_grad)

@@ -10,7 +10,7 @@ import shutil
 import graphviz
 import numpy as np
 
-from .tensor import Tensor, _topo_order
+from .tensor import _topo_order
 
 _STYLE = {   # fill colours: parameters, inputs and the output stand out from intermediates
     "parameter": "#cfe2ff", "input": "#e9ecef", "output": "#ffe08a", "intermediate": "white",
@@ -47,7 +47,7 @@ def _escape(text):
 
 
 def _owns_parameters(module):
-    return any(isinstance(v, Tensor) and v.requires_grad for v in vars(module).values())
+    return bool(module._own_parameters())
 
 
 def _cluster_path(node):
@@ -109,7 +109,7 @@ def draw_graph(tensor, path=None, format="svg", collapse_modules=False, names=No
         if n._ctx is None and n.requires_grad and id(n) in first_user:
             # a parameter lives with the module that owns it, next to its first use
             path_ = _cluster_path(first_user[id(n)])
-            if path_ and any(v is n for v in vars(path_[-1]).values()):
+            if path_ and any(v is n for v in path_[-1]._own_parameters()):
                 return path_
             return ()
         return _cluster_path(n)

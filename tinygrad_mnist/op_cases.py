@@ -1,0 +1,214 @@
+"""The op table: every differentiable op with the inputs to check it on.
+
+One row per op variant. The tests check each row against central finite differences and
+check the op protocol on random shapes; `tinygrad-mnist gradcheck` prints the same rows.
+Adding an op means one class in ops.py, one Tensor method, and one row here.
+"""
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from . import nn, ops
+from .tensor import Tensor
+
+# pairs that broadcast in both directions, with 0-d tensors on either side
+BROADCAST_PAIRS = [((), ()), ((3,), (3,)), ((2, 3), (3,)), ((3,), (2, 3)), ((2, 3), (1, 3)),
+                   ((4, 1), (1, 5)), ((), (2, 3)), ((2, 3), ()), ((2, 1, 3), (4, 1))]
+MATMUL_PAIRS = [((3, 4), (4, 5)), ((4,), (4,)), ((4,), (4, 5)), ((3, 4), (4,)),
+                ((2, 3, 4), (4, 5)), ((2, 3, 4), (2, 4, 5)), ((2, 1, 3, 4), (5, 4, 2)),
+                ((4,), (2, 4, 5)), ((2, 3, 4), (4,))]
+UNARY_SHAPES = [[()], [(5,)], [(3, 4)]]
+
+
+# ---------------------------------------------------------------- random shapes
+
+def _sizes(rng, ndim):
+    return tuple(int(n) for n in rng.integers(1, 5, size=ndim))
+
+
+def _any_shape(rng, shapes):
+    return [_sizes(rng, rng.integers(0, 4)) for _ in shapes]
+
+
+def _resized(rng, shapes):
+    """The same ranks as the row's own shapes, with other sizes (one size for all inputs)."""
+    sizes = _sizes(rng, max(len(s) for s in shapes))
+    return [sizes[len(sizes) - len(s):] for s in shapes]
+
+
+def _broadcast_pair(rng, shapes):
+    """Two shapes that broadcast together: a common shape, each side with leading axes
+    dropped and some sizes set to 1."""
+    full = _sizes(rng, rng.integers(0, 4))
+    pair = []
+    for _ in range(2):
+        kept = full[rng.integers(0, len(full) + 1):]
+        pair.append(tuple(1 if rng.random() < 0.3 else n for n in kept))
+    return pair
+
+
+def _matmul_pair(rng, shapes):
+    m, k, n = _sizes(rng, 3)
+    batch = _sizes(rng, rng.integers(0, 3))
+    a = (k,) if rng.random() < 0.2 else batch + (m, k)
+    b = (k,) if rng.random() < 0.2 else batch[rng.integers(0, len(batch) + 1):] + (k, n)
+    return [a, b]
+
+
+@dataclass(frozen=True)
+class OpCase:
+    """One row. `fn` builds the op from its input tensors; `shapes` lists the input shapes of
+    each fixed check; `domains` gives (low, high) per input (None: standard normal); inputs
+    within 1e-3 of a `kinks` value, where the op has no derivative, are moved off it;
+    `random_shapes(rng, shapes)` draws other valid input shapes for the protocol test."""
+    op: str
+    name: str
+    fn: Callable
+    shapes: list
+    domains: tuple = ()
+    kinks: tuple = ()
+    random_shapes: Callable = None
+
+    def inputs(self, shapes, rng):
+        """Float64 tensors that require grad, of the given shapes, inside the domains."""
+        tensors = []
+        for i, shape in enumerate(shapes):
+            domain = self.domains[i] if i < len(self.domains) else None
+            x = rng.normal(size=shape) if domain is None else rng.uniform(*domain, size=shape)
+            for k in self.kinks:
+                x = np.where(np.abs(x - k) < 1e-3, k + 0.5, x)
+            tensors.append(Tensor(x, requires_grad=True, dtype=np.float64))
+        return tensors
+
+    def weighted(self, rng, inputs):
+        """A scalar function of the inputs: the op's output times fixed random weights, so
+        that the upstream gradient is not uniform."""
+        weights = rng.normal(size=self.fn(*inputs).shape)
+        return lambda *xs: (self.fn(*xs) * weights).sum()
+
+
+_POSITIVE = (0.5, 2.0)
+
+
+def _binary_rows():
+    binary = {"add": lambda a, b: a + b, "sub": lambda a, b: a - b,
+              "mul": lambda a, b: a * b, "div": lambda a, b: a / b,
+              "pow": lambda a, b: a ** b, "maximum": lambda a, b: a.maximum(b),
+              "minimum": lambda a, b: a.minimum(b)}
+    domains = {"div": (None, _POSITIVE), "pow": (_POSITIVE, None)}
+    return [OpCase(op, op, fn, [list(p) for p in BROADCAST_PAIRS], domains.get(op, ()),
+                   random_shapes=_broadcast_pair) for op, fn in binary.items()]
+
+
+def _constant_rows():
+    """The same ops with a Python number or NumPy array on one side."""
+    cases = {"radd": ("add", lambda a: 2.5 + a), "rsub": ("sub", lambda a: 2.5 - a),
+             "rmul": ("mul", lambda a: 2.5 * a), "rdiv": ("div", lambda a: 2.5 / a),
+             "rpow": ("pow", lambda a: 2.5 ** a), "pow (constant)": ("pow", lambda a: a ** 3),
+             "pow (half)": ("pow", lambda a: a ** 0.5), "square": ("pow", lambda a: a ** 2),
+             "numpy on the left": ("mul", lambda a: np.full(a.shape, 1.5) * a)}
+    return [OpCase(op, name, fn, [[(2, 3)]], (_POSITIVE,), random_shapes=_any_shape)
+            for name, (op, fn) in cases.items()]
+
+
+def _unary_rows():
+    unary = {"neg": (lambda x: -x, None, ()), "exp": (lambda x: x.exp(), None, ()),
+             "log": (lambda x: x.log(), (0.2, 3.0), ()),
+             "sqrt": (lambda x: x.sqrt(), (0.2, 3.0), ()),
+             "abs": (lambda x: abs(x), None, (0.0,)), "relu": (lambda x: x.relu(), None, (0.0,)),
+             "sigmoid": (lambda x: x.sigmoid(), None, ()), "tanh": (lambda x: x.tanh(), None, ()),
+             "clip": (lambda x: x.clip(-0.5, 0.7), None, (-0.5, 0.7))}
+    return [OpCase(op, op, fn, UNARY_SHAPES, (domain,), kinks, _any_shape)
+            for op, (fn, domain, kinks) in unary.items()]
+
+
+def _softmax_rows():
+    return [
+        OpCase("softmax", "softmax", lambda x: x.softmax(), [[(4,)], [(3, 4)]],
+               random_shapes=_resized),
+        OpCase("softmax", "softmax (axis 0)", lambda x: x.softmax(axis=0), [[(3, 4)]],
+               random_shapes=_resized),
+        OpCase("log_softmax", "log_softmax", lambda x: x.log_softmax(), [[(4,)], [(3, 4)]],
+               random_shapes=_resized),
+        OpCase("log_softmax", "log_softmax (axis -2)", lambda x: x.log_softmax(axis=-2),
+               [[(3, 4)]], random_shapes=_resized),
+    ]
+
+
+def _reduction_rows():
+    rows = []
+    for op in ("sum", "mean", "max", "min"):
+        for axis in (None, 0, 1, -1, (0, 2), (-1, -3), ()):
+            for keepdims in (False, True):
+                def fn(x, op=op, axis=axis, keepdims=keepdims):
+                    return getattr(x, op)(axis=axis, keepdims=keepdims)
+                rows.append(OpCase(op, f"{op} (axis={axis}, keepdims={keepdims})", fn,
+                                   [[(2, 3, 4)]], random_shapes=_resized))
+        rows.append(OpCase(op, f"{op} (0-d)", lambda x, op=op: getattr(x, op)(), [[()]]))
+    return rows
+
+
+def _shape_rows():
+    index = {
+        "slices": lambda x: x[1:, ::2], "int and None": lambda x: x[2, None, -3:],
+        "ellipsis": lambda x: x[..., 1], "int array": lambda x: x[np.array([0, 2, 3])],
+        "repeated indices": lambda x: x[np.array([1, 1, 3, 1])],
+        "pair of arrays": lambda x: x[np.array([0, 0, 2]), np.array([1, 1, 4])],
+        "list": lambda x: x[[2, 2, 0]], "1-d mask": lambda x: x[np.array([1, 0, 1, 1], bool)],
+        "mask from a comparison": lambda x: x[x > 0], "tensor index": lambda x: x[Tensor([1, 0, 1])],
+    }
+    rows = [OpCase("getitem", f"getitem ({name})", fn, [[(4, 5)]]) for name, fn in index.items()]
+    return rows + [
+        OpCase("reshape", "reshape", lambda x: x.reshape(4, -1), [[(2, 6)]]),
+        OpCase("reshape", "reshape (tuple)", lambda x: x.reshape((3, 2, 2)), [[(12,)]]),
+        OpCase("reshape", "flatten", lambda x: x.flatten(), [[(2, 3, 2)]], random_shapes=_resized),
+        OpCase("transpose", "transpose", lambda x: x.transpose(), [[(2, 3, 4)]],
+               random_shapes=_resized),
+        OpCase("transpose", "transpose (permutation)", lambda x: x.transpose(1, 2, 0),
+               [[(2, 3, 4)]], random_shapes=_resized),
+        OpCase("transpose", "swapaxes", lambda x: x.swapaxes(0, 2), [[(2, 3, 4)]],
+               random_shapes=_resized),
+        OpCase("transpose", "T", lambda x: x.T, [[(3, 5)]], random_shapes=_resized),
+        OpCase("getitem", "iteration", lambda x: Tensor.stack(list(x)), [[(3, 2)]],
+               random_shapes=_resized),
+        OpCase("concat", "concat (axis 0)", lambda a, b: Tensor.concat([a, b]),
+               [[(2, 3), (4, 3)]]),
+        OpCase("concat", "concat (axis -1)", lambda a, b, c: Tensor.concat([a, b, c], axis=-1),
+               [[(2, 3), (2, 1), (2, 2)]]),
+        OpCase("concat", "concat (one input)", lambda a: Tensor.concat([a]), [[(2, 3)]],
+               random_shapes=_resized),
+        OpCase("stack", "stack (axis 0)", lambda a, b: Tensor.stack([a, b]),
+               [[(2, 3), (2, 3)]], random_shapes=_resized),
+        OpCase("stack", "stack (axis -1)", lambda a, b: Tensor.stack([a, b], axis=-1),
+               [[(2, 3), (2, 3)]], random_shapes=_resized),
+        OpCase("stack", "stack (one input)", lambda a: Tensor.stack([a], axis=1), [[(2, 3)]],
+               random_shapes=_resized),
+    ]
+
+
+def _fused_rows():
+    targets = np.array([0, 2, 1, 2])
+    return [
+        OpCase("matmul", "matmul", lambda a, b: a @ b, [list(p) for p in MATMUL_PAIRS],
+               random_shapes=_matmul_pair),
+        OpCase("matmul", "matmul (NumPy on the left)", lambda w: np.ones((3, 4)) @ w,
+               [[(4, 2)]]),
+        OpCase("linear", "linear", lambda x, w, b: ops.Linear.apply(x, w, b),
+               [[(4, 5), (3, 5), (3,)], [(2, 4, 5), (3, 5), (3,)]]),
+        OpCase("linear", "linear (no bias)", lambda x, w: ops.Linear.apply(x, w),
+               [[(4, 5), (3, 5)]]),
+        OpCase("dropout", "dropout (fixed mask)",
+               lambda x: ops.DropoutMask.apply(x, keep=np.array([[2.0, 0, 2], [0, 2, 2]])),
+               [[(2, 3)]]),
+        OpCase("cross_entropy", "cross_entropy", lambda z: nn.cross_entropy(z, targets),
+               [[(4, 3)]]),
+        OpCase("mse_loss", "mse_loss", lambda a: nn.mse_loss(a, np.ones((2, 3))), [[(2, 3)]]),
+        OpCase("binary_cross_entropy", "binary_cross_entropy",
+               lambda p: nn.binary_cross_entropy(p, np.array([0.0, 1, 1])), [[(3,)]],
+               ((0.1, 0.9),)),
+    ]
+
+
+OP_CASES = (_binary_rows() + _constant_rows() + _unary_rows() + _softmax_rows()
+            + _reduction_rows() + _shape_rows() + _fused_rows())

@@ -60,3 +60,13 @@ def test_gradcheck_rejects_non_scalar_output():
     x = Tensor([1.0, 2.0], requires_grad=True)
     with pytest.raises(ValueError, match=r"scalar.*\(2,\)"):
         gradcheck(lambda x: x * 2, [x])
+
+
+def test_numerical_grad_perturbs_any_memory_layout():
+    a = np.arange(6.0).reshape(2, 3) + 1.0
+    x = Tensor(a.T, dtype=np.float64, requires_grad=True)     # Fortran-ordered data
+    assert x.data.flags.f_contiguous and not x.data.flags.c_contiguous
+    weights = np.arange(6.0).reshape(3, 2)
+    (g,) = numerical_grad(lambda x: (x * x * weights).sum(), [x])
+    np.testing.assert_allclose(g, 2 * a.T * weights, rtol=1e-8)
+    assert gradcheck(lambda x: (x * x * weights).sum(), [x])

@@ -137,6 +137,55 @@ def test_parameters_are_found_recursively_in_order():
     assert len(net.parameters()) == 8
 
 
+def test_tensor_stored_during_forward_is_not_a_parameter():
+    class Caching(nn.Module):
+        def __init__(self):
+            self.layer = nn.Linear(3, 2)
+            self.last_input = None
+
+        def forward(self, x):
+            self.last_input = x                    # kept for inspection, not learned
+            self.hidden = self.layer(x)            # a new attribute, set during forward
+            return self.hidden
+
+    net = Caching()
+    net(Tensor(np.ones((4, 3)), requires_grad=True))
+    assert [n for n, _ in net.named_parameters()] == ["layer.weight", "layer.bias"]
+    fresh = Caching()
+    fresh.load_state_dict(net.state_dict())        # loads into a module that never ran
+    np.testing.assert_array_equal(fresh.layer.weight.data, net.layer.weight.data)
+
+
+def test_module_that_refers_to_its_parent_does_not_loop():
+    class Child(nn.Module):
+        def __init__(self, parent):
+            self.parent = parent
+            self.w = Tensor(np.ones(2), requires_grad=True)
+
+    class Parent(nn.Module):
+        def __init__(self):
+            self.b = Tensor(np.zeros(2), requires_grad=True)
+            self.child = Child(self)
+
+    net = Parent()
+    assert [n for n, _ in net.named_parameters()] == ["b", "child.w"]
+    assert net.modules() == [net, net.child]
+    net.eval()
+    assert not net.training and not net.child.training
+    assert list(net.state_dict()) == ["b", "child.w"]
+
+
+def test_reassigned_or_deleted_attributes_follow_the_module():
+    net = nn.Module()
+    net.w = Tensor(np.ones(2), requires_grad=True)
+    net.layers = []
+    net.layers.append(nn.Linear(2, 2))             # a list filled after assignment
+    assert [n for n, _ in net.named_parameters()] == ["w", "layers.0.weight", "layers.0.bias"]
+    net.w = Tensor(np.ones(2))                     # now a constant
+    del net.layers
+    assert net.named_parameters() == []
+
+
 def test_mlp_structure_and_zero_grad():
     mlp = nn.MLP([6, 5, 4, 3], activation="tanh", dropout=0.2)
     assert [repr(layer) for layer in mlp.layers] == ["Linear(6→5)", "Linear(5→4)", "Linear(4→3)"]

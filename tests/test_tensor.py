@@ -7,6 +7,8 @@ import numpy as np
 import pytest
 
 from tinygrad_mnist import Tensor, no_grad, is_grad_enabled
+from tinygrad_mnist.gradcheck import gradcheck
+from tinygrad_mnist.ops import Op
 
 
 def test_micrograd_style_scalar_example():
@@ -237,3 +239,239 @@ def test_shape_errors_name_op_and_shape():
         Tensor.stack([t, Tensor(np.ones((3, 2)))])
     with pytest.raises(ValueError, match=r"transpose.*\(2, 3\)"):
         t.transpose(0, 0)
+
+
+# ---------------------------------------------------------------- one convention for everything
+
+def test_concat_and_stack_of_a_single_tensor_backpropagate():
+    x = Tensor(np.arange(3.0), requires_grad=True)
+    (Tensor.concat([x]) * 2).sum().backward()
+    np.testing.assert_array_equal(x.grad, [2.0, 2.0, 2.0])
+    x.zero_grad()
+    Tensor.stack([x]).sum().backward()
+    np.testing.assert_array_equal(x.grad, [1.0, 1.0, 1.0])
+
+
+def test_style_guide_ops_work_as_written():
+    class Div(Op):
+        """z = a / b    dz/da = 1/b    dz/db = -a/b**2"""
+        def forward(self, a, b):
+            self.a, self.b = a, b
+            return a / b
+
+        def backward(self, gz):
+            return gz / self.b, -gz * self.a / self.b**2
+
+    class Exp(Op):
+        """z = exp(x)    dz/dx = z"""
+        def forward(self, x):
+            self.z = np.exp(x)
+            return self.z
+
+        def backward(self, gz):
+            return (gz * self.z,)                     # a 1-tuple: one input, one gradient
+
+    a = Tensor([1.0, 2.0], requires_grad=True, dtype=np.float64)
+    b = Tensor([[0.5], [4.0]], requires_grad=True, dtype=np.float64)
+    y = Exp.apply(Div.apply(a, b))
+    assert y._ctx.name == "exp" and y.shape == (2, 2)
+    assert gradcheck(lambda a, b: Exp.apply(Div.apply(a, b)).sum(), [a, b])
+
+
+class _BareArray(Op):
+    """Returns a bare array where the protocol asks for a tuple."""
+    name = "bare_array"
+
+    def forward(self, x):
+        return x * 2
+
+    def backward(self, gz):
+        return gz * 2
+
+
+class _TwoForOne(_BareArray):
+    name = "two_for_one"
+
+    def backward(self, gz):
+        return gz, gz
+
+
+class _WrongShape(_BareArray):
+    name = "wrong_shape"
+
+    def backward(self, gz):
+        return (np.ones(7),)
+
+
+@pytest.mark.parametrize("op, message", [
+    (_BareArray, r"bare_array: backward must return a tuple .* \(1\), got a ndarray"),
+    (_TwoForOne, r"two_for_one: backward must return a tuple .* \(1\), got a tuple of 2"),
+    (_WrongShape, r"wrong_shape: backward returned a gradient of shape \(7,\) for an input of "
+                  r"shape \(3,\)"),
+])
+def test_backward_that_breaks_the_protocol_is_an_error_naming_the_op(op, message):
+    x = Tensor(np.ones(3), requires_grad=True)
+    with pytest.raises((TypeError, ValueError), match=message):
+        op.apply(x).sum().backward()
+
+
+def test_op_names_are_class_attributes_used_in_errors():
+    from tinygrad_mnist import ops
+    assert (ops.CrossEntropy.name, ops.PowConst.name, ops.GetItem.name) == \
+        ("cross_entropy", "pow", "getitem")
+    assert not hasattr(Tensor, "_apply")
+    with pytest.raises(ValueError, match=r"^maximum: shapes \(2,\) and \(3,\)"):
+        Tensor(np.ones(2)).maximum(Tensor(np.ones(3)))
+    with pytest.raises(TypeError, match=r"linear: input 0 is a ndarray, not a Tensor"):
+        ops.Linear.apply(np.ones((2, 3)), Tensor(np.ones((4, 3))))
+
+
+def test_transpose_is_numpys_permutation_on_every_rank():
+    x = np.arange(24.0).reshape(2, 3, 4)
+    t = Tensor(x)
+    np.testing.assert_array_equal(t.transpose(1, 2, 0).data, x.transpose(1, 2, 0))
+    np.testing.assert_array_equal(t.transpose().data, x.transpose())
+    np.testing.assert_array_equal(Tensor(x[0]).transpose(0, 1).data, x[0])   # identity
+    np.testing.assert_array_equal(t.swapaxes(0, 2).data, np.swapaxes(x, 0, 2))
+    np.testing.assert_array_equal(t.swapaxes(-1, 1).data, np.swapaxes(x, -1, 1))
+    with pytest.raises(ValueError, match="swapaxes"):
+        t.transpose(0, 2)                     # two axes of three: not a permutation
+
+
+@pytest.mark.parametrize("call", [lambda t: t.softmax(axis=(0, 1)),
+                                  lambda t: t.log_softmax(axis=(0, 1)),
+                                  lambda t: t.argmax(axis=(0, 1))])
+def test_single_axis_ops_refuse_a_tuple(call):
+    with pytest.raises(TypeError, match=r"(softmax|log_softmax|argmax): takes a single int axis"):
+        call(Tensor(np.ones((2, 3))))
+
+
+def test_detach_shares_the_data_and_keeps_the_dtype():
+    x = Tensor(0.1, dtype=np.float64, requires_grad=True)
+    d = x.detach()
+    assert d.dtype == np.float64 and d.item() == 0.1 and not d.requires_grad
+    assert np.shares_memory(d.data, x.data)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_constructor_copies_and_from_numpy_shares(dtype):
+    array = np.ones(3, dtype=dtype)
+    copied = Tensor(array, dtype=dtype)
+    shared = Tensor.from_numpy(array)
+    assert not np.shares_memory(copied.data, array)
+    assert np.shares_memory(shared.data, array) and shared.dtype == dtype
+    p = Tensor(array, requires_grad=True)
+    with no_grad():
+        p -= 0.5                                  # an optimizer's in-place step
+    np.testing.assert_array_equal(array, [1.0, 1.0, 1.0])   # the caller's array is untouched
+    assert Tensor(Tensor(array, dtype=np.float64)).dtype == np.float64   # a Tensor keeps its dtype
+    with pytest.raises(TypeError, match="from_numpy"):
+        Tensor.from_numpy([1.0, 2.0])
+
+
+@pytest.mark.parametrize("int_dtype", [np.int32, np.int64, np.uint8])
+def test_integer_tensors_give_float32_with_floats_and_division(int_dtype):
+    t = Tensor(np.array([1, 2, 3], dtype=int_dtype))
+    assert (t * 0.5).dtype == np.float32
+    assert (t / 2).dtype == np.float32 and (2 / t).dtype == np.float32
+    assert (t / t).dtype == np.float32
+    assert (t ** 0.5).dtype == np.float32 and t.exp().dtype == np.float32
+    assert t.mean().dtype == np.float32
+    assert (t * np.float64(0.5)).dtype == np.float32          # a NumPy scalar never widens
+    assert (t + 1).dtype == int_dtype and (t * np.int64(2)).dtype == int_dtype
+    assert (t + Tensor([0.5, 0.5, 0.5], dtype=np.float64)).dtype == np.float64
+    np.testing.assert_allclose((t / 2).data, [0.5, 1.0, 1.5])
+    assert (Tensor([1.0], dtype=np.float64) + Tensor([1.0])).dtype == np.float64
+
+
+def test_negative_zero_is_not_confused_with_zero():
+    a = Tensor([1.0, 2.0])
+    a * 0.0
+    with np.errstate(divide="ignore"):
+        np.testing.assert_array_equal((1 / (a * -0.0)).data, [-np.inf, -np.inf])
+        np.testing.assert_array_equal((1 / (a * 0.0)).data, [np.inf, np.inf])
+
+
+def test_python_protocols():
+    assert bool(Tensor(0.0)) is False and bool(Tensor([[2.0]])) is True
+    with pytest.raises(ValueError, match=r"bool: .*\(2,\) is ambiguous"):
+        bool(Tensor([0.0, 0.0]))
+    with pytest.raises(TypeError, match="0-d"):
+        list(Tensor(3.0))
+    rows = list(Tensor(np.arange(6.0).reshape(3, 2)))
+    assert len(rows) == 3 and rows[2].data.tolist() == [4.0, 5.0]
+    assert float(Tensor(2.5)) == 2.5 and int(Tensor(7)) == 7 and [1, 2, 3][Tensor(1)] == 2
+    assert f"{Tensor(3.14159):.2f}" == "3.14" and f"{Tensor([1.0])}" == str(Tensor([1.0]))
+    assert abs(Tensor(-2.0)).item() == 2.0
+
+
+def test_comparisons_give_unrecorded_boolean_tensors():
+    a = Tensor([1.0, 2.0, 3.0], requires_grad=True)
+    b = Tensor([1.0, 0.0, 3.0])
+    for result, expected in [(a == b, [True, False, True]), (a != b, [False, True, False]),
+                             (a < 2, [True, False, False]), (a <= 2, [True, True, False]),
+                             (a > 2, [False, False, True]), (a >= 2, [False, True, True]),
+                             (2 < a, [False, False, True])]:
+        assert result.dtype == np.bool_ and not result.requires_grad
+        assert result.data.tolist() == expected
+    assert {a: 1}[a] == 1                       # still hashable, by identity
+
+
+def test_boolean_mask_indexing_carries_gradients():
+    x = Tensor([[1.0, -2.0], [3.0, -4.0]], requires_grad=True)
+    picked = x[x > 0]
+    assert picked.data.tolist() == [1.0, 3.0]
+    (picked * Tensor([10.0, 20.0])).sum().backward()
+    np.testing.assert_array_equal(x.grad, [[10.0, 0.0], [20.0, 0.0]])
+    with pytest.raises(IndexError, match=r"getitem.*\(2, 2\)"):
+        x[np.array([True, False, True])]        # a mask of the wrong length is no silent pick
+
+
+def test_min_with_ties_sharing_the_gradient():
+    x = Tensor([[3.0, 1.0, 1.0], [0.0, 2.0, 5.0]], requires_grad=True)
+    m = x.min(axis=1)
+    assert m.data.tolist() == [1.0, 0.0]
+    m.sum().backward()
+    np.testing.assert_array_equal(x.grad, [[0, 0.5, 0.5], [1, 0, 0]])
+    with pytest.raises(ValueError, match=r"min: .*empty.*\(0, 3\)"):
+        Tensor.zeros(0, 3).min(axis=0)
+
+
+def test_power_zero_has_zero_gradient_at_zero():
+    x = Tensor([0.0, 2.0], requires_grad=True)
+    (x ** 0).sum().backward()
+    np.testing.assert_array_equal(x.grad, [0.0, 0.0])
+    y = Tensor([0.0, 2.0], requires_grad=True)
+    (y ** Tensor([0.0, 0.0])).sum().backward()
+    np.testing.assert_array_equal(y.grad, [0.0, 0.0])
+
+
+def test_mean_over_no_elements_is_nan_as_in_numpy():
+    got = Tensor.zeros(0, 3).mean(axis=0)       # np.zeros((0, 3)).mean(axis=0): three NaNs
+    assert got.shape == (3,) and np.isnan(got.data).all()
+    assert np.isnan(Tensor.zeros(0).mean().item())
+
+
+def test_in_place_change_of_a_tensor_that_requires_grad_is_refused_with_a_hint():
+    w = Tensor([1.0, 2.0], requires_grad=True)
+    (w * w).sum().backward()
+    with pytest.raises(RuntimeError, match=r"-=.*requires grad.*\.data.*no_grad"):
+        w -= 0.1 * w.grad
+    assert w.requires_grad and w._ctx is None   # w is still the leaf it was
+    with no_grad():
+        w -= 0.5 * w.grad                        # the PyTorch idiom: an in-place update
+    np.testing.assert_array_equal(w.data, [0.0, 0.0])
+    assert w.requires_grad and w._ctx is None
+
+
+def test_in_place_operators_on_plain_tensors_act_in_place():
+    t = Tensor([1.0, 2.0])
+    data = t.data
+    t += 1
+    t *= Tensor([2.0, 3.0])
+    t /= 2
+    t -= np.array([1.0, 1.0])
+    assert t.data is data
+    np.testing.assert_array_equal(t.data, [1.0, 3.5])
+    with pytest.raises(ValueError, match=r"\+=.*shape \(2,\).*\(3,\)"):
+        t += np.ones(3)

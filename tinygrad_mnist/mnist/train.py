@@ -86,7 +86,7 @@ def _epoch_rng(seed, epoch, stream):
 def predict_logits(model, x, batch_size=2000):
     model.eval()
     with no_grad():
-        out = np.concatenate([model(Tensor(x[i:i + batch_size])).data
+        out = np.concatenate([model(Tensor.from_numpy(x[i:i + batch_size])).data
                               for i in range(0, len(x), batch_size)])
     model.train()
     return out
@@ -185,7 +185,7 @@ def train_epoch(model, optimizer, config, epoch, train_data, progress=False):
         optimizer.lr = learning_rate(config, (epoch - 1) * steps_per_epoch + i, total_steps)
         x, y = train_data.batch(idx, augment_rng), train_data.labels[idx]
         optimizer.zero_grad()
-        logits = model(Tensor(x))
+        logits = model(Tensor.from_numpy(x))          # a fresh batch: no copy needed
         loss = nn.cross_entropy(logits, y)
         loss.backward()
         optimizer.step()

@@ -192,12 +192,13 @@ def _common_float(tensors, force=False):
 def record(op_class, inputs, options):
     """Op.apply: run op_class's forward on the inputs' arrays and, if any input needs a
     gradient, record the op and its inputs on the result."""
-    for i, t in enumerate(inputs):
+    for t in inputs:
         if type(t) is not Tensor:
-            raise TypeError(f"{op_class.name}: input {i} is a {type(t).__name__}, not a "
-                            f"Tensor; wrap it with Tensor(...)")
-    if op_class.float_result:
-        inputs = _common_float(inputs, force=True)
+            i = [type(u) is Tensor for u in inputs].index(False)
+            raise TypeError(f"{op_class.name}: input {i} is a {type(inputs[i]).__name__}, not "
+                            f"a Tensor; wrap it with Tensor(...)")
+        if op_class.float_result and t.data.dtype.kind != "f":
+            inputs = _common_float(inputs, force=True)
     op = op_class()
     data = op.forward(*[t.data for t in inputs], **options)
     out = Tensor.__new__(Tensor)
@@ -215,13 +216,12 @@ def record(op_class, inputs, options):
     return out
 
 
-def _check_input_grads(op, input_grads, parents):
+def _protocol_error(op, input_grads, parents):
     """backward returns one gradient per input, as a tuple: anything else names the op."""
-    if type(input_grads) is not tuple or len(input_grads) != len(parents):
-        got = f"a tuple of {len(input_grads)}" if isinstance(input_grads, tuple) else \
-            f"a {type(input_grads).__name__}"
-        raise TypeError(f"{op.name}: backward must return a tuple with one gradient per input "
-                        f"({len(parents)}), got {got}")
+    got = f"a tuple of {len(input_grads)}" if isinstance(input_grads, tuple) else \
+        f"a {type(input_grads).__name__}"
+    return TypeError(f"{op.name}: backward must return a tuple with one gradient per input "
+                     f"({len(parents)}), got {got}")
 
 
 class Tensor:
@@ -383,7 +383,8 @@ class Tensor:
             else:
                 node._ctx, node._parents = _RELEASED, ()
             input_grads = (None,) * len(parents) if g is None else op.backward(g)
-            _check_input_grads(op, input_grads, parents)
+            if type(input_grads) is not tuple or len(input_grads) != len(parents):
+                raise _protocol_error(op, input_grads, parents)
             if anomaly and g is not None:
                 _anomaly_backward(op, parents, input_grads)
             for parent, pg in zip(parents, input_grads):

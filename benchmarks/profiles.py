@@ -1,6 +1,7 @@
 """The profiles behind the benchmark's unmet targets: where the time goes.
 
-    python -m benchmarks.profiles        (PyTorch needed for part 2; writes PROFILES.md)
+    python -m benchmarks.profiles [--out DIR]   (PyTorch needed for part 2; writes
+    DIR/PROFILES.md, default runs/benchmarks; `--out benchmarks` updates the committed copy)
 
 1. Fixed per-step cost: a 4-4-3 network, where arithmetic is negligible, so the time per step
    is the framework's bookkeeping (hand-written NumPy against autograd).
@@ -8,6 +9,7 @@
    PyTorch's own BLAS, the same shapes, the same threads.
 3. The 1,000,000-node scalar graph with Python's cyclic garbage collector on and off.
 """
+import argparse
 import gc
 import os
 import statistics
@@ -17,7 +19,7 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from benchmarks.run import Autograd, HandWritten, scalar_graph  # noqa: E402
+from benchmarks.run import DEFAULT_OUT, Autograd, HandWritten, scalar_graph  # noqa: E402
 from tinygrad_mnist import manual_seed, nn  # noqa: E402
 
 
@@ -80,7 +82,13 @@ def scalar_gc():
     return on, off
 
 
-def main():
+def main(argv=None):
+    parser = argparse.ArgumentParser(description="where the benchmark's time goes",
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--out", default=DEFAULT_OUT,
+                        help="directory for PROFILES.md (`--out benchmarks` updates the "
+                             "committed copy)")
+    args = parser.parse_args(argv)
     overhead = per_step_overhead()
     floor = product_floor()
     (on_f, on_b), (off_f, off_b) = scalar_gc()
@@ -103,8 +111,10 @@ def main():
              f"the forward pass runs in the user's code, where we leave it on.", ""]
     text = "\n".join(lines)
     print(text)
-    with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "PROFILES.md"), "w") as f:
+    os.makedirs(args.out, exist_ok=True)
+    with open(os.path.join(args.out, "PROFILES.md"), "w") as f:
         f.write(text)
+    print(f"wrote {os.path.join(args.out, 'PROFILES.md')}")
 
 
 if __name__ == "__main__":

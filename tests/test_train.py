@@ -41,8 +41,9 @@ def test_run_writes_every_output(short_run):
     assert saved["test_accuracy"] == metrics["test_accuracy"]
     assert [h["epoch"] for h in saved["history"]] == [1, 2, 3]
     for entry in saved["history"]:
-        assert set(entry) == {"epoch", "train_loss", "train_accuracy", "test_accuracy", "seconds"}
-        assert 0 < entry["train_loss"] < 3 and entry["seconds"] > 0
+        assert set(entry) == {"epoch", "train_loss", "train_accuracy", "test_loss",
+                              "test_accuracy", "seconds"}
+        assert 0 < entry["train_loss"] < 3 and 0 < entry["test_loss"] < 3 and entry["seconds"] > 0
     assert saved["train_seconds"] == pytest.approx(sum(h["seconds"] for h in saved["history"]))
     matrix = np.array(saved["confusion_matrix"])
     assert matrix.sum() == 10000 and np.trace(matrix) / 10000 == pytest.approx(
@@ -138,7 +139,8 @@ def test_resume_after_kill_reaches_the_same_weights(mnist_dir, tmp_path):
     rng = random.Random(0)
     kills = 0
     for attempt in range(8):
-        proc = subprocess.Popen(_train_command(mnist_dir, out, "--resume"), env=env,
+        resume = ["--resume"] if attempt else []    # the first start is a new run
+        proc = subprocess.Popen(_train_command(mnist_dir, out, *resume), env=env,
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         before = os.path.getmtime(checkpoint) if checkpoint.exists() else None
         deadline = time.time() + 60

@@ -80,3 +80,60 @@ def test_gallery_has_every_drawing(tmp_path):
         assert "<svg" in (tmp_path / name).read_text()
     assert "grad" in (tmp_path / "mlp_gradients.svg").read_text()
     assert "grad" not in (tmp_path / "mlp_forward.svg").read_text()
+
+
+def test_path_gets_the_format_extension(tmp_path):
+    a = Tensor(2.0, requires_grad=True)
+    draw_graph(a * 3, tmp_path / "expr")
+    draw_graph(a * 3, tmp_path / "kept.svg")
+    draw_graph(a * 3, tmp_path / "layout", format="json")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["expr.svg", "kept.svg", "layout.json"]
+
+
+def test_formats_without_dot_say_what_is_missing(tmp_path, monkeypatch):
+    monkeypatch.setattr(viz.shutil, "which", lambda name: None)
+    a = Tensor(2.0, requires_grad=True)
+    for format in ("png", "pdf"):
+        with pytest.raises(RuntimeError, match=rf"format '{format}' needs Graphviz's `dot`.*svg"):
+            draw_graph(a * 3, tmp_path / "g", format=format)
+    assert not list(tmp_path.iterdir())
+    draw_graph(a * 3, tmp_path / "g", format="ps")            # the renderer still works after
+    draw_graph(a * 3, tmp_path / "g")
+    assert (tmp_path / "g.ps").read_bytes().startswith(b"%!PS")
+    assert "<svg" in (tmp_path / "g.svg").read_text()
+
+
+def test_render_and_view_leave_no_dot_source_behind(tmp_path, monkeypatch):
+    monkeypatch.setattr(viz.shutil, "which", lambda name: None)
+    opened = []
+    monkeypatch.setattr(viz.webbrowser, "open", opened.append)
+    g = draw_graph(Tensor(2.0, requires_grad=True) * 3)
+    assert g.render("f", directory=tmp_path) == str(tmp_path / "f.svg")
+    g.view("v", directory=tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f.svg", "v.svg"]
+    assert opened and opened[0].endswith("v.svg")
+
+
+def test_drawing_a_graph_that_backward_freed_is_an_error():
+    a = Tensor(2.0, requires_grad=True)
+    out = a * a + 1
+    out.backward()
+    with pytest.raises(RuntimeError, match=r"freed.*retain_graph=True"):
+        draw_graph(out)
+
+
+def test_a_square_has_one_edge_per_operand():
+    a = Tensor(3.0, requires_grad=True)
+    g = draw_graph(a * a)
+    tail = re.search(r'(t\d+) \[label="\{data 3', g.source).group(1)
+    assert len(re.findall(rf"\b{tail} -> t\d+op", g.source)) == 2
+
+
+def test_gallery_reads_at_page_width_and_labels_inputs(tmp_path):
+    write_gallery(tmp_path)
+    for svg in tmp_path.glob("*.svg"):
+        width = float(re.search(r'<svg width="([\d.]+)pt"', svg.read_text()).group(1))
+        assert width <= 480, (svg.name, width)          # about a README column
+    notebook = (tmp_path / "reference_000.svg").read_text()
+    assert "X (4 images).T" in notebook and "one&#45;hot Y" in notebook        # &#45; is "-"
+    assert ">constant<" in notebook                           # the 2m of the 1/2m

@@ -355,17 +355,19 @@ def save_arrays(arrays, path):
 def load_arrays(path):
     """Read every array of an .npz without pickle; anything else is a ValueError naming the file."""
     path = os.fspath(path)
+    with open(path, "rb") as f:                     # FileNotFoundError names the path
+        magic = f.read(4)
+    if magic != b"PK\x03\x04":                     # every .npz is a zip archive
+        raise ValueError(f"load: '{path}' is not a NumPy .npz archive (a file saved by "
+                         f"nn.save or np.savez)")
     try:
-        archive = np.load(path, allow_pickle=False)
-        if not isinstance(archive, np.lib.npyio.NpzFile):
-            raise ValueError("a single array, not an .npz archive")
-        with archive:
+        with np.load(path, allow_pickle=False) as archive:
             return {name: archive[name] for name in archive.files}
-    except FileNotFoundError:
-        raise
     except (ValueError, OSError, zipfile.BadZipFile, EOFError) as error:
-        raise ValueError(f"load: cannot read '{path}' as a NumPy .npz of plain arrays "
-                         f"(no pickle): {error}") from None
+        reason = "it holds pickled objects, which are never loaded" if "pickle" in str(error) \
+            else error
+        raise ValueError(f"load: cannot read '{path}' as a NumPy .npz of plain arrays: "
+                         f"{reason}") from None
 
 
 _META_KEY = "__meta__"

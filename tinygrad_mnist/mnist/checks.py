@@ -95,7 +95,7 @@ def _neuron():
 def write_gallery(directory):
     """Write the gallery's SVGs into directory; returns the file names."""
     from .train import Config, make_model
-    from ..tensor import manual_seed
+    from ..tensor import _topo_order, manual_seed
     from ..viz import draw_graph
     os.makedirs(directory, exist_ok=True)
     written = []
@@ -120,11 +120,16 @@ def write_gallery(directory):
     save("mlp_gradients.svg", loss, names={"images": x})
     save("mlp_collapsed.svg", loss, names={"images": x}, collapse_modules=True)
 
+    labels = np.array([3, 1, 4, 1])
+    onehot = np.eye(10)[labels].T                   # the notebooks' (10, m) one-hot targets
     for name, nb in reference.NOTEBOOKS.items():
         params = {k: Tensor(v, requires_grad=True) for k, v in nb.params(rng).items()}
-        x = rng.random((4, 784))
-        labels = np.array([3, 1, 4, 1])
+        x = Tensor(rng.random((4, 784)))
         loss = nb.loss(params, x, labels)
         loss.backward(retain_graph=True)
-        save(f"reference_{name}.svg", loss, names=params)
+        names = {**params, "X (4 images)": x}
+        for node in _topo_order(loss, constants=True):
+            if node._ctx is None and np.array_equal(node.data, onehot):
+                names["one-hot Y"] = node          # made inside the loss from the labels
+        save(f"reference_{name}.svg", loss, names=names)
     return written

@@ -1,50 +1,105 @@
-"""The `tinygrad-mnist` command line: train, eval, predict, graph, gradcheck."""
+"""The `tinygrad-mnist` command line: train, eval, predict, graph, gradcheck, ablate.
+
+Every mistake is one line, `tinygrad-mnist COMMAND: error: ...`, naming the option, file or
+value and what to do; usage errors exit with 2, a run that cannot finish with 1, Ctrl-C with 130.
+"""
 import argparse
+import math
 import sys
 
 import numpy as np
 
 from .. import __version__
 
+# ---------------------------------------------------------------- option values, checked
+
+
+def _number(kind, low=None, high=None, low_open=False, high_open=True):
+    """An argparse type: a finite `kind` within [low, high) (ends as given), or a message that
+    names the value and the range."""
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}"
+                                             f", got {text!r}") from None
+        if kind is float and not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+        below = low is not None and (value <= low if low_open else value < low)
+        above = high is not None and (value >= high if high_open else value > high)
+        if below or above:
+            lo = "" if low is None else f"{'>' if low_open else '>='} {low}"
+            hi = "" if high is None else f"{'<' if high_open else '<='} {high}"
+            raise argparse.ArgumentTypeError(f"must be {' and '.join(x for x in (lo, hi) if x)}"
+                                             f", got {text!r}")
+        return value
+    parse.__name__ = kind.__name__        # argparse names the type in its messages
+    return parse
+
+
+POSITIVE_INT = _number(int, low=1)
+NON_NEGATIVE_INT = _number(int, low=0)
+
 
 def _hidden(text):
+    parts = text.split(",")
+    if not text.strip() or any(not p.strip() for p in parts):
+        raise argparse.ArgumentTypeError(f"takes layer sizes like 512,256, got {text!r}")
     try:
-        sizes = [int(s) for s in text.split(",") if s.strip()]
+        sizes = [int(p) for p in parts]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"--hidden takes sizes like 512,256, got {text!r}")
+        raise argparse.ArgumentTypeError(f"takes layer sizes like 512,256, got {text!r}") \
+            from None
     if any(s <= 0 for s in sizes):
-        raise argparse.ArgumentTypeError(f"--hidden sizes must be positive, got {text!r}")
+        raise argparse.ArgumentTypeError(f"sizes must be positive, got {text!r}")
     return sizes
 
+
+def _parser(sub, name, help_text):
+    return sub.add_parser(name, help=help_text, description=help_text,
+                          formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+
+
+# ---------------------------------------------------------------- train
 
 def _add_train(sub):
     from .train import Config, OPTIMIZERS, SCHEDULES
     from .data import DATASETS
     d = Config()
-    p = sub.add_parser("train", help="train an MLP and write metrics, plots and the model",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--dataset", choices=sorted(DATASETS), default=d.dataset)
+    p = _parser(sub, "train", "train an MLP and write metrics, plots and the model")
+    p.add_argument("--dataset", choices=sorted(DATASETS), default=d.dataset, help="dataset")
     p.add_argument("--data-dir", default=None,
-                   help="read the four IDX files from DIR instead of the download cache")
+                   help="read the four IDX files from DIR instead of downloading them into "
+                        "~/.cache/tinygrad_mnist")
     p.add_argument("--hidden", type=_hidden, default=d.hidden,
                    help="hidden layer sizes, comma separated")
-    p.add_argument("--activation", choices=["relu", "sigmoid", "tanh"], default=d.activation)
-    p.add_argument("--optimizer", choices=OPTIMIZERS, default=d.optimizer)
-    p.add_argument("--lr", type=float, default=d.lr)
-    p.add_argument("--momentum", type=float, default=d.momentum,
+    p.add_argument("--activation", choices=["relu", "sigmoid", "tanh"], default=d.activation,
+                   help="hidden activation")
+    p.add_argument("--optimizer", choices=OPTIMIZERS, default=d.optimizer, help="optimizer")
+    p.add_argument("--lr", type=_number(float, low=0, low_open=True), default=d.lr,
+                   help="learning rate (the peak of --lr-schedule)")
+    p.add_argument("--momentum", type=_number(float, low=0, high=1), default=d.momentum,
                    help="for --optimizer momentum and nesterov")
-    p.add_argument("--weight-decay", type=float, default=d.weight_decay)
-    p.add_argument("--dropout", type=float, default=d.dropout)
+    p.add_argument("--weight-decay", type=_number(float, low=0), default=d.weight_decay,
+                   help="L2 penalty (decoupled for adamw)")
+    p.add_argument("--dropout", type=_number(float, low=0, high=1), default=d.dropout,
+                   help="dropout probability after each hidden layer")
     p.add_argument("--augment", action="store_true",
                    help="random shifts (up to 2 px) and rotations (up to 10 degrees)")
-    p.add_argument("--batch-size", type=int, default=d.batch_size)
-    p.add_argument("--epochs", type=int, default=d.epochs)
-    p.add_argument("--lr-schedule", choices=SCHEDULES, default=d.lr_schedule)
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--out", default=d.out, help="directory for checkpoints and results")
+    p.add_argument("--batch-size", type=POSITIVE_INT, default=d.batch_size, help="batch size")
+    p.add_argument("--epochs", type=POSITIVE_INT, default=d.epochs,
+                   help="epochs in all; with --resume, more than the run has extends it")
+    p.add_argument("--lr-schedule", choices=SCHEDULES, default=d.lr_schedule,
+                   help="learning-rate schedule over all epochs")
+    p.add_argument("--seed", type=NON_NEGATIVE_INT, default=d.seed,
+                   help="seed of the initialization, batch order, dropout and augmentation")
+    p.add_argument("--out", default=None,
+                   help="directory for checkpoints and results (default: runs/DATASET)")
     p.add_argument("--resume", action="store_true",
-                   help="continue from the last complete epoch checkpointed in --out")
-    p.add_argument("--subset", type=int, default=None,
+                   help="continue the run in --out from its last complete epoch")
+    p.add_argument("--force", action="store_true",
+                   help="replace a run already in --out")
+    p.add_argument("--subset", type=POSITIVE_INT, default=None,
                    help="use only the first N training and test images (quick runs)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--detect-anomaly", action="store_true",
@@ -52,27 +107,34 @@ def _add_train(sub):
 
 
 def _cmd_train(args):
+    from contextlib import nullcontext
+    from ..tensor import detect_anomaly
     from .train import Config, train
     fields = Config.__dataclass_fields__
     config = Config(**{k: v for k, v in vars(args).items() if k in fields})
-    config.resume = args.resume
-    if config.batch_size <= 0 or config.epochs <= 0:
-        raise SystemExit("train: --batch-size and --epochs must be positive")
-    from contextlib import nullcontext
-    from ..tensor import detect_anomaly
     with detect_anomaly() if args.detect_anomaly else nullcontext():
         train(config, progress=not args.quiet)
     return 0
 
 
+# ---------------------------------------------------------------- eval and predict
+
 def _load_model(path):
     from .. import nn
+    arrays = nn.load_arrays(path)
+    if "meta" in arrays and any(k.startswith("model.") for k in arrays):
+        raise ValueError(f"{path} is a training checkpoint, not a model: pass the model.npz "
+                         f"that `tinygrad-mnist train` writes beside it when it finishes")
     meta = nn.load_meta(path)
     if not meta or "hidden" not in meta:
-        raise SystemExit(f"{path}: no architecture stored beside the weights; "
-                         f"use a model.npz written by `tinygrad-mnist train`")
+        raise ValueError(f"{path}: no architecture stored beside the weights; use a model.npz "
+                         f"written by `tinygrad-mnist train`")
     model = nn.MLP([784, *meta["hidden"], 10], activation=meta.get("activation", "relu"))
     nn.load(model, path)
+    bad = [name for name, p in model.named_parameters() if not np.isfinite(p.data).all()]
+    if bad:
+        raise ValueError(f"{path}: the weights {', '.join(bad)} hold NaN or inf: the run that "
+                         f"wrote it diverged")
     return model.eval(), meta
 
 
@@ -81,7 +143,7 @@ def _cmd_eval(args):
     from .train import confusion_matrix, format_confusion, predict_logits
     model, meta = _load_model(args.model)
     ds = data.load(args.dataset or meta.get("dataset", "mnist"), args.data_dir,
-                   progress=not args.quiet)
+                   progress=not args.quiet, splits=("test",))
     labels = ds.test_labels.astype(np.int64)
     predictions = predict_logits(model, ds.normalized(ds.test_images)).argmax(axis=1)
     print(format_confusion(confusion_matrix(labels, predictions), ds.info.classes))
@@ -96,15 +158,23 @@ def _cmd_predict(args):
     from ..tensor import Tensor, no_grad
     model, meta = _load_model(args.model)
     info = DATASETS[meta.get("dataset", "mnist")]
-    for path in args.images:
-        pixels = load_digit(path)
+    failed = 0
+    for path in args.images:                 # one unreadable file does not stop the others
+        try:
+            pixels = load_digit(path)
+        except (ValueError, OSError) as error:
+            print(f"tinygrad-mnist predict: error: {error}", file=sys.stderr)
+            failed += 1
+            continue
         with no_grad():
             probs = model(Tensor(standardize(pixels[None], info))).softmax().data[0]
         top = np.argsort(probs)[::-1][:3]
         ranked = ", ".join(f"{info.classes[k]} {probs[k]:.1%}" for k in top)
         print(f"{path}: {ranked}")
-    return 0
+    return 2 if failed else 0
 
+
+# ---------------------------------------------------------------- the rest
 
 def _cmd_graph(args):
     from .checks import write_gallery
@@ -122,10 +192,12 @@ def _cmd_gradcheck(args):
 
 
 def _cmd_ablate(args):
+    import os
     from .ablation import ablate
-    dirs = None
-    if args.data_root:
-        dirs = {name: f"{args.data_root}/{name}" for name in args.datasets}
+    dirs, names = None, args.datasets
+    if args.data_dir:              # DIR/mnist and DIR/fashion-mnist, or one dataset's own DIR
+        own = len(names) == 1 and not os.path.isdir(os.path.join(args.data_dir, names[0]))
+        dirs = {n: args.data_dir if own else os.path.join(args.data_dir, n) for n in names}
     ablate(args.datasets, dirs, quick=args.quick, out_dir=args.out)
     print(f"wrote {args.out}/results.md")
     return 0
@@ -137,26 +209,31 @@ def build_parser():
     parser.add_argument("--version", action="version", version=f"tinygrad_mnist {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     _add_train(sub)
-    p = sub.add_parser("eval", help="accuracy and confusion matrix of a saved model")
-    p.add_argument("--model", required=True)
-    p.add_argument("--dataset", default=None, help="default: the one the model was trained on")
-    p.add_argument("--data-dir", default=None)
-    p.add_argument("--quiet", action="store_true")
-    p = sub.add_parser("predict", help="classify image files with a saved model (top 3)")
-    p.add_argument("--model", required=True)
-    p.add_argument("images", nargs="+")
-    p = sub.add_parser("graph", help="draw computation graphs as SVG (a scalar expression, a "
-                                     "neuron, the MNIST MLP, the reference notebooks' nets)")
-    p.add_argument("--out", default="viz", help="directory for the SVG files")
-    sub.add_parser("gradcheck", help="check every op, the built-in models and the reference "
-                                     "notebooks' hand-derived gradients")
-    p = sub.add_parser("ablate", help="compare optimizers, regularizers, architectures and "
-                                      "datasets; writes results.md and plots")
-    p.add_argument("--quick", action="store_true", help="a smaller grid (a few minutes)")
-    p.add_argument("--datasets", nargs="+", default=["mnist", "fashion-mnist"])
-    p.add_argument("--data-root", default=None,
-                   help="directory holding mnist/ and fashion-mnist/ (default: the cache)")
-    p.add_argument("--out", default="docs")
+    p = _parser(sub, "eval", "accuracy and confusion matrix of a saved model on the test set")
+    p.add_argument("--model", required=True, help="a model.npz written by train")
+    p.add_argument("--dataset", default=None,
+                   help="dataset (default: the one the model was trained on)")
+    p.add_argument("--data-dir", default=None,
+                   help="read the test IDX files from DIR instead of the download cache")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p = _parser(sub, "predict", "classify image files with a saved model (top 3)")
+    p.add_argument("--model", required=True, help="a model.npz written by train")
+    p.add_argument("images", nargs="+", help="image files (PNG, JPEG, ...)")
+    p = _parser(sub, "graph", "draw computation graphs as SVG (a scalar expression, a neuron, "
+                              "the MNIST MLP, the reference notebooks' nets)")
+    p.add_argument("--out", default="runs/graphs", help="directory for the SVG files")
+    _parser(sub, "gradcheck", "check every op, the built-in models and the reference "
+                              "notebooks' hand-derived gradients")
+    p = _parser(sub, "ablate", "compare optimizers, regularizers, architectures and datasets; "
+                               "writes results.md, results.json and plots")
+    p.add_argument("--quick", action="store_true",
+                   help="a smaller grid on 8,000 training images (under a minute)")
+    p.add_argument("--datasets", nargs="+", default=["mnist", "fashion-mnist"],
+                   choices=["mnist", "fashion-mnist"], help="datasets to compare")
+    p.add_argument("--data-dir", default=None,
+                   help="directory holding mnist/ and fashion-mnist/ (with one dataset, its "
+                        "own directory); default: the download cache")
+    p.add_argument("--out", default="runs/ablation", help="directory for the report")
     return parser
 
 
@@ -165,14 +242,25 @@ COMMANDS = {"train": _cmd_train, "eval": _cmd_eval, "predict": _cmd_predict,
 
 
 def main(argv=None):
+    from .train import TrainingError
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
         return 0
+    prefix = f"tinygrad-mnist {args.command}: error:"
     try:
         return COMMANDS[args.command](args)
+    except TrainingError as error:
+        print(f"{prefix} {error}", file=sys.stderr)
+        return error.exit_code
+    except KeyboardInterrupt:
+        print(f"{prefix} interrupted", file=sys.stderr)
+        return 130
     except (ValueError, OSError, KeyError, TypeError, FloatingPointError) as error:
         # bad input, or an anomaly found: one clear line instead of a traceback
-        print(f"tinygrad-mnist {args.command}: error: {error}", file=sys.stderr)
+        message = error.args[0] if isinstance(error, KeyError) and error.args else error
+        if isinstance(error, OSError) and error.filename:
+            message = f"{error.filename}: {error.strerror}"
+        print(f"{prefix} {message}", file=sys.stderr)
         return 2

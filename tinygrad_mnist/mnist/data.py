@@ -26,6 +26,7 @@ class DatasetInfo:
     mean: float         # of the training pixels scaled to [0, 1]
     std: float
     classes: tuple
+    test_label_counts: tuple   # images per class in the official test split: a fingerprint
 
 
 DATASETS = {
@@ -37,7 +38,8 @@ DATASETS = {
          "train-labels-idx1-ubyte.gz": "d53e105ee54ea40749a09fcbcd1e9432",
          "t10k-images-idx3-ubyte.gz": "9fb629c4189551a2d022fa330f9573f3",
          "t10k-labels-idx1-ubyte.gz": "ec29112dd5afa0611ce80d1b7f02629c"},
-        0.1307, 0.3081, tuple(str(d) for d in range(10))),
+        0.1307, 0.3081, tuple(str(d) for d in range(10)),
+        (980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009)),
     "fashion-mnist": DatasetInfo(
         "fashion-mnist",
         ("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
@@ -47,7 +49,7 @@ DATASETS = {
          "t10k-images-idx3-ubyte.gz": "bef4ecab320f06d8554ea6380940ec79",
          "t10k-labels-idx1-ubyte.gz": "bb300cfdad3c16e7a12a480ee83cd310"},
         0.2860, 0.3530, ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal",
-                         "Shirt", "Sneaker", "Bag", "Ankle boot")),
+                         "Shirt", "Sneaker", "Bag", "Ankle boot"), (1000,) * 10),
 }
 
 _MAX_IDX_BYTES = 1 << 31    # far above MNIST's 47 MB: a larger header is a corrupt file
@@ -116,10 +118,10 @@ def _find_file(directory, name):
 @dataclass
 class Dataset:
     info: DatasetInfo
-    train_images: np.ndarray     # (N, 28, 28) uint8
-    train_labels: np.ndarray     # (N,) uint8
-    test_images: np.ndarray
-    test_labels: np.ndarray
+    test_images: np.ndarray      # (N, 28, 28) uint8
+    test_labels: np.ndarray      # (N,) uint8
+    train_images: np.ndarray = None     # None when only the test split was asked for
+    train_labels: np.ndarray = None
 
     def normalized(self, images):
         """uint8 images -> float32 (N, 784), scaled to [0, 1] then standardized."""
@@ -143,10 +145,14 @@ def standardize(pixels, info):
     return ((x - np.float32(info.mean)) / np.float32(info.std)).astype(np.float32, copy=False)
 
 
-def read_directory(directory, info):
-    """Read and validate the four files of a dataset in `directory` (no checksum)."""
+def read_directory(directory, info, splits=("train", "test")):
+    """Read and validate the files of the given splits of a dataset in `directory` (no
+    checksum: a user's copy may be recompressed), and check that the test labels are those of
+    `info`'s dataset and not another's."""
     arrays = {}
     for key, name in FILES.items():
+        if key.split("_")[0] not in splits:
+            continue
         path = _find_file(directory, name)
         arrays[key] = read_idx(path, ndim=3 if key.endswith("images") else 1)
         if key.endswith("images") and arrays[key].shape[1:] != (28, 28):
@@ -154,12 +160,29 @@ def read_directory(directory, info):
         if key.endswith("labels") and arrays[key].size and arrays[key].max() >= len(info.classes):
             raise DataError(f"{path}: label {arrays[key].max()} is out of range for "
                             f"{len(info.classes)} classes")
-    for split in ("train", "test"):
+    for split in splits:
         n_images, n_labels = len(arrays[f"{split}_images"]), len(arrays[f"{split}_labels"])
         if n_images != n_labels:
             raise DataError(f"{directory}: {split} split has {n_images} images but "
                             f"{n_labels} labels")
+    if "test" in splits:
+        _check_fingerprint(directory, info, arrays["test_labels"])
     return Dataset(info, **arrays)
+
+
+def _check_fingerprint(directory, info, test_labels):
+    """A full test split whose class counts are another dataset's is that dataset: training on
+    it under this one's class names would be silently wrong."""
+    if len(test_labels) != sum(info.test_label_counts):
+        return                                  # a partial or home-made copy: nothing to compare
+    counts = tuple(int(n) for n in np.bincount(test_labels, minlength=len(info.classes)))
+    if counts == info.test_label_counts:
+        return
+    other = [d.name for d in DATASETS.values() if d.test_label_counts == counts]
+    looks = f"it holds {other[0]}" if other else "its test labels match no known dataset"
+    raise DataError(f"{directory}: is not {info.name}: {looks} (test images per class "
+                    f"{counts}); pass the {info.name} files or --dataset "
+                    f"{other[0] if other else info.name}")
 
 
 # ---------------------------------------------------------------- downloads
@@ -212,8 +235,19 @@ def _progress_bar(total, name, enabled):
 
 def download(files_md5, mirrors, directory, progress=True):
     """Make sure every file of `files_md5` is in `directory` with its MD5, downloading what is
-    missing or wrong from each mirror in turn. Raises DataError listing every failed attempt."""
+    missing or wrong from each mirror in turn. Raises DataError listing every failed attempt;
+    a directory it created stays only if a file arrived in it."""
+    created = not os.path.isdir(directory)
     os.makedirs(directory, exist_ok=True)
+    try:
+        _download_each(files_md5, mirrors, directory, progress)
+    except BaseException:
+        if created and not os.listdir(directory):
+            os.rmdir(directory)
+        raise
+
+
+def _download_each(files_md5, mirrors, directory, progress):
     for name, expected in files_md5.items():
         path = os.path.join(directory, name)
         if os.path.exists(path) and md5_of(path) == expected:
@@ -231,21 +265,24 @@ def download(files_md5, mirrors, directory, progress=True):
             except (urllib.error.URLError, OSError, ValueError) as error:
                 failures.append(f"{url}: {getattr(error, 'reason', error)}")
         else:
-            raise DataError(f"could not download {name}: " + "; ".join(failures))
+            raise DataError(f"could not download {name} ({'; '.join(failures)}); without "
+                            f"internet, pass --data-dir DIR with the four IDX files "
+                            f"({', '.join(FILES.values())}, gzipped or not)")
 
 
-def load(name="mnist", data_dir=None, cache_dir=None, progress=True):
-    """The dataset `name`. With data_dir, its four files are read after structural validation
-    (a user's copy may be recompressed, so no checksum). Otherwise they come from the cache,
-    downloaded and verified against the official checksums on first use."""
+def load(name="mnist", data_dir=None, cache_dir=None, progress=True, splits=("train", "test")):
+    """The dataset `name` (only the given splits). With data_dir, the files are read after
+    structural validation (a user's copy may be recompressed, so no checksum). Otherwise they
+    come from the cache, downloaded and verified against the official checksums on first use."""
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; choose from {sorted(DATASETS)}")
     info = DATASETS[name]
     if data_dir is not None:
-        return read_directory(data_dir, info)
+        return read_directory(data_dir, info, splits)
     directory = cache_dir or default_cache_dir(name)
-    download(info.md5, info.mirrors, directory, progress)
-    return read_directory(directory, info)
+    needed = {f: info.md5[f] for key, f in FILES.items() if key.split("_")[0] in splits}
+    download(needed, info.mirrors, directory, progress)
+    return read_directory(directory, info, splits)
 
 
 # ---------------------------------------------------------------- batches and augmentation

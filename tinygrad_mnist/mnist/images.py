@@ -10,7 +10,7 @@ def load_digit(path):
         image = Image.open(path)
         image.load()
     except (OSError, UnidentifiedImageError) as error:
-        raise ValueError(f"predict: cannot read {path} as an image ({error})") from None
+        raise ValueError(f"cannot read {path} as an image ({error})") from None
     if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
         background = Image.new("RGBA", image.size, (255, 255, 255, 255))
         image = Image.alpha_composite(background, image.convert("RGBA"))
@@ -25,7 +25,7 @@ def to_mnist_layout(pixels, name="image"):
         pixels = 1 - pixels              # dark ink on light paper -> MNIST's light on dark
     ink = pixels > 0.25 * pixels.max() if pixels.max() > 0 else np.zeros_like(pixels, bool)
     if not ink.any():
-        raise ValueError(f"predict: {name} looks blank: no ink stands out from the background")
+        raise ValueError(f"{name} looks blank: no ink stands out from the background")
     rows, cols = np.flatnonzero(ink.any(axis=1)), np.flatnonzero(ink.any(axis=0))
     crop = pixels[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
     scale = 20 / max(crop.shape)

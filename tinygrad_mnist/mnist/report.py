@@ -7,35 +7,60 @@ import numpy as np  # noqa: E402
 
 
 def curves(history, path):
+    """Loss and accuracy (in %) per epoch, train and test, with whole-epoch ticks."""
+    _save(curves_figure(history), path)
+
+
+def curves_figure(history):
+    from matplotlib.ticker import MaxNLocator
     epochs = [h["epoch"] for h in history]
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
-    ax_loss.plot(epochs, [h["train_loss"] for h in history], marker="o")
-    ax_loss.set(xlabel="epoch", ylabel="train loss", title="Loss")
-    ax_acc.plot(epochs, [h["train_accuracy"] for h in history], marker="o", label="train")
-    ax_acc.plot(epochs, [h["test_accuracy"] for h in history], marker="o", label="test")
-    ax_acc.set(xlabel="epoch", ylabel="accuracy", title="Accuracy")
-    ax_acc.legend()
+    ax_loss.plot(epochs, [h["train_loss"] for h in history], marker="o", label="train")
+    if all("test_loss" in h for h in history):
+        ax_loss.plot(epochs, [h["test_loss"] for h in history], marker="o", label="test")
+    ax_loss.set(xlabel="epoch", ylabel="cross-entropy loss", title="Loss")
+    ax_acc.plot(epochs, [100 * h["train_accuracy"] for h in history], marker="o", label="train")
+    ax_acc.plot(epochs, [100 * h["test_accuracy"] for h in history], marker="o", label="test")
+    ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title="Accuracy")
     for ax in (ax_loss, ax_acc):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
+        ax.legend()
     fig.tight_layout()
+    return fig
+
+
+def _save(fig, path):
     fig.savefig(path, dpi=100)
     plt.close(fig)
 
 
 def confusion(matrix, classes, path):
-    fig, ax = plt.subplots(figsize=(7, 6))
-    ax.imshow(np.log1p(matrix), cmap="Blues")       # log scale: the off-diagonal stays visible
+    """The confusion matrix with the colour scale spent on the mistakes: the diagonal (correct
+    predictions, which would dominate any scale) is drawn in grey with its counts in bold."""
+    _save(confusion_figure(matrix, classes), path)
+
+
+def confusion_figure(matrix, classes):
+    mistakes = np.ma.masked_array(matrix, mask=np.eye(len(classes), dtype=bool))
+    fig, ax = plt.subplots(figsize=(7.5, 6))
+    ax.imshow(np.eye(len(classes)), cmap="Greys", vmin=0, vmax=6)      # the diagonal, in grey
+    image = ax.imshow(mistakes, cmap="Reds", vmin=0, vmax=max(int(mistakes.max() or 0), 1))
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="test images (mistakes)")
     ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
     ax.set_yticks(range(len(classes)), classes)
-    ax.set(xlabel="predicted", ylabel="true", title="Confusion matrix (test set)")
-    threshold = matrix.max() / 2
+    ax.set(xlabel="predicted", ylabel="true",
+           title=f"Confusion matrix (test set, {int(matrix.trace())} of {int(matrix.sum())} "
+                 f"right)")
+    threshold = (mistakes.max() or 0) / 2
     for i in range(len(classes)):
         for j in range(len(classes)):
-            ax.text(j, i, str(matrix[i, j]), ha="center", va="center", fontsize=8,
-                    color="white" if matrix[i, j] > threshold else "black")
+            count = int(matrix[i, j])
+            ax.text(j, i, str(count), ha="center", va="center", fontsize=8,
+                    fontweight="bold" if i == j else "normal",
+                    color="white" if i != j and count > threshold else "black")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    return fig
 
 
 def samples(images, labels, predictions, classes, path, columns=8):
@@ -50,8 +75,7 @@ def samples(images, labels, predictions, classes, path, columns=8):
         ax.axis("off")
     fig.suptitle("Test images: prediction, and the true class in red where it differs")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def optimizer_curves(curves, dataset, path):
@@ -64,5 +88,4 @@ def optimizer_curves(curves, dataset, path):
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    _save(fig, path)

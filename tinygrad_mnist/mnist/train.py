@@ -32,15 +32,32 @@ class Config:
     epochs: int = 15
     lr_schedule: str = "cosine"
     seed: int = 0
-    out: str = "runs/mnist"
+    out: str = None             # None: runs/<dataset>
     subset: int = None          # use only the first N training and test images (quick runs)
+    resume: bool = False        # continue the run in `out` (or extend it to more epochs)
+    force: bool = False         # replace the run in `out`
+
+    def __post_init__(self):
+        if self.out is None:
+            self.out = os.path.join("runs", self.dataset)
 
     # what must match for --resume to continue a run instead of starting another
     def fingerprint(self):
         d = asdict(self)
-        for key in ("out", "data_dir"):
+        for key in ("out", "data_dir", "epochs", "resume", "force"):
             d.pop(key)
         return d
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on: the loss diverged. The message says what was kept and what to
+    do."""
+    exit_code = 1
+
+
+class Interrupted(TrainingError):
+    """Ctrl-C: the last complete epoch is kept."""
+    exit_code = 130
 
 
 def make_model(config):
@@ -132,9 +149,9 @@ def load_checkpoint(out, model, optimizer, config):
                                           meta["config"])
     except (KeyError, ValueError, TypeError) as error:
         raise ValueError(f"--resume: {path} has no readable 'meta' entry ({error!r})") from None
-    if saved != config.fingerprint():
-        changed = sorted(k for k in set(saved) | set(config.fingerprint())
-                         if saved.get(k) != config.fingerprint().get(k))
+    current = config.fingerprint()
+    changed = sorted(k for k in current if saved.get(k) != current[k])
+    if changed:
         raise ValueError(f"--resume: the checkpoint in {out} was made with different settings "
                          f"({', '.join(changed)}); use the same options or another --out")
     model_state = {k[6:]: v for k, v in arrays.items() if k.startswith("model.")}
@@ -144,6 +161,9 @@ def load_checkpoint(out, model, optimizer, config):
         optimizer.load_state_dict(optim_state)      # checks everything before it changes
     except (KeyError, ValueError, TypeError) as error:
         raise ValueError(f"--resume: {path} does not fit this model: {error}") from None
+    if epoch > config.epochs:
+        raise ValueError(f"--resume: the run in {out} has {epoch} epochs already; pass "
+                         f"--epochs {epoch} or more to continue or extend it")
     model.load_state_dict(model_state)
     return epoch + 1, history, elapsed
 
@@ -187,9 +207,16 @@ def train_epoch(model, optimizer, config, epoch, train_data, progress=False):
         optimizer.zero_grad()
         logits = model(Tensor.from_numpy(x))          # a fresh batch: no copy needed
         loss = nn.cross_entropy(logits, y)
+        value = loss.item()
+        if not math.isfinite(value):
+            bar.close()
+            raise TrainingError(
+                f"the training loss became {value} at epoch {epoch}, step {i + 1} (lr "
+                f"{optimizer.lr:g}); nothing of this epoch was saved. Lower --lr, or run with "
+                f"--detect-anomaly to find the op that produced it")
         loss.backward()
         optimizer.step()
-        loss_sum += loss.item() * len(idx)
+        loss_sum += value * len(idx)
         correct += int((logits.data.argmax(axis=1) == y).sum())
         seen += len(idx)
         bar.update(1)
@@ -203,6 +230,13 @@ def train_epoch(model, optimizer, config, epoch, train_data, progress=False):
 
 def accuracy(model, inputs, labels):
     return float((predict_logits(model, inputs).argmax(axis=1) == labels).mean())
+
+
+def evaluate(model, inputs, labels):
+    """(mean cross-entropy, accuracy) of the model on a labelled set."""
+    logits = predict_logits(model, inputs)
+    loss = nn.cross_entropy(Tensor.from_numpy(logits), labels).item()
+    return loss, float((logits.argmax(axis=1) == labels).mean())
 
 
 def train(config, log=print, progress=True):
@@ -220,33 +254,57 @@ def train(config, log=print, progress=True):
     manual_seed(config.seed)
     model = make_model(config)
     optimizer = make_optimizer(config, model.parameters())
-    os.makedirs(config.out, exist_ok=True)
-    for name in os.listdir(config.out):              # left by a run killed mid-write
-        if name.startswith(".tmp-") and name.endswith(".npz"):
-            os.unlink(os.path.join(config.out, name))
-
+    _prepare_out(config)
     start_epoch, history, elapsed = 1, [], 0.0
-    if os.path.exists(_checkpoint_path(config.out)):
-        if not getattr(config, "resume", False):
-            log(f"note: {config.out} holds a checkpoint; pass --resume to continue it "
-                f"(starting afresh, it will be overwritten)")
-        else:
-            start_epoch, history, elapsed = load_checkpoint(config.out, model, optimizer, config)
-            log(f"resumed from epoch {start_epoch - 1} in {_checkpoint_path(config.out)}")
+    if config.resume:
+        start_epoch, history, elapsed = load_checkpoint(config.out, model, optimizer, config)
+        log(f"resumed from epoch {start_epoch - 1} in {_checkpoint_path(config.out)}")
 
     for epoch in range(start_epoch, config.epochs + 1):
-        loss, train_accuracy, seconds = train_epoch(model, optimizer, config, epoch, train_data,
-                                                    progress)
+        try:
+            loss, train_accuracy, seconds = train_epoch(model, optimizer, config, epoch,
+                                                        train_data, progress)
+        except KeyboardInterrupt:
+            kept = (f"epoch {epoch - 1} is saved in {_checkpoint_path(config.out)}; run the same "
+                    f"command with --resume to continue" if epoch > 1 else "no epoch was complete")
+            raise Interrupted(f"interrupted during epoch {epoch}: {kept}") from None
         elapsed += seconds
-        test_accuracy = accuracy(model, x_test, test_labels)
+        test_loss, test_accuracy = evaluate(model, x_test, test_labels)
         history.append({"epoch": epoch, "train_loss": loss, "train_accuracy": train_accuracy,
-                        "test_accuracy": test_accuracy, "seconds": seconds})
+                        "test_loss": test_loss, "test_accuracy": test_accuracy,
+                        "seconds": seconds})
         log(f"epoch {epoch:3d}  train loss {loss:.4f}  train acc {train_accuracy:.4f}"
             f"  test acc {test_accuracy:.4f}  {seconds:.1f}s")
         save_checkpoint(config.out, model, optimizer, config, epoch, history, elapsed)
 
     return _finish(config, ds.info, model, x_test, test_images, test_labels, history, elapsed,
                    log)
+
+
+_OUTPUTS = ("checkpoint.npz", "model.npz", "metrics.json", "curves.png", "confusion.png",
+            "samples.png")
+
+
+def _prepare_out(config):
+    """The run folder: never silently overwritten. A new run needs an empty folder (or
+    --force, which first removes the old run's files, so that a killed new run never leaves an
+    old model beside its own checkpoint); --resume needs the checkpoint it continues."""
+    out = config.out
+    os.makedirs(out, exist_ok=True)
+    for name in os.listdir(out):                     # left by a run killed mid-write
+        if name.startswith(".tmp-") and name.endswith(".npz"):
+            os.unlink(os.path.join(out, name))
+    existing = [name for name in _OUTPUTS if os.path.exists(os.path.join(out, name))]
+    if config.resume:
+        if "checkpoint.npz" not in existing:
+            raise ValueError(f"--resume: {out} holds no checkpoint.npz to continue; start a "
+                             f"new run without --resume")
+    elif existing and not config.force:
+        raise ValueError(f"--out {out} already holds a run ({', '.join(existing)}); pass "
+                         f"--resume to continue it, --force to replace it, or another --out")
+    elif existing:
+        for name in existing:
+            os.unlink(os.path.join(out, name))
 
 
 def _progress(total, desc, enabled):

@@ -210,5 +210,26 @@ def _fused_rows():
     ]
 
 
+def _numpy_rows():
+    """NumPy's own functions on tensors, and the ops that only they (and backward) reach."""
+    mask = np.array([[True, False, True], [False, False, True]])
+    return [
+        OpCase("where", "np.where", lambda a, b: np.where(mask, a, b), [[(2, 3), (2, 3)],
+                                                                        [(2, 3), (3,)]]),
+        OpCase("broadcast_to", "np.broadcast_to", lambda a: np.broadcast_to(a, (4, 2, 3)),
+               [[(2, 1)], [(3,)]]),
+        OpCase("index_add", "index_add (repeated indices)",
+               lambda a: ops.IndexAdd.apply(a, index=np.array([1, 0, 1]), shape=(3, 2),
+                                            advanced=True), [[(3, 2)]]),
+        OpCase("index_add", "index_add (slice)",
+               lambda a: ops.IndexAdd.apply(a, index=(slice(1, 3),), shape=(4, 2),
+                                            advanced=False), [[(2, 2)]]),
+        OpCase("exp", "np.exp, np.sum, np.mean", lambda a: np.exp(np.sum(a, axis=0)) +
+               np.mean(a), [[(3, 2)]], random_shapes=_resized),
+        OpCase("mul", "ndarray * tensor", lambda a: np.arange(6.0).reshape(2, 3) * a,
+               [[(2, 3)]]),
+    ]
+
+
 OP_CASES = (_binary_rows() + _constant_rows() + _unary_rows() + _softmax_rows()
-            + _reduction_rows() + _shape_rows() + _fused_rows())
+            + _reduction_rows() + _shape_rows() + _fused_rows() + _numpy_rows())

@@ -9,6 +9,12 @@ The protocol, the same for every op (built-in or a user's):
   that once for every gradient, and checks the count and each shape.
 - `name` is a plain class attribute, used by error messages, drawings and profiles alike.
 - `MyOp.apply(*tensors, **options)` runs forward and records the op when an input requires grad.
+
+Each derivative is written once, with operators, methods (`.T`, `.sum`, `.reshape`, indexing)
+and NumPy functions that arrays and Tensors both understand. Ordinary backward passes arrays
+(the fast path); under `create_graph=True` the engine passes Tensors, with the inputs and the
+output that forward saved standing for themselves, so the gradient is recorded and can be
+differentiated again. What forward computed from them (a mask, a count) is a constant.
 """
 import numpy as np
 
@@ -119,17 +125,16 @@ class Pow(Op):
 
 class Maximum(Op):
     """z = max(a, b)    dz/da = [a > b] + 0.5 [a == b]   (ties split the gradient evenly)"""
-    __slots__ = ("a", "b")
+    __slots__ = ("share_a",)
     name = "maximum"
 
     def forward(self, a, b):
-        self.a, self.b = a, b
-        return np.maximum(a, b)
+        out = np.maximum(a, b)
+        self.share_a = ((a > b) + 0.5 * (a == b)).astype(out.dtype)
+        return out
 
     def backward(self, gz):
-        share_a = (self.a > self.b) + 0.5 * (self.a == self.b)
-        share_a = share_a.astype(gz.dtype, copy=False)
-        return gz * share_a, gz * (1 - share_a)
+        return gz * self.share_a, gz * (1 - self.share_a)
 
 
 class Minimum(Maximum):
@@ -138,8 +143,9 @@ class Minimum(Maximum):
     name = "minimum"
 
     def forward(self, a, b):
-        self.a, self.b = b, a         # min(a, b) picks a where b > a: Maximum's mask, swapped
-        return np.minimum(a, b)
+        out = np.minimum(a, b)
+        self.share_a = ((a < b) + 0.5 * (a == b)).astype(out.dtype)
+        return out
 
 
 # ---------------------------------------------------------------- elementwise, one input
@@ -169,7 +175,7 @@ class PowConst(Op):
         if self.c == 2:
             return (gz * 2 * self.x,)             # the common case, without a power
         if self.c == 0:
-            return (np.zeros_like(gz),)
+            return (gz * 0,)
         return (gz * self.c * self.x ** (self.c - 1),)
 
 
@@ -217,15 +223,15 @@ class Sqrt(Op):
 
 class Abs(Op):
     """z = |x|    dz/dx = sign(x)   (0 at x = 0)"""
-    __slots__ = ("x",)
+    __slots__ = ("sign",)
     name = "abs"
 
     def forward(self, x):
-        self.x = x
+        self.sign = np.sign(x)
         return np.abs(x)
 
     def backward(self, gz):
-        return (gz * np.sign(self.x),)
+        return (gz * self.sign,)
 
 
 class ReLU(Op):
@@ -290,20 +296,27 @@ class Clip(Op):
 # ---------------------------------------------------------------- reductions
 # `axis` arrives normalized by the engine: None (every axis) or a sorted tuple of axes.
 
+def _reduced_shape(shape, axis):
+    """The shape of a reduction over `axis` without keepdims."""
+    return tuple(n for i, n in enumerate(shape) if axis is not None and i not in axis)
+
+
+def _kept_shape(shape, axis):
+    """The shape of a reduction over `axis` with keepdims: the reduced axes as size 1."""
+    return tuple(1 if axis is None or i in axis else n for i, n in enumerate(shape))
+
+
 class Sum(Op):
     """z = sum of x over `axis`    dz/dx = 1 (the gradient is spread back over the summed axes)"""
-    __slots__ = ("shape", "axis", "keepdims")
+    __slots__ = ("shape", "kept")
     name = "sum"
 
     def forward(self, x, axis, keepdims):
-        self.shape, self.axis, self.keepdims = x.shape, axis, keepdims
+        self.shape, self.kept = x.shape, _kept_shape(x.shape, axis)
         return x.sum(axis=axis, keepdims=keepdims)
 
     def backward(self, gz):
-        if not self.keepdims:         # put the reduced axes back, as size-1 axes
-            gz = np.reshape(gz, [1] * len(self.shape)) if self.axis is None \
-                else np.expand_dims(gz, self.axis)
-        return (np.broadcast_to(gz, self.shape),)
+        return (np.broadcast_to(gz.reshape(self.kept), self.shape),)
 
 
 class Mean(Sum):
@@ -325,23 +338,21 @@ class Mean(Sum):
 
 class Max(Op):
     """z = max of x over `axis`    dz/dx = [x == z] / (number of ties): tied maxima share evenly"""
-    __slots__ = ("x", "axis", "keepdims", "out")
+    __slots__ = ("share", "kept")
     name = "max"
     reduce = staticmethod(np.max)
 
     def forward(self, x, axis, keepdims):
-        self.x, self.axis, self.keepdims = x, axis, keepdims
-        self.out = self.reduce(x, axis=axis, keepdims=True)
+        best = self.reduce(x, axis=axis, keepdims=True)
+        winners = x == best
+        self.share = (winners / winners.sum(axis=axis, keepdims=True)).astype(x.dtype)
+        self.kept = best.shape
         if keepdims:
-            return self.out
-        kept = () if axis is None else tuple(n for i, n in enumerate(x.shape) if i not in axis)
-        return self.out.reshape(kept)
+            return best
+        return best.reshape(_reduced_shape(x.shape, axis))
 
     def backward(self, gz):
-        gz = np.reshape(gz, self.out.shape)
-        winners = self.x == self.out
-        ties = winners.sum(axis=self.axis, keepdims=True)
-        return (winners * (gz / ties),)
+        return (gz.reshape(self.kept) * self.share,)
 
 
 class Min(Max):
@@ -379,6 +390,19 @@ class Transpose(Op):
         return (gz.transpose(self.inverse),)
 
 
+class BroadcastTo(Op):
+    """z = x repeated along stretched or prepended axes    dx = dz summed back to x's shape"""
+    __slots__ = ("shape",)
+    name = "broadcast_to"
+
+    def forward(self, x, shape):
+        self.shape = x.shape
+        return np.broadcast_to(x, shape)
+
+    def backward(self, gz):
+        return (_engine.sum_to_shape(gz, self.shape, self.name),)
+
+
 class GetItem(Op):
     """z = x[index]    dx = zeros with dz added at index (repeated indices add up)"""
     __slots__ = ("shape", "index", "advanced")
@@ -389,12 +413,49 @@ class GetItem(Op):
         return x[index]
 
     def backward(self, gz):
-        gx = np.zeros(self.shape, dtype=gz.dtype)
-        if self.advanced:
-            np.add.at(gx, self.index, gz)    # unbuffered: x[[0, 0]] sends both gradients to x[0]
-        else:
-            gx[self.index] = gz              # a basic slice never repeats an element
-        return (gx,)
+        return (_index_add(gz, self.index, self.shape, self.advanced),)
+
+
+class IndexAdd(Op):
+    """z = zeros of `shape` with x added at index (x[i] goes to z[index[i]]; repeated indices
+    add up)    dx = dz[index]. It is getitem's backward, so getitem's gradient can be
+    differentiated again."""
+    __slots__ = ("index",)
+    name = "index_add"
+
+    def forward(self, x, index, shape, advanced):
+        self.index = index
+        return _index_add(x, index, shape, advanced)
+
+    def backward(self, gz):
+        return (gz[self.index],)
+
+
+def _index_add(g, index, shape, advanced):
+    """zeros(shape) with g added at index, for arrays (as NumPy does it) and for tensors (as a
+    recorded IndexAdd)."""
+    if not isinstance(g, np.ndarray):
+        return IndexAdd.apply(g, index=index, shape=shape, advanced=advanced)
+    gx = np.zeros(shape, dtype=g.dtype)
+    if advanced:
+        np.add.at(gx, index, g)          # unbuffered: x[[0, 0]] sends both gradients to x[0]
+    else:
+        gx[index] = g                    # a basic slice never repeats an element
+    return gx
+
+
+class Where(Op):
+    """z = x where condition, else y    dx = dz where condition    dy = dz elsewhere
+    (the condition is fixed: it gets no gradient)"""
+    __slots__ = ("condition",)
+    name = "where"
+
+    def forward(self, x, y, condition):
+        self.condition = condition
+        return np.where(condition, x, y)
+
+    def backward(self, gz):
+        return gz * self.condition, gz * ~self.condition
 
 
 class Concat(Op):
@@ -404,11 +465,13 @@ class Concat(Op):
 
     def forward(self, *xs, axis):
         self.axis = axis
-        self.bounds = np.cumsum([x.shape[axis] for x in xs])[:-1]
+        ends = np.cumsum([x.shape[axis] for x in xs]).tolist()
+        self.bounds = list(zip([0] + ends[:-1], ends))      # each input's slice along axis
         return np.concatenate(xs, axis=axis)
 
     def backward(self, gz):
-        return tuple(np.split(gz, self.bounds, axis=self.axis))
+        lead = (slice(None),) * self.axis
+        return tuple(gz[lead + (slice(lo, hi),)] for lo, hi in self.bounds)
 
 
 class Stack(Op):
@@ -421,7 +484,8 @@ class Stack(Op):
         return np.stack(xs, axis=axis)
 
     def backward(self, gz):
-        return tuple(np.take(gz, i, axis=self.axis) for i in range(self.count))
+        lead = (slice(None),) * self.axis
+        return tuple(gz[lead + (i,)] for i in range(self.count))
 
 
 # ---------------------------------------------------------------- linear algebra
@@ -442,12 +506,12 @@ class MatMul(Op):
         if a.ndim == 1:
             a, gz = a[None, :], gz[..., None, :]          # (n,) -> (1, n); dz gains its row
         need_a, need_b = self.needs_input_grad
-        ga = matmul(gz, np.swapaxes(b, -1, -2)) if need_a else None
-        gb = matmul(np.swapaxes(a, -1, -2), gz) if need_b else None
+        ga = matmul(gz, b.swapaxes(-1, -2)) if need_a else None
+        gb = matmul(a.swapaxes(-1, -2), gz) if need_b else None
         if ga is not None and self.a.ndim == 1:
-            ga = np.squeeze(ga, -2)
+            ga = ga.reshape(ga.shape[:-2] + ga.shape[-1:])     # drop the promoted row
         if gb is not None and self.b.ndim == 1:
-            gb = np.squeeze(gb, -1)
+            gb = gb.reshape(gb.shape[:-1])                      # drop the promoted column
         return ga, gb
 
 
@@ -521,26 +585,27 @@ class CrossEntropy(Op):
     Fused: the forward is a log-sum-exp, finite for logits of any size, and the backward is
     the closed form instead of a chain of softmax, log and indexing nodes.
     """
-    __slots__ = ("probs", "targets")
+    __slots__ = ("logits", "onehot")
     name = "cross_entropy"
     float_result = True
 
     def forward(self, logits, targets):
         m = logits.shape[0]
         shifted = logits - logits.max(axis=1, keepdims=True)
-        exp = np.exp(shifted)
-        sum_exp = exp.sum(axis=1)
-        self.probs, self.targets = exp / sum_exp[:, None], targets
+        sum_exp = np.exp(shifted).sum(axis=1)
         rows = np.arange(m)
+        self.logits, self.onehot = logits, np.zeros_like(logits)
+        self.onehot[rows, targets] = 1
         target_logp = shifted[rows, targets] - np.log(sum_exp)
         return np.asarray(-target_logp.sum() / m, dtype=logits.dtype)
 
     def backward(self, gz):
-        m = self.probs.shape[0]
-        scale = gz / m
-        g = self.probs * scale
-        g[np.arange(m), self.targets] -= scale
-        return (g,)
+        # softmax from the logits here, not saved by forward: differentiated again, it is the
+        # softmax Jacobian that makes cross-entropy's Hessian
+        z = self.logits
+        e = np.exp(z - z.max(axis=1, keepdims=True))
+        probs = e / e.sum(axis=1, keepdims=True)
+        return ((probs - self.onehot) * (gz / z.shape[0]),)
 
 
 class BinaryCrossEntropy(Op):

@@ -233,7 +233,6 @@ class Tensor:
     array instead, like torch.from_numpy.
     """
     __slots__ = ("data", "grad", "requires_grad", "_ctx", "_parents", "_modules", "__weakref__")
-    __array_ufunc__ = None      # `ndarray * tensor` must reach Tensor.__rmul__, not NumPy
 
     def __init__(self, data, requires_grad=False, dtype=None):
         if isinstance(data, Tensor):
@@ -450,6 +449,13 @@ class Tensor:
 
     def __array__(self, dtype=None, copy=None):
         return self.data if dtype is None else self.data.astype(dtype)
+
+    # NumPy's functions on tensors record the graph (numpy_interop.py has the rules)
+    def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
+        return _interop.array_ufunc(ufunc, method, inputs, kwargs)
+
+    def __array_function__(self, func, types, args, kwargs):
+        return _interop.array_function(func, args, kwargs)
 
     def __repr__(self):
         body = np.array2string(self.data, separator=", ", prefix="Tensor(")
@@ -724,3 +730,6 @@ class Tensor:
         rng = np.random.default_rng(seed) if seed is not None else _rng
         data = rng.standard_normal(_shape("randn", shape)).astype(dtype)
         return Tensor.from_numpy(data, requires_grad)
+
+
+from . import numpy_interop as _interop  # noqa: E402  (it builds on Tensor, defined above)

@@ -260,22 +260,24 @@ def train(config, log=print, progress=True):
         start_epoch, history, elapsed = load_checkpoint(config.out, model, optimizer, config)
         log(f"resumed from epoch {start_epoch - 1} in {_checkpoint_path(config.out)}")
 
-    for epoch in range(start_epoch, config.epochs + 1):
-        try:
+    saved = start_epoch - 1
+    try:
+        for epoch in range(start_epoch, config.epochs + 1):
             loss, train_accuracy, seconds = train_epoch(model, optimizer, config, epoch,
                                                         train_data, progress)
-        except KeyboardInterrupt:
-            kept = (f"epoch {epoch - 1} is saved in {_checkpoint_path(config.out)}; run the same "
-                    f"command with --resume to continue" if epoch > 1 else "no epoch was complete")
-            raise Interrupted(f"interrupted during epoch {epoch}: {kept}") from None
-        elapsed += seconds
-        test_loss, test_accuracy = evaluate(model, x_test, test_labels)
-        history.append({"epoch": epoch, "train_loss": loss, "train_accuracy": train_accuracy,
-                        "test_loss": test_loss, "test_accuracy": test_accuracy,
-                        "seconds": seconds})
-        log(f"epoch {epoch:3d}  train loss {loss:.4f}  train acc {train_accuracy:.4f}"
-            f"  test acc {test_accuracy:.4f}  {seconds:.1f}s")
-        save_checkpoint(config.out, model, optimizer, config, epoch, history, elapsed)
+            elapsed += seconds
+            test_loss, test_accuracy = evaluate(model, x_test, test_labels)
+            history.append({"epoch": epoch, "train_loss": loss,
+                            "train_accuracy": train_accuracy, "test_loss": test_loss,
+                            "test_accuracy": test_accuracy, "seconds": seconds})
+            log(f"epoch {epoch:3d}  train loss {loss:.4f}  train acc {train_accuracy:.4f}"
+                f"  test acc {test_accuracy:.4f}  {seconds:.1f}s")
+            save_checkpoint(config.out, model, optimizer, config, epoch, history, elapsed)
+            saved = epoch
+    except KeyboardInterrupt:
+        kept = (f"epoch {saved} is saved in {_checkpoint_path(config.out)}; run the same "
+                f"command with --resume to continue" if saved else "no epoch was complete")
+        raise Interrupted(f"interrupted during epoch {saved + 1}: {kept}") from None
 
     return _finish(config, ds.info, model, x_test, test_images, test_labels, history, elapsed,
                    log)

@@ -1,0 +1,151 @@
+"""NumPy's own functions on Tensors: `np.exp(t)`, `np.sum(t, axis=0)`, `ndarray * t` record the
+graph like the Tensor methods they stand for, so NumPy code written for arrays runs on Tensors
+and can be differentiated, and a backward written with them serves arrays and Tensors alike.
+
+Tensor.__array_ufunc__ and Tensor.__array_function__ look the function up here. A NumPy
+function without a rule is a TypeError that names it (never a plain array that silently drops
+the graph); `np.asarray(t)` still gives the data.
+"""
+import numpy as np
+
+from . import ops
+from .tensor import Tensor, _shape
+
+
+def _first_tensor(values):
+    return next(v for v in values if isinstance(v, Tensor))
+
+
+def _binary(method):
+    """A two-operand ufunc as the Tensor operator `method`, whichever side the Tensor is on."""
+    def call(a, b):
+        if isinstance(a, Tensor):
+            return getattr(a, method)(b)
+        return getattr(b._operand(a), method)(b)     # ndarray <op> Tensor: a as b's operand
+    return call
+
+
+def _unary(method):
+    return lambda x: getattr(x, method)()
+
+
+def _constant(ufunc):
+    """A ufunc whose derivative is zero wherever it exists (sign, floor): a constant result."""
+    return lambda *xs: Tensor._wrap(np.asarray(ufunc(*[np.asarray(x) for x in xs])))
+
+
+UFUNCS = {
+    np.add: _binary("__add__"), np.subtract: _binary("__sub__"),
+    np.multiply: _binary("__mul__"), np.true_divide: _binary("__truediv__"),
+    np.power: _binary("__pow__"), np.matmul: _binary("__matmul__"),
+    np.maximum: _binary("maximum"), np.minimum: _binary("minimum"),
+    np.negative: _unary("__neg__"), np.exp: _unary("exp"), np.log: _unary("log"),
+    np.sqrt: _unary("sqrt"), np.absolute: _unary("abs"), np.tanh: _unary("tanh"),
+    np.equal: _binary("__eq__"), np.not_equal: _binary("__ne__"), np.less: _binary("__lt__"),
+    np.less_equal: _binary("__le__"), np.greater: _binary("__gt__"),
+    np.greater_equal: _binary("__ge__"), np.sign: _constant(np.sign),
+}
+
+
+def array_ufunc(ufunc, method, inputs, kwargs):
+    if method != "__call__" or kwargs or ufunc not in UFUNCS:
+        name = f"np.{ufunc.__name__}" + ("" if method == "__call__" else f".{method}")
+        extra = f" with {', '.join(kwargs)}=" if kwargs and ufunc in UFUNCS else ""
+        raise TypeError(f"{name}{extra} has no Tensor rule: it would drop the graph; use a "
+                        f"Tensor method, or np.asarray(t) for the data alone")
+    return UFUNCS[ufunc](*inputs)
+
+
+# ---------------------------------------------------------------- functions
+
+def _reduction(method):
+    def call(a, axis=None, keepdims=False):
+        return getattr(_as_tensor(a), method)(axis=axis, keepdims=keepdims)
+    return call
+
+
+def _as_tensor(value, like=None):
+    if isinstance(value, Tensor):
+        return value
+    return like._operand(value) if like is not None else Tensor(value)
+
+
+def _reshape(a, shape=None, order="C", *, newshape=None, copy=None):
+    if order != "C" or copy:
+        raise TypeError("np.reshape: only order='C' without copy has a Tensor rule")
+    return a.reshape(_shape("reshape", (shape if shape is not None else newshape,)))
+
+
+def _transpose(a, axes=None):
+    return a.transpose() if axes is None else a.transpose(*axes)
+
+
+def _dot(a, b):
+    if np.ndim(a) > 2 or np.ndim(b) > 2:
+        raise TypeError("np.dot of arrays of more than 2 dimensions has no Tensor rule; use @ "
+                        "(np.matmul), whose batching differs")
+    return _binary("__matmul__")(a, b)
+
+
+def _joined(method):
+    def call(tensors, axis=0):
+        tensors = list(tensors)
+        like = _first_tensor(tensors)
+        return getattr(Tensor, method)([_as_tensor(t, like) for t in tensors], axis=axis)
+    return call
+
+
+def _where(condition, x, y):
+    """np.where(condition, x, y): the gradient goes to x where the condition holds and to y
+    elsewhere; the condition itself is not differentiated."""
+    condition = np.asarray(condition)
+    like = _first_tensor((x, y))
+    x, y = _as_tensor(x, like), _as_tensor(y, like)
+    return ops.Where.apply(x, y, condition=condition)
+
+
+def _clip(a, a_min=None, a_max=None):
+    return _as_tensor(a).clip(a_min, a_max)
+
+
+def _broadcast_to(a, shape):
+    return ops.BroadcastTo.apply(a, shape=_shape("broadcast_to", (shape,)))
+
+
+def _expand_dims(a, axis):
+    axes = axis if isinstance(axis, (tuple, list)) else (axis,)
+    shape = list(a.shape)
+    for ax in sorted(ax % (a.ndim + len(axes)) for ax in axes):
+        shape.insert(ax, 1)
+    return a.reshape(tuple(shape))
+
+
+def _squeeze(a, axis=None):
+    axes = range(a.ndim) if axis is None else [
+        ax % a.ndim for ax in (axis if isinstance(axis, (tuple, list)) else (axis,))]
+    return a.reshape(tuple(n for i, n in enumerate(a.shape) if not (i in axes and n == 1)))
+
+
+FUNCTIONS = {
+    np.sum: _reduction("sum"), np.mean: _reduction("mean"), np.max: _reduction("max"),
+    np.amax: _reduction("max"), np.min: _reduction("min"), np.amin: _reduction("min"),
+    np.dot: _dot, np.transpose: _transpose, np.reshape: _reshape,
+    np.concatenate: _joined("concat"), np.stack: _joined("stack"), np.clip: _clip,
+    np.where: _where, np.broadcast_to: _broadcast_to, np.expand_dims: _expand_dims,
+    np.squeeze: _squeeze, np.swapaxes: lambda a, axis1, axis2: a.swapaxes(axis1, axis2),
+    np.shape: lambda a: a.shape, np.ndim: lambda a: a.ndim, np.size: lambda a: a.size,
+}
+
+# Tensor methods to suggest when a NumPy function has no rule
+_SUGGEST = {"argmax": "t.argmax(axis)", "log1p": "(1 + t).log()", "square": "t ** 2",
+            "prod": "a product of slices", "cumsum": "a sum of slices"}
+
+
+def array_function(func, args, kwargs):
+    rule = FUNCTIONS.get(func)
+    if rule is None:
+        hint = _SUGGEST.get(func.__name__)
+        raise TypeError(f"np.{func.__name__} has no Tensor rule: it would drop the graph"
+                        + (f"; use {hint}" if hint else "; use a Tensor method, or "
+                           "np.asarray(t) for the data alone"))
+    return rule(*args, **kwargs)

@@ -3,7 +3,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .tensor import Tensor, no_grad
+from .tensor import Tensor, enable_grad, grad, no_grad
 
 
 class GradcheckError(AssertionError):
@@ -86,6 +86,36 @@ def gradcheck(f, inputs, eps=1e-6, atol=1e-5, rtol=1e-3):
                 f"autograd {a:.10g} vs finite differences {n:.10g}, abs error {abs(a - n):.3g}, "
                 f"rel error {abs(a - n) / max(abs(n), 1e-300):.3g}{note}")
     return True
+
+
+def gradgradcheck(f, inputs, grad_outputs=None, eps=1e-6, atol=1e-5, rtol=1e-3, seed=0):
+    """Second derivatives of f against finite differences of its first derivatives, in
+    float64: gradcheck of sum_i w_i . grad(f, inputs, grad_outputs, create_graph=True)_i for
+    fixed random weights w (and, when f's output has more than one element and no
+    grad_outputs are given, fixed random grad_outputs). It catches an op whose first
+    derivative is right but whose backward is not differentiable correctly."""
+    rng = np.random.default_rng(seed)
+    weights = {}
+
+    def first_derivatives(*xs):
+        with enable_grad():                        # finite differences run under no_grad
+            out = f(*xs)
+            upstream = grad_outputs
+            if upstream is None and out.size != 1:
+                upstream = weights.setdefault("out", rng.normal(size=out.shape))
+            wanted = [x for x in xs if isinstance(x, Tensor) and x.requires_grad]
+            gs = grad(out, wanted, grad_outputs=upstream, create_graph=True, allow_unused=True)
+            total = Tensor(0.0, dtype=np.float64)
+            for i, g in enumerate(gs):
+                if g is not None:
+                    w = weights.setdefault(i, rng.normal(size=g.shape))
+                    total = total + (g * w).sum()
+            return total
+
+    floats = [isinstance(t, Tensor) and t.dtype.kind == "f" for t in inputs]
+    wanted = [fl and t.requires_grad for fl, t in zip(floats, inputs)]
+    copies = _float64_copies(inputs, requires_grad=wanted if any(wanted) else floats)
+    return gradcheck(first_derivatives, copies, eps=eps, atol=atol, rtol=rtol)
 
 
 # ---------------------------------------------------------------- hand-derived gradients

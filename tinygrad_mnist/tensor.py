@@ -36,6 +36,17 @@ def is_grad_enabled():
     return _grad_mode.enabled
 
 
+@contextlib.contextmanager
+def enable_grad():
+    """Record operations again, inside a no_grad block (torch.enable_grad)."""
+    previous = _grad_mode.enabled
+    _grad_mode.enabled = True
+    try:
+        yield
+    finally:
+        _grad_mode.enabled = previous
+
+
 class AnomalyError(FloatingPointError):
     """An op produced NaN or inf; the message names the op, the shapes and the user's line."""
 
@@ -201,8 +212,11 @@ def record(op_class, inputs, options):
             inputs = _common_float(inputs, force=True)
     op = op_class()
     data = op.forward(*[t.data for t in inputs], **options)
+    if type(data) is not np.ndarray:
+        scalar, data = data, np.asarray(data)
+        _keep_output(op, scalar, data)
     out = Tensor.__new__(Tensor)
-    out.data = data if type(data) is np.ndarray else np.asarray(data)
+    out.data = data
     out.grad = None
     if _grad_mode.anomaly:
         _anomaly_forward(op, inputs, out.data)
@@ -222,6 +236,207 @@ def _protocol_error(op, input_grads, parents):
         f"a {type(input_grads).__name__}"
     return TypeError(f"{op.name}: backward must return a tuple with one gradient per input "
                      f"({len(parents)}), got {got}")
+
+
+def _seed(op, output, grad, create_graph):
+    """The gradient that starts backward at `output`: ones for one element, else `grad`."""
+    if grad is None:
+        if output.data.size != 1:
+            raise RuntimeError(f"{op}: a gradient can only be implied for a one-element output, "
+                               f"got shape {output.shape}; pass one of that shape")
+        grad = np.ones_like(output.data)
+    elif isinstance(grad, Tensor) and create_graph:
+        if grad.shape != output.shape:
+            raise ValueError(f"{op}: the gradient has shape {grad.shape} but the output has "
+                             f"shape {output.shape}")
+        return grad
+    else:
+        grad = np.array(grad.data if isinstance(grad, Tensor) else grad, dtype=output.dtype)
+        if grad.shape != output.shape:
+            raise ValueError(f"{op}: the gradient has shape {grad.shape} but the output has "
+                             f"shape {output.shape}")
+    return Tensor._wrap(grad) if create_graph else grad
+
+
+def _run_backward(roots, seeds, retain_graph, create_graph=False, capture=None):
+    """Backpropagate seeds[i] from roots[i] through the recorded graph.
+
+    With `capture` (a set of tensor ids, for grad()) the total gradient of each of those
+    tensors is returned and no .grad is touched; otherwise gradients accumulate into the
+    leaves' .grad. With `create_graph` the gradients are recorded Tensors, computed by the same
+    backward methods (see ops.py), so they can be differentiated again.
+    """
+    # Backward creates no reference cycles, so the cyclic collector has nothing to find;
+    # pausing it saves a third of the time on graphs of millions of nodes.
+    collecting = gc.isenabled()
+    gc.disable()
+    recording = _grad_mode.enabled
+    _grad_mode.enabled = create_graph       # record the backward only when asked to
+    try:
+        return _walk_backward(roots, seeds, retain_graph, create_graph, capture)
+    finally:
+        _grad_mode.enabled = recording
+        if collecting:
+            gc.enable()
+
+
+def _walk_backward(roots, seeds, retain_graph, create_graph, capture):
+    # Count, for every tensor behind the roots, the ops that consume it; a tensor's gradient
+    # is complete, and its own op can run backward, once all of them have passed theirs on.
+    pending, stack = {}, list(roots)
+    while stack:
+        node = stack.pop()
+        for parent in node._parents:
+            if parent.requires_grad:
+                key = id(parent)
+                if key in pending:
+                    pending[key] += 1
+                else:
+                    pending[key] = 1
+                    stack.append(parent)
+    grads, ready = {}, []
+    for root, seed in zip(roots, seeds):
+        key = id(root)
+        if key in grads:
+            grads[key] = grads[key] + seed          # the same output given twice
+        else:
+            grads[key] = seed
+            if not pending.get(key):                # not also behind another root
+                ready.append(root)
+    anomaly = _grad_mode.anomaly
+    captured = {}
+    owned = set()            # arrays already stored as some leaf's .grad in this pass
+    while ready:
+        node = ready.pop()
+        g = grads.pop(id(node), None)
+        op, parents = node._ctx, node._parents
+        if op is _RELEASED:
+            raise RuntimeError("backward: the graph behind this tensor was already freed by "
+                               "an earlier backward(); pass retain_graph=True to the first "
+                               "call to run backward twice")
+        if capture is not None:
+            if id(node) in capture and g is not None:
+                captured[id(node)] = g
+        elif op is None or retain_graph:
+            node._accumulate(g, owned if op is None else None)   # non-leaves keep a copy
+        if op is None:
+            continue
+        if not retain_graph:
+            node._ctx, node._parents = _RELEASED, ()
+        if g is None:
+            input_grads = (None,) * len(parents)
+        elif create_graph:
+            input_grads = _backward_on_tensors(op, node, parents, g)
+        else:
+            input_grads = op.backward(g)
+        if type(input_grads) is not tuple or len(input_grads) != len(parents):
+            raise _protocol_error(op, input_grads, parents)
+        if anomaly and g is not None:
+            _anomaly_backward(op, parents, input_grads)
+        for parent, pg in zip(parents, input_grads):
+            if not parent.requires_grad:
+                continue
+            key = id(parent)
+            if pg is not None:
+                if create_graph:
+                    if not isinstance(pg, Tensor):
+                        pg = Tensor._wrap(np.asarray(pg))    # a gradient that is a constant
+                elif type(pg) is not np.ndarray:
+                    pg = np.asarray(pg)
+                if pg.shape != parent.data.shape:
+                    pg = sum_to_shape(pg, parent.data.shape, op.name)
+                previous = grads.get(key)
+                grads[key] = pg if previous is None else previous + pg
+            pending[key] -= 1
+            if pending[key] == 0:
+                ready.append(parent)
+    return captured
+
+
+def _as_tuple(op, value, what):
+    items = tuple(value) if isinstance(value, (tuple, list)) else (value,)
+    for i, t in enumerate(items):
+        if not isinstance(t, Tensor):
+            raise TypeError(f"{op}: {what} {i} is a {type(t).__name__}, not a Tensor")
+    return items
+
+
+def grad(outputs, inputs, grad_outputs=None, create_graph=False, retain_graph=None,
+         allow_unused=False):
+    """The gradients of sum(outputs[i] * grad_outputs[i]) with respect to each input, as in
+    torch.autograd.grad: a tuple with one Tensor per input (its shape and dtype); .grad is not
+    touched. grad_outputs may be left out for one-element outputs.
+
+    With create_graph=True the gradients are recorded: they can be differentiated again, used
+    in a loss, or drawn. retain_graph defaults to create_graph. An input the outputs do not
+    depend on is an error, or None with allow_unused=True.
+    """
+    outputs = _as_tuple("grad", outputs, "output")
+    inputs = _as_tuple("grad", inputs, "input")
+    if grad_outputs is None:
+        grad_outputs = (None,) * len(outputs)
+    else:
+        grad_outputs = tuple(grad_outputs) if isinstance(grad_outputs, (tuple, list)) else \
+            (grad_outputs,)
+        if len(grad_outputs) != len(outputs):
+            raise ValueError(f"grad: {len(grad_outputs)} grad_outputs for {len(outputs)} "
+                             f"outputs")
+    for i, out in enumerate(outputs):
+        if not out.requires_grad:
+            raise RuntimeError(f"grad: output {i} (shape {out.shape}) does not require grad and "
+                               f"was not computed from any tensor that does")
+    seeds = [_seed("grad", out, g, create_graph) for out, g in zip(outputs, grad_outputs)]
+    retain = create_graph if retain_graph is None else retain_graph
+    captured = _run_backward(list(outputs), seeds, retain, create_graph,
+                             capture={id(t) for t in inputs})
+    results = []
+    for i, t in enumerate(inputs):
+        g = captured.get(id(t))
+        if g is None:
+            if not allow_unused:
+                raise RuntimeError(f"grad: input {i} (shape {t.shape}) was not used to compute "
+                                   f"the outputs; pass allow_unused=True to get None for it")
+            results.append(None)
+            continue
+        if not isinstance(g, Tensor):
+            g = Tensor._wrap(np.asarray(g, dtype=t.dtype))      # no graph: a plain gradient
+        results.append(g)
+    return tuple(results)
+
+
+def _backward_on_tensors(op, node, parents, gz):
+    """op.backward(gz) with gz a Tensor, while every array the op saved that is one of its
+    inputs' or its output's data stands for that tensor: the gradient is then recorded, and
+    differentiating it differentiates through the inputs and the output."""
+    standing = {id(t.data): t for t in parents}
+    standing[id(node.data)] = node
+    swapped = []
+    try:
+        for name in _saved_names(op):
+            value = getattr(op, name, None)
+            if type(value) is np.ndarray and id(value) in standing:
+                swapped.append((name, value))
+                setattr(op, name, standing[id(value)])
+        return op.backward(gz)
+    finally:
+        for name, value in swapped:
+            setattr(op, name, value)
+
+
+def _saved_names(op):
+    """The attributes an op can have saved: its classes' __slots__, and its __dict__."""
+    names = [n for cls in type(op).__mro__ for n in cls.__dict__.get("__slots__", ())
+             if n not in ("__dict__", "__weakref__")]
+    return names + list(getattr(op, "__dict__", ()))
+
+
+def _keep_output(op, scalar, array):
+    """NumPy returns a scalar, not a 0-d array, for some 0-d results (np.exp of a 0-d array).
+    The output tensor holds `array`; whatever the op saved of `scalar` becomes `array` too, so
+    that the saved output stands for the output tensor under create_graph."""
+    for name in _saved_names(op):
+        if getattr(op, name, None) is scalar:
+            setattr(op, name, array)
 
 
 class Tensor:
@@ -328,78 +543,7 @@ class Tensor:
         if not self.requires_grad:
             raise RuntimeError(f"backward: this tensor (shape {self.shape}) does not require "
                                f"grad and was not computed from any tensor that does")
-        if grad is None:
-            if self.data.size != 1:
-                raise RuntimeError(f"backward: a gradient can only be implied for a scalar "
-                                   f"output, got shape {self.shape}; pass grad= of that shape")
-            grad = np.ones_like(self.data)
-        else:
-            grad = np.array(grad.data if isinstance(grad, Tensor) else grad, dtype=self.dtype)
-            if grad.shape != self.shape:
-                raise ValueError(f"backward: grad has shape {grad.shape} but the tensor has "
-                                 f"shape {self.shape}")
-        # Backward creates no reference cycles, so the cyclic collector has nothing to find;
-        # pausing it saves a third of the time on graphs of millions of nodes.
-        collecting = gc.isenabled()
-        gc.disable()
-        try:
-            self._backward(grad, retain_graph)
-        finally:
-            if collecting:
-                gc.enable()
-
-    def _backward(self, grad, retain_graph):
-        # Count, for every tensor behind self, the ops that consume it; a tensor's gradient is
-        # complete, and its own op can run backward, once all of them have passed theirs on.
-        pending, stack = {}, [self]
-        while stack:
-            node = stack.pop()
-            for parent in node._parents:
-                if parent.requires_grad:
-                    key = id(parent)
-                    if key in pending:
-                        pending[key] += 1
-                    else:
-                        pending[key] = 1
-                        stack.append(parent)
-        anomaly = _grad_mode.anomaly
-        grads = {id(self): grad}
-        owned = set()            # arrays already stored as some leaf's .grad in this pass
-        ready = [self]
-        while ready:
-            node = ready.pop()
-            g = grads.pop(id(node), None)
-            op, parents = node._ctx, node._parents
-            if op is _RELEASED:
-                raise RuntimeError("backward: the graph behind this tensor was already freed by "
-                                   "an earlier backward(); pass retain_graph=True to the first "
-                                   "call to run backward twice")
-            if op is None:
-                node._accumulate(g, owned)
-                continue
-            if retain_graph:
-                node._accumulate(g, None)            # every node keeps its .grad, as a copy
-            else:
-                node._ctx, node._parents = _RELEASED, ()
-            input_grads = (None,) * len(parents) if g is None else op.backward(g)
-            if type(input_grads) is not tuple or len(input_grads) != len(parents):
-                raise _protocol_error(op, input_grads, parents)
-            if anomaly and g is not None:
-                _anomaly_backward(op, parents, input_grads)
-            for parent, pg in zip(parents, input_grads):
-                if not parent.requires_grad:
-                    continue
-                key = id(parent)
-                if pg is not None:
-                    if type(pg) is not np.ndarray:
-                        pg = np.asarray(pg)
-                    if pg.shape != parent.data.shape:
-                        pg = sum_to_shape(pg, parent.data.shape, op.name)
-                    previous = grads.get(key)
-                    grads[key] = pg if previous is None else previous + pg
-                pending[key] -= 1
-                if pending[key] == 0:
-                    ready.append(parent)
+        _run_backward([self], [_seed("backward", self, grad, False)], retain_graph)
 
     def _accumulate(self, g, owned):
         """Add g into .grad. A fresh array that no other leaf holds becomes .grad as it is
@@ -510,7 +654,7 @@ class Tensor:
 
     # comparisons give boolean tensors, never recorded
     def _compare(self, ufunc, other):
-        return Tensor._wrap(ufunc(self.data, self._operand(other).data))
+        return Tensor._wrap(np.asarray(ufunc(self.data, self._operand(other).data)))
 
     def __lt__(self, other): return self._compare(np.less, other)
     def __le__(self, other): return self._compare(np.less_equal, other)

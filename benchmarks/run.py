@@ -9,7 +9,9 @@ committed copy the README shows). Measures:
      batch sizes: same initial weights, same optimizer, same batch order for every framework;
   2. time to first reach 98% MNIST test accuracy with the recommended (default) training;
   3. microseconds per op and per backward node, scalar and (128, 10) graphs;
-  4. peak RSS of a default training run, and RSS after 100 and after 10,000 steps.
+  4. peak RSS of a default training run, and RSS after 100 and after 10,000 steps;
+  5. a Hessian-vector product's cost against one gradient's (benchmarks/higher_order.py).
+`python -m benchmarks.compare REV` times the training step against an earlier revision.
 """
 import argparse
 import gc
@@ -26,6 +28,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 from tinygrad_mnist import Tensor, manual_seed, nn, optim  # noqa: E402
 from tinygrad_mnist.mnist import data  # noqa: E402
+from benchmarks.higher_order import hvp_costs  # noqa: E402
 
 DEFAULT_OUT = os.path.join("runs", "benchmarks")
 LR, MOMENTUM = 0.05, 0.9
@@ -269,6 +272,8 @@ def main(argv=None):
     print("4. memory", flush=True)
     marks = rss_over_steps(ds, steps=2000 if args.quick else 10_000)
     peak = peak_rss_of_default_run(args.data_dir)
+    print("5. Hessian-vector products", flush=True)
+    hvp = hvp_costs(repeats=20 if args.quick else 50)
 
     has_torch = any("pytorch" in t for _, _, t in epochs)
     lines = ["# Benchmark results", "",
@@ -306,7 +311,13 @@ def main(argv=None):
               "## 4. Memory", "",
               f"Peak RSS of a default training run (a separate process): {peak:.0f} MB.", "",
               "RSS during training steps (784-128-10, batch 128): " + ", ".join(
-                  f"after {k:,} steps {v:.0f} MB" for k, v in marks.items()) + ".", ""]
+                  f"after {k:,} steps {v:.0f} MB" for k, v in marks.items()) + ".", "",
+              "## 5. A Hessian-vector product against one gradient", "",
+              "784-128-10, batch 128, float32 (`python -m benchmarks.higher_order`): hvp is "
+              "`grad` with `create_graph=True`, then the gradient of `sum(g * v)`.", "",
+              "| framework | gradient | hvp | hvp / gradient |", "| --- | --- | --- | --- |"]
+    lines += [f"| {name} | {g * 1e3:.3f} ms | {h * 1e3:.3f} ms | {h / g:.2f}x |"
+              for name, (g, h) in hvp.items()] + [""]
     text = "\n".join(lines)
     print(text)
     os.makedirs(args.out, exist_ok=True)

@@ -235,3 +235,16 @@ def test_numerical_second_derivatives_agree_with_hessian_of_tanh():
             return grad(x.tanh().sum(), x, create_graph=True)[0].sum()
     (n,) = numerical_grad(first, [x])
     np.testing.assert_allclose(n, np.diag(h), rtol=1e-6)
+
+
+def test_curvature_example_bounds_the_gradients_curvature_by_the_sharpest(mnist_dir, capsys):
+    import sys
+    from conftest import ROOT
+    sys.path.insert(0, str(ROOT / "examples"))
+    import curvature
+    curvature.main(["--data-dir", str(mnist_dir), "--epochs", "1"])
+    rows = [line.split() for line in capsys.readouterr().out.splitlines()[2:]]
+    assert [r[0] for r in rows] == ["0", "1"]
+    for _, loss, along, sharpest in rows:
+        assert 0 < float(along) <= float(sharpest) * (1 + 1e-6)   # a Rayleigh quotient
+    assert float(rows[1][1]) < float(rows[0][1])                     # training lowered the loss

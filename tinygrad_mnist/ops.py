@@ -585,26 +585,27 @@ class CrossEntropy(Op):
     Fused: the forward is a log-sum-exp, finite for logits of any size, and the backward is
     the closed form instead of a chain of softmax, log and indexing nodes.
     """
-    __slots__ = ("logits", "onehot")
+    __slots__ = ("logits", "probs", "onehot")
     name = "cross_entropy"
     float_result = True
 
     def forward(self, logits, targets):
         m = logits.shape[0]
         shifted = logits - logits.max(axis=1, keepdims=True)
-        sum_exp = np.exp(shifted).sum(axis=1)
+        exp = np.exp(shifted)
+        sum_exp = exp.sum(axis=1, keepdims=True)
         rows = np.arange(m)
-        self.logits, self.onehot = logits, np.zeros_like(logits)
+        self.logits, self.probs = logits, exp / sum_exp
+        self.onehot = np.zeros_like(logits)
         self.onehot[rows, targets] = 1
-        target_logp = shifted[rows, targets] - np.log(sum_exp)
+        target_logp = shifted[rows, targets] - np.log(sum_exp[:, 0])
         return np.asarray(-target_logp.sum() / m, dtype=logits.dtype)
 
     def backward(self, gz):
-        # softmax from the logits here, not saved by forward: differentiated again, it is the
-        # softmax Jacobian that makes cross-entropy's Hessian
         z = self.logits
-        e = np.exp(z - z.max(axis=1, keepdims=True))
-        probs = e / e.sum(axis=1, keepdims=True)
+        # the softmax forward computed, or, when z is a tensor (create_graph), the softmax of
+        # z itself: differentiated again, its Jacobian is cross-entropy's Hessian
+        probs = self.probs if isinstance(z, np.ndarray) else z.softmax(axis=1)
         return ((probs - self.onehot) * (gz / z.shape[0]),)
 
 

@@ -1,0 +1,87 @@
+"""The training step of this tree against an earlier revision's, side by side: separate
+processes, alternating, several rounds; medians per network and their ratio.
+
+    python -m benchmarks.compare REV [--rounds 5]
+
+REV is checked out into a temporary git worktree, so both sides run the same script on the
+same machine at the same time of day. Writes nothing into the repository.
+"""
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# one measurement: median microseconds per training step (forward, backward, SGD momentum)
+STEP = r"""
+import statistics, sys, time
+import numpy as np
+from tinygrad_mnist import Tensor, manual_seed, nn, optim
+sizes, batch, steps = eval(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+manual_seed(0)
+model = nn.MLP(sizes)
+opt = optim.SGD(model.parameters(), 0.01, momentum=0.9)
+rng = np.random.default_rng(0)
+x_all = rng.standard_normal((steps * batch, sizes[0])).astype(np.float32)
+y_all = rng.integers(0, sizes[-1], steps * batch)
+wrap = getattr(Tensor, "from_numpy", Tensor)       # older revisions: Tensor shared float32
+times = []
+for i in range(steps):
+    x, y = x_all[i * batch:(i + 1) * batch], y_all[i * batch:(i + 1) * batch]
+    start = time.perf_counter()
+    opt.zero_grad()
+    nn.cross_entropy(model(wrap(x)), y).backward()
+    opt.step()
+    times.append(time.perf_counter() - start)
+print(statistics.median(times[steps // 10:]) * 1e6)
+"""
+
+NETWORKS = [([4, 4, 3], 8, 4000), ([784, 128, 10], 32, 1000), ([784, 128, 10], 128, 600),
+            ([784, 512, 256, 10], 128, 200)]
+
+
+def step_time(path, sizes, batch, steps):
+    env = dict(os.environ, PYTHONPATH=path)
+    out = subprocess.run([sys.executable, "-c", STEP, repr(sizes), str(batch), str(steps)],
+                         env=env, capture_output=True, text=True, check=True, cwd=path)
+    return float(out.stdout)
+
+
+def compare(revision, rounds=5):
+    """{(network, batch): (earlier medians, current medians)} in microseconds."""
+    with tempfile.TemporaryDirectory() as tmp:
+        earlier = os.path.join(tmp, "earlier")
+        subprocess.run(["git", "worktree", "add", "--detach", earlier, revision], cwd=ROOT,
+                       check=True, capture_output=True)
+        try:
+            results = {}
+            for sizes, batch, steps in NETWORKS:
+                pair = ([], [])
+                for _ in range(rounds):                     # alternate: noise hits both
+                    pair[0].append(step_time(earlier, sizes, batch, steps))
+                    pair[1].append(step_time(ROOT, sizes, batch, steps))
+                results[("-".join(map(str, sizes)), batch)] = pair
+            return results
+        finally:
+            subprocess.run(["git", "worktree", "remove", "--force", earlier], cwd=ROOT,
+                           capture_output=True)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("revision", help="the earlier git revision (a commit, tag or branch)")
+    parser.add_argument("--rounds", type=int, default=5, help="alternating runs per side")
+    args = parser.parse_args(argv)
+    print(f"| network | batch | {args.revision} (µs) | this tree (µs) | ratio |")
+    print("| --- | --- | --- | --- | --- |")
+    for (network, batch), (before, after) in compare(args.revision, args.rounds).items():
+        b, a = statistics.median(before), statistics.median(after)
+        print(f"| {network} | {batch} | {b:.1f} | {a:.1f} | {a / b:.3f}x |", flush=True)
+
+
+if __name__ == "__main__":
+    main()

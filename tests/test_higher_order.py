@@ -8,20 +8,12 @@ import pytest
 
 from tinygrad_mnist import Tensor, grad, hessian, hvp, manual_seed, nn
 from tinygrad_mnist.gradcheck import GradcheckError, gradcheck, gradgradcheck, numerical_grad
-from tinygrad_mnist.op_cases import OP_CASES
 from tinygrad_mnist.ops import Op
 from tinygrad_mnist.tensor import enable_grad
 
 rng = np.random.default_rng(1)
 
-CHECKS = [pytest.param(case, shapes, id=f"{case.name} {shapes}")
-          for case in OP_CASES for shapes in case.shapes]
-
-
-@pytest.mark.parametrize("case, shapes", CHECKS)
-def test_second_derivatives_of_every_op_match_finite_differences(case, shapes):
-    inputs = case.inputs(shapes, rng)
-    assert gradgradcheck(case.weighted(rng, inputs), inputs)
+# every op's second derivatives against finite differences: tests/test_ops.py
 
 
 def t64(*values):

@@ -1,12 +1,13 @@
-"""Every op of the API against central finite differences in float64, from the one op table
-(tinygrad_mnist/op_cases.py) that `tinygrad-mnist gradcheck` prints too, plus the protocol every
-op follows and the behaviour at ties, repeated indices and extreme inputs."""
+"""Every op of the API against central finite differences in float64, first and second
+derivatives, from the one op table (tinygrad_mnist/op_cases.py) that `tinygrad-mnist gradcheck`
+prints too, plus the protocol every op follows and the behaviour at ties, repeated indices and
+extreme inputs."""
 import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
 from tinygrad_mnist import Tensor
-from tinygrad_mnist.gradcheck import gradcheck
+from tinygrad_mnist.gradcheck import gradcheck, gradgradcheck
 from tinygrad_mnist.op_cases import OP_CASES
 from tinygrad_mnist.tensor import _topo_order, sum_to_shape
 
@@ -20,6 +21,13 @@ CHECKS = [pytest.param(case, shapes, id=f"{case.name} {shapes}")
 def test_op_grad_matches_finite_differences(case, shapes):
     inputs = case.inputs(shapes, rng)
     assert gradcheck(case.weighted(rng, inputs), inputs)
+
+
+@pytest.mark.parametrize("case, shapes", CHECKS)
+def test_op_second_derivatives_match_finite_differences(case, shapes):
+    """grad(create_graph=True) through every op, differentiated again (gradgradcheck)."""
+    inputs = case.inputs(shapes, rng)
+    assert gradgradcheck(case.weighted(rng, inputs), inputs)
 
 
 def test_table_covers_every_op_class():

@@ -1,9 +1,12 @@
 """The checker itself: right on known derivatives, and it catches a wrong backward."""
+import re
+
 import numpy as np
 import pytest
 
 from tinygrad_mnist import Tensor, ops
-from tinygrad_mnist.gradcheck import GradcheckError, gradcheck, numerical_grad
+from tinygrad_mnist.gradcheck import (GradcheckError, NotDifferentiableError, gradcheck,
+                                      numerical_grad)
 
 
 def test_numerical_grad_matches_closed_form():
@@ -56,10 +59,84 @@ def test_gradcheck_reports_missing_gradient():
         gradcheck(lambda x: Tensor(x.data * 2, dtype=np.float64).sum(), [x])   # graph cut
 
 
-def test_gradcheck_rejects_non_scalar_output():
+class WrongColumn(ops.Op):
+    """z = x * w for (3, 4) tensors, with a backward that doubles the gradient of column 2."""
+    name = "wrong_column"
+
+    def forward(self, x, w):
+        self.x, self.w = x, w
+        return x * w
+
+    def backward(self, gz):
+        scale = np.ones(self.x.shape[-1])
+        scale[2] = 2.0
+        return gz * self.w * scale, gz * self.x
+
+
+@pytest.mark.parametrize("fast_mode", [False, True])
+def test_gradcheck_checks_every_output_element_of_a_matrix_output(fast_mode):
+    rng = np.random.default_rng(0)
+    x = Tensor(rng.normal(size=(3, 4)), requires_grad=True, dtype=np.float64)
+    w = Tensor(rng.normal(size=(3, 4)), dtype=np.float64)
+    assert gradcheck(lambda x: x * w, [x], fast_mode=fast_mode)            # right: passes
+    with pytest.raises(GradcheckError) as info:
+        gradcheck(lambda x: WrongColumn.apply(x, w), [x], fast_mode=fast_mode)
+    message = str(info.value)
+    if fast_mode:
+        assert "fast mode" in message and "input 0" in message and "projection" in message
+    else:                     # the worst element is in column 2, checked through its output
+        assert re.search(r"element \(\d, 2\) for output element \(\d, 2\)", message), message
+        assert "autograd" in message and "finite differences" in message
+
+
+def test_fast_mode_is_seeded_and_cheap_in_backward_passes():
+    x = Tensor(np.linspace(-1, 1, 12).reshape(3, 4), requires_grad=True, dtype=np.float64)
+    calls = []
+
+    def f(x):
+        calls.append(1)
+        return x.tanh() * 2
+    assert gradcheck(f, [x], fast_mode=True, seed=3)
+    assert len(calls) == 3                    # one recorded evaluation, two perturbed ones
+    calls.clear()
+    assert gradcheck(f, [x])
+    assert len(calls) == 1 + 2 * x.size       # the full Jacobian: two evaluations an element
+
+
+@pytest.mark.parametrize("name, f, x", [
+    ("relu at 0", lambda x: x.relu(), [0.0, 1.0]),
+    ("abs at 0", lambda x: abs(x), [2.0, 0.0]),
+    ("max tie", lambda x: x.max(), [3.0, 3.0]),
+    ("clip bound", lambda x: x.clip(0.0, 1.0), [1.0, 0.5]),
+])
+def test_a_kink_is_reported_as_not_differentiable(name, f, x):
+    t = Tensor(x, requires_grad=True, dtype=np.float64)
+    with pytest.raises(NotDifferentiableError, match=r"not differentiable at element .*left "
+                                                     r"derivative .*right derivative"):
+        gradcheck(lambda x: f(x).sum(), [t])
+
+
+def test_a_model_with_dropout_in_training_mode_passes_gradcheck():
+    from tinygrad_mnist import manual_seed, nn
+    manual_seed(0)
+    model = nn.MLP([5, 8, 3], activation="tanh", dropout=0.5)
+    for p in model.parameters():
+        p.data = p.data.astype(np.float64)
+    x = Tensor(np.random.default_rng(1).normal(size=(4, 5)), dtype=np.float64)
+    weight = model.layers[0].weight
+
+    def loss(w):
+        model.layers[0].weight = w
+        return nn.cross_entropy(model(x), [0, 1, 2, 1])
+    assert model.training
+    assert gradcheck(loss, [weight])
+    assert gradcheck(loss, [weight], fast_mode=True)
+
+
+def test_numerical_grad_needs_a_scalar():
     x = Tensor([1.0, 2.0], requires_grad=True)
-    with pytest.raises(ValueError, match=r"scalar.*\(2,\)"):
-        gradcheck(lambda x: x * 2, [x])
+    with pytest.raises(ValueError, match=r"one element.*\(2,\)"):
+        numerical_grad(lambda x: x * 2, [x])
 
 
 def test_numerical_grad_perturbs_any_memory_layout():

@@ -1,13 +1,27 @@
-"""Gradient checking: autograd against central finite differences, in float64."""
+"""Gradient checking: autograd against central finite differences, in float64.
+
+The check always runs in float64: inputs of any floating dtype are copied to float64 first, so
+the default tolerances are float64's. With eps = 1e-6 the central difference is exact to about
+1e-10 for smooth functions of moderate curvature, so atol = 1e-5 and rtol = 1e-3 leave a wide
+margin and still catch a wrong factor or a wrong element. (Were one to check in float32, the
+rounding of f itself, about 1e-7 relative, divided by eps would call for eps near 1e-3 and
+tolerances near 1e-2.)
+"""
 from dataclasses import dataclass
 
 import numpy as np
 
-from .tensor import Tensor, enable_grad, grad, no_grad
+from .tensor import Tensor, enable_grad, get_rng, grad, no_grad
 
 
 class GradcheckError(AssertionError):
-    """Autograd and finite differences disagree; the message names the input and element."""
+    """Autograd and finite differences disagree; the message names the input, the output
+    element and the input element, with both values."""
+
+
+class NotDifferentiableError(GradcheckError):
+    """f has a kink at the element checked (relu or abs at 0, a max tie, a clip bound): its
+    left and right differences disagree, so no gradient can match there."""
 
 
 def _float64_copies(inputs, requires_grad=None):
@@ -23,69 +37,168 @@ def _float64_copies(inputs, requires_grad=None):
     return copies
 
 
-def _scalar_output(f, inputs):
-    out = f(*inputs)
-    out = out if isinstance(out, Tensor) else Tensor(out, dtype=np.float64)
-    if out.size != 1:
-        raise ValueError(f"gradcheck: f must return a scalar, got shape {out.shape}")
-    return out
+def _replaying(f):
+    """f, with the random generators (the library's and NumPy's global one) put back before
+    every call: an f that draws random numbers, such as Dropout in training mode, sees the
+    same draws at every evaluation, so its finite differences are differences of one function."""
+    state, legacy = get_rng().bit_generator.state, np.random.get_state()
+
+    def call(*xs):
+        get_rng().bit_generator.state = state
+        np.random.set_state(legacy)
+        out = f(*xs)
+        return out if isinstance(out, Tensor) else Tensor(out, dtype=np.float64)
+    return call
+
+
+def _perturbed(f, copies, t, index, delta):
+    """f's output data with element `index` of input tensor t moved by delta."""
+    original = t.data[index]
+    t.data[index] = original + delta
+    try:
+        with no_grad():
+            return np.array(f(*copies).data, dtype=np.float64)
+    finally:
+        t.data[index] = original
 
 
 def numerical_grad(f, inputs, eps=1e-6):
     """Central differences (f(x+eps) - f(x-eps)) / 2eps of scalar f(*inputs) with respect to
-    every element of every floating-point input, computed in float64. Returns one array per
-    input (None for integer inputs such as indices)."""
+    every element of every floating-point input (any memory layout), computed in float64.
+    Returns one array per input (None for integer inputs such as indices)."""
+    f = _replaying(f)
     copies = _float64_copies(inputs)
-    grads = []
-    with no_grad():
-        for t in copies:
-            if t.dtype.kind != "f":
-                grads.append(None)
-                continue
-            g = np.empty(t.shape)
-            for i in np.ndindex(t.shape):        # the array's own index: any memory layout
-                original = t.data[i]
-                t.data[i] = original + eps
-                f_plus = float(_scalar_output(f, copies).data)
-                t.data[i] = original - eps
-                f_minus = float(_scalar_output(f, copies).data)
-                t.data[i] = original
-                g[i] = (f_plus - f_minus) / (2 * eps)
-            grads.append(g)
-    return grads
+    first = f(*copies)
+    if first.size != 1:
+        raise ValueError(f"numerical_grad: f must return one element, got shape {first.shape}")
+    return [None if t.dtype.kind != "f" else _numerical_jacobian(f, copies, t, eps)
+            .reshape(t.shape) for t in copies]
 
 
-def gradcheck(f, inputs, eps=1e-6, atol=1e-5, rtol=1e-3):
-    """Compare autograd's gradient of scalar f(*inputs) with numerical_grad, in float64, for
-    every input that requires grad (every floating-point input if none does).
+def _numerical_jacobian(f, copies, t, eps, centre=None):
+    """(output size, *t.shape): d output / d t by central differences, element by element.
+    With `centre` (f's output at the unperturbed inputs) also the largest jump between the
+    left and the right one-sided differences, per element: 0 where f is smooth."""
+    size = f(*copies).size if centre is None else centre.size
+    jac, jump = np.empty((size,) + t.shape), np.zeros(t.shape)
+    for index in np.ndindex(t.shape):        # the array's own index: any memory layout
+        plus = _perturbed(f, copies, t, index, eps).reshape(-1)
+        minus = _perturbed(f, copies, t, index, -eps).reshape(-1)
+        jac[(slice(None),) + index] = (plus - minus) / (2 * eps)
+        if centre is not None:
+            left, right = (centre - minus) / eps, (plus - centre) / eps
+            # smooth: left and right differ by about eps * f''; at a kink by the slope's jump
+            excess = np.abs(left - right) - 1e3 * eps * (1 + np.abs(left) + np.abs(right))
+            jump[index] = max(float(excess.max(initial=0.0)), 0.0)
+    return (jac, jump) if centre is not None else jac
 
-    Returns True, or raises GradcheckError naming the input, the worst element, both values
-    and the absolute and relative error. Elementwise the test is |a - n| <= atol + rtol*|n|.
+
+def _analytical_jacobian(out, wanted):
+    """[(output size, *x.shape)] for each wanted input, one backward per output element."""
+    jacs = [np.zeros((out.size,) + x.shape) for x in wanted]
+    if not out.requires_grad:
+        return jacs                                     # f does not depend on its inputs
+    for k in range(out.size):
+        seed = np.zeros(out.size)
+        seed[k] = 1
+        gs = grad(out, wanted, grad_outputs=seed.reshape(out.shape), retain_graph=True,
+                  allow_unused=True)
+        for jac, g in zip(jacs, gs):
+            if g is not None:
+                jac[k] = g.data
+    return jacs
+
+
+def _kink(f, copies, t, index, eps):
+    """(output element, left derivative, right derivative) where the one-sided differences at
+    input element `index` disagree most."""
+    centre = _perturbed(f, copies, t, index, 0.0).reshape(-1)
+    left = (centre - _perturbed(f, copies, t, index, -eps).reshape(-1)) / eps
+    right = (_perturbed(f, copies, t, index, eps).reshape(-1) - centre) / eps
+    k = int(np.argmax(np.abs(left - right)))
+    return k, left[k], right[k]
+
+
+def gradcheck(f, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, fast_mode=False, seed=0):
+    """Compare autograd's derivatives of f(*inputs) with central finite differences, in
+    float64, for every input that requires grad (every floating-point input if none does).
+
+    f may return any shape: every output element is checked against every input element (the
+    full Jacobian, one backward per output element), or with fast_mode one random projection
+    v.J.u per input (u and v drawn from `seed`), at the cost of one backward and two
+    evaluations of f whatever the sizes. Elementwise the test is |a - n| <= atol + rtol*|n|.
+    f that draws random numbers (Dropout in training mode) is evaluated with the same draws
+    every time. Returns True, or raises GradcheckError naming the input, the input element,
+    the output element and both values; NotDifferentiableError where f has a kink at the
+    element (left and right differences disagree: relu or abs at 0, a max tie, a clip bound).
     """
+    f = _replaying(f)
     floats = [isinstance(t, Tensor) and t.dtype.kind == "f" for t in inputs]
-    checked = [f_ and t.requires_grad for f_, t in zip(floats, inputs)]
+    checked = [fl and t.requires_grad for fl, t in zip(floats, inputs)]
     if not any(checked):
         checked = floats
     copies = _float64_copies(inputs, requires_grad=checked)
-    out = _scalar_output(f, copies)
-    if out.requires_grad:
-        out.backward()
-    numeric = numerical_grad(f, copies, eps)
-    for i, (copy, want) in enumerate(zip(copies, checked)):
-        if not want:
+    wanted = [(i, t) for i, (t, want) in enumerate(zip(copies, checked)) if want]
+    out = f(*copies)
+    if fast_mode:
+        _check_projections(f, copies, out, wanted, eps, atol, rtol, seed)
+        return True
+    analytic = _analytical_jacobian(out, [t for _, t in wanted])
+    centre = np.array(out.data, dtype=np.float64).reshape(-1)
+    for (i, t), a in zip(wanted, analytic):
+        n, jump = _numerical_jacobian(f, copies, t, eps, centre)
+        where = f"input {i} (shape {t.shape})"
+
+        def output_element(k):
+            return "" if out.size == 1 else \
+                f" for output element {tuple(int(e) for e in np.unravel_index(k, out.shape))}"
+        if jump.size and jump.max() > 0:
+            element = tuple(int(e) for e in np.unravel_index(np.argmax(jump), jump.shape))
+            k, left, right = _kink(f, copies, t, element, eps)
+            raise NotDifferentiableError(
+                f"gradcheck: f is not differentiable at element {element} of {where}"
+                f"{output_element(k)}: left derivative {left:.6g}, right derivative "
+                f"{right:.6g} (a kink: relu or abs at 0, a max tie, a clip bound); check away "
+                f"from it")
+        excess = np.abs(a - n) - (atol + rtol * np.abs(n))
+        if not excess.size or (np.nanmax(excess) <= 0 and not np.isnan(excess).any()):
             continue
-        analytic = copy.grad if copy.grad is not None else np.zeros_like(copy.data)
-        excess = np.abs(analytic - numeric[i]) - (atol + rtol * np.abs(numeric[i]))
-        if excess.size and (np.nanmax(excess) > 0 or np.isnan(excess).any()):
-            worst = tuple(int(k) for k in np.unravel_index(
-                np.nanargmax(np.where(np.isnan(excess), np.inf, excess)), excess.shape))
-            a, n = analytic[worst], numeric[i][worst]
-            note = " (autograd gave no gradient)" if copy.grad is None else ""
-            raise GradcheckError(
-                f"gradcheck: input {i} (shape {copy.shape}) disagrees at element {worst}: "
-                f"autograd {a:.10g} vs finite differences {n:.10g}, abs error {abs(a - n):.3g}, "
-                f"rel error {abs(a - n) / max(abs(n), 1e-300):.3g}{note}")
+        k, *element = np.unravel_index(np.nanargmax(np.where(np.isnan(excess), np.inf, excess)),
+                                       excess.shape)
+        element = tuple(int(e) for e in element)
+        av, nv = a[(k,) + element], n[(k,) + element]
+        note = " (autograd gave no gradient)" if not out.requires_grad else ""
+        raise GradcheckError(
+            f"gradcheck: {where} disagrees at element {element}{output_element(k)}: autograd "
+            f"{av:.10g} vs finite differences {nv:.10g}, abs error {abs(av - nv):.3g}, rel "
+            f"error {abs(av - nv) / max(abs(nv), 1e-300):.3g}{note}")
     return True
+
+
+def _check_projections(f, copies, out, wanted, eps, atol, rtol, seed):
+    """fast_mode: for each input, v.J.u by autograd (one backward) against the directional
+    difference (v.f(x + eps u) - v.f(x - eps u)) / 2eps."""
+    rng = np.random.default_rng(seed)
+    v = rng.normal(size=out.shape)
+    gs = grad(out, [t for _, t in wanted], grad_outputs=v, retain_graph=True,
+              allow_unused=True) if out.requires_grad else [None] * len(wanted)
+    for (i, t), g in zip(wanted, gs):
+        u = rng.normal(size=t.shape)
+        analytic = 0.0 if g is None else float((g.data * u).sum())
+        original = t.data.copy()
+        values = []
+        for sign in (1, -1):
+            t.data[...] = original + sign * eps * u
+            with no_grad():
+                values.append(float((f(*copies).data * v).sum()))
+        t.data[...] = original
+        numeric = (values[0] - values[1]) / (2 * eps)
+        if abs(analytic - numeric) > atol + rtol * abs(numeric):
+            raise GradcheckError(
+                f"gradcheck (fast mode): input {i} (shape {t.shape}): the random projection "
+                f"v.J.u is {analytic:.10g} by autograd and {numeric:.10g} by finite "
+                f"differences (abs error {abs(analytic - numeric):.3g}); run without fast_mode "
+                f"to find the element")
 
 
 def gradgradcheck(f, inputs, grad_outputs=None, eps=1e-6, atol=1e-5, rtol=1e-3, seed=0):

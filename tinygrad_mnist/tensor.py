@@ -712,6 +712,10 @@ class Tensor:
     def __rmatmul__(self, other):
         return Tensor._matmul(self._operand(other), self)
 
+    def dot(self, other):
+        """ndarray.dot: the matrix product for 1-d and 2-d operands (W.dot(X) in NumPy code)."""
+        return np.dot(self, other)
+
     @staticmethod
     def _matmul(a, b):
         if a.ndim == 0 or b.ndim == 0:

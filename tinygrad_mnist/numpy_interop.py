@@ -70,6 +70,13 @@ def _as_tensor(value, like=None):
     return like._operand(value) if like is not None else Tensor(value)
 
 
+def _average(a, axis=None, weights=None, returned=False, *, keepdims=False):
+    if weights is not None or returned:
+        raise TypeError("np.average with weights= or returned= has no Tensor rule; use "
+                        "(t * w).sum() / w.sum()")
+    return _as_tensor(a).mean(axis=axis, keepdims=keepdims)
+
+
 def _reshape(a, shape=None, order="C", *, newshape=None, copy=None):
     if order != "C" or copy:
         raise TypeError("np.reshape: only order='C' without copy has a Tensor rule")
@@ -127,7 +134,8 @@ def _squeeze(a, axis=None):
 
 
 FUNCTIONS = {
-    np.sum: _reduction("sum"), np.mean: _reduction("mean"), np.max: _reduction("max"),
+    np.sum: _reduction("sum"), np.mean: _reduction("mean"), np.average: _average,
+    np.max: _reduction("max"),
     np.amax: _reduction("max"), np.min: _reduction("min"), np.amin: _reduction("min"),
     np.dot: _dot, np.transpose: _transpose, np.reshape: _reshape,
     np.concatenate: _joined("concat"), np.stack: _joined("stack"), np.clip: _clip,

@@ -136,14 +136,14 @@ def write_gallery(directory):
     save("mlp_gradients.svg", loss, names={"images": x})
     save("mlp_collapsed.svg", loss, names={"images": x}, collapse_modules=True)
 
-    labels = np.array([3, 1, 4, 1])
+    labels = np.arange(10)                          # every class: 002's one_hot needs them all
     onehot = np.eye(10)[labels].T                   # the notebooks' (10, m) one-hot targets
     for name, nb in reference.NOTEBOOKS.items():
         params = {k: Tensor(v, requires_grad=True) for k, v in nb.params(rng).items()}
-        x = Tensor(rng.random((4, 784)))
+        x = Tensor(rng.random((10, 784)))
         loss = nb.loss(params, x, labels)
         loss.backward(retain_graph=True)
-        names = {**params, "X (4 images)": x}
+        names = {**params, "X (10 images)": x}
         for node in _topo_order(loss, constants=True):
             if node._ctx is None and np.array_equal(node.data, onehot):
                 names["one-hot Y"] = node          # made inside the loss from the labels

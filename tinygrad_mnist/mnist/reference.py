@@ -1,9 +1,10 @@
 """Hand-derived backpropagation: a correct general one for dense MLPs, and the five reference
-notebooks' formulas transcribed as written (bugs included), each checked against autograd.
+notebooks' own code (notebook_code/, copied as written, bugs included), checked against autograd.
 
-Every notebook entry gives: parameters in the notebook's own layout, its forward pass as
-autograd code, the loss it minimizes, and its backward pass as plain NumPy exactly as the
-notebook wrote it. `check_notebook(name)` runs gradcheck.compare_manual on them.
+Every notebook entry gives: parameters in the notebook's own layout; the loss, computed by the
+notebook's own forward code running on Tensors (NumPy's functions record the graph), so autograd
+differentiates the notebook itself; and the notebook's own backward code, on arrays.
+`check_notebook(name)` runs gradcheck.compare_manual on them.
 """
 from dataclasses import dataclass, field
 
@@ -11,6 +12,7 @@ import numpy as np
 
 from ..gradcheck import compare_manual
 from ..tensor import Tensor
+from .notebook_code import nb000, nb001, nb002, nb003, nb004
 
 # ---------------------------------------------------------------- the correct general version
 
@@ -60,11 +62,7 @@ def mlp_backprop(weights, biases, x, labels, activation="relu"):
     return grads_w, grads_b
 
 
-# ---------------------------------------------------------------- the notebooks, as written
-
-def _sigmoid(z):
-    return 1 / (1 + np.exp(-z))
-
+# ---------------------------------------------------------------- the notebooks' own code
 
 def _onehot_columns(labels, n=10):
     return np.eye(n)[labels].T                     # (10, m), as pd.get_dummies(...).values.T
@@ -75,49 +73,41 @@ class Notebook:
     name: str
     network: str
     loss_name: str
-    params: callable          # rng, x -> {name: array} in the notebook's layout
-    loss: callable            # (params as Tensors, x, labels) -> scalar Tensor
+    params: callable          # rng -> {name: array} in the notebook's layout
+    loss: callable            # (params as Tensors, x, labels) -> scalar Tensor, by its forward
     manual: callable          # (params as arrays, x, labels) -> {name: gradient as applied}
     alternatives: dict = field(default_factory=dict)
     note: str = ""
 
 
+# 000: the notebook computes no loss; its forward's output against the squared error, and
+# against the binary cross-entropy that dZ2 = A2 - Y belongs to
 def _nb000_params(rng):
     return {"W1": rng.normal(size=(64, 784)) * 0.1, "b1": rng.normal(size=(64, 1)) * 0.1,
             "W2": rng.normal(size=(10, 64)) * 0.3, "b2": rng.normal(size=(10, 1)) * 0.1}
 
 
-def _nb000_forward(p, x):
-    a1 = (p["W1"] @ x.T + p["b1"]).sigmoid()       # Z1 = np.dot(W1, X.T) + b1
-    return (p["W2"] @ a1 + p["b2"]).sigmoid()       # A2 = sigmoid(np.dot(W2, A1) + b2)
+def _nb000_output(p, x):
+    return nb000.forward_propagation(x, p["W1"], p["b1"], p["W2"], p["b2"])["A2"]
 
 
 def _nb000_squared_error(p, x, labels):
-    diff = _nb000_forward(p, x) - _onehot_columns(labels)
-    return (diff * diff).sum() / (2 * len(x))
+    diff = _nb000_output(p, x) - _onehot_columns(labels)
+    return np.sum(diff * diff) / (2 * len(x))
 
 
 def _nb000_bce(p, x, labels):
-    a2, y = _nb000_forward(p, x), _onehot_columns(labels)
-    return -(y * a2.log() + (1 - y) * (1 - a2).log()).sum() / len(x)
+    a2, y = _nb000_output(p, x), _onehot_columns(labels)
+    return -np.sum(y * np.log(a2) + (1 - y) * np.log(1 - a2)) / len(x)
 
 
 def _nb000_manual(p, x, labels):
-    W1, b1, W2, b2 = p["W1"], p["b1"], p["W2"], p["b2"]
-    Y = _onehot_columns(labels)
-    Z1 = np.dot(W1, x.T) + b1
-    A1 = _sigmoid(Z1)
-    A2 = _sigmoid(np.dot(W2, A1) + b2)
-    m = x.shape[0]
-    dZ2 = A2 - Y
-    dW2 = (1 / m) * np.dot(dZ2, A1.T)
-    db2 = (1 / m) * np.sum(dZ2, axis=1, keepdims=True)
-    dZ1 = np.dot(W2.T, dZ2) * (A1 * (1 - A1))
-    dW1 = (1 / m) * np.dot(dZ1, x)
-    db1 = (1 / m) * np.sum(dZ1, axis=1, keepdims=True)
-    return {"W1": dW1, "b1": db1, "W2": dW2, "b2": db2}
+    cache = nb000.forward_propagation(x, p["W1"], p["b1"], p["W2"], p["b2"])
+    g = nb000.backward_propagation(x, _onehot_columns(labels), cache, p["W1"], p["W2"])
+    return {"W1": g["dW1"], "b1": g["db1"], "W2": g["dW2"], "b2": g["db2"]}
 
 
+# 001: its own layers and its own sparse categorical cross-entropy
 def _nb001_params(rng):
     return {"dense1.weights": rng.normal(size=(784, 128)) * 0.05,
             "dense1.biases": rng.normal(size=(1, 128)) * 0.1,
@@ -125,31 +115,39 @@ def _nb001_params(rng):
             "dense2.biases": rng.normal(size=(1, 10)) * 0.1}
 
 
+def _nb001_network(p):
+    dense1, dense2 = nb001.Layers_Dense.__new__(nb001.Layers_Dense), \
+        nb001.Layers_Dense.__new__(nb001.Layers_Dense)
+    dense1.weights, dense1.biases = p["dense1.weights"], p["dense1.biases"]
+    dense2.weights, dense2.biases = p["dense2.weights"], p["dense2.biases"]
+    return dense1, nb001.Relu(), dense2, nb001.Softmax()
+
+
+def _nb001_forward(p, x):
+    dense1, activation1, dense2, activation2 = _nb001_network(p)
+    dense1.forward(x)                                # the notebook's training loop, as written
+    activation1_output = activation1.forward(dense1.output)
+    dense2.forward(activation1_output)
+    return (dense1, activation1, dense2), activation2.forward(dense2.output)
+
+
 def _nb001_loss(p, x, labels):
-    from .. import nn
-    hidden = (x @ p["dense1.weights"] + p["dense1.biases"]).relu()
-    return nn.cross_entropy(hidden @ p["dense2.weights"] + p["dense2.biases"], labels)
+    return nb001.sparse_categorical_crossentropy(_nb001_forward(p, x)[1], labels)
 
 
 def _nb001_manual(p, x, labels):
-    out1 = np.dot(x, p["dense1.weights"]) + p["dense1.biases"]
-    act1 = np.maximum(0, out1)
-    out2 = np.dot(act1, p["dense2.weights"]) + p["dense2.biases"]
-    exp_values = np.exp(out2 - np.max(out2, axis=1, keepdims=True))
-    dvalues = exp_values / np.sum(exp_values, axis=1, keepdims=True)
+    (dense1, activation1, dense2), activation2_output = _nb001_forward(p, x)
+    dvalues = activation2_output
     dvalues[range(len(dvalues)), labels] -= 1
     dvalues = dvalues / len(dvalues)
-    dweights2 = np.dot(act1.T, dvalues)
-    dbiases2 = np.sum(dvalues, axis=0, keepdims=True)
-    dinputs = np.dot(dvalues, p["dense2.weights"].T)
-    dinputs = dinputs.copy()
-    dinputs[out1 <= 0] = 0                         # Relu.backward
-    dweights1 = np.dot(x.T, dinputs)
-    dbiases1 = np.sum(dinputs, axis=0, keepdims=True)
-    return {"dense1.weights": dweights1, "dense1.biases": dbiases1,
-            "dense2.weights": dweights2, "dense2.biases": dbiases2}
+    dinputs = dense2.backward(dvalues, 0.0)          # learning_rate 0: read, do not update
+    dinputs = activation1.backward(dinputs)
+    dense1.backward(dinputs, 0.0)
+    return {"dense1.weights": dense1.dweights, "dense1.biases": dense1.dbiases,
+            "dense2.weights": dense2.dweights, "dense2.biases": dense2.dbiases}
 
 
+# 002: no loss in the notebook; the mean cross-entropy that dZ3 = A3 - one_hot_Y belongs to
 def _nb002_params(rng):
     return {"W1": rng.normal(size=(10, 784)) * np.sqrt(1 / 784),
             "b1": rng.normal(size=(10, 1)) * np.sqrt(1 / 10),
@@ -159,103 +157,62 @@ def _nb002_params(rng):
             "b3": rng.normal(size=(10, 1)) * np.sqrt(1 / 784)}
 
 
+_NB002 = ("W1", "b1", "W2", "b2", "W3", "b3")
+
+
 def _nb002_loss(p, x, labels):
-    X = x.T                                         # the notebook keeps samples in columns
-    A1 = (p["W1"] @ X + p["b1"]).relu()
-    A2 = (p["W2"] @ A1 + p["b2"]).relu()
-    log_probs = (p["W3"] @ A2 + p["b3"]).log_softmax(axis=0)
-    return -log_probs[labels, np.arange(len(labels))].mean()
+    A3 = nb002.forward_prop(*(p[k] for k in _NB002), x.T)[-1]    # samples in columns
+    return -np.mean(np.sum(nb002.one_hot(labels) * np.log(A3), axis=0))
 
 
 def _nb002_manual(p, x, labels):
-    W1, b1, W2, b2, W3, b3 = (p[k] for k in ("W1", "b1", "W2", "b2", "W3", "b3"))
-    X, Y = x.T, labels
-    Z1 = W1.dot(X) + b1
-    A1 = np.maximum(Z1, 0)
-    Z2 = W2.dot(A1) + b2
-    A2 = np.maximum(Z2, 0)
-    Z3 = W3.dot(A2) + b3
-    A3 = np.exp(Z3) / sum(np.exp(Z3))
-    m = Y.size
-    one_hot_Y = np.zeros((Y.size, Y.max() + 1))
-    one_hot_Y[np.arange(Y.size), Y] = 1
-    one_hot_Y = one_hot_Y.T
-    dZ3 = A3 - one_hot_Y
-    dW3 = 1 / m * dZ3.dot(A2.T)
-    db3 = 1 / m * np.sum(dZ3)
-    dZ2 = W3.T.dot(dZ3) * (Z2 > 0)
-    dW2 = 1 / m * dZ2.dot(A1.T)
-    db2 = 1 / m * np.sum(dZ2)
-    dZ1 = W2.T.dot(dZ2) * (Z1 > 0)
-    dW1 = 1 / m * dZ1.dot(X.T)
-    db1 = 1 / m * np.sum(dZ1)
-    return {"W1": dW1, "b1": db1, "W2": dW2, "b2": db2, "W3": dW3, "b3": db3}
+    X = x.T
+    Z1, A1, Z2, A2, Z3, A3 = nb002.forward_prop(*(p[k] for k in _NB002), X)
+    grads = nb002.back_prop(Z1, A1, Z2, A2, Z3, A3, p["W1"], p["W2"], p["W3"], X, labels)
+    return dict(zip(("W1", "b1", "W2", "b2", "W3", "b3"), grads))
 
 
-NB003_M = 60000          # the notebook's global m, used inside every minibatch update
-
-
+# 003: its own cross-entropy, the batch average it prints
 def _nb003_params(rng):
     return {"w1": rng.normal(size=(784, 64)) * 0.1, "b1": rng.normal(size=64) * 0.1,
             "w2": rng.normal(size=(64, 10)) * 0.3, "b2": rng.normal(size=10) * 0.1}
 
 
 def _nb003_loss(p, x, labels):
-    from .. import nn
-    s1 = (x @ p["w1"] + p["b1"]).sigmoid()
-    return nn.cross_entropy(s1 @ p["w2"] + p["b2"], labels)   # the batch average it prints
+    return nb003.forward(x, np.eye(10)[labels], p["w1"], p["b1"], p["w2"], p["b2"],
+                         softmax=nb003.softmax_vectorized)[-1]
 
 
 def _nb003_manual(p, x, labels):
-    w1, b1, w2, b2 = p["w1"], p["b1"], p["w2"], p["b2"]
-    y = np.eye(10)[labels]
-    z1 = np.dot(x, w1) + b1
-    s1 = _sigmoid(z1)
-    z2 = np.dot(s1, w2) + b2
-    e = np.exp(z2)
-    y_hat = e / e.sum(axis=1, keepdims=True)
-    d_z2 = y_hat - y
-    d_w2 = s1.T.dot(d_z2)
-    d_b2 = np.sum(d_z2, axis=0)
-    d_s1 = _sigmoid(z1) * (1 - _sigmoid(z1)) * d_z2.dot(w2.T)
-    d_w1 = x.T.dot(d_s1)
-    d_b1 = np.sum(d_w1, axis=0)
-    m = NB003_M
-    # the update is w -= learning_rate * (d_w / m): the gradient it applies is d_w / m
-    return {"w1": d_w1 / m, "b1": d_b1 / m, "w2": d_w2 / m, "b2": d_b2 / m}
+    d_w1, d_b1, d_w2, d_b2 = nb003.backward(x, np.eye(10)[labels], p["w1"], p["b1"], p["w2"],
+                                            p["b2"])
+    return {"w1": d_w1, "b1": d_b1, "w2": d_w2, "b2": d_b2}
 
 
+# 004: its own class, its own cross_entropy_loss
 def _nb004_params(rng):
     return {"W1": rng.normal(size=(128, 784)) * 0.05, "b1": rng.normal(size=(128, 1)) * 0.1,
             "W2": rng.normal(size=(10, 128)) * 0.2, "b2": rng.normal(size=(10, 1)) * 0.1}
 
 
+def _nb004_model(p):
+    model = nb004.NN.__new__(nb004.NN)                # its __init__ draws its own weights
+    model.output_size = 10
+    model.W1, model.b1, model.W2, model.b2 = p["W1"], p["b1"], p["W2"], p["b2"]
+    return model
+
+
 def _nb004_loss(p, x, labels):
-    A0 = x.T                # X passed as (784, m): the notebook's call passed (m, 784) and failed
-    A1 = (p["W1"] @ A0 + p["b1"]).relu()
-    log_probs = (p["W2"] @ A1 + p["b2"]).log_softmax(axis=0)
-    return -log_probs[labels, np.arange(len(labels))].sum() / len(labels)
+    model, X = _nb004_model(p), x.T                  # X as (784, m): see nb004's docstring
+    model.forward_propagation(X)
+    return model.cross_entropy_loss(X, labels)
 
 
 def _nb004_manual(p, x, labels):
-    W1, b1, W2, b2 = p["W1"], p["b1"], p["W2"], p["b2"]
-    X = x.T
-    A0 = X
-    Z1 = np.dot(W1, A0) + b1
-    A1 = np.maximum(0, Z1)
-    Z2 = np.dot(W2, A1) + b2
-    expZ = np.exp(Z2 - np.max(Z2, axis=0, keepdims=True))
-    A2 = expZ / expZ.sum(axis=0, keepdims=True)
-    m = X.shape[1]
-    one_hot_y = np.eye(10)[labels.reshape(-1)].T
-    dZ2 = A2 - one_hot_y
-    dW2 = np.dot(dZ2, A1.T) / m
-    db2 = np.sum(dZ2, axis=1, keepdims=True) / m
-    dA1 = np.dot(W2.T, dZ2)
-    dZ1 = dA1 * (Z1 > 0)
-    dW1 = np.dot(dZ1, A0.T) / m
-    db1 = np.sum(dZ1, axis=1, keepdims=True) / m
-    return {"W1": dW1, "b1": db1, "W2": dW2, "b2": db2}
+    model, X = _nb004_model(p), x.T
+    model.forward_propagation(X)
+    model.backward_propagation(X, labels)
+    return {"W1": model.dW1, "b1": model.db1, "W2": model.dW2, "b2": model.db2}
 
 
 NOTEBOOKS = {

@@ -315,3 +315,12 @@ def test_confusion_colours_show_the_mistakes():
     colour_scaled = fig.axes[0].images[-1]
     assert colour_scaled.get_clim() == (0, 7)             # the scale ends at the worst mistake
     assert colour_scaled.get_array().mask.diagonal().all()
+
+
+def test_train_profile_prints_the_table_of_the_training_steps(tmp_path, mnist_dir):
+    result = run("train", "--data-dir", mnist_dir, *SMALL, "--profile", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    table = result.stdout.split("profile of the training steps", 1)[1]
+    for row in ("linear", "relu", "dropout", "cross_entropy", "(engine bookkeeping)"):
+        assert row in table
+    assert "5 steps:" in table and "µs engine bookkeeping" in table       # 600 images / 128

@@ -104,6 +104,9 @@ def _add_train(sub):
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--detect-anomaly", action="store_true",
                    help="stop at the first op producing NaN or inf, naming it and its line")
+    p.add_argument("--profile", action="store_true",
+                   help="time every op's forward and backward in the training steps and print "
+                        "the table (calls, ms, share of the step) at the end")
 
 
 def _cmd_train(args):
@@ -112,8 +115,13 @@ def _cmd_train(args):
     from .train import Config, train
     fields = Config.__dataclass_fields__
     config = Config(**{k: v for k, v in vars(args).items() if k in fields})
+    from ..profiler import Profile
+    profiler = Profile() if args.profile else None
     with detect_anomaly() if args.detect_anomaly else nullcontext():
-        train(config, progress=not args.quiet)
+        train(config, progress=not args.quiet, profiler=profiler)
+    if profiler is not None:
+        print("profile of the training steps (tinygrad-mnist train --profile):")
+        print(profiler)
     return 0
 
 

@@ -1,4 +1,5 @@
 """Training an MLP on MNIST or Fashion-MNIST: the loop, checkpoints, metrics and reports."""
+import contextlib
 import json
 import math
 import os
@@ -10,6 +11,7 @@ import numpy as np
 
 from .. import nn, optim
 from . import data
+from ..profiler import profile
 from ..tensor import Tensor, manual_seed, no_grad
 
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "rmsprop", "adam", "adamw")
@@ -239,9 +241,10 @@ def evaluate(model, inputs, labels):
     return loss, float((logits.argmax(axis=1) == labels).mean())
 
 
-def train(config, log=print, progress=True):
+def train(config, log=print, progress=True, profiler=None):
     """Train, checkpointing after every epoch; write metrics, plots and model.npz to
-    config.out. Returns the metrics dict."""
+    config.out. Returns the metrics dict. With `profiler` (a profiler.Profile), the training
+    steps, and only they, are profiled into it."""
     ds = data.load(config.dataset, config.data_dir, progress=progress)
     train_images, train_labels = ds.train_images, ds.train_labels.astype(np.int64)
     test_images, test_labels = ds.test_images, ds.test_labels.astype(np.int64)
@@ -263,8 +266,11 @@ def train(config, log=print, progress=True):
     saved = start_epoch - 1
     try:
         for epoch in range(start_epoch, config.epochs + 1):
-            loss, train_accuracy, seconds = train_epoch(model, optimizer, config, epoch,
-                                                        train_data, progress)
+            with profile(into=profiler) if profiler is not None else contextlib.nullcontext():
+                loss, train_accuracy, seconds = train_epoch(model, optimizer, config, epoch,
+                                                            train_data, progress)
+            if profiler is not None:
+                profiler.steps += math.ceil(len(train_data) / config.batch_size)
             elapsed += seconds
             test_loss, test_accuracy = evaluate(model, x_test, test_labels)
             history.append({"epoch": epoch, "train_loss": loss,

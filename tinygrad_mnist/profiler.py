@@ -60,7 +60,8 @@ class Profile:
                          f"{backward * 1e3:>13.3f}{share:>8.1%}")
         lines.append(f"{'total':<24}{'':>8}{self.wall * 1e3:>12.3f}{'':>13}{'100.0%':>8}")
         if self.steps:
-            lines.append(f"{self.steps} steps: {self.wall / self.steps * 1e3:.3f} ms a step, of "
+            lines.append(f"{self.steps} step{'s' if self.steps != 1 else ''}: "
+                         f"{self.wall / self.steps * 1e3:.3f} ms a step, of "
                          f"which {self.bookkeeping / self.steps * 1e6:.1f} µs engine bookkeeping")
         return "\n".join(lines)
 

@@ -151,7 +151,8 @@ def draw_graph(tensor, path=None, format="svg", collapse_modules=False, names=No
     """The graph that produced `tensor` as a graphviz Digraph: a node per tensor (shape, dtype,
     value and grad for scalars, norms for larger tensors) and per op; parameters, inputs and
     the output in their own colours; ops grouped in a labelled box per nn.Module call. With
-    collapse_modules, each module holding parameters is drawn as one node. `names` maps
+    collapse_modules=True, each module holding parameters is drawn as one node (given a
+    collection of modules, only those). `names` maps
     labels to tensors. With `path`, the rendered file is written there too.
 
     Draw before backward(), or after backward(retain_graph=True) to see gradients: by default
@@ -165,6 +166,11 @@ def draw_graph(tensor, path=None, format="svg", collapse_modules=False, names=No
     nodes = _topo_order(tensor, constants=True)
     index = {id(n): i for i, n in enumerate(nodes)}
     labels = _parameter_names(nodes, names)
+    chosen = collapse_modules if not isinstance(collapse_modules, bool) else ()
+
+    def collapsed_here(module):
+        return _owns_parameters(module) and (collapse_modules is True or
+                                             any(module is m for m in chosen))
     first_user = {}
     for n in nodes:
         for p in n._parents:
@@ -192,7 +198,7 @@ def draw_graph(tensor, path=None, format="svg", collapse_modules=False, names=No
         for k in range(1, len(path_) + 1):          # every enclosing box, first seen first
             if path_[:k] not in paths:
                 paths.append(path_[:k])
-        if collapse_modules and path_ and _owns_parameters(path_[-1]):
+        if path_ and collapsed_here(path_[-1]):
             collapsed[id(n)] = f"m{paths.index(path_)}"
 
     def node_id(n):
@@ -219,7 +225,7 @@ def draw_graph(tensor, path=None, format="svg", collapse_modules=False, names=No
                 emit(target, n)
         for child in (p for p in paths if len(p) == len(path_) + 1 and p[:-1] == path_):
             k = paths.index(child)
-            if collapse_modules and _owns_parameters(child[-1]):
+            if collapsed_here(child[-1]):
                 outputs = [n for n in members.get(child, []) if n._ctx is not None]
                 shape = f"\\n{outputs[-1].shape}" if outputs else ""
                 target.node(f"m{k}", f"{_wrap(repr(child[-1]))}{shape}", shape="box3d",
@@ -245,6 +251,14 @@ def draw_graph(tensor, path=None, format="svg", collapse_modules=False, names=No
                     continue
                 seen_edges.add((tail, head))
             graph.edge(tail, head)
+    graph.module_paths = paths            # cluster_k and m{k} are the module paths[k][-1]
+    graph.node_paths = {index[id(n)]: placement(n) for n in nodes}
     if path is not None:
         write_file(with_extension(path, format), graph.render_bytes(format))
     return graph
+
+
+def explore(tensor, path, names=None, title=None):
+    """One self-contained HTML page of the graph with a backward stepper: see explorer.py."""
+    from .explorer import explore as write_page
+    return write_page(tensor, path, names=names, title=title)

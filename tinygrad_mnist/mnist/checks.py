@@ -77,9 +77,7 @@ def gradcheck_report(tolerance=1e-6):
 def _scalar_expression():
     a, b = Tensor(2.0, requires_grad=True), Tensor(-3.0, requires_grad=True)
     c, f = Tensor(10.0, requires_grad=True), Tensor(-2.0, requires_grad=True)
-    loss = (a * b + c) * f
-    loss.backward(retain_graph=True)
-    return loss, {"a": a, "b": b, "c": c, "f": f}
+    return (a * b + c) * f, {"a": a, "b": b, "c": c, "f": f}
 
 
 def _neuron():
@@ -88,7 +86,6 @@ def _neuron():
     w1, w2 = Tensor(-3.0, requires_grad=True), Tensor(1.0, requires_grad=True)
     b = Tensor(6.8813735870195432, requires_grad=True)
     o = (x1 * w1 + x2 * w2 + b).tanh()
-    o.backward(retain_graph=True)
     return o, {"x1": x1, "x2": x2, "w1": w1, "w2": w2, "b": b}
 
 
@@ -106,11 +103,13 @@ def _derivatives():
             ("derivative_2_d2f.svg", d2f, names)]
 
 
-def write_gallery(directory):
-    """Write the gallery's SVGs into directory; returns the file names."""
+def write_gallery(directory, html=False):
+    """Write the gallery's SVGs into directory, and with html the graph explorer's pages of
+    the scalar expression, the neuron, the MNIST MLP and the reference notebooks (each made
+    before backward, so its stepper reveals the gradients); returns the file names."""
     from .train import Config, make_model
     from ..tensor import _topo_order, manual_seed
-    from ..viz import draw_graph
+    from ..viz import draw_graph, explore
     os.makedirs(directory, exist_ok=True)
     written = []
 
@@ -118,10 +117,17 @@ def write_gallery(directory):
         draw_graph(tensor, os.path.join(directory, name), **kwargs)
         written.append(name)
 
-    loss, names = _scalar_expression()
-    save("scalar_expression.svg", loss, names=names)
-    o, names = _neuron()
-    save("neuron.svg", o, names=names)
+    def page(name, tensor, names, title):
+        if html:
+            explore(tensor, os.path.join(directory, name), names=names, title=title)
+            written.append(name)
+
+    for name, (out, names), title in (
+            ("scalar_expression", _scalar_expression(), "(a*b + c) * f"),
+            ("neuron", _neuron(), "micrograd's neuron: tanh(x1*w1 + x2*w2 + b)")):
+        page(f"{name}.html", out, names, title)
+        out.backward(retain_graph=True)
+        save(f"{name}.svg", out, names=names)
     for name, tensor, names in _derivatives():
         save(name, tensor, names=names)
 
@@ -132,6 +138,7 @@ def write_gallery(directory):
     x = Tensor(rng.normal(size=(config.batch_size, 784)).astype(np.float32))
     loss = nn.cross_entropy(model(x), rng.integers(0, 10, size=config.batch_size))
     save("mlp_forward.svg", loss, names={"images": x})
+    page("mlp.html", loss, {"images": x}, "The default MNIST MLP and its cross-entropy loss")
     loss.backward(retain_graph=True)
     save("mlp_gradients.svg", loss, names={"images": x})
     save("mlp_collapsed.svg", loss, names={"images": x}, collapse_modules=True)
@@ -142,10 +149,12 @@ def write_gallery(directory):
         params = {k: Tensor(v, requires_grad=True) for k, v in nb.params(rng).items()}
         x = Tensor(rng.random((10, 784)))
         loss = nb.loss(params, x, labels)
-        loss.backward(retain_graph=True)
         names = {**params, "X (10 images)": x}
         for node in _topo_order(loss, constants=True):
             if node._ctx is None and np.array_equal(node.data, onehot):
                 names["one-hot Y"] = node          # made inside the loss from the labels
+        page(f"reference_{name}.html", loss, names,
+             f"Reference notebook {name}: {nb.network}, its own forward code")
+        loss.backward(retain_graph=True)
         save(f"reference_{name}.svg", loss, names=names)
     return written

@@ -186,7 +186,7 @@ def _cmd_predict(args):
 
 def _cmd_graph(args):
     from .checks import write_gallery
-    for name in write_gallery(args.out):
+    for name in write_gallery(args.out, html=args.html):
         print(f"{args.out}/{name}")
     return 0
 
@@ -230,6 +230,9 @@ def build_parser():
     p = _parser(sub, "graph", "draw computation graphs as SVG (a scalar expression, a neuron, "
                               "the MNIST MLP, the reference notebooks' nets)")
     p.add_argument("--out", default="runs/graphs", help="directory for the SVG files")
+    p.add_argument("--html", action="store_true",
+                   help="also write the graph explorer's HTML pages (module boxes that "
+                        "collapse, node statistics, a backward stepper)")
     _parser(sub, "gradcheck", "check every op, the built-in models and the reference "
                               "notebooks' hand-derived gradients")
     p = _parser(sub, "ablate", "compare optimizers, regularizers, architectures and datasets; "

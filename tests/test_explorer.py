@@ -1,0 +1,116 @@
+"""The graph explorer in a real headless browser (Debian's chromium and chromedriver, which
+.ci/run installs): it makes no network request and logs no script error, module boxes collapse
+and expand, and stepping the backward pass to its end shows every leaf's .grad."""
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from tinygrad_mnist import Tensor, manual_seed, nn
+from tinygrad_mnist.viz import explore
+
+webdriver = pytest.importorskip("selenium.webdriver")
+from selenium.webdriver.common.by import By  # noqa: E402
+
+CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not (CHROMIUM and DRIVER):
+        pytest.fail("the explorer tests need Debian's chromium and chromium-driver "
+                    "(apt-get install chromium chromium-driver; .ci/run does it)")
+    options = webdriver.ChromeOptions()
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1400,1000"):
+        options.add_argument(arg)
+    options.binary_location = CHROMIUM
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})
+    driver = webdriver.Chrome(service=webdriver.ChromeService(DRIVER), options=options)
+    yield driver
+    driver.quit()
+
+
+def open_page(browser, path):
+    browser.get_log("performance")                       # forget earlier pages
+    browser.get(path.resolve().as_uri())
+    return browser
+
+
+def requests_and_errors(browser):
+    urls = []
+    for entry in browser.get_log("performance"):
+        message = json.loads(entry["message"])["message"]
+        if message["method"] == "Network.requestWillBeSent":
+            urls.append(message["params"]["request"]["url"])
+    errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+    return urls, errors
+
+
+def shown_leaf_gradients(browser):
+    rows = browser.find_elements(By.CSS_SELECTOR, "#leaf-grads tr[data-node]")
+    return {row.get_attribute("data-name"): json.loads(row.get_attribute("data-grad") or "null")
+            for row in rows}
+
+
+def scalar_graph():
+    a, b = Tensor(2.0, requires_grad=True), Tensor(-3.0, requires_grad=True)
+    c, f = Tensor(10.0, requires_grad=True), Tensor(-2.0, requires_grad=True)
+    return (a * b + c) * f * a, {"a": a, "b": b, "c": c, "f": f}        # a is used twice
+
+
+def test_stepping_a_scalar_graph_to_the_end_shows_each_leafs_grad(browser, tmp_path):
+    out, names = scalar_graph()
+    page = explore(out, tmp_path / "scalar", names=names)
+    open_page(browser, tmp_path / "scalar.html")
+    assert browser.find_element(By.ID, "step-label").text.startswith("step 0 of ")
+    browser.find_element(By.ID, "next").click()          # the last mul: one of a's two uses
+    info = browser.find_element(By.ID, "step-info").text
+    assert info.startswith("mul") and "to a: -8" in info and "contribution 1 of 2" in info
+    browser.find_element(By.ID, "last").click()
+    shown = shown_leaf_gradients(browser)
+    out.backward()
+    for name, t in names.items():
+        assert shown[name]["value"] == pytest.approx(float(t.grad), rel=1e-12), name
+    browser.find_element(By.ID, "first").click()                    # and back to the start
+    assert browser.find_element(By.ID, "step-label").text.startswith("step 0 of ")
+    urls, errors = requests_and_errors(browser)
+    assert errors == []
+    assert all(u.startswith(("file:", "data:", "about:")) for u in urls), urls
+    assert page.endswith("scalar.html")
+    browser.save_screenshot(str(tmp_path / "scalar.png"))
+
+
+def test_module_boxes_collapse_and_expand_and_the_mlp_steps_to_grad(browser, tmp_path):
+    manual_seed(0)
+    model = nn.MLP([12, 8, 6, 3], dropout=0.25)
+    x = Tensor(np.random.default_rng(0).normal(size=(5, 12)))
+    manual_seed(1)                                        # the dropout masks of this forward
+    loss = nn.cross_entropy(model(x), np.array([0, 1, 2, 1, 0]))
+    explore(loss, tmp_path / "mlp.html", names={"images": x})
+    open_page(browser, tmp_path / "mlp.html")
+
+    def titles():
+        return [g.find_element(By.TAG_NAME, "title").get_attribute("textContent")
+                for g in browser.find_elements(By.CSS_SELECTOR, "#graph g.node")]
+    assert not any(t.startswith("m") for t in titles())           # everything expanded
+    boxes = browser.find_elements(By.CSS_SELECTOR, "#graph g.cluster")
+    inner = [b for b in boxes if b.find_element(By.TAG_NAME, "text").text.startswith("Linear")]
+    inner[0].find_element(By.TAG_NAME, "text").click()             # collapse one Linear box
+    collapsed = [t for t in titles() if t.startswith("m")]
+    assert len(collapsed) == 1
+    module = next(g for g in browser.find_elements(By.CSS_SELECTOR, "#graph g.node")
+                  if g.find_element(By.TAG_NAME, "title").get_attribute("textContent")
+                  == collapsed[0])
+    module.find_element(By.TAG_NAME, "text").click()               # and expand it again
+    assert not any(t.startswith("m") for t in titles())
+
+    browser.find_element(By.ID, "last").click()
+    shown = shown_leaf_gradients(browser)
+    loss.backward()
+    for name, p in model.named_parameters():
+        assert shown[name]["norm"] == pytest.approx(float(np.linalg.norm(p.grad)), rel=1e-5)
+        assert shown[name]["mean"] == pytest.approx(float(p.grad.mean()), rel=1e-4, abs=1e-6)
+    urls, errors = requests_and_errors(browser)
+    assert errors == [] and all(u.startswith(("file:", "data:", "about:")) for u in urls)
+    browser.save_screenshot(str(tmp_path / "mlp.png"))

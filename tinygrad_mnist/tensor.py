@@ -1,5 +1,6 @@
 """Tensor: a NumPy array that records the operations that produced it, and backward()."""
 import contextlib
+import functools
 import gc
 import os
 import threading
@@ -431,9 +432,13 @@ def _backward_on_tensors(op, node, parents, gz):
 
 def _saved_names(op):
     """The attributes an op can have saved: its classes' __slots__, and its __dict__."""
-    names = [n for cls in type(op).__mro__ for n in cls.__dict__.get("__slots__", ())
-             if n not in ("__dict__", "__weakref__")]
-    return names + list(getattr(op, "__dict__", ()))
+    return _slot_names(type(op)) + list(getattr(op, "__dict__", ()))
+
+
+@functools.lru_cache(maxsize=None)
+def _slot_names(cls):
+    return [n for c in cls.__mro__ for n in c.__dict__.get("__slots__", ())
+            if n not in ("__dict__", "__weakref__")]
 
 
 def _keep_output(op, scalar, array):

@@ -109,9 +109,14 @@ def _cluster_path(node):
     return tuple(path)
 
 
+def _number(x):
+    """Four decimals, as micrograd draws them; a tiny number (an epsilon) in its own digits."""
+    return f"{x:.4f}" if x == 0 or abs(x) >= 1e-3 else f"{x:.3g}"
+
+
 def _summary(array):
     if array.ndim == 0:
-        return f"{array.item():.4f}"
+        return _number(array.item())
     return f"norm {np.linalg.norm(array.astype(np.float64)):.4g}"
 
 
@@ -120,8 +125,8 @@ def _tensor_label(t, name):
         name = "constant"                      # a number or array the expression used
     head = f"{_escape(name)} | " if name else ""
     if t.ndim == 0:
-        grad = f" | grad {t.grad.item():.4f}" if t.grad is not None else ""
-        return f"{{{head}data {t.data.item():.4f}{grad}}}"
+        grad = f" | grad {_number(t.grad.item())}" if t.grad is not None else ""
+        return f"{{{head}data {_number(t.data.item())}{grad}}}"
     grad = f" | grad {_summary(t.grad)}" if t.grad is not None else ""
     return f"{{{head}{t.shape} {t.dtype} | {_summary(t.data)}{grad}}}"
 

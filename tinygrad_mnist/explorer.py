@@ -70,7 +70,7 @@ def _page_data(tensor, names, title):
     for _, _, contributions in trace:
         for parent, _ in contributions:
             counts[id(parent)] = counts.get(id(parent), 0) + 1
-    received = {}
+    received, arrived = {}, {}          # gradient each node got; contributions counted
     for node, g, contributions in trace:
         received[id(node)] = g
         sent = []
@@ -79,8 +79,9 @@ def _page_data(tensor, names, title):
                 continue
             total = running.get(id(parent))
             running[id(parent)] = pg if total is None else total + pg
-            done = sum(1 for e in events for t in e["to"] if t["node"] == index[id(parent)])
-            sent.append({"node": index[id(parent)], "grad": _summary(pg), "k": done + 1,
+            arrived[id(parent)] = arrived.get(id(parent), 0) + 1
+            sent.append({"node": index[id(parent)], "grad": _summary(pg),
+                         "k": arrived[id(parent)],
                          "of": counts[id(parent)], "sum": _summary(running[id(parent)])})
         events.append({"node": index[id(node)], "op": None if node._ctx is None else
                        node._ctx.name, "grad": _summary(g), "to": sent})

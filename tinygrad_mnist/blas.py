@@ -13,6 +13,8 @@ count back. The process is never left on fewer threads than it had.
 """
 import threading
 
+import numpy as np
+
 TINY_MACS = 262_144       # below this OpenBLAS runs on one thread by itself: no switch needed
 SMALL_INNER = 16          # inner dimension at or below which one thread always wins
 MEDIUM_INNER = 32         # ... and up to which it wins for products of few multiply-adds
@@ -61,19 +63,20 @@ def _needs_switch(m, k, n):
     return m * k * n >= TINY_MACS and one_thread_is_faster(m, k, n)
 
 
-def matmul(a, b):
-    """a @ b, on one BLAS thread when the product's shape says that is faster."""
+def matmul(a, b, out=None):
+    """a @ b (into `out`, a preallocated buffer, when given), on one BLAS thread when the
+    product's shape says that is faster."""
     k = a.shape[-1]
     m = a.shape[-2] if a.ndim > 1 else 1
     n = b.shape[-1] if b.ndim > 1 else 1
     if not _needs_switch(m, k, n):
-        return a @ b
+        return a @ b if out is None else np.matmul(a, b, out=out)
     functions = _openblas_thread_functions()
     if not functions:
-        return a @ b
+        return a @ b if out is None else np.matmul(a, b, out=out)
     _enter_single(*functions)
     try:
-        return a @ b
+        return a @ b if out is None else np.matmul(a, b, out=out)
     finally:
         _leave_single(functions[1])
 

@@ -7,7 +7,7 @@ import zipfile
 import numpy as np
 
 from . import ops
-from .tensor import Tensor, get_rng, _grad_mode as _state
+from .tensor import Tensor, get_rng, _grad_mode as _state, replayable
 
 
 def _as_tensor(x):
@@ -45,6 +45,8 @@ class Module:
         # ops recorded inside forward remember the module calls they ran in (for drawings)
         outer = _state.modules
         _state.modules = outer + (self,)
+        if _state.recorder is not None:
+            _state.recorder.guard(self)      # a replay needs the same train/eval mode
         try:
             return self.forward(*args, **kwargs)
         finally:
@@ -102,6 +104,7 @@ class Module:
         return [v for _, v in self._members() if isinstance(v, Tensor) and v.requires_grad
                 and v._ctx is None]
 
+    @replayable
     def zero_grad(self):
         for p in self.parameters():
             p.grad = None
@@ -242,9 +245,7 @@ class Dropout(Module):
         x = _as_tensor(x)
         if not self.training or self.p == 0.0:
             return x
-        keep = (get_rng().random(x.shape, dtype=np.float32) >= self.p)
-        keep = keep.astype(x.dtype) * x.dtype.type(1.0 / (1.0 - self.p))
-        return ops.DropoutMask.apply(x, keep=keep)
+        return ops.Dropout.apply(x, p=self.p)
 
     def __repr__(self):
         return f"Dropout(p={self.p})"

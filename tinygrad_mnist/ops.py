@@ -642,3 +642,14 @@ class DropoutMask(Op):
 
     def backward(self, gz):
         return (gz * self.keep,)
+
+
+class Dropout(DropoutMask):
+    """z = x * mask / (1 - p), the mask drawn here from the generator manual_seed sets: drawn
+    inside the op, a jit replay draws a new mask every step, as eager execution does."""
+    __slots__ = ()
+    name = "dropout"
+
+    def forward(self, x, p):
+        keep = _engine.get_rng().random(x.shape, dtype=np.float32) >= p
+        return super().forward(x, keep.astype(x.dtype) * x.dtype.type(1.0 / (1.0 - p)))

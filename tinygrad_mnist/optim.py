@@ -12,7 +12,7 @@ import math
 
 import numpy as np
 
-from .tensor import Tensor
+from .tensor import Tensor, replayable
 
 FLUSH_EVERY = 64
 FLUSH_CAP = 1e-15
@@ -37,19 +37,22 @@ class Optimizer:
         self.steps = np.zeros((), dtype=np.int64)   # step() calls so far (times the flush)
         self._work = [None] * len(self.params)      # per-parameter scratch buffers, not state
 
+    @replayable
     def zero_grad(self):
         for p in self.params:
             p.grad = None
 
+    @replayable
     def step(self):
+        update = self._update
         for i, (p, state, work) in enumerate(zip(self.params, self.state, self._work)):
-            if p.grad is None:
+            if p._grad is None:
                 continue
             if work is None or work.shape != p.data.shape or work.dtype != p.data.dtype:
                 work = self._work[i] = np.empty_like(p.data)
-            self._update(p, state, work)
+            update(p, state, work)
         self.steps += 1
-        if self.steps % FLUSH_EVERY == 0:
+        if int(self.steps) % FLUSH_EVERY == 0:
             self._flush_denormals()
 
     def _update(self, p, state, work):
@@ -80,7 +83,7 @@ class Optimizer:
 
     def _grad_with_decay(self, p):
         """L2 regularization as PyTorch adds it: g = grad + weight_decay * p."""
-        return p.grad + self.weight_decay * p.data if self.weight_decay else p.grad
+        return p._grad + self.weight_decay * p.data if self.weight_decay else p._grad
 
     def state_dict(self):
         """The optimizer state as flat named arrays ('steps', '3.exp_avg', ...), ready for an
@@ -218,4 +221,4 @@ class AdamW(Adam):
     def _decay(self, p):
         if self.weight_decay:
             p.data *= 1 - self.lr * self.weight_decay
-        return p.grad
+        return p._grad

@@ -128,6 +128,13 @@ def _op_classes():
     return found
 
 
+_active = [0]       # profile blocks open now (a jitted step runs eagerly inside one)
+
+
+def active():
+    return _active[0] > 0
+
+
 @contextlib.contextmanager
 def profile(into=None):
     """Time every op's forward and backward, and the engine around them, inside the block;
@@ -146,9 +153,11 @@ def profile(into=None):
     swap(tensor, "record", _accumulating(prof, tensor.record, "recording"))
     swap(tensor, "_walk_backward", _accumulating(prof, tensor._walk_backward, "walking"))
     start = time.perf_counter()
+    _active[0] += 1
     try:
         yield prof
     finally:
+        _active[0] -= 1
         prof.wall += time.perf_counter() - start
         for owner, name, original in reversed(originals):
             setattr(owner, name, original)

@@ -17,6 +17,7 @@ class _GradMode(threading.local):
     enabled = True   # per thread: no_grad in one thread never switches recording off in another
     modules = ()     # the nn.Module calls under way, outermost first (drawings group by them)
     anomaly = False  # detect_anomaly(): check every op's output and gradients for NaN and inf
+    recorder = None  # the jit recording under way (jit.py), which every hook below tells
 
 
 _grad_mode = _GradMode()
@@ -66,6 +67,42 @@ def detect_anomaly():
 
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+# ---------------------------------------------------------------- what a jit recording sees
+# A jit recording (jit.py) runs a step eagerly and keeps what it must replay: the ops (record),
+# the backward walks, the arrays made from tensors outside ops (_traced), the calls with effects
+# beyond the graph (@replayable: an optimizer's step) and any read of a value, which makes the
+# step unsafe to replay (_read). With no recording under way each hook is one attribute test.
+
+def replayable(method):
+    """A method whose effects lie outside the graph (an optimizer's step, zero_grad): inside a
+    jit recording it runs and is recorded, to be called again on every replay."""
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        recorder = _grad_mode.recorder
+        if recorder is None or recorder.depth:
+            return method(self, *args, **kwargs)
+        return recorder.call(method, self, args, kwargs)
+    return wrapper
+
+
+def _read(what):
+    """A tensor's value leaves the graph (item(), bool(t), numpy(), .grad): a jit recording can
+    no longer promise that a replay follows what Python did with it."""
+    recorder = _grad_mode.recorder
+    if recorder is not None and not recorder.depth:
+        recorder.read(what, _user_site())
+
+
+def _traced(function, *args):
+    """function(*args) for array work done outside ops on tensors' arrays (a dtype conversion,
+    a comparison): a jit recording replays it on the new arrays instead of keeping the result."""
+    result = function(*args)
+    recorder = _grad_mode.recorder
+    if recorder is not None and not recorder.depth:
+        recorder.derive(function, args, result)
+    return result
 
 
 def _user_site():
@@ -195,8 +232,8 @@ def _common_float(tensors, force=False):
     if len(floats) == len(tensors) or not (floats or force):
         return tensors
     target = np.result_type(*floats) if floats else _FLOAT_DEFAULT
-    return tuple(t if t.data.dtype.kind == "f" else Tensor._wrap(t.data.astype(target))
-                 for t in tensors)
+    return tuple(t if t.data.dtype.kind == "f" else
+                 Tensor._wrap(_traced(lambda a: a.astype(target), t.data)) for t in tensors)
 
 
 # ---------------------------------------------------------------- recording an op
@@ -218,7 +255,7 @@ def record(op_class, inputs, options):
         _keep_output(op, scalar, data)
     out = Tensor.__new__(Tensor)
     out.data = data
-    out.grad = None
+    out._grad = None
     if _grad_mode.anomaly:
         _anomaly_forward(op, inputs, out.data)
     needs = tuple([t.requires_grad for t in inputs]) if _grad_mode.enabled else (False,)
@@ -228,6 +265,8 @@ def record(op_class, inputs, options):
         out._modules = _grad_mode.modules
     else:
         out.requires_grad, out._ctx, out._parents, out._modules = False, None, (), ()
+    if _grad_mode.recorder is not None:
+        _grad_mode.recorder.op(op, inputs, options, out)
     return out
 
 
@@ -271,12 +310,21 @@ def _run_backward(roots, seeds, retain_graph, create_graph=False, capture=None, 
     """
     # Backward creates no reference cycles, so the cyclic collector has nothing to find;
     # pausing it saves a third of the time on graphs of millions of nodes.
+    recorder = _grad_mode.recorder
+    if recorder is not None and trace is None:
+        if capture is not None or create_graph:
+            recorder.unsupported("grad() and create_graph=True", _user_site())
+        else:
+            trace = []
     collecting = gc.isenabled()
     gc.disable()
     recording = _grad_mode.enabled
     _grad_mode.enabled = create_graph       # record the backward only when asked to
     try:
-        return _walk_backward(roots, seeds, retain_graph, create_graph, capture, trace)
+        result = _walk_backward(roots, seeds, retain_graph, create_graph, capture, trace)
+        if recorder is not None and capture is None and not create_graph:
+            recorder.backward(roots, seeds, trace)
+        return result
     finally:
         _grad_mode.enabled = recording
         if collecting:
@@ -458,7 +506,8 @@ class Tensor:
     boolean data stay as they are and cannot require grad. Tensor.from_numpy(array) shares the
     array instead, like torch.from_numpy.
     """
-    __slots__ = ("data", "grad", "requires_grad", "_ctx", "_parents", "_modules", "__weakref__")
+    __slots__ = ("data", "_grad", "requires_grad", "_ctx", "_parents", "_modules",
+                 "__weakref__")
 
     def __init__(self, data, requires_grad=False, dtype=None):
         if isinstance(data, Tensor):
@@ -466,6 +515,8 @@ class Tensor:
         array = np.array(data, dtype=None if dtype is None else np.dtype(dtype))   # a copy
         if dtype is None and array.dtype.kind == "f" and array.dtype != _FLOAT_DEFAULT:
             array = array.astype(_FLOAT_DEFAULT)
+        if _grad_mode.recorder is not None and isinstance(data, np.ndarray):
+            _grad_mode.recorder.derive(lambda a: np.array(a, dtype=array.dtype), (data,), array)
         self._adopt(array, requires_grad)
 
     @staticmethod
@@ -485,7 +536,7 @@ class Tensor:
             raise ValueError(f"Tensor: only floating-point tensors can require grad, "
                              f"got dtype {array.dtype} (shape {array.shape})")
         self.data = array
-        self.grad = None
+        self._grad = None
         self.requires_grad = bool(requires_grad)
         self._ctx = None
         self._parents = ()
@@ -495,7 +546,7 @@ class Tensor:
     def _wrap(array):
         """A tensor around an existing array, without the constructor's checks."""
         out = Tensor.__new__(Tensor)
-        out.data, out.grad, out.requires_grad, out._ctx, out._parents = array, None, False, None, ()
+        out.data, out._grad, out.requires_grad, out._ctx, out._parents = array, None, False, None, ()
         out._modules = ()
         return out
 
@@ -522,12 +573,12 @@ class Tensor:
         if array.dtype.kind not in "fiub":
             raise TypeError(f"cannot combine a tensor of shape {self.shape} with a "
                             f"{type(value).__name__} of dtype {array.dtype}")
-        if dtype.kind == "f":
-            return Tensor._wrap(np.asarray(array, dtype=dtype))
-        if array.dtype.kind == "f":
-            return Tensor._wrap(np.asarray(array, dtype=_FLOAT_DEFAULT))
-        if dtype.kind in "iu" and array.ndim == 0 and array.dtype.kind in "iu":
-            return Tensor._wrap(np.asarray(array, dtype=dtype))   # a scalar never widens
+        if dtype.kind == "f" or array.dtype.kind == "f" or (
+                dtype.kind in "iu" and array.ndim == 0 and array.dtype.kind in "iu"):
+            # floats take this tensor's float dtype (float32 for an integer tensor); an integer
+            # scalar never widens an integer tensor
+            target = dtype if dtype.kind == "f" or array.dtype.kind != "f" else _FLOAT_DEFAULT
+            return Tensor._wrap(_traced(lambda a: np.asarray(a, dtype=target), array))
         return Tensor._wrap(array)
 
     def _binary(self, op_class, other, reverse=False):
@@ -561,14 +612,26 @@ class Tensor:
         (ops never modify the gradients they pass on); anything else is copied first."""
         if g is None:
             return
-        if self.grad is not None:
-            self.grad += g
+        if self._grad is not None:
+            self._grad += g
         elif (owned is not None and g.dtype == self.data.dtype and g.flags.owndata
               and g.flags.writeable and id(g) not in owned):
             owned.add(id(g))
-            self.grad = g
+            self._grad = g
         else:
-            self.grad = np.array(g, dtype=self.data.dtype)
+            self._grad = np.array(g, dtype=self.data.dtype)
+
+    @property
+    def grad(self):
+        """The accumulated gradient, a NumPy array of this tensor's shape (None until a backward
+        reaches it)."""
+        if _grad_mode.recorder is not None:
+            _read(".grad")
+        return self._grad
+
+    @grad.setter
+    def grad(self, value):
+        self._grad = value
 
     # ------------------------------------------------------------------ basic attributes
 
@@ -589,9 +652,13 @@ class Tensor:
         return self.data.size
 
     def numpy(self):
+        if _grad_mode.recorder is not None:
+            _read("numpy()")
         return self.data
 
     def item(self):
+        if _grad_mode.recorder is not None:
+            _read("item()")
         if self.data.size != 1:
             raise ValueError(f"item: only a tensor with one element converts to a Python "
                              f"number, got shape {self.shape}")
@@ -603,6 +670,8 @@ class Tensor:
         return self.data.shape[0]
 
     def __array__(self, dtype=None, copy=None):
+        if _grad_mode.recorder is not None:
+            _read("np.asarray()")
         return self.data if dtype is None else self.data.astype(dtype)
 
     # NumPy's functions on tensors record the graph (numpy_interop.py has the rules)
@@ -613,24 +682,29 @@ class Tensor:
         return _interop.array_function(func, args, kwargs)
 
     def __repr__(self):
+        if _grad_mode.recorder is not None:
+            _read("repr() or print()")
         body = np.array2string(self.data, separator=", ", prefix="Tensor(")
         extras = "" if self.data.dtype == _FLOAT_DEFAULT else f", dtype={self.data.dtype}"
         if self.requires_grad:
             extras += ", requires_grad=True"
-        if self.grad is not None and self.data.ndim == 0:
-            extras += f", grad={self.grad.item():g}"
+        if self._grad is not None and self.data.ndim == 0:
+            extras += f", grad={self._grad.item():g}"
         return f"Tensor({body}{extras})"
 
     def detach(self):
         """The same data (shared, same dtype), cut from the graph: no gradient flows back."""
         return Tensor._wrap(self.data)
 
+    @replayable
     def zero_grad(self):
-        self.grad = None
+        self._grad = None
 
     # ------------------------------------------------------------------ Python protocols
 
     def __bool__(self):
+        if _grad_mode.recorder is not None:
+            _read("bool()")
         if self.data.size != 1:
             raise ValueError(f"bool: the truth value of a tensor of shape {self.shape} is "
                              f"ambiguous; only a one-element tensor converts")
@@ -643,6 +717,8 @@ class Tensor:
         return int(self.item())
 
     def __index__(self):
+        if _grad_mode.recorder is not None:
+            _read("use as an index")
         if self.data.dtype.kind not in "iu":
             raise TypeError(f"index: only an integer tensor can be an index, got {self.dtype}")
         return int(self.item())
@@ -657,6 +733,8 @@ class Tensor:
         if not spec:
             return str(self)
         if self.data.ndim == 0:
+            if _grad_mode.recorder is not None:
+                _read("format()")
             return format(self.data.item(), spec)
         raise TypeError(f"format: the spec {spec!r} needs a 0-d tensor, got shape {self.shape}")
 
@@ -665,7 +743,8 @@ class Tensor:
 
     # comparisons give boolean tensors, never recorded
     def _compare(self, ufunc, other):
-        return Tensor._wrap(np.asarray(ufunc(self.data, self._operand(other).data)))
+        return Tensor._wrap(_traced(lambda a, b: np.asarray(ufunc(a, b)), self.data,
+                                    self._operand(other).data))
 
     def __lt__(self, other): return self._compare(np.less, other)
     def __le__(self, other): return self._compare(np.less_equal, other)
@@ -704,6 +783,8 @@ class Tensor:
                 f"place: update its .data (w.data -= lr * w.grad) or do it inside "
                 f"`with no_grad():`")
         value = other.data if isinstance(other, Tensor) else other
+        if _grad_mode.recorder is not None:
+            _grad_mode.recorder.effect(lambda a, v: ufunc(a, v, out=a), (self, value))
         try:
             ufunc(self.data, value, out=self.data)
         except (TypeError, ValueError) as error:        # dtype or shape that cannot fit
@@ -794,7 +875,7 @@ class Tensor:
         """Indices of the maxima (an integer tensor, no gradient)."""
         if axis is not None:
             axis = _axis("argmax", axis, self.ndim, self.shape)
-        return Tensor._wrap(np.asarray(self.data.argmax(axis=axis)))
+        return Tensor._wrap(_traced(lambda a: np.asarray(a.argmax(axis=axis)), self.data))
 
     # ------------------------------------------------------------------ shape
 

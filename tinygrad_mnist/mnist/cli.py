@@ -107,6 +107,9 @@ def _add_train(sub):
     p.add_argument("--profile", action="store_true",
                    help="time every op's forward and backward in the training steps and print "
                         "the table (calls, ms, share of the step) at the end")
+    p.add_argument("--no-jit", dest="jit", action="store_false",
+                   help="run every step eagerly instead of replaying the recorded step (same "
+                        "results; --detect-anomaly and --profile always run eagerly)")
 
 
 def _cmd_train(args):
@@ -115,6 +118,8 @@ def _cmd_train(args):
     from .train import Config, train
     fields = Config.__dataclass_fields__
     config = Config(**{k: v for k, v in vars(args).items() if k in fields})
+    if args.detect_anomaly or args.profile:
+        config.jit = False            # every op checked or timed as it runs
     from ..profiler import Profile
     profiler = Profile() if args.profile else None
     with detect_anomaly() if args.detect_anomaly else nullcontext():

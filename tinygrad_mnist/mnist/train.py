@@ -11,6 +11,7 @@ import numpy as np
 
 from .. import nn, optim
 from . import data
+from ..jit import jit
 from ..profiler import profile
 from ..tensor import Tensor, manual_seed, no_grad
 
@@ -38,6 +39,7 @@ class Config:
     subset: int = None          # use only the first N training and test images (quick runs)
     resume: bool = False        # continue the run in `out` (or extend it to more epochs)
     force: bool = False         # replace the run in `out`
+    jit: bool = True            # replay each recorded step (same numbers, faster); False: eager
 
     def __post_init__(self):
         if self.out is None:
@@ -46,7 +48,7 @@ class Config:
     # what must match for --resume to continue a run instead of starting another
     def fingerprint(self):
         d = asdict(self)
-        for key in ("out", "data_dir", "epochs", "resume", "force"):
+        for key in ("out", "data_dir", "epochs", "resume", "force", "jit"):
             d.pop(key)
         return d
 
@@ -190,10 +192,25 @@ class TrainingData:
         return self.inputs[idx]
 
 
+def training_step(model, optimizer, use_jit=True):
+    """step(x, y) -> (loss, logits): one update on a batch; recorded once per batch shape and
+    replayed (jit.py) unless use_jit is False. Values are read by the caller, outside the step,
+    so that the step can be replayed."""
+    def step(x, y):
+        optimizer.zero_grad()
+        logits = model(Tensor.from_numpy(x))          # a fresh batch: no copy needed
+        loss = nn.cross_entropy(logits, y)
+        loss.backward()
+        optimizer.step()
+        return loss, logits
+    return jit(step) if use_jit else step
+
+
 def train_epoch(model, optimizer, config, epoch, train_data, progress=False):
     """One pass over train_data in the epoch's seeded order. Returns (mean loss, accuracy,
     seconds)."""
     model.train()
+    step = training_step(model, optimizer, config.jit)
     manual_seed([config.seed, epoch, 1])                           # dropout masks
     order_rng = _epoch_rng(config.seed, epoch, 0)
     augment_rng = _epoch_rng(config.seed, epoch, 2)
@@ -206,9 +223,7 @@ def train_epoch(model, optimizer, config, epoch, train_data, progress=False):
     for i, idx in enumerate(data.batches(n, config.batch_size, order_rng)):
         optimizer.lr = learning_rate(config, (epoch - 1) * steps_per_epoch + i, total_steps)
         x, y = train_data.batch(idx, augment_rng), train_data.labels[idx]
-        optimizer.zero_grad()
-        logits = model(Tensor.from_numpy(x))          # a fresh batch: no copy needed
-        loss = nn.cross_entropy(logits, y)
+        loss, logits = step(x, y)
         value = loss.item()
         if not math.isfinite(value):
             bar.close()
@@ -216,8 +231,6 @@ def train_epoch(model, optimizer, config, epoch, train_data, progress=False):
                 f"the training loss became {value} at epoch {epoch}, step {i + 1} (lr "
                 f"{optimizer.lr:g}); nothing of this epoch was saved. Lower --lr, or run with "
                 f"--detect-anomaly to find the op that produced it")
-        loss.backward()
-        optimizer.step()
         loss_sum += value * len(idx)
         correct += int((logits.data.argmax(axis=1) == y).sum())
         seen += len(idx)

@@ -26,9 +26,10 @@ import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-from tinygrad_mnist import Tensor, manual_seed, nn, optim  # noqa: E402
+from tinygrad_mnist import Tensor, jit, manual_seed, nn, optim  # noqa: E402
 from tinygrad_mnist.mnist import data  # noqa: E402
 from benchmarks.higher_order import hvp_costs  # noqa: E402
+from benchmarks.scalar_value import Value  # noqa: E402
 
 DEFAULT_OUT = os.path.join("runs", "benchmarks")
 LR, MOMENTUM = 0.05, 0.9
@@ -73,7 +74,8 @@ class HandWritten:
 
 
 class Autograd:
-    name = "tinygrad_mnist"
+    """Eager execution: the graph is built and walked every step."""
+    name = "eager"
 
     def __init__(self, weights, biases):
         self.model = nn.MLP([weights[0].shape[1]] + [w.shape[0] for w in weights])
@@ -85,6 +87,15 @@ class Autograd:
         self.opt.zero_grad()
         nn.cross_entropy(self.model(Tensor.from_numpy(x)), y).backward()
         self.opt.step()
+
+
+class Jitted(Autograd):
+    """The same step under jit: recorded at the first batch of each shape, then replayed."""
+    name = "jit"
+
+    def __init__(self, weights, biases):
+        super().__init__(weights, biases)
+        self.step = jit(super().step)
 
 
 class Torch:
@@ -123,7 +134,7 @@ def torch_available():
 def epoch_times(ds, repeats):
     x_all = ds.normalized(ds.train_images)
     y_all = ds.train_labels.astype(np.int64)
-    kinds = [HandWritten, Autograd] + ([Torch] if torch_available() else [])
+    kinds = [HandWritten, Autograd, Jitted] + ([Torch] if torch_available() else [])
     rows = []
     for sizes, batch in NETWORKS:
         manual_seed(0)
@@ -160,9 +171,11 @@ def time_to_98(data_dir):
 
 # ---------------------------------------------------------------- 3. per-op overhead
 
-def scalar_graph(n=1_000_000):
+def scalar_graph(n=1_000_000, kind=Tensor):
+    """Forward and backward seconds of y = x + 1 + 1 + ... (n additions), with tensors or
+    with the micrograd-style Value."""
     gc.collect()
-    x = Tensor(0.5, requires_grad=True)
+    x = kind(0.5, requires_grad=True) if kind is Tensor else kind(0.5)
     start = time.perf_counter()
     y = x
     for _ in range(n):
@@ -173,6 +186,27 @@ def scalar_graph(n=1_000_000):
     backward = time.perf_counter() - start
     assert x.grad == 1.0
     return forward, backward
+
+
+def scalar_graph_replayed(n=1_000_000):
+    """The same graph as one jitted function: seconds of the recording call and of a replay
+    (forward and backward together)."""
+    def build(x):
+        y = x
+        for _ in range(n):
+            y = y + 1.0
+        y.backward()
+        return y
+    step = jit(build)
+    times = []
+    for _ in range(2):
+        x = Tensor(0.5, requires_grad=True)
+        gc.collect()
+        start = time.perf_counter()
+        step(x)
+        times.append(time.perf_counter() - start)
+        assert x.grad == 1.0
+    return times
 
 
 def small_tensor_graph(n=20_000, shape=(128, 10)):
@@ -268,6 +302,8 @@ def main(argv=None):
     metrics = time_to_98(args.data_dir)
     print("3. per-op overhead", flush=True)
     scalar_fwd, scalar_bwd = scalar_graph()
+    value_fwd, value_bwd = scalar_graph(kind=Value)
+    recording, replay = scalar_graph_replayed()
     small_fwd, small_bwd, small_nodes = small_tensor_graph()
     print("4. memory", flush=True)
     marks = rss_over_steps(ds, steps=2000 if args.quick else 10_000)
@@ -281,22 +317,27 @@ def main(argv=None):
              f"Command: `python -m benchmarks{' --quick' if args.quick else ''}` "
              f"({repeats} interleaved repeats; medians, with min–max).", "",
              "## 1. Seconds per MNIST epoch (60,000 images, SGD momentum 0.9)", "",
-             "| network | batch | hand-written NumPy | tinygrad_mnist | ratio to NumPy |"
-             + (" PyTorch | ratio to PyTorch |" if has_torch else ""),
-             "| --- | --- | --- | --- | --- |" + (" --- | --- |" if has_torch else "")]
+             "| network | batch | hand-written NumPy | eager | jit |"
+             + (" PyTorch |" if has_torch else "")
+             + " eager / NumPy | jit / NumPy |"
+             + (" eager / PyTorch | jit / PyTorch |" if has_torch else ""),
+             "| --- | --- | --- | --- | --- |" + (" --- |" if has_torch else "") + " --- | --- |"
+             + (" --- | --- |" if has_torch else "")]
     for sizes, batch, t in epochs:
-        ours, base = statistics.median(t["tinygrad_mnist"]), statistics.median(t["numpy"])
-        row = (f"| {sizes} | {batch} | {fmt(t['numpy'])} | {fmt(t['tinygrad_mnist'])} | "
-               f"{ours / base:.3f}x |")
+        med = {name: statistics.median(v) for name, v in t.items()}
+        row = (f"| {sizes} | {batch} | {fmt(t['numpy'])} | {fmt(t['eager'])} | "
+               f"{fmt(t['jit'])} |" + (f" {fmt(t['pytorch'])} |" if has_torch else "") +
+               f" {med['eager'] / med['numpy']:.3f}x | {med['jit'] / med['numpy']:.3f}x |")
         if has_torch:
-            row += f" {fmt(t['pytorch'])} | {ours / statistics.median(t['pytorch']):.3f}x |"
+            row += (f" {med['eager'] / med['pytorch']:.3f}x | "
+                    f"{med['jit'] / med['pytorch']:.3f}x |")
         lines.append(row)
     to98 = metrics["seconds_to_98"]
     reached = [h["epoch"] for h in metrics["history"] if h["test_accuracy"] >= 0.98]
     first = (f"first reached 98% after {to98:.1f} s of training (epoch {reached[0]})"
              if reached else "did not reach 98%")
     lines += ["", "## 2. Time to 98% MNIST test accuracy", "",
-              f"Default `tinygrad-mnist train` (784-512-256-10, dropout 0.2, SGD momentum 0.9, "
+              f"Default `tinygrad-mnist train` (jit; 784-512-256-10, dropout 0.2, SGD momentum 0.9, "
               f"lr 0.05 cosine, batch 128, {metrics['epochs']} epochs): {first}; final test "
               f"accuracy {metrics['test_accuracy'] * 100:.2f}% after "
               f"{metrics['train_seconds']:.1f} s.", "",
@@ -304,10 +345,15 @@ def main(argv=None):
               "| graph | forward | backward |", "| --- | --- | --- |",
               f"| 1,000,000 scalar additions | {scalar_fwd:.2f} s ({scalar_fwd:.2f} µs/op) | "
               f"{scalar_bwd:.2f} s ({scalar_bwd:.2f} µs/node) |",
+              f"| the same with a micrograd-style Value (benchmarks/scalar_value.py) | "
+              f"{value_fwd:.2f} s | {value_bwd:.2f} s |",
               f"| {small_nodes - 1:,} multiplications of a (128, 10) tensor | "
               f"{small_fwd / (small_nodes - 1) * 1e6:.2f} µs/op | "
               f"{small_bwd / small_nodes * 1e6:.2f} µs/node |",
-              f"| scalar graph, forward + backward | {scalar_fwd + scalar_bwd:.2f} s | |", "",
+              f"| scalar graph, forward + backward | {scalar_fwd + scalar_bwd:.2f} s (Value: "
+              f"{value_fwd + value_bwd:.2f} s) | |",
+              f"| the scalar graph as one jitted function: recording call, then a replay "
+              f"(forward + backward) | {recording:.2f} s, then {replay:.2f} s | |", "",
               "## 4. Memory", "",
               f"Peak RSS of a default training run (a separate process): {peak:.0f} MB.", "",
               "RSS during training steps (784-128-10, batch 128): " + ", ".join(

@@ -28,6 +28,7 @@ replay may be a buffer that the next replay writes again; copy it to keep it.
 """
 import collections
 import functools
+import gc
 import warnings
 
 import numpy as np
@@ -98,7 +99,15 @@ class Jit:
                           f"function to replay the step.", JitWarning, stacklevel=3)
             programs.append(_EAGER)
         else:
-            programs.append(recorder.program(result))
+            # compiling makes no garbage cycles: pausing the collector keeps it from walking
+            # a big recorded graph again and again (as backward does)
+            collecting = gc.isenabled()
+            gc.disable()
+            try:
+                programs.append(recorder.program(result))
+            finally:
+                if collecting:
+                    gc.enable()
         return result
 
 

@@ -246,21 +246,28 @@ def record(op_class, inputs, options):
             i = [type(u) is Tensor for u in inputs].index(False)
             raise TypeError(f"{op_class.name}: input {i} is a {type(inputs[i]).__name__}, not "
                             f"a Tensor; wrap it with Tensor(...)")
-        if op_class.float_result and t.data.dtype.kind != "f":
-            inputs = _common_float(inputs, force=True)
+    if op_class.float_result and any(t.data.dtype.kind != "f" for t in inputs):
+        inputs = _common_float(inputs, force=True)
     op = op_class()
-    data = op.forward(*[t.data for t in inputs], **options)
+    # the common arities called directly: this is the hot path of every op
+    if len(inputs) == 2 and not options:
+        data = op.forward(inputs[0].data, inputs[1].data)
+    elif len(inputs) == 1:
+        data = op.forward(inputs[0].data, **options)
+    else:
+        data = op.forward(*[t.data for t in inputs], **options)
     if type(data) is not np.ndarray:
         scalar, data = data, np.asarray(data)
-        _keep_output(op, scalar, data)
+        if _output_names(op_class) or hasattr(op, "__dict__"):
+            _keep_output(op, scalar, data)
     out = Tensor.__new__(Tensor)
     out.data = data
     out._grad = None
     if _grad_mode.anomaly:
         _anomaly_forward(op, inputs, out.data)
-    needs = tuple([t.requires_grad for t in inputs]) if _grad_mode.enabled else (False,)
-    if True in needs:
-        op.needs_input_grad = needs
+    if _grad_mode.enabled and (inputs[0].requires_grad or len(inputs) > 1 and (
+            inputs[1].requires_grad or True in [t.requires_grad for t in inputs[2:]])):
+        op.needs_input_grad = tuple([t.requires_grad for t in inputs])
         out.requires_grad, out._ctx, out._parents = True, op, inputs
         out._modules = _grad_mode.modules
     else:
@@ -487,6 +494,12 @@ def _saved_names(op):
 def _slot_names(cls):
     return [n for c in cls.__mro__ for n in c.__dict__.get("__slots__", ())
             if n not in ("__dict__", "__weakref__")]
+
+
+@functools.lru_cache(maxsize=None)
+def _output_names(cls):
+    """The attributes an op class saves, beyond what every op has."""
+    return [n for n in _slot_names(cls) if n not in ("needs_input_grad", "created_at")]
 
 
 def _keep_output(op, scalar, array):

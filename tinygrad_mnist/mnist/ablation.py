@@ -8,9 +8,10 @@ learning-curve plot per dataset.
 import json
 import os
 import platform
+import re
 import statistics
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
@@ -113,44 +114,75 @@ def summarize(runs, target):
             "reached": sum(1 for e in reached if e), "runs": len(runs)}
 
 
-def run_dataset(name, data_dir, plan, log):
-    split = make_split(name, data_dir, plan)
+_SPLITS = {}      # (dataset, data_dir, plan sizes) -> Split, loaded once per process
+
+
+def ablation_trial(trial):
+    """One training run of the grid: a module-level function, so that any executor's worker
+    can run it. Everything random is seeded from the trial's config."""
+    plan = trial["plan"]
+    key = (trial["dataset"], trial["data_dir"], plan.train_size, plan.val_size, plan.test_size)
+    if key not in _SPLITS:
+        _SPLITS.clear()
+        _SPLITS[key] = make_split(trial["dataset"], trial["data_dir"], plan)
+    record = run_one(_SPLITS[key], trial["config"])
+    record["config"] = asdict(trial["config"])
+    return record
+
+
+def run_dataset(name, data_dir, plan, log, runner=None):
+    """The grid for one dataset. `runner(trials, description)` runs a list of trials and
+    returns their records (executors.run_trials); by default one after another, here."""
+    runner = runner or (lambda trials, description: [ablation_trial(t) for t in trials])
     base = Config(dataset=name, hidden=BASE, dropout=0.0, epochs=plan.epochs,
                   lr_schedule="cosine")
     result = {"sweep": {}, "optimizers": {}, "regularization": {}, "architectures": {}}
 
-    # optimizers: learning rate chosen on validation (seed 0), then every seed
-    for opt, rates in plan.sweep.items():
-        tried = {}
-        options = OPTIMIZER_OPTIONS.get(opt, {})
-        for lr in rates:
-            record = run_one(split, replace(base, optimizer=opt, lr=lr, seed=plan.seeds[0],
-                                            **options))
-            tried[lr] = record
-            log(f"{name} sweep {opt} lr {lr}: best val {record['best_val']:.4f}")
-        best_lr = max(tried, key=lambda lr: tried[lr]["best_val"])
-        result["sweep"][opt] = {"tried": {str(lr): r["best_val"] for lr, r in tried.items()},
-                                "chosen": best_lr}
-        runs = [tried[best_lr]] + [run_one(split, replace(base, optimizer=opt, lr=best_lr,
-                                                          seed=s, **options))
-                                   for s in plan.seeds[1:]]
-        result["optimizers"][opt] = runs
-        log(f"{name} {opt}: test {[round(r['test_accuracy'], 4) for r in runs]}")
+    def trial(label, config):
+        key = re.sub(r"[^A-Za-z0-9.-]+", "_", f"{name}-{label}-seed{config.seed}")
+        return {"key": key,
+                "dataset": name, "data_dir": data_dir, "plan": plan, "config": config}
 
-    # regularizers and architectures: SGD with momentum at its validated learning rate
-    lr = result["sweep"]["momentum"]["chosen"]
+    # phase 1: every optimizer's learning rates, seed 0, all at once
+    sweep = [(opt, lr) for opt, rates in plan.sweep.items() for lr in rates]
+    records = runner([trial(f"{opt}-lr{lr}", replace(base, optimizer=opt, lr=lr,
+                                                     seed=plan.seeds[0],
+                                                     **OPTIMIZER_OPTIONS.get(opt, {})))
+                      for opt, lr in sweep], f"{name}: learning rates")
+    tried = {}
+    for (opt, lr), record in zip(sweep, records):
+        tried.setdefault(opt, {})[lr] = record
+        log(f"{name} sweep {opt} lr {lr}: best val {record['best_val']:.4f}")
+    chosen = {opt: max(runs, key=lambda lr: runs[lr]["best_val"]) for opt, runs in tried.items()}
+    for opt, runs in tried.items():
+        result["sweep"][opt] = {"tried": {str(lr): r["best_val"] for lr, r in runs.items()},
+                                "chosen": chosen[opt]}
+
+    # phase 2: the other seeds of each optimizer at its chosen rate; regularizers and
+    # architectures with SGD momentum at its chosen rate
+    lr = chosen["momentum"]
+    groups = []
+    for opt in plan.sweep:
+        options = OPTIMIZER_OPTIONS.get(opt, {})
+        groups += [("optimizers", opt, trial(f"{opt}-lr{chosen[opt]}", replace(
+            base, optimizer=opt, lr=chosen[opt], seed=s, **options))) for s in plan.seeds[1:]]
     for label, options in REGULARIZERS.items():
         config = replace(base, hidden=REGULARIZED, optimizer="momentum", lr=lr, **options)
-        result["regularization"][label] = [run_one(split, replace(config, seed=s))
-                                           for s in plan.seeds]
-        log(f"{name} {label}: test "
-            f"{[round(r['test_accuracy'], 4) for r in result['regularization'][label]]}")
+        groups += [("regularization", label, trial(label, replace(config, seed=s)))
+                   for s in plan.seeds]
     for label, (hidden, activation) in ARCHITECTURES.items():
-        config = replace(base, hidden=hidden, activation=activation, optimizer="momentum", lr=lr)
-        result["architectures"][label] = [run_one(split, replace(config, seed=s))
-                                          for s in plan.seeds]
-        log(f"{name} {label}: test "
-            f"{[round(r['test_accuracy'], 4) for r in result['architectures'][label]]}")
+        config = replace(base, hidden=hidden, activation=activation, optimizer="momentum",
+                         lr=lr)
+        groups += [("architectures", label, trial(label, replace(config, seed=s)))
+                   for s in plan.seeds]
+    records = runner([t for _, _, t in groups], f"{name}: seeds and groups")
+    for opt in plan.sweep:
+        result["optimizers"][opt] = [tried[opt][chosen[opt]]]
+    for (group, label, _), record in zip(groups, records):
+        result[group].setdefault(label, []).append(record)
+    for group in ("optimizers", "regularization", "architectures"):
+        for label, runs in result[group].items():
+            log(f"{name} {label}: test {[round(r['test_accuracy'], 4) for r in runs]}")
     return result
 
 
@@ -244,11 +276,23 @@ def write_report(results, plan, mode, seconds, out_dir):
 
 
 def ablate(datasets=("mnist", "fashion-mnist"), data_dirs=None, quick=False, out_dir="docs",
-           plan=None, log=print):
+           plan=None, log=print, executor="serial", workers=None, ray_address=None,
+           resume=False, progress=False):
+    """The whole grid, its trials run by `executor` (executors.py). Each finished trial is
+    kept in OUT_DIR/trials/; with `resume`, those are not run again."""
+    from .executors import run_trials
     plan = plan or (QUICK if quick else FULL)
     os.makedirs(out_dir, exist_ok=True)
+    store = os.path.join(out_dir, "trials")
+    if not resume and os.path.isdir(store):
+        for name in os.listdir(store):          # a new grid: results of an old one are stale
+            os.unlink(os.path.join(store, name))
+
+    def runner(trials, description):
+        return run_trials(ablation_trial, trials, executor, workers, ray_address,
+                          progress=progress, description=description, store=store)
     started = time.perf_counter()
-    results = {name: run_dataset(name, (data_dirs or {}).get(name), plan, log)
+    results = {name: run_dataset(name, (data_dirs or {}).get(name), plan, log, runner)
                for name in datasets}
     write_report(results, plan, "quick" if quick else "full", time.perf_counter() - started,
                  out_dir)

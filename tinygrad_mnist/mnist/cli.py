@@ -1,4 +1,4 @@
-"""The `tinygrad-mnist` command line: train, eval, predict, graph, gradcheck, ablate.
+"""The `tinygrad-mnist` command line: train, eval, predict, graph, gradcheck, ablate, sweep.
 
 Every mistake is one line, `tinygrad-mnist COMMAND: error: ...`, naming the option, file or
 value and what to do; usage errors exit with 2, a run that cannot finish with 1, Ctrl-C with 130.
@@ -53,6 +53,33 @@ def _hidden(text):
     if any(s <= 0 for s in sizes):
         raise argparse.ArgumentTypeError(f"sizes must be positive, got {text!r}")
     return sizes
+
+
+def _listed(parse_one, what):
+    """An argparse type for a sweep: a comma-separated list, each item checked by parse_one;
+    a bad item is named with its position."""
+    def parse(text):
+        items = text.split(",")
+        if not text.strip() or any(not item.strip() for item in items):
+            raise argparse.ArgumentTypeError(f"takes a comma-separated list of {what}, got "
+                                             f"{text!r}")
+        values = []
+        for i, item in enumerate(items, 1):
+            try:
+                values.append(parse_one(item.strip()))
+            except argparse.ArgumentTypeError as error:
+                raise argparse.ArgumentTypeError(f"item {i} of {text!r}: {error}") from None
+        return values
+    parse.__name__ = f"list of {what}"
+    return parse
+
+
+def _one_of(choices):
+    def parse(text):
+        if text not in choices:
+            raise argparse.ArgumentTypeError(f"{text!r} is not one of {', '.join(choices)}")
+        return text
+    return parse
 
 
 def _parser(sub, name, help_text):
@@ -211,9 +238,94 @@ def _cmd_ablate(args):
     if args.data_dir:              # DIR/mnist and DIR/fashion-mnist, or one dataset's own DIR
         own = len(names) == 1 and not os.path.isdir(os.path.join(args.data_dir, names[0]))
         dirs = {n: args.data_dir if own else os.path.join(args.data_dir, n) for n in names}
-    ablate(args.datasets, dirs, quick=args.quick, out_dir=args.out)
+    try:
+        ablate(args.datasets, dirs, quick=args.quick, out_dir=args.out,
+               executor=args.executor, workers=args.workers, ray_address=args.ray_address,
+               resume=args.resume, progress=not args.quiet)
+    except KeyboardInterrupt:
+        print(f"tinygrad-mnist ablate: interrupted; finished trials are kept in "
+              f"{args.out}/trials: run the same command with --resume to skip them",
+              file=sys.stderr)
+        return 130
     print(f"wrote {args.out}/results.md")
     return 0
+
+
+def _cmd_sweep(args):
+    import time
+    from .sweep import run_sweep
+    lists = {"dataset": args.dataset, "hidden": args.hidden, "activation": args.activation,
+             "optimizer": args.optimizer, "lr": args.lr, "momentum": args.momentum,
+             "weight_decay": args.weight_decay, "dropout": args.dropout,
+             "batch_size": args.batch_size, "epochs": args.epochs,
+             "lr_schedule": args.lr_schedule, "seed": args.seeds}
+    out = args.out or f"runs/sweeps/{time.strftime('%Y%m%d-%H%M%S')}"
+    try:
+        results = run_sweep(lists, out, args.data_dir, args.subset, args.augment,
+                            args.executor, args.workers, args.ray_address, args.resume,
+                            progress=not args.quiet)
+    except KeyboardInterrupt:
+        print(f"tinygrad-mnist sweep: interrupted; finished trials are kept in {out}: run "
+              f"the same command with --out {out} --resume to skip them", file=sys.stderr)
+        return 130
+    best = max(results, key=lambda r: r["test_accuracy"])
+    print(f"best: {best['key']} ({best['test_accuracy'] * 100:.2f}%); wrote {out}/results.md, "
+          f"results.json and sweep.png")
+    return 0
+
+
+def _add_executor_options(p):
+    from .executors import EXECUTORS
+    p.add_argument("--executor", choices=EXECUTORS, default="serial",
+                   help="run trials one after another, on a local process pool (one BLAS "
+                        "thread each), or as Ray tasks (pip install -e \".[ray]\")")
+    p.add_argument("--workers", type=POSITIVE_INT, default=None,
+                   help="processes, or CPUs of a local Ray cluster (default: the cores)")
+    p.add_argument("--ray-address", default=None,
+                   help="connect to this Ray cluster (ray://HOST:10001 or HOST:6379) instead "
+                        "of starting a local one")
+    p.add_argument("--resume", action="store_true",
+                   help="continue in --out, skipping the trials that finished")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _add_sweep(sub):
+    from .data import DATASETS
+    from .train import Config, OPTIMIZERS, SCHEDULES
+    d = Config()
+    p = _parser(sub, "sweep", "train every combination of the listed options (comma-separated "
+                              "lists) and write a results table and a plot")
+    p.add_argument("--dataset", type=_listed(_one_of(sorted(DATASETS)), "datasets"),
+                   default=[d.dataset])
+    p.add_argument("--data-dir", default=None, help="read the IDX files from DIR")
+    p.add_argument("--hidden", type=_hidden, nargs="+", default=[d.hidden],
+                   help="one or more architectures, each a comma list of layer sizes: "
+                        "--hidden 128 512,256")
+    p.add_argument("--activation", type=_listed(_one_of(["relu", "sigmoid", "tanh"]),
+                                                "activations"), default=[d.activation])
+    p.add_argument("--optimizer", type=_listed(_one_of(OPTIMIZERS), "optimizers"),
+                   default=[d.optimizer])
+    p.add_argument("--lr", type=_listed(_number(float, low=0, low_open=True), "numbers"),
+                   default=[d.lr])
+    p.add_argument("--momentum", type=_listed(_number(float, low=0, high=1), "numbers"),
+                   default=[d.momentum])
+    p.add_argument("--weight-decay", type=_listed(_number(float, low=0), "numbers"),
+                   default=[d.weight_decay])
+    p.add_argument("--dropout", type=_listed(_number(float, low=0, high=1), "numbers"),
+                   default=[d.dropout])
+    p.add_argument("--batch-size", type=_listed(POSITIVE_INT, "integers"),
+                   default=[d.batch_size])
+    p.add_argument("--epochs", type=_listed(POSITIVE_INT, "integers"), default=[d.epochs])
+    p.add_argument("--lr-schedule", type=_listed(_one_of(SCHEDULES), "schedules"),
+                   default=[d.lr_schedule])
+    p.add_argument("--seeds", type=_listed(NON_NEGATIVE_INT, "integers"), default=[d.seed],
+                   help="one trial per seed (and per combination of the other lists)")
+    p.add_argument("--augment", action="store_true", help="augment in every trial")
+    p.add_argument("--subset", type=POSITIVE_INT, default=None,
+                   help="use only the first N training and test images")
+    p.add_argument("--out", default=None,
+                   help="the sweep's folder (default: runs/sweeps/DATE-TIME)")
+    _add_executor_options(p)
 
 
 def build_parser():
@@ -250,14 +362,18 @@ def build_parser():
                    help="directory holding mnist/ and fashion-mnist/ (with one dataset, its "
                         "own directory); default: the download cache")
     p.add_argument("--out", default="runs/ablation", help="directory for the report")
+    _add_executor_options(p)
+    _add_sweep(sub)
     return parser
 
 
 COMMANDS = {"train": _cmd_train, "eval": _cmd_eval, "predict": _cmd_predict,
-            "graph": _cmd_graph, "gradcheck": _cmd_gradcheck, "ablate": _cmd_ablate}
+            "graph": _cmd_graph, "gradcheck": _cmd_gradcheck, "ablate": _cmd_ablate,
+            "sweep": _cmd_sweep}
 
 
 def main(argv=None):
+    from .executors import ExecutorError
     from .train import TrainingError
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -273,7 +389,8 @@ def main(argv=None):
     except KeyboardInterrupt:
         print(f"{prefix} interrupted", file=sys.stderr)
         return 130
-    except (ValueError, OSError, KeyError, TypeError, FloatingPointError) as error:
+    except (ValueError, OSError, KeyError, TypeError, FloatingPointError,
+            ExecutorError) as error:
         # bad input, or an anomaly found: one clear line instead of a traceback
         message = error.args[0] if isinstance(error, KeyError) and error.args else error
         if isinstance(error, OSError) and error.filename:

@@ -1,0 +1,153 @@
+"""`tinygrad-mnist sweep`: every combination of lists of training options, each a trial run by
+an executor, with a results table (markdown and JSON) and a plot in one run folder.
+
+    tinygrad-mnist sweep --lr 0.01,0.03,0.1 --hidden 128 512,256 --seeds 0,1,2
+
+Each trial is a full `train` run in OUT/trials/KEY (checkpointed every epoch, so a trial
+retried after its worker died continues from its last epoch). OUT/sweep.json holds the trial
+list; `--resume` runs the same list again, skipping finished trials.
+"""
+import itertools
+import json
+import os
+import statistics
+import time
+
+from .train import Config
+
+# the options a sweep varies, in the order the table shows them
+SWEPT = ("dataset", "hidden", "activation", "optimizer", "lr", "momentum", "weight_decay",
+         "dropout", "batch_size", "epochs", "lr_schedule", "seed")
+
+
+def plan_trials(options, data_dir=None, subset=None, augment=False):
+    """The product of `options` (name -> list of values) as trial dicts, in a fixed order."""
+    names = [n for n in SWEPT if n in options]
+    trials = []
+    for i, values in enumerate(itertools.product(*(options[n] for n in names))):
+        chosen = dict(zip(names, values))
+        trials.append({"key": f"trial-{i:03d}", "options": chosen,
+                       "config": dict(chosen, data_dir=data_dir, subset=subset,
+                                      augment=augment)})
+    return trials
+
+
+def sweep_trial(trial):
+    """One trial: a `train` run in its own folder, resumed from its checkpoint if an earlier
+    attempt left one. Module level, so that every executor's workers can run it."""
+    out = trial["out"]
+    metrics_path = os.path.join(out, "metrics.json")
+    if not os.path.exists(metrics_path):
+        from .train import train
+        config = Config(**trial["config"], out=out, force=True,
+                        resume=os.path.exists(os.path.join(out, "checkpoint.npz")))
+        train(config, log=lambda *a: None, progress=False)
+    with open(metrics_path) as f:
+        metrics = json.load(f)
+    return {"key": trial["key"], "options": trial["options"],
+            "test_accuracy": metrics["test_accuracy"], "train_seconds": metrics["train_seconds"],
+            "epochs": metrics["epochs"]}
+
+
+def run_sweep(options, out, data_dir=None, subset=None, augment=False, executor="serial",
+              workers=None, ray_address=None, resume=False, progress=True, log=print):
+    from .executors import run_trials
+    spec_path = os.path.join(out, "sweep.json")
+    trials = plan_trials(options, data_dir, subset, augment)
+    if resume:
+        if not os.path.exists(spec_path):
+            raise ValueError(f"--resume: {out} holds no sweep.json to continue; start a new "
+                             f"sweep without --resume")
+        with open(spec_path) as f:
+            saved = json.load(f)
+        if [t["options"] for t in saved["trials"]] != [t["options"] for t in trials]:
+            raise ValueError(f"--resume: the sweep in {out} has other trials; give the same "
+                             f"lists as when it started, or another --out")
+    elif os.path.exists(out) and os.listdir(out):
+        raise ValueError(f"--out {out} is not empty; pass --resume to continue the sweep in it, "
+                         f"or another --out")
+    os.makedirs(out, exist_ok=True)
+    with open(spec_path + ".tmp", "w") as f:
+        json.dump({"trials": trials}, f, indent=1)
+    os.replace(spec_path + ".tmp", spec_path)
+    for t in trials:
+        t["out"] = os.path.join(out, "trials", t["key"])
+    log(f"{len(trials)} trials, executor {executor}, results in {out}")
+    started = time.perf_counter()
+    results = run_trials(sweep_trial, trials, executor, workers, ray_address,
+                         progress=progress, description="sweep",
+                         store=os.path.join(out, "results"))
+    wall = time.perf_counter() - started
+    write_results(results, out, executor, wall)
+    return results
+
+
+def _varying(results):
+    names = [n for n in SWEPT if n in results[0]["options"]]
+    return [n for n in names if len({json.dumps(r["options"][n]) for r in results}) > 1] or names
+
+
+def _show(value):
+    return ",".join(map(str, value)) if isinstance(value, list) else str(value)
+
+
+def write_results(results, out, executor, wall):
+    varying = _varying(results)
+    fixed = {n: v for n, v in results[0]["options"].items() if n not in varying}
+    best = max(results, key=lambda r: r["test_accuracy"])
+    lines = ["# Sweep results", "",
+             f"{len(results)} trials, executor `{executor}`, {wall:.1f} s of wall time "
+             f"(training alone: {sum(r['train_seconds'] for r in results):.1f} s). "
+             f"Fixed: {', '.join(f'{n} {_show(v)}' for n, v in fixed.items()) or 'nothing'}.", "",
+             "| trial | " + " | ".join(varying) + " | test accuracy % | train seconds | epochs |",
+             "| --- | " + " | ".join("---" for _ in varying) + " | --- | --- | --- |"]
+    for r in results:
+        mark = " (best)" if r is best else ""
+        lines.append(f"| {r['key']} | " + " | ".join(_show(r["options"][n]) for n in varying)
+                     + f" | {r['test_accuracy'] * 100:.2f}{mark} | {r['train_seconds']:.2f} | "
+                       f"{r['epochs']} |")
+    if "seed" in varying and len(varying) > 1:
+        lines += ["", "Mean over seeds:", "", "| " + " | ".join(n for n in varying if n != "seed")
+                  + " | test accuracy % (mean ± std) |",
+                  "| " + " | ".join("---" for n in varying if n != "seed") + " | --- |"]
+        for label, group in _by_setting(results, varying).items():
+            accs = [r["test_accuracy"] * 100 for r in group]
+            std = statistics.stdev(accs) if len(accs) > 1 else 0.0
+            lines.append(f"| {' | '.join(label)} | {statistics.mean(accs):.2f} ± {std:.2f} |")
+    lines += ["", "![test accuracy per trial](sweep.png)", ""]
+    with open(os.path.join(out, "results.md"), "w") as f:
+        f.write("\n".join(lines))
+    with open(os.path.join(out, "results.json"), "w") as f:
+        json.dump({"executor": executor, "wall_seconds": wall, "trials": results}, f, indent=1)
+    _plot(results, varying, os.path.join(out, "sweep.png"))
+
+
+def _by_setting(results, varying):
+    groups = {}
+    for r in results:
+        label = tuple(_show(r["options"][n]) for n in varying if n != "seed")
+        groups.setdefault(label, []).append(r)
+    return groups
+
+
+def _plot(results, varying, path):
+    """Test accuracy of every trial, one bar each, labelled by the options that vary."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    labels = ["\n".join(f"{n} {_show(r['options'][n])}" for n in varying) for r in results]
+    accs = [r["test_accuracy"] * 100 for r in results]
+    width = max(6.0, 0.9 * len(results) + 1.5)
+    fig, ax = plt.subplots(figsize=(min(width, 30), 4.8))
+    bars = ax.bar(range(len(results)), accs, color="#4c72b0")
+    bars[accs.index(max(accs))].set_color("#dd8452")
+    low = min(accs)
+    ax.set_ylim(max(0.0, low - max(2.0, (max(accs) - low) * 0.5)), 100)
+    ax.set_xticks(range(len(results)), labels, fontsize=7)
+    ax.set_ylabel("test accuracy %")
+    ax.set_title(f"Sweep: {len(results)} trials (orange: best)")
+    for i, a in enumerate(accs):
+        ax.text(i, a, f"{a:.2f}", ha="center", va="bottom", fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -85,12 +85,21 @@ class Jit:
 
     def _record(self, programs, args, kwargs):
         recorder = _Recorder(args, kwargs)
+        # the recorder keeps every object of the step alive until the program is compiled,
+        # so the cyclic collector could only walk them again and again: it is paused (as
+        # backward pauses it), and finds any garbage of the step once recording ends
+        collecting = gc.isenabled()
+        gc.disable()
         _grad_mode.recorder = recorder
         try:
             result = self.fn(*args, **kwargs)
+            self.recordings += 1
+            if recorder.refusal is None:
+                programs.append(recorder.program(result))
         finally:
             _grad_mode.recorder = None
-        self.recordings += 1
+            if collecting:
+                gc.enable()
         if recorder.refusal is not None:
             what, site = recorder.refusal
             warnings.warn(f"jit: {getattr(self.fn, '__name__', 'the step')} {what} at {site}; "
@@ -98,16 +107,6 @@ class Jit:
                           f"argument shapes. Return the tensor and read it outside the jitted "
                           f"function to replay the step.", JitWarning, stacklevel=3)
             programs.append(_EAGER)
-        else:
-            # compiling makes no garbage cycles: pausing the collector keeps it from walking
-            # a big recorded graph again and again (as backward does)
-            collecting = gc.isenabled()
-            gc.disable()
-            try:
-                programs.append(recorder.program(result))
-            finally:
-                if collecting:
-                    gc.enable()
         return result
 
 

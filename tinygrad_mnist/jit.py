@@ -361,6 +361,11 @@ class Program:
 
             def run():
                 slots[out_slot] = forward(slots[a], **static)
+        elif len(in_slots) == 2 and not static:
+            a, b = in_slots
+
+            def run():
+                slots[out_slot] = forward(slots[a], slots[b])
         elif len(in_slots) == 2:
             a, b = in_slots
 
@@ -388,8 +393,10 @@ class Program:
         for grad_slot, index, target in walk:
             if index is None:
                 plan.append((grad_slot, None, target))
-            else:
-                plan.append((grad_slot, kernels[index].backward, target))
+            else:                               # only the inputs that take a gradient
+                plan.append((grad_slot, kernels[index].backward,
+                             [(i, pk, shape) for i, (pk, shape) in enumerate(target)
+                              if pk is not None]))
         leaves = [t for _, index, t in walk if index is None]
 
         def run():
@@ -409,8 +416,10 @@ class Program:
                     leaf = program.arguments[target] if type(target) is int else target
                     leaf._accumulate(g, owned)
                     continue
-                for (pk, shape), pg in zip(target, backward(g)):
-                    if pk is None or pg is None:
+                input_grads = backward(g)
+                for i, pk, shape in target:
+                    pg = input_grads[i]
+                    if pg is None:
                         continue
                     if type(pg) is not np.ndarray:
                         pg = np.asarray(pg)
@@ -451,18 +460,18 @@ class Program:
 # same arithmetic as the op's own methods, in the same order (so the same float results).
 
 class _OpKernel:
-    """Any op: its own forward and backward, on the recorded op object."""
+    """Any op: its own forward and backward, on the recorded op object. (A NumPy scalar result
+    becomes a 0-d array, as the engine makes it; a replay has no create_graph, so the op's
+    saved copy of it may stay a scalar.)"""
 
     def __init__(self, op, buffers):
-        self.op = op
-        self.backward = op.backward
+        self.op, self.backward = op, op.backward
+        forward, asarray, ndarray = op.forward, np.asarray, np.ndarray
 
-    def forward(self, *arrays, **options):
-        out = self.op.forward(*arrays, **options)
-        if type(out) is not np.ndarray:
-            scalar, out = out, np.asarray(out)
-            _engine._keep_output(self.op, scalar, out)
-        return out
+        def run(*arrays, **options):
+            out = forward(*arrays, **options)
+            return out if type(out) is ndarray else asarray(out)
+        self.forward = run
 
 
 class _Buffers:

@@ -17,6 +17,7 @@ import argparse
 import gc
 import os
 import platform
+import random
 import statistics
 import subprocess
 import sys
@@ -33,6 +34,7 @@ from benchmarks.scalar_value import Value  # noqa: E402
 
 DEFAULT_OUT = os.path.join("runs", "benchmarks")
 LR, MOMENTUM = 0.05, 0.9
+CHUNK = 25                # steps each framework runs before the next one's turn
 NETWORKS = [((784, 128, 10), 32), ((784, 128, 10), 128), ((784, 128, 10), 512),
             ((784, 512, 256, 10), 128), ((784, 800, 10), 128)]
 
@@ -144,14 +146,26 @@ def epoch_times(ds, repeats):
         order = [np.random.default_rng(r).permutation(len(x_all)) for r in range(repeats)]
         runners = {k.name: k(weights, biases) for k in kinds}
         times = {name: [] for name in runners}
-        for r in range(repeats):                     # interleaved: drift hits all alike
+        for r in range(repeats):
             batches = [order[r][i:i + batch] for i in range(0, len(x_all), batch)]
-            for name, runner in runners.items():
-                gc.collect()
-                start = time.perf_counter()
-                for idx in batches:
-                    runner.step(x_all[idx], y_all[idx])
-                times[name].append(time.perf_counter() - start)
+            spent = dict.fromkeys(runners, 0.0)
+            # interleaved in blocks of CHUNK steps: a burst of load from elsewhere on the
+            # machine hits every framework alike, not one whole epoch of one of them; the
+            # order is shuffled each turn, so none always follows PyTorch (whose threads spin
+            # on for a while after its turn)
+            shuffler = random.Random(r)
+            for lo in range(0, len(batches), CHUNK):
+                names = list(runners)
+                shuffler.shuffle(names)
+                for name in names:
+                    runner = runners[name]
+                    start = time.perf_counter()
+                    for idx in batches[lo:lo + CHUNK]:
+                        runner.step(x_all[idx], y_all[idx])
+                    spent[name] += time.perf_counter() - start
+            for name in runners:
+                times[name].append(spent[name])
+            gc.collect()
         rows.append(("-".join(map(str, sizes)), batch, times))
         print(f"  {'-'.join(map(str, sizes))} batch {batch}: " + ", ".join(
             f"{k} {statistics.median(v):.3f}s" for k, v in times.items()), flush=True)
@@ -315,7 +329,8 @@ def main(argv=None):
     lines = ["# Benchmark results", "",
              f"Machine: {machine_line()}.", "",
              f"Command: `python -m benchmarks{' --quick' if args.quick else ''}` "
-             f"({repeats} interleaved repeats; medians, with min–max).", "",
+             f"({repeats} repeats of each epoch, the frameworks taking turns every {CHUNK} "
+             f"steps in a shuffled order; medians of the epoch times, with min–max).", "",
              "## 1. Seconds per MNIST epoch (60,000 images, SGD momentum 0.9)", "",
              "| network | batch | hand-written NumPy | eager | jit |"
              + (" PyTorch |" if has_torch else "")

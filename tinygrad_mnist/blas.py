@@ -64,19 +64,25 @@ def _needs_switch(m, k, n):
 
 
 def matmul(a, b, out=None):
-    """a @ b (into `out`, a preallocated buffer, when given), on one BLAS thread when the
-    product's shape says that is faster."""
+    """a @ b, on one BLAS thread when the product's shape says that is faster.
+
+    Into `out`, a buffer allocated once (jit replays), every thread is used: a replayed
+    784-128-10 batch-32 step, whose weight gradient is such a product, ran 9% faster so
+    (alternating 25-step blocks, three runs: 0.93x, 0.89x, 0.91x). What one thread saved on a
+    fresh result was the cost of OpenBLAS's threads first touching newly mapped pages."""
+    if out is not None:
+        return np.matmul(a, b, out=out)
     k = a.shape[-1]
     m = a.shape[-2] if a.ndim > 1 else 1
     n = b.shape[-1] if b.ndim > 1 else 1
     if not _needs_switch(m, k, n):
-        return a @ b if out is None else np.matmul(a, b, out=out)
+        return a @ b
     functions = _openblas_thread_functions()
     if not functions:
-        return a @ b if out is None else np.matmul(a, b, out=out)
+        return a @ b
     _enter_single(*functions)
     try:
-        return a @ b if out is None else np.matmul(a, b, out=out)
+        return a @ b
     finally:
         _leave_single(functions[1])
 

@@ -493,7 +493,7 @@ class _LinearKernel(_Buffers):
     out = None
 
     def forward(self, x, weight, bias=None):
-        x2 = x.reshape(-1, x.shape[-1])
+        x2 = x if x.ndim == 2 else x.reshape(-1, x.shape[-1])
         if self.out is None:
             self.out = self.empty((x2.shape[0], weight.shape[0]), x.dtype)
             self.out_shape = x.shape[:-1] + (weight.shape[0],)
@@ -506,13 +506,15 @@ class _LinearKernel(_Buffers):
         out = matmul(x2, weight.T, out=self.out)
         if bias is not None:
             out += bias
-        return out.reshape(self.out_shape)
+        return out if x.ndim == 2 else out.reshape(self.out_shape)
 
     def backward(self, gz):
-        g2 = gz.reshape(-1, gz.shape[-1])
+        g2 = gz if gz.ndim == 2 else gz.reshape(-1, gz.shape[-1])
         gx = gw = gb = None
         if self.gx is not None:
-            gx = matmul(g2, self.weight, out=self.gx).reshape(self.x.shape)
+            gx = matmul(g2, self.weight, out=self.gx)
+            if self.x.ndim != 2:
+                gx = gx.reshape(self.x.shape)
         if self.gw is not None:
             gw = matmul(g2.T, self.x2, out=self.gw)
         if not self.has_bias:

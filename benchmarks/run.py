@@ -133,6 +133,13 @@ def torch_available():
 
 # ---------------------------------------------------------------- 1. epochs
 
+def _timed_steps(runner, batches, x_all, y_all):
+    start = time.perf_counter()
+    for idx in batches:
+        runner.step(x_all[idx], y_all[idx])
+    return time.perf_counter() - start
+
+
 def epoch_times(ds, repeats):
     x_all = ds.normalized(ds.train_images)
     y_all = ds.train_labels.astype(np.int64)
@@ -149,20 +156,20 @@ def epoch_times(ds, repeats):
         for r in range(repeats):
             batches = [order[r][i:i + batch] for i in range(0, len(x_all), batch)]
             spent = dict.fromkeys(runners, 0.0)
-            # interleaved in blocks of CHUNK steps: a burst of load from elsewhere on the
-            # machine hits every framework alike, not one whole epoch of one of them; the
-            # order is shuffled each turn, so none always follows PyTorch (whose threads spin
-            # on for a while after its turn)
+            # the NumPy-based ones take turns every CHUNK steps, in a shuffled order: a burst of
+            # load from elsewhere on the machine hits them alike. PyTorch runs its epoch after
+            # them, whole: its OpenMP threads and OpenBLAS's both spin for a while after their
+            # work, and on 2 cores short turns would measure them fighting each other
             shuffler = random.Random(r)
+            shared = [name for name in runners if name != "pytorch"]
             for lo in range(0, len(batches), CHUNK):
-                names = list(runners)
-                shuffler.shuffle(names)
-                for name in names:
-                    runner = runners[name]
-                    start = time.perf_counter()
-                    for idx in batches[lo:lo + CHUNK]:
-                        runner.step(x_all[idx], y_all[idx])
-                    spent[name] += time.perf_counter() - start
+                shuffler.shuffle(shared)
+                for name in shared:
+                    spent[name] += _timed_steps(runners[name], batches[lo:lo + CHUNK], x_all,
+                                                y_all)
+            if "pytorch" in runners:
+                time.sleep(0.5)                      # OpenBLAS's threads go to sleep
+                spent["pytorch"] = _timed_steps(runners["pytorch"], batches, x_all, y_all)
             for name in runners:
                 times[name].append(spent[name])
             gc.collect()
@@ -329,8 +336,9 @@ def main(argv=None):
     lines = ["# Benchmark results", "",
              f"Machine: {machine_line()}.", "",
              f"Command: `python -m benchmarks{' --quick' if args.quick else ''}` "
-             f"({repeats} repeats of each epoch, the frameworks taking turns every {CHUNK} "
-             f"steps in a shuffled order; medians of the epoch times, with min–max).", "",
+             f"({repeats} repeats of each epoch, NumPy, eager and jit taking turns every {CHUNK} "
+             f"steps in a shuffled order, then PyTorch's whole epoch; medians of the epoch "
+             f"times, with min–max).", "",
              "## 1. Seconds per MNIST epoch (60,000 images, SGD momentum 0.9)", "",
              "| network | batch | hand-written NumPy | eager | jit |"
              + (" PyTorch |" if has_torch else "")

@@ -202,16 +202,21 @@ class _Recorder:
     def op(self, op, inputs, options, out):
         if self.depth:
             return
-        index = options.get("index")
-        if any(isinstance(i, np.ndarray) and i.dtype == bool and id(i) in self.slot_of
-               for i in (index if isinstance(index, tuple) else (index,))):
-            self.unsupported("a boolean mask computed in the step, whose result's shape "
-                             "depends on the values", _engine._user_site())
-        self.alive.append((op, inputs, out))
+        if options:
+            index = options.get("index")
+            if any(isinstance(i, np.ndarray) and i.dtype == bool and id(i) in self.slot_of
+                   for i in (index if isinstance(index, tuple) else (index,))):
+                self.unsupported("a boolean mask computed in the step, whose result's shape "
+                                 "depends on the values", _engine._user_site())
+            options = {k: self._ref(v) for k, v in options.items()}
+        slot_of = self.slot_of
+        in_slots = []
+        for t in inputs:
+            slot = slot_of.get(id(t.data))
+            in_slots.append(slot if slot is not None else self._tensor_slot(t))
+        self.alive.append(out)              # out keeps op and inputs alive too
         self.producer[id(out)] = len(self.steps)
-        self.steps.append(("op", op, [self._tensor_slot(t) for t in inputs],
-                           {k: self._ref(v) for k, v in options.items()},
-                           self._new_slot(out.data), inputs))
+        self.steps.append(("op", op, in_slots, options, self._new_slot(out.data), inputs))
 
     def derive(self, function, args, result):
         """Array work outside ops: replayed when it reads an array the step computes or
@@ -346,11 +351,23 @@ class Program:
         slots = self.slots
         static = {k: v for k, (kind, v) in options.items() if kind == "value"}
         dynamic = [(k, self._resolver(ref)) for k, ref in options.items() if ref[0] != "value"]
-        kernel = KERNELS.get(type(op), _OpKernel)(op, self.buffers)
-        self.kernels[index] = kernel
-        forward = kernel.forward
+        kernel_class = KERNELS.get(type(op))
+        if kernel_class is None:              # any other op replays its own methods
+            self.kernels[index] = op
+            forward = _plain_forward(op)
+        else:
+            kernel = self.kernels[index] = kernel_class(op, self.buffers)
+            forward = kernel.forward
 
-        if dynamic:
+        if kernel_class is None and len(in_slots) == 2 and not options:
+            # the commonest op of a scalar graph, called without the kernel's extra layer
+            a, b = in_slots
+            op_forward, asarray, ndarray = op.forward, np.asarray, np.ndarray
+
+            def run():
+                out = op_forward(slots[a], slots[b])
+                slots[out_slot] = out if type(out) is ndarray else asarray(out)
+        elif dynamic:
             def run():
                 opts = dict(static)
                 for name, resolve in dynamic:
@@ -459,19 +476,16 @@ class Program:
 # A kernel replays one recorded op: forward(*arrays, **options) and backward(gz), with the
 # same arithmetic as the op's own methods, in the same order (so the same float results).
 
-class _OpKernel:
-    """Any op: its own forward and backward, on the recorded op object. (A NumPy scalar result
-    becomes a 0-d array, as the engine makes it; a replay has no create_graph, so the op's
-    saved copy of it may stay a scalar.)"""
+def _plain_forward(op):
+    """An op without a kernel replays its own forward (and backward) on the recorded op
+    object. A NumPy scalar result becomes a 0-d array, as the engine makes it; a replay has no
+    create_graph, so the op's saved copy of it may stay a scalar."""
+    forward, asarray, ndarray = op.forward, np.asarray, np.ndarray
 
-    def __init__(self, op, buffers):
-        self.op, self.backward = op, op.backward
-        forward, asarray, ndarray = op.forward, np.asarray, np.ndarray
-
-        def run(*arrays, **options):
-            out = forward(*arrays, **options)
-            return out if type(out) is ndarray else asarray(out)
-        self.forward = run
+    def run(*arrays, **options):
+        out = forward(*arrays, **options)
+        return out if type(out) is ndarray else asarray(out)
+    return run
 
 
 class _Buffers:

@@ -150,6 +150,14 @@ def test_the_ray_executor_without_ray_says_how_to_install(monkeypatch):
         executors.run_trials(abs, [1], "ray", progress=False)
 
 
+def test_sweep_without_ray_fails_before_writing_anything(monkeypatch, tmp_path, capsys):
+    import sys
+    monkeypatch.setitem(sys.modules, "ray", None)
+    out = tmp_path / "sweep"
+    assert cli.main(["sweep", "--executor", "ray", "--out", str(out), "--quiet"]) == 2
+    assert "pip install" in capsys.readouterr().err and not out.exists()
+
+
 def test_an_unknown_executor_is_named():
     with pytest.raises(ValueError, match="threads"):
         executors.run_trials(abs, [1], "threads")

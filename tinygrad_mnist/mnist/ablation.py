@@ -280,7 +280,8 @@ def ablate(datasets=("mnist", "fashion-mnist"), data_dirs=None, quick=False, out
            resume=False, progress=False):
     """The whole grid, its trials run by `executor` (executors.py). Each finished trial is
     kept in OUT_DIR/trials/; with `resume`, those are not run again."""
-    from .executors import run_trials
+    from .executors import check_executor, run_trials
+    check_executor(executor)
     plan = plan or (QUICK if quick else FULL)
     os.makedirs(out_dir, exist_ok=True)
     store = os.path.join(out_dir, "trials")

@@ -36,8 +36,7 @@ def run_trials(fn, trials, executor="serial", workers=None, ray_address=None, re
     """fn(trial) for every trial; the results in order. With `store` (a directory), trials are
     dicts with a file-safe "key": each result is saved there as KEY.json the moment it
     arrives, and a trial whose result is already there is not run again (resume)."""
-    if executor not in EXECUTORS:
-        raise ValueError(f"unknown executor {executor!r}; choose from {', '.join(EXECUTORS)}")
+    check_executor(executor)
     trials = list(trials)
     workers = max(1, workers or os.cpu_count() or 1)
     results = [_stored(store, t) for t in trials] if store else [None] * len(trials)
@@ -79,6 +78,18 @@ def _store(store, trial, result):
     with open(path + ".tmp", "w") as f:
         json.dump(result, f)
     os.replace(path + ".tmp", path)           # whole or absent, even if killed while writing
+
+
+def check_executor(executor):
+    """Fail before anything is written: an unknown executor, or Ray not installed."""
+    if executor not in EXECUTORS:
+        raise ValueError(f"unknown executor {executor!r}; choose from {', '.join(EXECUTORS)}")
+    if executor == "ray":
+        try:
+            import ray  # noqa: F401
+        except ImportError:
+            raise ExecutorError("--executor ray needs Ray: pip install 'tinygrad_mnist[ray]' "
+                                "(or pip install -e \".[ray]\" in a checkout)") from None
 
 
 def _progress_bar(total, description, enabled):
@@ -149,11 +160,7 @@ def _describe(trial):
 # ---------------------------------------------------------------- Ray
 
 def _ray(fn, trials, workers, address, retries, finished):
-    try:
-        import ray
-    except ImportError:
-        raise ExecutorError("--executor ray needs Ray: pip install 'tinygrad_mnist[ray]' (or "
-                            "pip install -e \".[ray]\" in a checkout)") from None
+    import ray
     if not ray.is_initialized():
         if address:
             ray.init(address=address, include_dashboard=False, log_to_driver=False)

@@ -51,7 +51,8 @@ def sweep_trial(trial):
 
 def run_sweep(options, out, data_dir=None, subset=None, augment=False, executor="serial",
               workers=None, ray_address=None, resume=False, progress=True, log=print):
-    from .executors import run_trials
+    from .executors import check_executor, run_trials
+    check_executor(executor)
     spec_path = os.path.join(out, "sweep.json")
     trials = plan_trials(options, data_dir, subset, augment)
     if resume:

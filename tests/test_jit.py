@@ -297,3 +297,17 @@ def test_replays_learn():
     losses = [step(x, y)[0].item() for _ in range(30)]
     assert all(map(math.isfinite, losses))
     assert losses[-1] < 0.2 * losses[0]          # one batch, learned by heart
+
+
+def test_a_jitted_method_replays_per_instance():
+    class Scaler:
+        def __init__(self, k):
+            self.k = Tensor([float(k)])
+
+        @jit
+        def apply(self, x):
+            return x * self.k
+    two, three = Scaler(2), Scaler(3)
+    for _ in range(2):
+        assert two.apply(Tensor([1.0])).item() == 2 and three.apply(Tensor([1.0])).item() == 3
+    assert Scaler.apply.recordings == 2

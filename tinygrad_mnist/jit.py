@@ -64,6 +64,10 @@ class Jit:
         self.programs = collections.OrderedDict()   # signature -> [Program or _EAGER]
         self.recordings = 0
 
+    def __get__(self, instance, owner=None):
+        """@jit on a method: the instance is one more argument (its identity is in the key)."""
+        return self if instance is None else functools.partial(self, instance)
+
     def __call__(self, *args, **kwargs):
         if _grad_mode.anomaly or profiler.active() or _grad_mode.recorder is not None:
             return self.fn(*args, **kwargs)   # checked, profiled, or inside an outer recording

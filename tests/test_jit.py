@@ -311,3 +311,15 @@ def test_a_jitted_method_replays_per_instance():
     for _ in range(2):
         assert two.apply(Tensor([1.0])).item() == 2 and three.apply(Tensor([1.0])).item() == 3
     assert Scaler.apply.recordings == 2
+
+
+def test_a_replay_still_refuses_targets_out_of_range():
+    _, _, step = _setup()
+    step = jit(step)
+    (x, y), = _batches([8])
+    step(x, y)
+    for bad in (-1, 5):
+        wrong = y.copy()
+        wrong[3] = bad
+        with pytest.raises(ValueError, match=r"cross_entropy: targets must lie in \[0, 5\)"):
+            step(x, wrong)

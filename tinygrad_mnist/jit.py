@@ -589,6 +589,11 @@ class _CrossEntropyKernel(_Buffers):
         np.exp(shifted, out=self.probs)
         np.add.reduce(self.probs, axis=1, keepdims=True, out=self.sum_exp)
         np.divide(self.probs, self.sum_exp, out=self.probs)
+        if targets.size and (targets.min() < 0 or targets.max() >= logits.shape[1]):
+            # nn.cross_entropy checks this in Python, which a replay does not run again
+            raise ValueError(f"cross_entropy: targets must lie in [0, {logits.shape[1]}) for "
+                             f"logits of shape {logits.shape}, got values from "
+                             f"{targets.min()} to {targets.max()}")
         self.targets = targets
         target_logp = shifted[self.rows, targets] - np.log(self.sum_exp[:, 0])
         return np.asarray(-target_logp.sum() / m, dtype=dtype)

@@ -358,12 +358,12 @@ class Program:
         kernel_class = KERNELS.get(type(op))
         if kernel_class is None:              # any other op replays its own methods
             self.kernels[index] = op
-            forward = _plain_forward(op)
+            forward = None if len(in_slots) == 2 and not options else _plain_forward(op)
         else:
             kernel = self.kernels[index] = kernel_class(op, self.buffers)
             forward = kernel.forward
 
-        if kernel_class is None and len(in_slots) == 2 and not options:
+        if forward is None:
             # the commonest op of a scalar graph, called without the kernel's extra layer
             a, b = in_slots
             op_forward, asarray, ndarray = op.forward, np.asarray, np.ndarray
@@ -497,7 +497,7 @@ class _Buffers:
     then written again by every one."""
 
     def __init__(self, op, owned):
-        self.op, self.owned = op, owned
+        self.owned = owned
         self.needs = getattr(op, "needs_input_grad", None) or (False,) * 3   # no_grad
 
     def empty(self, shape, dtype):

@@ -9,7 +9,7 @@ the graph); `np.asarray(t)` still gives the data.
 import numpy as np
 
 from . import ops
-from .tensor import Tensor, _shape
+from .tensor import Tensor, _axes, _common_float, _shape, _traced
 
 
 def _first_tensor(values):
@@ -41,6 +41,7 @@ UFUNCS = {
     np.maximum: _binary("maximum"), np.minimum: _binary("minimum"),
     np.negative: _unary("__neg__"), np.exp: _unary("exp"), np.log: _unary("log"),
     np.sqrt: _unary("sqrt"), np.absolute: _unary("abs"), np.tanh: _unary("tanh"),
+    np.sin: _unary("sin"), np.cos: _unary("cos"),
     np.equal: _binary("__eq__"), np.not_equal: _binary("__ne__"), np.less: _binary("__lt__"),
     np.less_equal: _binary("__le__"), np.greater: _binary("__gt__"),
     np.greater_equal: _binary("__ge__"), np.sign: _constant(np.sign),
@@ -102,13 +103,29 @@ def _joined(method):
     return call
 
 
-def _where(condition, x, y):
+_NO_VALUE = object()
+
+
+def _where(condition, x=_NO_VALUE, y=_NO_VALUE):
     """np.where(condition, x, y): the gradient goes to x where the condition holds and to y
-    elsewhere; the condition itself is not differentiated."""
-    condition = np.asarray(condition)
+    elsewhere; the condition itself is not differentiated and, as in NumPy, any non-zero
+    value counts as true. np.where(condition) alone gives the indices of the true elements."""
+    if (x is _NO_VALUE) != (y is _NO_VALUE):
+        raise TypeError("np.where: give both x and y, or neither")
+    mask = condition.data if isinstance(condition, Tensor) else np.asarray(condition)
+    if mask.dtype != bool:
+        mask = _traced(lambda c: c != 0, mask)
+    if x is _NO_VALUE:
+        return np.nonzero(np.asarray(condition))
+    if not isinstance(x, Tensor) and not isinstance(y, Tensor):
+        return Tensor(np.where(mask, x, y))           # constants on both sides: no graph
     like = _first_tensor((x, y))
     x, y = _as_tensor(x, like), _as_tensor(y, like)
-    return ops.Where.apply(x, y, condition=condition)
+    try:
+        return ops.Where.apply(*_common_float((x, y)), condition=mask)
+    except ValueError:
+        raise ValueError(f"np.where: condition {mask.shape}, x {x.shape} and y {y.shape} "
+                         f"cannot be broadcast together") from None
 
 
 def _clip(a, a_min=None, a_max=None):
@@ -133,6 +150,32 @@ def _squeeze(a, axis=None):
     return a.reshape(tuple(n for i, n in enumerate(a.shape) if not (i in axes and n == 1)))
 
 
+def _norm(x, ord=None, axis=None, keepdims=False):
+    """np.linalg.norm: the 2-norm (Frobenius for matrices) by default or with ord=2 or 'fro';
+    for vectors also ord=1, inf, -inf and any other p > 0 as (sum |x|**p)**(1/p)."""
+    x = _as_tensor(x)
+    if axis is None:
+        vector = x.ndim == 1 or ord is None
+        axes = None
+    else:
+        axes = _axes("np.linalg.norm", axis, x.ndim, x.shape)
+        vector = len(axes) == 1
+    if ord is None or (ord == "fro" and not vector) or (ord == 2 and vector):
+        return ops.Norm.apply(x, axis=axes, keepdims=keepdims)
+    if vector and isinstance(ord, (int, float)) and not isinstance(ord, bool):
+        if ord == np.inf:
+            return abs(x).max(axis=axes, keepdims=keepdims)
+        if ord == -np.inf:
+            return abs(x).min(axis=axes, keepdims=keepdims)
+        if ord == 1:
+            return abs(x).sum(axis=axes, keepdims=keepdims)
+        if ord > 0:
+            return (abs(x) ** ord).sum(axis=axes, keepdims=keepdims) ** (1.0 / ord)
+    raise TypeError(f"np.linalg.norm with ord={ord!r} on a {'vector' if vector else 'matrix'} "
+                    f"has no Tensor rule; the 2-norm (ord=None), 'fro', and vector ords 1, inf "
+                    f"and p > 0 have")
+
+
 FUNCTIONS = {
     np.sum: _reduction("sum"), np.mean: _reduction("mean"), np.average: _average,
     np.max: _reduction("max"),
@@ -141,7 +184,7 @@ FUNCTIONS = {
     np.concatenate: _joined("concat"), np.stack: _joined("stack"), np.clip: _clip,
     np.where: _where, np.broadcast_to: _broadcast_to, np.expand_dims: _expand_dims,
     np.squeeze: _squeeze, np.swapaxes: lambda a, axis1, axis2: a.swapaxes(axis1, axis2),
-    np.shape: lambda a: a.shape, np.ndim: lambda a: a.ndim, np.size: lambda a: a.size,
+    np.linalg.norm: _norm, np.shape: lambda a: a.shape, np.ndim: lambda a: a.ndim, np.size: lambda a: a.size,
 }
 
 # Tensor methods to suggest when a NumPy function has no rule

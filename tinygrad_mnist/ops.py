@@ -47,6 +47,12 @@ class Op:
         raise NotImplementedError(f"{self.name}: backward() is not defined")
 
 
+def _array(x):
+    """The array behind a saved input: itself, or under create_graph the Tensor's data (to
+    compute a constant mask from it)."""
+    return x if isinstance(x, np.ndarray) else x.data
+
+
 # ---------------------------------------------------------------- elementwise, two inputs
 
 class Add(Op):
@@ -104,7 +110,10 @@ class Div(Op):
 
 
 class Pow(Op):
-    """z = a ** b    dz/da = b * a**(b-1)    dz/db = z * log(a)   (b a tensor)"""
+    """z = a ** b    dz/da = b * a**(b-1)    dz/db = z * log(a)   (b a tensor)
+
+    At a = 0 the derivatives take their limits, as PyTorch's: dz/da = 0 where b = 0 (a**0 is
+    constant) and dz/db = 0 where b >= 0 (z is 0 or 1 there, and log(a) never enters)."""
     __slots__ = ("a", "b", "out")
     name = "pow"
 
@@ -115,11 +124,16 @@ class Pow(Op):
 
     def backward(self, gz):
         need_a, need_b = self.needs_input_grad
-        ga = None
-        if need_a:                      # b * a**(b-1), but 0 where b == 0: a**0 is constant
-            with np.errstate(divide="ignore", invalid="ignore"):
+        ga = gb = None
+        with np.errstate(divide="ignore", invalid="ignore"):
+            if need_a:
                 ga = gz * np.where(self.b == 0, 0, self.b * self.a ** (self.b - 1))
-        gb = gz * self.out * np.log(self.a) if need_b else None
+            if need_b:
+                a, b = _array(self.a), _array(self.b)
+                # log(1) = 0 stands in for log(0) where the limit is 0, so that no -inf is
+                # multiplied by 0 here or in a second derivative
+                safe_a = np.where((a == 0) & (b >= 0), 1, self.a)
+                gb = gz * self.out * np.log(safe_a)
         return ga, gb
 
 
@@ -219,6 +233,34 @@ class Sqrt(Op):
 
     def backward(self, gz):
         return (gz / (2 * self.out),)
+
+
+class Sin(Op):
+    """z = sin(x)    dz/dx = cos(x)"""
+    __slots__ = ("x",)
+    name = "sin"
+    float_result = True
+
+    def forward(self, x):
+        self.x = x
+        return np.sin(x)
+
+    def backward(self, gz):
+        return (gz * np.cos(self.x),)
+
+
+class Cos(Op):
+    """z = cos(x)    dz/dx = -sin(x)"""
+    __slots__ = ("x",)
+    name = "cos"
+    float_result = True
+
+    def forward(self, x):
+        self.x = x
+        return np.cos(x)
+
+    def backward(self, gz):
+        return (-gz * np.sin(self.x),)
 
 
 class Abs(Op):
@@ -362,7 +404,40 @@ class Min(Max):
     reduce = staticmethod(np.min)
 
 
+class Norm(Op):
+    """z = sqrt(sum of x**2 over `axis`)    dz/dx = x / z   (0 where z = 0, as PyTorch: the
+    smallest subgradient, instead of 0/0)"""
+    __slots__ = ("x", "out", "kept")
+    name = "norm"
+    float_result = True
+
+    def forward(self, x, axis, keepdims):
+        self.x = x
+        norm = np.sqrt((x * x).sum(axis=axis, keepdims=True))
+        self.kept = norm.shape
+        self.out = norm if keepdims else norm.reshape(_reduced_shape(x.shape, axis))
+        return self.out
+
+    def backward(self, gz):
+        norm = self.out.reshape(self.kept)
+        safe = np.where(_array(norm) == 0, 1, norm)       # x is 0 there: the gradient is 0
+        return (gz.reshape(self.kept) * self.x / safe,)
+
+
 # ---------------------------------------------------------------- shape
+
+class Cast(Op):
+    """z = x converted to another floating dtype    dx = dz converted back to x's dtype"""
+    __slots__ = ("dtype",)
+    name = "cast"
+
+    def forward(self, x, dtype):
+        self.dtype = x.dtype
+        return x.astype(dtype)
+
+    def backward(self, gz):
+        return (gz.astype(self.dtype),)
+
 
 class Reshape(Op):
     """z = x viewed with a new shape    dx = dz viewed with the old shape"""
@@ -579,56 +654,82 @@ class LogSoftmax(Op):
         return (gz - np.exp(self.out) * gz.sum(axis=self.axis, keepdims=True),)
 
 
+def _reduce_loss(losses, reduction):
+    """A loss's per-element values as reduction asks: their mean, their sum, or themselves."""
+    if reduction == "none":
+        return losses
+    total = losses.sum()
+    return np.asarray(total / losses.size if reduction == "mean" else total, dtype=losses.dtype)
+
+
+def _loss_gradient(gz, reduction, count):
+    """The upstream gradient as each element's loss receives it: gz/count for a mean, gz for
+    a sum, and gz's own entry (already of the losses' shape) for none."""
+    return gz / count if reduction == "mean" else gz
+
+
 class CrossEntropy(Op):
-    """loss = mean_i(logsumexp(z_i) - z_i[y_i])    dloss/dz = (softmax(z) - onehot(y)) / m
+    """loss_i = logsumexp(z_i) - sum_c q_ic z_ic,  q_i = (1 - s) onehot(y_i) + s / C
+    dloss_i/dz_i = softmax(z_i) - q_i
+    (s is the label smoothing; the losses are averaged, summed, or returned per row)
 
     Fused: the forward is a log-sum-exp, finite for logits of any size, and the backward is
     the closed form instead of a chain of softmax, log and indexing nodes.
     """
-    __slots__ = ("logits", "probs", "onehot")
+    __slots__ = ("logits", "probs", "target", "reduction")
     name = "cross_entropy"
     float_result = True
 
-    def forward(self, logits, targets):
-        m = logits.shape[0]
+    def forward(self, logits, targets, reduction="mean", label_smoothing=0.0):
+        m, classes = logits.shape
         shifted = logits - logits.max(axis=1, keepdims=True)
         exp = np.exp(shifted)
         sum_exp = exp.sum(axis=1, keepdims=True)
         rows = np.arange(m)
-        self.logits, self.probs = logits, exp / sum_exp
-        self.onehot = np.zeros_like(logits)
-        self.onehot[rows, targets] = 1
-        target_logp = shifted[rows, targets] - np.log(sum_exp[:, 0])
-        return np.asarray(-target_logp.sum() / m, dtype=logits.dtype)
+        self.logits, self.probs, self.reduction = logits, exp / sum_exp, reduction
+        self.target = np.zeros_like(logits)          # q: the target distribution of each row
+        self.target[rows, targets] = 1
+        if label_smoothing:
+            self.target *= 1 - label_smoothing
+            self.target += label_smoothing / classes
+            target_logp = (self.target * shifted).sum(axis=1) - np.log(sum_exp[:, 0])
+        else:
+            target_logp = shifted[rows, targets] - np.log(sum_exp[:, 0])
+        if reduction == "mean":
+            return np.asarray(-target_logp.sum() / m, dtype=logits.dtype)
+        return _reduce_loss(-target_logp, reduction)
 
     def backward(self, gz):
         z = self.logits
         # the softmax forward computed, or, when z is a tensor (create_graph), the softmax of
         # z itself: differentiated again, its Jacobian is cross-entropy's Hessian
         probs = self.probs if isinstance(z, np.ndarray) else z.softmax(axis=1)
-        return ((probs - self.onehot) * (gz / z.shape[0]),)
+        if self.reduction == "none":
+            gz = gz.reshape(-1, 1)                   # one upstream gradient per row
+        return ((probs - self.target) * _loss_gradient(gz, self.reduction, z.shape[0]),)
 
 
 class BinaryCrossEntropy(Op):
-    """loss = -mean(t log p + (1-t) log(1-p))    dloss/dp = (p - t) / (p (1-p)) / n
+    """loss = -(t log p + (1-t) log(1-p))    dloss/dp = (p - t) / (p (1-p))
+    (averaged, summed, or returned per element)
 
     Each log is clamped at -100 (as PyTorch does), so p = 0 or 1 gives a finite loss.
     """
-    __slots__ = ("p", "t")
+    __slots__ = ("p", "t", "reduction")
     name = "binary_cross_entropy"
     float_result = True
 
-    def forward(self, p, t):
-        self.p, self.t = p, t
+    def forward(self, p, t, reduction="mean"):
+        self.p, self.t, self.reduction = p, t, reduction
         with np.errstate(divide="ignore"):          # log(0) = -inf is clamped just below
             log_p = np.maximum(np.log(p), -100)
             log_1p = np.maximum(np.log1p(-p), -100)
-        return np.asarray(-(t * log_p + (1 - t) * log_1p).mean(), dtype=p.dtype)
+        return _reduce_loss(-(t * log_p + (1 - t) * log_1p), reduction)
 
     def backward(self, gz):
         p, t = self.p, self.t
         denominator = np.maximum(p * (1 - p), 1e-12)    # bounded: finite at p = 0 or 1
-        return (gz * (p - t) / denominator / p.size,)
+        return (_loss_gradient(gz, self.reduction, p.size) * (p - t) / denominator,)
 
 
 class DropoutMask(Op):

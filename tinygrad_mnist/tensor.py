@@ -367,6 +367,8 @@ def _walk_backward(roots, seeds, retain_graph, create_graph, capture, trace=None
     while ready:
         node = ready.pop()
         g = grads.pop(id(node), None)
+        if type(g) is not np.ndarray and g is not None and not create_graph:
+            g = np.asarray(g)        # 0-d arrays added together give a NumPy scalar
         op, parents = node._ctx, node._parents
         if op is _RELEASED:
             raise RuntimeError("backward: the graph behind this tensor was already freed by "
@@ -480,6 +482,13 @@ def _backward_on_tensors(op, node, parents, gz):
                 swapped.append((name, value))
                 setattr(op, name, standing[id(value)])
         return op.backward(gz)
+    except TypeError as error:
+        raise TypeError(
+            f"{op.name}: its backward cannot run under create_graph=True (grad of a grad, "
+            f"hessian, hvp, gradgradcheck), where it receives Tensors: {error}. Write it with "
+            f"operators, Tensor methods (t.cos(), t.exp(), ...) or NumPy functions that have a "
+            f"Tensor rule, or compute the value in forward and save it (it is then a "
+            f"constant)") from error
     finally:
         for name, value in swapped:
             setattr(op, name, value)
@@ -683,9 +692,16 @@ class Tensor:
         return self.data.shape[0]
 
     def __array__(self, dtype=None, copy=None):
+        """np.asarray(t) shares the data; np.array(t) (copy=True) copies it, as for an
+        ndarray; copy=False with another dtype is an error, as NumPy's."""
         if _grad_mode.recorder is not None:
             _read("np.asarray()")
-        return self.data if dtype is None else self.data.astype(dtype)
+        if dtype is None or np.dtype(dtype) == self.data.dtype:
+            return self.data.copy() if copy else self.data
+        if copy is False:
+            raise ValueError(f"np.asarray: a tensor of dtype {self.dtype} cannot become "
+                             f"{np.dtype(dtype)} without a copy (copy=False)")
+        return self.data.astype(dtype)
 
     # NumPy's functions on tensors record the graph (numpy_interop.py has the rules)
     def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
@@ -704,6 +720,45 @@ class Tensor:
         if self._grad is not None and self.data.ndim == 0:
             extras += f", grad={self._grad.item():g}"
         return f"Tensor({body}{extras})"
+
+    # ------------------------------------------------------------------ dtypes and flags
+
+    def to(self, dtype):
+        """This tensor as `dtype`. To another floating dtype it stays in the graph (the
+        gradient is converted back); the same dtype gives this tensor itself; an integer or
+        boolean dtype gives a tensor without gradient."""
+        dtype = np.dtype(dtype)
+        if dtype == self.data.dtype:
+            return self
+        if dtype.kind == "f":
+            return ops.Cast.apply(self, dtype=dtype)
+        if dtype.kind not in "iub":
+            raise TypeError(f"to: unsupported data type {dtype} (tensor of shape {self.shape})")
+        return Tensor._wrap(_traced(lambda a: a.astype(dtype), self.data))
+
+    def astype(self, dtype):
+        """NumPy's name for to(dtype)."""
+        return self.to(dtype)
+
+    def float(self):
+        return self.to(np.float32)
+
+    def double(self):
+        return self.to(np.float64)
+
+    def requires_grad_(self, requires_grad=True):
+        """Set requires_grad in place and return this tensor, as PyTorch: a leaf starts or
+        stops collecting gradients (freezing a layer); only floating tensors can require grad,
+        and a tensor computed from others cannot be cut out of its graph this way (detach())."""
+        if requires_grad and self.data.dtype.kind != "f":
+            raise ValueError(f"requires_grad_: only floating-point tensors can require grad, "
+                             f"got dtype {self.dtype} (shape {self.shape})")
+        if not requires_grad and self._ctx is not None:
+            raise RuntimeError(f"requires_grad_: this tensor (shape {self.shape}) was computed "
+                               f"by {self._ctx.name}; only a leaf can stop requiring grad, "
+                               f"use detach() for a copy cut from the graph")
+        self.requires_grad = bool(requires_grad)
+        return self
 
     def detach(self):
         """The same data (shared, same dtype), cut from the graph: no gradient flows back."""
@@ -839,6 +894,8 @@ class Tensor:
 
     # ------------------------------------------------------------------ elementwise functions
 
+    def sin(self): return ops.Sin.apply(self)
+    def cos(self): return ops.Cos.apply(self)
     def exp(self): return ops.Exp.apply(self)
     def log(self): return ops.Log.apply(self)
     def sqrt(self): return ops.Sqrt.apply(self)
@@ -867,6 +924,21 @@ class Tensor:
     def mean(self, axis=None, keepdims=False):
         return ops.Mean.apply(self, axis=_axes("mean", axis, self.ndim, self.shape),
                               keepdims=keepdims)
+
+    def var(self, axis=None, ddof=0, keepdims=False):
+        """Variance over `axis`: the mean squared deviation from the mean, divided by n - ddof
+        instead of n (NumPy's ddof: 0, the population variance, by default; 1 is PyTorch's
+        default unbiased estimate). n - ddof <= 0 gives inf or NaN, as in NumPy."""
+        axes = _axes("var", axis, self.ndim, self.shape)
+        n = int(np.prod([self.shape[a] for a in (range(self.ndim) if axes is None else axes)]))
+        centred = self - self.mean(axis=axes, keepdims=True)
+        squares = (centred * centred).sum(axis=axes, keepdims=keepdims)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return squares / float(max(n - ddof, 0))
+
+    def std(self, axis=None, ddof=0, keepdims=False):
+        """Standard deviation: the square root of var(axis, ddof, keepdims)."""
+        return self.var(axis=axis, ddof=ddof, keepdims=keepdims).sqrt()
 
     def max(self, axis=None, keepdims=False):
         """Largest element over `axis`. Tied maxima share the gradient evenly."""
@@ -900,8 +972,25 @@ class Tensor:
             raise ValueError(f"reshape: cannot reshape a tensor of shape {self.shape} "
                              f"({self.size} elements) to {shape}") from None
 
+    def view(self, *shape):
+        """As reshape (the data is always shared when NumPy can view it)."""
+        return self.reshape(*shape)
+
     def flatten(self):
         return self.reshape(-1)
+
+    def unsqueeze(self, axis):
+        """A new axis of size 1 at `axis` (negative counts from the end of the result)."""
+        axis = _axis("unsqueeze", axis, self.ndim + 1, self.shape)
+        return self.reshape(self.shape[:axis] + (1,) + self.shape[axis:])
+
+    def squeeze(self, axis=None):
+        """Drop axes of size 1: every one, or those in `axis` (an int or a tuple); as in
+        PyTorch, a named axis whose size is not 1 is left as it is."""
+        axes = range(self.ndim) if axis is None else _axes("squeeze", axis, self.ndim,
+                                                           self.shape)
+        return self.reshape(tuple(n for i, n in enumerate(self.shape)
+                                  if not (i in axes and n == 1)))
 
     def transpose(self, *axes):
         """NumPy's transpose on every rank: no axes reverses them, otherwise `axes` is a
@@ -952,6 +1041,11 @@ class Tensor:
         return ops.Concat.apply(*tensors, axis=a)
 
     @staticmethod
+    def cat(tensors, axis=0):
+        """torch.cat: the same as concat."""
+        return Tensor.concat(tensors, axis)
+
+    @staticmethod
     def stack(tensors, axis=0):
         tensors = Tensor._joinable("stack", tensors)
         first = tensors[0].shape
@@ -975,6 +1069,35 @@ class Tensor:
     @staticmethod
     def ones(*shape, requires_grad=False, dtype=_FLOAT_DEFAULT):
         return Tensor.from_numpy(np.ones(_shape("ones", shape), dtype=dtype), requires_grad)
+
+    @staticmethod
+    def arange(start, stop=None, step=1, dtype=None):
+        """Evenly spaced values in [start, stop), as torch.arange: integers give int64, any
+        float gives float32 unless `dtype` says otherwise."""
+        if stop is None:
+            start, stop = 0, start
+        if step == 0:
+            raise ValueError("arange: step must not be zero")
+        values = np.arange(start, stop, step)
+        if dtype is None and values.dtype.kind == "f":
+            dtype = _FLOAT_DEFAULT
+        return Tensor.from_numpy(values if dtype is None else values.astype(dtype))
+
+    @staticmethod
+    def rand(*shape, seed=None, requires_grad=False, dtype=_FLOAT_DEFAULT):
+        """Uniform samples in [0, 1); `seed` as in randn."""
+        rng = np.random.default_rng(seed) if seed is not None else _rng
+        data = rng.random(_shape("rand", shape)).astype(dtype)
+        return Tensor.from_numpy(data, requires_grad)
+
+    @staticmethod
+    def randint(low, high, shape, seed=None):
+        """Integers drawn uniformly from [low, high) (int64), as torch.randint."""
+        if high <= low:
+            raise ValueError(f"randint: high ({high}) must be above low ({low})")
+        rng = np.random.default_rng(seed) if seed is not None else _rng
+        shape = _shape("randint", (shape,) if isinstance(shape, (tuple, list)) else (shape,))
+        return Tensor.from_numpy(rng.integers(low, high, size=shape, dtype=np.int64))
 
     @staticmethod
     def randn(*shape, seed=None, requires_grad=False, dtype=_FLOAT_DEFAULT):

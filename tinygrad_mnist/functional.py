@@ -20,34 +20,61 @@ def _scalar(op, value):
     return value
 
 
-def hessian(f, x):
-    """The (x.size, x.size) array of second derivatives d2 f / dx_i dx_j of scalar f(x): the
-    gradient of f, differentiated once per element of x."""
-    x = _differentiable("hessian", x)
-    (g,) = grad(_scalar("hessian", f(x)), x, create_graph=True)
-    g = g.reshape(-1)
-    rows = []
-    for i in range(x.size):
-        (row,) = grad(g[i], x, retain_graph=True, allow_unused=True)
-        rows.append(np.zeros(x.size, x.dtype) if row is None else row.data.reshape(-1))
-    return np.stack(rows) if rows else np.zeros((0, 0), x.dtype)
+def _inputs(op, inputs):
+    """(tensors, single): a Tensor is one input (and one result, not a tuple); a list or tuple
+    is several, as in PyTorch. A Tensor is never iterated into its rows."""
+    if isinstance(inputs, Tensor):
+        return [inputs], True
+    if isinstance(inputs, (list, tuple)):
+        return list(inputs), False
+    raise TypeError(f"{op}: inputs must be a Tensor or a sequence of Tensors, got "
+                    f"{type(inputs).__name__}")
+
+
+def hessian(f, inputs):
+    """Second derivatives of scalar f(*inputs). For one Tensor x: the (x.size, x.size) array
+    d2 f / dx_i dx_j. For a sequence of tensors: a tuple of tuples, block [i][j] of shape
+    (inputs[i].size, inputs[j].size). Each row is the gradient of one element of the
+    (recorded) gradient of f."""
+    tensors, single = _inputs("hessian", inputs)
+    xs = [_differentiable("hessian", x) for x in tensors]
+    gs = grad(_scalar("hessian", f(*xs)), xs, create_graph=True, allow_unused=True)
+    blocks = [[np.zeros((a.size, b.size), np.result_type(a.dtype, b.dtype)) for b in xs]
+              for a in xs]
+    for i, g in enumerate(gs):
+        if g is None or not g.requires_grad:
+            continue                                   # f is linear in (or ignores) x_i
+        g = g.reshape(-1)
+        for k in range(g.size):
+            rows = grad(g[k], xs, retain_graph=True, allow_unused=True)
+            for j, row in enumerate(rows):
+                if row is not None:
+                    blocks[i][j][k] = row.data.reshape(-1)
+    if single:
+        return blocks[0][0]
+    return tuple(tuple(row) for row in blocks)
 
 
 def hvp(f, inputs, v):
-    """Hessian-vector products H v of scalar f(*inputs), one array per input, without forming
-    H: the gradient g of f is recorded, and H v is the gradient of sum(g * v). It costs about
-    two backward passes, whatever the number of parameters."""
-    inputs, v = list(inputs), list(v)
-    if len(inputs) != len(v):
-        raise ValueError(f"hvp: {len(inputs)} inputs but {len(v)} vectors")
-    xs = [_differentiable("hvp", x) for x in inputs]
-    for i, (x, u) in enumerate(zip(xs, v)):
-        if np.shape(u) != x.shape:
-            raise ValueError(f"hvp: vector {i} has shape {np.shape(u)}, input {i} has shape "
+    """Hessian-vector products H v of scalar f(*inputs) without forming H: the gradient g of
+    f is recorded, and H v is the gradient of sum(g * v). It costs about two backward passes,
+    whatever the number of parameters. `inputs` and `v` are each a Tensor (one array is
+    returned) or sequences of the same length (a tuple with one array per input)."""
+    tensors, single = _inputs("hvp", inputs)
+    vectors = [v] if single else list(v)
+    if len(tensors) != len(vectors):
+        raise ValueError(f"hvp: {len(tensors)} inputs but {len(vectors)} vectors")
+    xs = [_differentiable("hvp", x) for x in tensors]
+    vectors = [np.asarray(u.data if isinstance(u, Tensor) else u) for u in vectors]
+    for i, (x, u) in enumerate(zip(xs, vectors)):
+        if u.shape != x.shape:
+            raise ValueError(f"hvp: vector {i} has shape {u.shape}, input {i} has shape "
                              f"{x.shape}")
     gs = grad(_scalar("hvp", f(*xs)), xs, create_graph=True, allow_unused=True)
-    dot = sum((g * np.asarray(u)).sum() for g, u in zip(gs, v) if g is not None)
+    dot = sum((g * u).sum() for g, u in zip(gs, vectors) if g is not None)
     if not isinstance(dot, Tensor) or not dot.requires_grad:
-        return tuple(np.zeros_like(x.data) for x in xs)     # f is linear: H = 0
-    products = grad(dot, xs, allow_unused=True)
-    return tuple(np.zeros_like(x.data) if p is None else p.data for x, p in zip(xs, products))
+        products = [None] * len(xs)                       # f is linear: H = 0
+    else:
+        products = grad(dot, xs, allow_unused=True)
+    result = tuple(np.zeros_like(x.data) if p is None else p.data for x, p in zip(xs, products))
+    return result[0] if single else result

@@ -356,6 +356,8 @@ class Program:
         static = {k: v for k, (kind, v) in options.items() if kind == "value"}
         dynamic = [(k, self._resolver(ref)) for k, ref in options.items() if ref[0] != "value"]
         kernel_class = KERNELS.get(type(op))
+        if kernel_class is not None and options.keys() - kernel_class.options:
+            kernel_class = None               # an option the kernel does not implement
         if kernel_class is None:              # any other op replays its own methods
             self.kernels[index] = op
             forward = None if len(in_slots) == 2 and not options else _plain_forward(op)
@@ -495,6 +497,7 @@ def _plain_forward(op):
 class _Buffers:
     """A kernel's arrays: allocated by the first replay (a program's shapes never change),
     then written again by every one."""
+    options = frozenset()                     # the op's options the kernel takes
 
     def __init__(self, op, owned):
         self.owned = owned
@@ -558,6 +561,7 @@ class _ReLUKernel(_Buffers):
 class _DropoutKernel(_Buffers):
     """The mask drawn from the current generator, as ops.Dropout draws it."""
     out = None
+    options = frozenset({"p"})
 
     def forward(self, x, p):
         if self.out is None:
@@ -576,6 +580,7 @@ class _DropoutKernel(_Buffers):
 class _CrossEntropyKernel(_Buffers):
     """The fused loss; its gradient (softmax - onehot) * gz/m written into one buffer."""
     top = None
+    options = frozenset({"targets"})          # the mean, without label smoothing
 
     def forward(self, logits, targets):
         m, dtype = logits.shape[0], logits.dtype

@@ -19,9 +19,9 @@ class Module:
     module calls forward.
 
     Attributes are registered as they are assigned: sub-modules, and tensors that require grad
-    and are leaves (parameters), directly or inside lists, tuples, dicts or Sequential. What is
+    and are leaves (parameters), directly or inside lists, tuples, dicts or Sequential. A tensor
     assigned while the module's own forward runs (a cache of activations, say) is never
-    registered. One walk of the module tree, which visits each module once (a child may refer
+    registered; a sub-module assigned then (a layer built lazily on the first call) is. One walk of the module tree, which visits each module once (a child may refer
     back to its parent), serves parameters, modules, train/eval and state_dict.
     """
     training = True
@@ -32,8 +32,8 @@ class Module:
         if registered is None:          # subclasses need not call Module.__init__
             registered = {}
             object.__setattr__(self, "_registered", registered)
-        if any(m is self for m in _state.modules):
-            registered.pop(name, None)   # stored during forward: a value, not a parameter
+        if any(m is self for m in _state.modules) and not _holds_module(value):
+            registered.pop(name, None)   # a tensor stored during forward: a value, not a parameter
         else:
             registered[name] = None      # a dict keeps assignment order
 
@@ -149,6 +149,24 @@ class Module:
         return f"{type(self).__name__}()"
 
 
+def _holds_module(value):
+    """A module, or a list, tuple or dict with a module in it."""
+    if isinstance(value, Module):
+        return True
+    if isinstance(value, dict):
+        value = list(value.values())
+    return isinstance(value, (list, tuple)) and any(_holds_module(v) for v in value)
+
+
+def _size(layer, name, value):
+    """A layer's size argument: an int, at least 0, or an error naming the layer."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{layer}: {name} must be an int, got {value!r}")
+    if value < 0:
+        raise ValueError(f"{layer}: {name} must not be negative, got {value}")
+    return int(value)
+
+
 class Sequential(Module):
     """Layers applied one after the other; parameters are named '0.weight', '1.bias', ..."""
     def __init__(self, *layers):
@@ -185,10 +203,14 @@ class Linear(Module):
     for sigmoid and tanh. The bias starts at zero.
     """
     def __init__(self, in_features, out_features, bias=True, init="kaiming"):
+        in_features = _size("Linear", "in_features", in_features)
+        out_features = _size("Linear", "out_features", out_features)
+        # no inputs (in_features 0): nothing to scale, a weight of zero elements, as PyTorch
         if init == "kaiming":
-            bound = np.sqrt(6.0 / in_features)
+            bound = np.sqrt(6.0 / in_features) if in_features else 0.0
         elif init == "xavier":
-            bound = np.sqrt(6.0 / (in_features + out_features))
+            fans = in_features + out_features
+            bound = np.sqrt(6.0 / fans) if fans else 0.0
         else:
             raise ValueError(f"Linear: unknown init {init!r}; use 'kaiming' or 'xavier'")
         self.in_features, self.out_features = in_features, out_features
@@ -289,11 +311,24 @@ class MLP(Module):
 
 # ---------------------------------------------------------------- losses
 
-def cross_entropy(logits, targets):
-    """Mean softmax cross-entropy of (N, C) logits against N integer class targets.
-    Stable for logits of any size; the gradient is (softmax - onehot) / N."""
+_REDUCTIONS = ("mean", "sum", "none")
+
+
+def _reduction(loss, reduction):
+    if reduction not in _REDUCTIONS:
+        raise ValueError(f"{loss}: reduction must be one of {_REDUCTIONS}, got {reduction!r}")
+    return reduction
+
+
+def cross_entropy(logits, targets, reduction="mean", label_smoothing=0.0):
+    """Softmax cross-entropy of (N, C) logits against N integer class targets: the mean over
+    the rows (reduction="mean"), their sum ("sum") or one loss per row ("none"). With
+    label_smoothing s the target of each row is (1 - s) on its class and s / C spread over
+    all classes, as in PyTorch. Stable for logits of any size; the gradient is
+    (softmax - target) / N for the mean."""
     logits = _as_tensor(logits)
     targets = np.asarray(targets.data if isinstance(targets, Tensor) else targets)
+    _reduction("cross_entropy", reduction)
     if logits.ndim != 2:
         raise ValueError(f"cross_entropy: logits must be (N, C), got shape {logits.shape}")
     if targets.shape != (logits.shape[0],) or targets.dtype.kind not in "iu":
@@ -304,32 +339,45 @@ def cross_entropy(logits, targets):
         raise ValueError(f"cross_entropy: targets must lie in [0, {logits.shape[1]}) for logits "
                          f"of shape {logits.shape}, got values from {targets.min()} to "
                          f"{targets.max()}")
-    return ops.CrossEntropy.apply(logits, targets=targets)
+    if not 0.0 <= label_smoothing <= 1.0:
+        raise ValueError(f"cross_entropy: label_smoothing must lie in [0, 1], got "
+                         f"{label_smoothing}")
+    options = {} if reduction == "mean" and not label_smoothing else \
+        {"reduction": reduction, "label_smoothing": float(label_smoothing)}
+    return ops.CrossEntropy.apply(logits, targets=targets, **options)
 
 
-def mse_loss(pred, target):
-    """Mean of squared differences; pred and target must have the same shape."""
+def mse_loss(pred, target, reduction="mean"):
+    """Squared differences of pred and target (the same shape): their mean, sum, or each
+    ("none")."""
     pred = _as_tensor(pred)
     target = pred._operand(target)           # a NumPy target takes pred's dtype
+    _reduction("mse_loss", reduction)
     if pred.shape != target.shape:
         raise ValueError(f"mse_loss: pred has shape {pred.shape} but target has shape "
                          f"{target.shape}")
     diff = pred - target
-    return (diff * diff).mean()
+    squares = diff * diff
+    if reduction == "none":
+        return squares
+    return squares.mean() if reduction == "mean" else squares.sum()
 
 
-def binary_cross_entropy(prob, target):
-    """Mean of -(t log p + (1-t) log(1-p)) for probabilities p in [0, 1]; logs clamped at -100."""
+def binary_cross_entropy(prob, target, reduction="mean"):
+    """-(t log p + (1-t) log(1-p)) for probabilities p in [0, 1], logs clamped at -100: the
+    mean, the sum, or each element ("none")."""
     prob = _as_tensor(prob)
     target = np.asarray(target.data if isinstance(target, Tensor) else target,
                         dtype=prob.dtype)
+    _reduction("binary_cross_entropy", reduction)
     if prob.shape != target.shape:
         raise ValueError(f"binary_cross_entropy: prob has shape {prob.shape} but target has "
                          f"shape {target.shape}")
     if prob.size and (prob.data.min() < 0 or prob.data.max() > 1):
         raise ValueError(f"binary_cross_entropy: probabilities must lie in [0, 1] (shape "
                          f"{prob.shape}); apply sigmoid() first")
-    return ops.BinaryCrossEntropy.apply(prob, t=target)
+    options = {} if reduction == "mean" else {"reduction": reduction}
+    return ops.BinaryCrossEntropy.apply(prob, t=target, **options)
 
 
 # ---------------------------------------------------------------- saving and loading

@@ -10,6 +10,8 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from .. import nn, optim
+from ..data import DataLoader
+from ..optim import lr_scheduler
 from . import data
 from ..jit import jit
 from ..profiler import profile
@@ -86,16 +88,27 @@ def make_optimizer(config, params):
     raise ValueError(f"unknown optimizer {name!r}; choose from {OPTIMIZERS}")
 
 
+def make_scheduler(config, optimizer, total_steps, last_step=-1):
+    """The schedule, stepped once per batch: constant (None); cosine from lr to 0 over the
+    run (CosineAnnealingLR); step: x0.1 at 50% and 75% of the run (MultiStepLR). With
+    last_step, it continues after that step (a later epoch, a resumed run)."""
+    schedule = config.lr_schedule
+    if schedule == "constant":
+        return None
+    if schedule == "cosine":
+        return lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(total_steps, 1),
+                                              last_epoch=last_step)
+    if schedule == "step":
+        milestones = [math.ceil(total_steps * 0.5), math.ceil(total_steps * 0.75)]
+        return lr_scheduler.MultiStepLR(optimizer, milestones, gamma=0.1, last_epoch=last_step)
+    raise ValueError(f"unknown lr schedule {schedule!r}; choose from {SCHEDULES}")
+
+
 def learning_rate(config, step, total_steps):
-    """The schedule: constant; cosine from lr to 0 over the run; step: x0.1 at 50% and 75%."""
-    if config.lr_schedule == "constant":
-        return config.lr
-    progress = step / max(total_steps, 1)
-    if config.lr_schedule == "cosine":
-        return config.lr * 0.5 * (1 + math.cos(math.pi * progress))
-    if config.lr_schedule == "step":
-        return config.lr * (0.1 ** ((progress >= 0.5) + (progress >= 0.75)))
-    raise ValueError(f"unknown lr schedule {config.lr_schedule!r}; choose from {SCHEDULES}")
+    """The learning rate that make_scheduler's schedule gives at `step` of `total_steps`."""
+    probe = optim.SGD([Tensor.zeros(1, requires_grad=True)], config.lr)
+    make_scheduler(config, probe, total_steps, last_step=step - 1)
+    return probe.lr
 
 
 def _epoch_rng(seed, epoch, stream):
@@ -175,21 +188,27 @@ def load_checkpoint(out, model, optimizer, config):
 # ---------------------------------------------------------------- the loop
 
 class TrainingData:
-    """Training images ready for batches: standardized once up front, or, with augmentation,
-    kept as pixels in [0, 1] so each batch is moved first and standardized after."""
+    """Training images ready for batches: standardized once up front (`source`), or, with
+    augmentation, kept as pixels in [0, 1] so each batch is moved first and standardized
+    after (`prepare`)."""
 
     def __init__(self, images, labels, info, augment):
         self.labels, self.info, self.augment = labels, info, augment
-        self.pixels = data.to_unit(images) if augment else None
-        self.inputs = None if augment else data.normalize(images, info)
+        self.source = data.to_unit(images) if augment else data.normalize(images, info)
 
     def __len__(self):
         return len(self.labels)
 
-    def batch(self, idx, rng):
+    def loader(self, batch_size, seed):
+        """This epoch's batches of (source rows, labels), in an order drawn from `seed`."""
+        return DataLoader((self.source, self.labels), batch_size, shuffle=True, seed=seed)
+
+    def prepare(self, rows, rng):
+        """A batch of source rows as network inputs (moved, then standardized, when
+        augmenting)."""
         if self.augment:
-            return data.standardize(data.augment(self.pixels[idx], rng), self.info)
-        return self.inputs[idx]
+            return data.standardize(data.augment(rows, rng), self.info)
+        return rows
 
 
 def training_step(model, optimizer, use_jit=True):
@@ -206,23 +225,25 @@ def training_step(model, optimizer, use_jit=True):
     return jit(step) if use_jit else step
 
 
-def train_epoch(model, optimizer, config, epoch, train_data, progress=False):
-    """One pass over train_data in the epoch's seeded order. Returns (mean loss, accuracy,
-    seconds)."""
+def train_epoch(model, optimizer, config, epoch, train_data, progress=False, scheduler=None):
+    """One pass over train_data in the epoch's seeded order, the learning rate set by
+    `scheduler` (by default config's schedule, from this epoch's first step). Returns (mean
+    loss, accuracy, seconds)."""
     model.train()
     step = training_step(model, optimizer, config.jit)
     manual_seed([config.seed, epoch, 1])                           # dropout masks
-    order_rng = _epoch_rng(config.seed, epoch, 0)
     augment_rng = _epoch_rng(config.seed, epoch, 2)
     n = len(train_data)
-    steps_per_epoch = math.ceil(n / config.batch_size)
-    total_steps = steps_per_epoch * config.epochs
+    loader = train_data.loader(config.batch_size, seed=[config.seed, epoch, 0])
+    steps_per_epoch = len(loader)
+    if scheduler is None:
+        scheduler = make_scheduler(config, optimizer, steps_per_epoch * config.epochs,
+                                   last_step=(epoch - 1) * steps_per_epoch - 1)
     started = time.perf_counter()
     loss_sum, correct, seen = 0.0, 0, 0
     bar = _progress(steps_per_epoch, f"epoch {epoch}/{config.epochs}", progress)
-    for i, idx in enumerate(data.batches(n, config.batch_size, order_rng)):
-        optimizer.lr = learning_rate(config, (epoch - 1) * steps_per_epoch + i, total_steps)
-        x, y = train_data.batch(idx, augment_rng), train_data.labels[idx]
+    for i, (rows, labels) in enumerate(loader):
+        x, y = train_data.prepare(rows.data, augment_rng), labels.data
         loss, logits = step(x, y)
         value = loss.item()
         if not math.isfinite(value):
@@ -231,9 +252,11 @@ def train_epoch(model, optimizer, config, epoch, train_data, progress=False):
                 f"the training loss became {value} at epoch {epoch}, step {i + 1} (lr "
                 f"{optimizer.lr:g}); nothing of this epoch was saved. Lower --lr, or run with "
                 f"--detect-anomaly to find the op that produced it")
-        loss_sum += value * len(idx)
+        if scheduler is not None:
+            scheduler.step()
+        loss_sum += value * len(y)
         correct += int((logits.data.argmax(axis=1) == y).sum())
-        seen += len(idx)
+        seen += len(y)
         bar.update(1)
         if i % 20 == 0 or seen == n:
             rate = seen / max(time.perf_counter() - started, 1e-9)

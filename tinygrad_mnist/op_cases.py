@@ -107,8 +107,11 @@ def _constant_rows():
              "rmul": ("mul", lambda a: 2.5 * a), "rdiv": ("div", lambda a: 2.5 / a),
              "rpow": ("pow", lambda a: 2.5 ** a), "pow (constant)": ("pow", lambda a: a ** 3),
              "pow (half)": ("pow", lambda a: a ** 0.5), "square": ("pow", lambda a: a ** 2),
-             "numpy on the left": ("mul", lambda a: np.full(a.shape, 1.5) * a)}
-    return [OpCase(op, name, fn, [[(2, 3)]], (_POSITIVE,), random_shapes=_any_shape)
+             "numpy on the left": ("mul", lambda a: np.full(a.shape, 1.5) * a),
+             "rpow (zero base)": ("pow", lambda a: np.array([0.0, 0.0, 2.0]) ** a)}
+    shapes = {"rpow (zero base)": [[(2, 3)], [(3,)]]}
+    return [OpCase(op, name, fn, shapes.get(name, [[(2, 3)]]), (_POSITIVE,),
+                   random_shapes=None if name in shapes else _any_shape)
             for name, (op, fn) in cases.items()]
 
 
@@ -118,7 +121,8 @@ def _unary_rows():
              "sqrt": (lambda x: x.sqrt(), (0.2, 3.0), ()),
              "abs": (lambda x: abs(x), None, (0.0,)), "relu": (lambda x: x.relu(), None, (0.0,)),
              "sigmoid": (lambda x: x.sigmoid(), None, ()), "tanh": (lambda x: x.tanh(), None, ()),
-             "clip": (lambda x: x.clip(-0.5, 0.7), None, (-0.5, 0.7))}
+             "clip": (lambda x: x.clip(-0.5, 0.7), None, (-0.5, 0.7)),
+             "sin": (lambda x: x.sin(), None, ()), "cos": (lambda x: x.cos(), None, ())}
     return [OpCase(op, op, fn, UNARY_SHAPES, (domain,), kinks, _any_shape)
             for op, (fn, domain, kinks) in unary.items()]
 
@@ -146,6 +150,25 @@ def _reduction_rows():
                 rows.append(OpCase(op, f"{op} (axis={axis}, keepdims={keepdims})", fn,
                                    [[(2, 3, 4)]], random_shapes=_resized))
         rows.append(OpCase(op, f"{op} (0-d)", lambda x, op=op: getattr(x, op)(), [[()]]))
+    # var and std are built from mean, sub, mul, sum, div and sqrt: rows for their options
+    for op in ("var", "std"):
+        for axis, ddof, keepdims in ((None, 0, False), (1, 1, False), ((0, 2), 0, True),
+                                     (-1, 2, True)):
+            def fn(x, op=op, axis=axis, ddof=ddof, keepdims=keepdims):
+                return getattr(x, op)(axis=axis, ddof=ddof, keepdims=keepdims)
+            rows.append(OpCase("sub", f"{op} (axis={axis}, ddof={ddof}, keepdims={keepdims})",
+                               fn, [[(2, 3, 4)]], random_shapes=None if ddof else _resized))
+    for axis, keepdims in ((None, False), (0, False), (-1, True), ((0, 1), False)):
+        rows.append(OpCase("norm", f"np.linalg.norm (axis={axis}, keepdims={keepdims})",
+                           lambda x, axis=axis, keepdims=keepdims:
+                           np.linalg.norm(x, axis=axis, keepdims=keepdims), [[(3, 4)]]))
+    rows += [
+        OpCase("norm", "np.linalg.norm (vector)", lambda x: np.linalg.norm(x), [[(5,)], [()]]),
+        OpCase("abs", "np.linalg.norm (ord=1)", lambda x: np.linalg.norm(x, ord=1), [[(5,)]],
+               kinks=(0.0,)),
+        OpCase("pow", "np.linalg.norm (ord=3)", lambda x: np.linalg.norm(x, ord=3), [[(5,)]],
+               kinks=(0.0,)),
+    ]
     return rows
 
 
@@ -163,6 +186,15 @@ def _shape_rows():
         OpCase("reshape", "reshape", lambda x: x.reshape(4, -1), [[(2, 6)]]),
         OpCase("reshape", "reshape (tuple)", lambda x: x.reshape((3, 2, 2)), [[(12,)]]),
         OpCase("reshape", "flatten", lambda x: x.flatten(), [[(2, 3, 2)]], random_shapes=_resized),
+        OpCase("reshape", "view", lambda x: x.view(3, -1), [[(2, 3, 2)]]),
+        OpCase("reshape", "unsqueeze", lambda x: x.unsqueeze(-1), [[(2, 3)], [()]],
+               random_shapes=_any_shape),
+        OpCase("reshape", "unsqueeze (middle)", lambda x: x.unsqueeze(1), [[(2, 3)]]),
+        OpCase("reshape", "squeeze", lambda x: x.squeeze(), [[(2, 1, 3, 1)]],
+               random_shapes=_any_shape),
+        OpCase("reshape", "squeeze (axis)", lambda x: x.squeeze((0, 1)), [[(1, 2, 3)]]),
+        OpCase("cast", "cast", lambda x: ops.Cast.apply(x, dtype=np.float64), [[(2, 3)]],
+               random_shapes=_any_shape),
         OpCase("transpose", "transpose", lambda x: x.transpose(), [[(2, 3, 4)]],
                random_shapes=_resized),
         OpCase("transpose", "transpose (permutation)", lambda x: x.transpose(1, 2, 0),
@@ -207,6 +239,20 @@ def _fused_rows():
         OpCase("binary_cross_entropy", "binary_cross_entropy",
                lambda p: nn.binary_cross_entropy(p, np.array([0.0, 1, 1])), [[(3,)]],
                ((0.1, 0.9),)),
+    ] + [
+        OpCase("cross_entropy", f"cross_entropy (reduction={r}, label_smoothing={s})",
+               lambda z, r=r, s=s: nn.cross_entropy(z, targets, reduction=r,
+                                                    label_smoothing=s), [[(4, 3)]])
+        for r, s in (("sum", 0.0), ("none", 0.0), ("mean", 0.1), ("none", 0.3), ("sum", 1.0))
+    ] + [
+        OpCase("binary_cross_entropy", f"binary_cross_entropy (reduction={r})",
+               lambda p, r=r: nn.binary_cross_entropy(p, np.array([[0.0, 1, 0.3]] * 2),
+                                                      reduction=r), [[(2, 3)]], ((0.1, 0.9),))
+        for r in ("sum", "none")
+    ] + [
+        OpCase("mul", f"mse_loss (reduction={r})",
+               lambda a, r=r: nn.mse_loss(a, np.ones((2, 3)), reduction=r), [[(2, 3)]])
+        for r in ("sum", "none")
     ]
 
 
@@ -216,6 +262,12 @@ def _numpy_rows():
     return [
         OpCase("where", "np.where", lambda a, b: np.where(mask, a, b), [[(2, 3), (2, 3)],
                                                                         [(2, 3), (3,)]]),
+        OpCase("where", "np.where (integer condition)",
+               lambda a, b: np.where(np.array([1, 0, 2]), a, b), [[(2, 3), (3,)]]),
+        OpCase("where", "np.where (float condition, a constant)",
+               lambda a: np.where(np.array([0.5, 0.0, -1.0]), a, 2.0), [[(3,)]]),
+        OpCase("where", "np.where (condition from a comparison)",
+               lambda a, b: np.where(a > b, a, b), [[(2, 3), (2, 3)]]),
         OpCase("broadcast_to", "np.broadcast_to", lambda a: np.broadcast_to(a, (4, 2, 3)),
                [[(2, 1)], [(3,)]]),
         OpCase("index_add", "index_add (repeated indices)",

@@ -217,3 +217,36 @@ def test_decayed_state_is_flushed_before_it_turns_denormal(make, key):
         # never a denormal: either a normal number or exactly zero
         assert np.all((v == 0) | (np.abs(v) >= tiny)), (step, v)
     assert np.all(v == 0)
+
+
+def test_param_groups_have_their_own_rate_and_decay():
+    a, b = Tensor([1.0, 2.0], requires_grad=True), Tensor([3.0], requires_grad=True)
+    opt = optim.SGD([{"params": [a]}, {"params": [b], "lr": 0.5, "weight_decay": 0.1}],
+                    lr=0.1, momentum=0.0)
+    assert [g["lr"] for g in opt.param_groups] == [0.1, 0.5]
+    assert opt.param_groups[0]["weight_decay"] == 0.0
+    a.grad, b.grad = np.array([1.0, 1.0], np.float32), np.array([1.0], np.float32)
+    opt.step()
+    np.testing.assert_allclose(a.data, [0.9, 1.9], rtol=1e-6)
+    np.testing.assert_allclose(b.data, [3.0 - 0.5 * (1.0 + 0.1 * 3.0)], rtol=1e-6)
+    opt.lr = 0.2                                  # sets every group, as a schedule does
+    assert [g["lr"] for g in opt.param_groups] == [0.2, 0.2]
+
+
+def test_param_groups_are_saved_and_restored_with_the_state():
+    p = Tensor([1.0], requires_grad=True)
+    opt = optim.Adam([{"params": [p], "lr": 0.3, "betas": (0.8, 0.9)}])
+    saved = opt.state_dict()
+    other = optim.Adam([Tensor([1.0], requires_grad=True)])
+    other.load_state_dict(saved)
+    assert other.param_groups[0]["lr"] == 0.3 and other.param_groups[0]["betas"] == (0.8, 0.9)
+
+
+def test_bad_param_groups_are_errors():
+    p = Tensor([1.0], requires_grad=True)
+    with pytest.raises(ValueError, match="more than one group"):
+        optim.SGD([{"params": [p]}, {"params": [p]}], lr=0.1)
+    with pytest.raises(ValueError, match="unknown options"):
+        optim.SGD([{"params": [p], "betas": (0.9, 0.99)}], lr=0.1)
+    with pytest.raises(ValueError, match="lr"):
+        optim.SGD([{"params": [p], "lr": -1.0}], lr=0.1)

@@ -16,6 +16,8 @@ and NumPy functions that arrays and Tensors both understand. Ordinary backward p
 output that forward saved standing for themselves, so the gradient is recorded and can be
 differentiated again. What forward computed from them (a mask, a count) is a constant.
 """
+import math
+
 import numpy as np
 
 from . import tensor as _engine
@@ -590,6 +592,11 @@ class MatMul(Op):
         return ga, gb
 
 
+def _rows(x):
+    """(..., n) -> (B, n): every leading axis as one (0 columns included)."""
+    return x if x.ndim == 2 else x.reshape(math.prod(x.shape[:-1]), x.shape[-1])
+
+
 class Linear(Op):
     """z = x @ W^T + b    dx = dz @ W    dW = dz^T @ x    db = sum of dz over the batch
 
@@ -602,17 +609,17 @@ class Linear(Op):
 
     def forward(self, x, weight, bias=None):
         self.x, self.weight = x, weight
-        x2 = x.reshape(-1, x.shape[-1])              # (..., in) -> (B, in)
+        x2 = _rows(x)                                # (..., in) -> (B, in)
         out = matmul(x2, weight.T)                   # (B, in) @ (in, out) -> (B, out)
         if bias is not None:
             out += bias
         return out.reshape(x.shape[:-1] + (weight.shape[0],))
 
     def backward(self, gz):
-        g2 = gz.reshape(-1, gz.shape[-1])            # (B, out)
+        g2 = _rows(gz)                               # (B, out)
         need_x, need_w = self.needs_input_grad[:2]
         gx = matmul(g2, self.weight).reshape(self.x.shape) if need_x else None
-        gw = matmul(g2.T, self.x.reshape(-1, self.x.shape[-1])) if need_w else None
+        gw = matmul(g2.T, _rows(self.x)) if need_w else None
         if len(self.needs_input_grad) == 2:
             return gx, gw
         gb = g2.sum(axis=0) if self.needs_input_grad[2] else None

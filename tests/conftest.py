@@ -24,3 +24,15 @@ def mnist_dir():
 @pytest.fixture(scope="session")
 def fashion_dir():
     return shared_data_dir("fashion-mnist")
+
+
+def pytest_addoption(parser):
+    parser.addoption("--fuzz-budget", type=int, default=None,
+                     help="random graphs for tests/test_fuzz.py (default: the CI budget)")
+
+
+def pytest_generate_tests(metafunc):
+    if "fuzz_seed" in metafunc.fixturenames:
+        from test_fuzz import CI_BUDGET
+        budget = metafunc.config.getoption("--fuzz-budget") or CI_BUDGET
+        metafunc.parametrize("fuzz_seed", range(budget))

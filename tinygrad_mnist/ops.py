@@ -745,8 +745,8 @@ class DropoutMask(Op):
     name = "dropout"
 
     def forward(self, x, keep):
-        self.keep = keep
-        return x * keep
+        self.keep = keep.astype(x.dtype, copy=False)      # a constant never changes the dtype
+        return x * self.keep
 
     def backward(self, gz):
         return (gz * self.keep,)

@@ -838,7 +838,8 @@ class Tensor:
     def __pow__(self, exponent):
         if isinstance(exponent, Tensor) or np.ndim(exponent) != 0 or self.data.dtype.kind != "f":
             return self._binary(ops.Pow, exponent)
-        return ops.PowConst.apply(self, exponent=exponent)
+        # a NumPy scalar or 0-d array as a Python number: it never changes the dtype
+        return ops.PowConst.apply(self, exponent=np.asarray(exponent).item())
 
     def maximum(self, other): return self._binary(ops.Maximum, other)
     def minimum(self, other): return self._binary(ops.Minimum, other)
@@ -937,8 +938,11 @@ class Tensor:
             return squares / float(max(n - ddof, 0))
 
     def std(self, axis=None, ddof=0, keepdims=False):
-        """Standard deviation: the square root of var(axis, ddof, keepdims)."""
-        return self.var(axis=axis, ddof=ddof, keepdims=keepdims).sqrt()
+        """Standard deviation: the square root of var(axis, ddof, keepdims). Where the
+        variance is 0 the gradient is 0, as PyTorch's (not 0 * inf)."""
+        var = self.var(axis=axis, ddof=ddof, keepdims=keepdims)
+        zero = _traced(lambda v: v == 0, var.data)
+        return np.where(zero, 0.0, np.where(zero, 1.0, var).sqrt())
 
     def max(self, axis=None, keepdims=False):
         """Largest element over `axis`. Tied maxima share the gradient evenly."""

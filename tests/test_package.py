@@ -8,7 +8,9 @@ import tomllib
 from conftest import ROOT
 
 # `python -m tinygrad_mnist` (__main__.py) is the application's command, not the library
-LIBRARY = sorted(p for p in (ROOT / "tinygrad_mnist").glob("*.py") if p.stem != "__main__")
+PACKAGE = ROOT / "tinygrad_mnist"
+LIBRARY = sorted(p for p in PACKAGE.rglob("*.py")
+                 if p.stem != "__main__" and "mnist" not in p.relative_to(PACKAGE).parts)
 
 
 def test_library_modules_never_import_the_application():
@@ -18,7 +20,8 @@ def test_library_modules_never_import_the_application():
                 names = [node.module or ""] + [a.name for a in node.names]
                 assert not any(n == "mnist" or n.startswith(("mnist.", "tinygrad_mnist.mnist"))
                                for n in names), f"{path.name} imports the application"
-    modules = ", ".join(f"tinygrad_mnist.{p.stem}" for p in LIBRARY if p.stem != "__init__")
+    modules = ", ".join("tinygrad_mnist." + ".".join(p.relative_to(PACKAGE).with_suffix("").parts)
+                        for p in LIBRARY if p.stem != "__init__")
     code = (f"import sys, {modules}; "
             f"print(sorted(m for m in sys.modules if m.startswith('tinygrad_mnist.mnist')))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

@@ -1,0 +1,281 @@
+"""Planted bugs: how many wrong derivatives does the test suite catch?
+
+    python -m benchmarks.mutants [--workers 2] [--only NAME] [--out benchmarks]
+
+Each mutant is the library with one bug planted in one backward pass (ops.py) or in the
+engine's one helper that undoes broadcasting (tensor.py's sum_to_shape):
+- a sign flipped: a returned gradient negated, a `-x` made `x`, a `-` made `+`;
+- a factor dropped or doubled: `a * b` made `a` or `b`, a returned gradient doubled;
+- a transpose lost: `.T`, `.swapaxes(...)`, `.transpose(...)` removed;
+- a reduction over the wrong axis: `axis=...` of a sum in a backward made `axis=None`;
+- a broadcast not undone: sum_to_shape (or an op's own use of it) returns the gradient as
+  it came.
+Each mutant is a copy of the repository's package and tests in a temporary folder; the
+gradient tests run against it (stopping at the first failure). A mutant is caught when a test
+fails. Survivors are listed by name. Writes MUTANTS.md into --out.
+"""
+import argparse
+import ast
+import concurrent.futures
+import copy
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# the tests that check derivatives, the quickest catchers first
+TESTS = ["tests/test_ops.py", "tests/test_edges.py", "tests/test_higher_order.py",
+         "tests/test_fuzz.py", "tests/test_gradcheck.py", "tests/test_numpy_interop.py",
+         "tests/test_tensor.py", "tests/test_nn.py", "tests/test_properties.py",
+         "tests/test_reference.py", "tests/test_optim.py"]
+
+
+# ---------------------------------------------------------------- finding the mutation sites
+
+class _Sites(ast.NodeTransformer):
+    """Walks the backward passes of a module: counts mutation sites, and when `target` is a
+    site number, applies that one mutation. `found` lists (site, where, description)."""
+
+    def __init__(self, functions, target=None):
+        self.functions, self.target = functions, target
+        self.found, self.where = [], None
+
+    def _site(self, description, mutated, original):
+        index = len(self.found)
+        self.found.append((index, self.where, description))
+        return mutated() if index == self.target else original
+
+    # the scopes we mutate in
+    def visit_ClassDef(self, node):
+        outer, self.cls = getattr(self, "cls", None), node.name
+        self.generic_visit(node)
+        self.cls = outer
+        return node
+
+    def visit_FunctionDef(self, node):
+        qualified = f"{self.cls}.{node.name}" if getattr(self, "cls", None) else node.name
+        if node.name not in self.functions and qualified not in self.functions:
+            return node
+        outer, self.where = self.where, qualified
+        self.generic_visit(node)
+        self.where = outer
+        return node
+
+    def _inside(self):
+        return self.where is not None
+
+    # a sign flipped, a gradient doubled
+    def visit_Return(self, node):
+        self.generic_visit(node)
+        if not self._inside() or node.value is None:
+            return node
+        elements = node.value.elts if isinstance(node.value, ast.Tuple) else None
+        if elements is None:
+            if not self.where.endswith("_loss_gradient"):
+                return node                    # a call that returns the tuple (Mean's)
+            elements = [node.value]
+            single = True
+        else:
+            single = False
+        for i, element in enumerate(elements):
+            if isinstance(element, ast.Constant) and element.value is None:
+                continue
+            label = "the gradient" if single else f"gradient {i + 1}"
+            for kind, make in (("negated", lambda e: ast.UnaryOp(ast.USub(), e)),
+                               ("doubled", lambda e: ast.BinOp(ast.Constant(2), ast.Mult(),
+                                                                e))):
+                replaced = self._site(f"{label} {kind}", lambda: make(copy.deepcopy(element)),
+                                      element)
+                if replaced is not element:
+                    if single:
+                        node.value = replaced
+                    else:
+                        node.value.elts[i] = replaced
+        return node
+
+    def visit_UnaryOp(self, node):
+        self.generic_visit(node)
+        if self._inside() and isinstance(node.op, ast.USub) and \
+                not isinstance(node.operand, ast.Constant):         # not an index like -1
+            return self._site(f"sign of `{ast.unparse(node)}` dropped", lambda: node.operand,
+                              node)
+        return node
+
+    def visit_BinOp(self, node):
+        self.generic_visit(node)
+        if not self._inside():
+            return node
+        text = ast.unparse(node)
+        if isinstance(node.op, ast.Sub):
+            node = self._site(f"`{text}` with + for -",
+                              lambda: ast.BinOp(node.left, ast.Add(), node.right), node)
+        elif isinstance(node.op, (ast.Mult, ast.Div)) and not any(
+                isinstance(side, (ast.Tuple, ast.List)) for side in (node.left, node.right)):
+            for side in ("left", "right"):
+                if isinstance(node, ast.BinOp) and isinstance(node.op, (ast.Mult, ast.Div)):
+                    kept = node.right if side == "left" else node.left
+                    if side == "left" and isinstance(node.op, ast.Div):
+                        continue                   # dropping a numerator is not a factor
+                    node = self._site(f"factor `{ast.unparse(getattr(node, side))}` dropped "
+                                      f"from `{text}`", lambda kept=kept: kept, node)
+        return node
+
+    # a transpose lost, a reduction over the wrong axis
+    def visit_Attribute(self, node):
+        self.generic_visit(node)
+        if self._inside() and node.attr == "T" and isinstance(node.ctx, ast.Load):
+            return self._site(f"transpose lost in `{ast.unparse(node)}`", lambda: node.value,
+                              node)
+        return node
+
+    def visit_Call(self, node):
+        self.generic_visit(node)
+        if not self._inside() or not isinstance(node.func, ast.Attribute):
+            return node
+        name = node.func.attr
+        if name in ("swapaxes", "transpose"):
+            return self._site(f"transpose lost in `{ast.unparse(node)}`",
+                              lambda: node.func.value, node)
+        if name == "sum":
+            for k, keyword in enumerate(node.keywords):
+                if keyword.arg == "axis" and not (isinstance(keyword.value, ast.Constant) and
+                                                  keyword.value.value is None):
+                    def wrong(k=k):
+                        mutated = copy.deepcopy(node)
+                        mutated.keywords[k].value = ast.Constant(None)
+                        return mutated
+                    return self._site(f"`{ast.unparse(node)}` summed over every axis", wrong,
+                                      node)
+        if name == "sum_to_shape":
+            return self._site(f"broadcast not undone in `{ast.unparse(node)}`",
+                              lambda: node.args[0], node)
+        return node
+
+
+class _BroadcastSite(ast.NodeTransformer):
+    """sum_to_shape that returns the gradient as it came (reshaped only where it can be)."""
+
+    def visit_FunctionDef(self, node):
+        if node.name == "sum_to_shape":
+            node.body = [ast.parse("return g").body[0]]
+        return node
+
+
+def _mutants():
+    """[(file, description, tree)] for every planted bug."""
+    out = []
+    path = os.path.join(ROOT, "tinygrad_mnist", "ops.py")
+    source = open(path).read()
+    functions = {"backward", "_index_add", "_loss_gradient"}
+    sites = _Sites(functions)
+    sites.visit(ast.parse(source))
+    for index, where, description in sites.found:
+        tree = _Sites(functions, target=index).visit(ast.parse(source))
+        out.append(("ops.py", f"{where}: {description}", tree))
+    engine = os.path.join(ROOT, "tinygrad_mnist", "tensor.py")
+    tree = _BroadcastSite().visit(ast.parse(open(engine).read()))
+    out.append(("tensor.py", "sum_to_shape: broadcast not undone (the gradient returned as it "
+                             "came)", tree))
+    return out
+
+
+# ---------------------------------------------------------------- running one
+
+def _copy_tree(target):
+    for part in ("tinygrad_mnist", "tests"):
+        shutil.copytree(os.path.join(ROOT, part), os.path.join(target, part),
+                        ignore=shutil.ignore_patterns("__pycache__"))
+    shared = os.path.join(os.path.dirname(ROOT), "shared")
+    if os.path.isdir(shared):                        # the offline data, as tests expect it
+        os.symlink(shared, os.path.join(os.path.dirname(target), "shared"))
+
+
+def _run(mutant, timeout):
+    filename, description, tree = mutant
+    with tempfile.TemporaryDirectory() as base:
+        target = os.path.join(base, "repo")
+        os.makedirs(target)
+        _copy_tree(target)
+        with open(os.path.join(target, "tinygrad_mnist", filename), "w") as f:
+            f.write(ast.unparse(ast.fix_missing_locations(tree)))
+        env = dict(os.environ, PYTHONPATH=target, OPENBLAS_NUM_THREADS="1",
+                   PYTHONDONTWRITEBYTECODE="1")
+        command = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider",
+                   "-W", "ignore", *TESTS]
+        started = time.perf_counter()
+        try:
+            result = subprocess.run(command, cwd=target, env=env, capture_output=True,
+                                    text=True, timeout=timeout)
+            caught = result.returncode != 0
+            lines = [line for line in result.stdout.splitlines() if line.startswith("FAILED")]
+            by = lines[0].split(" - ")[0][len("FAILED "):] if lines else (
+                "an error while collecting" if caught else "")
+        except subprocess.TimeoutExpired:
+            caught, by = True, f"a test that ran past {timeout} s"
+        return description, caught, by, time.perf_counter() - started
+
+
+def _check_isolation():
+    """The mutant copies must be what the tests import, not an installed package."""
+    with tempfile.TemporaryDirectory() as base:
+        target = os.path.join(base, "repo")
+        os.makedirs(target)
+        _copy_tree(target)
+        found = subprocess.run([sys.executable, "-c", "import tinygrad_mnist; "
+                                "print(tinygrad_mnist.__file__)"], cwd=target,
+                               env=dict(os.environ, PYTHONPATH=target), capture_output=True,
+                               text=True).stdout.strip()
+        if not found.startswith(target):
+            raise SystemExit(f"mutants: the tests would import {found}, not the mutated copy")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.mutants", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--only", default=None, help="run the mutants whose name contains this")
+    parser.add_argument("--timeout", type=int, default=600)
+    parser.add_argument("--out", default=os.path.join(ROOT, "benchmarks"))
+    args = parser.parse_args(argv)
+    _check_isolation()
+    mutants = [m for m in _mutants() if args.only is None or args.only in m[1]]
+    print(f"{len(mutants)} mutants, {args.workers} at a time")
+    started = time.perf_counter()
+    results = []
+    with concurrent.futures.ProcessPoolExecutor(args.workers) as pool:
+        futures = [pool.submit(_run, m, args.timeout) for m in mutants]
+        for future in concurrent.futures.as_completed(futures):
+            description, caught, by, seconds = future.result()
+            results.append((description, caught, by, seconds))
+            print(f"{'caught  ' if caught else 'SURVIVED'} {description} ({seconds:.0f} s)"
+                  + (f"  by {by}" if caught else ""), flush=True)
+    results.sort()
+    survivors = [r for r in results if not r[1]]
+    total = time.perf_counter() - started
+    lines = ["# Planted bugs", "",
+             f"`python -m benchmarks.mutants` planted {len(results)} bugs, one at a time, in "
+             f"the backward passes of ops.py and in the engine's sum_to_shape, and ran the "
+             f"gradient tests against each ({total / 60:.1f} minutes, {args.workers} "
+             f"workers).", "",
+             f"**Planted {len(results)}, caught {len(results) - len(survivors)}, survived "
+             f"{len(survivors)}.**", ""]
+    if survivors:
+        lines += ["Survivors:", ""] + [f"- {d}" for d, *_ in survivors] + [""]
+    lines += ["| mutant | caught by |", "| --- | --- |"]
+    lines += [f"| {d.replace('|', '/')} | {by.replace('|', '/') if caught else 'SURVIVED'} |"
+              for d, caught, by, _ in results]
+    if args.only is None:
+        os.makedirs(args.out, exist_ok=True)
+        with open(os.path.join(args.out, "MUTANTS.md"), "w") as f:
+            f.write("\n".join(lines) + "\n")
+    print(f"planted {len(results)}, caught {len(results) - len(survivors)}, survived "
+          f"{len(survivors)} in {total / 60:.1f} min")
+    for d, *_ in survivors:
+        print(f"  survived: {d}")
+
+
+if __name__ == "__main__":
+    main()

@@ -123,3 +123,88 @@ def test_both_operands_of_a_square_are_counted_as_two_contributions():
     first = data["events"][0]                          # mul passes 3 to a, twice
     assert [(t["k"], t["of"], t["grad"]["value"]) for t in first["to"]] == [(1, 2, 3.0), (2, 2, 3.0)]
     assert first["to"][1]["sum"]["value"] == 6.0
+
+
+NUMBER = r"(-?(?:\d+\.?\d*(?:e[+-]?\d+)?|NaN|Infinity))"
+
+
+def shown_numbers(text, *names):
+    """{name: float} for 'name NUMBER' pairs in a line the page shows ('min 1e-10, max ...')."""
+    import re
+    return {n: float(re.search(rf"{n} {NUMBER}", text).group(1).replace("Infinity", "inf"))
+            for n in names}
+
+
+def same_number(shown, true):
+    if np.isnan(true):
+        return np.isnan(shown)
+    return shown == pytest.approx(true, rel=1e-5, abs=0)        # six significant digits
+
+
+def test_every_number_the_page_shows_is_the_engines(browser, tmp_path):
+    """Tiny, huge, negative, integer and NaN values and gradients, read off the page."""
+    values = {"tiny": -2.29629e-10, "small": 3.2e-7, "huge": 4.5e20, "int": 42.0,
+              "neg": -7.25, "nan": float("nan")}
+    leaves = {k: Tensor(v, requires_grad=True, dtype=np.float64) for k, v in values.items()}
+    t = leaves
+    out = (t["tiny"] * t["huge"] + t["int"] * t["neg"] + t["small"] * t["int"]) * t["nan"]
+    explore(out, tmp_path / "numbers", names=leaves)
+    open_page(browser, tmp_path / "numbers.html")
+    browser.find_element(By.ID, "last").click()
+    out.backward()
+    for name, leaf in leaves.items():
+        shown = browser.execute_script(
+            "const i = DATA.nodes.findIndex(n => n.name === arguments[0]); nodeInfo(i);"
+            "return document.getElementById('node-info').innerText;", name)
+        value = float(shown.split("value: ")[1].split()[0].replace("Infinity", "inf"))
+        gradient = float(shown.split("gradient after backward: ")[1].split()[0]
+                         .replace("Infinity", "inf"))
+        assert same_number(value, float(leaf.data)), (name, shown)
+        assert same_number(gradient, float(leaf.grad)), (name, shown)
+
+
+def test_statistics_shown_for_the_mlp_are_the_engines_and_consistent(browser, tmp_path):
+    manual_seed(0)
+    model = nn.MLP([12, 8, 6, 3])
+    x = Tensor(np.random.default_rng(0).normal(size=(5, 12)) * 3e-9)     # grads near 1e-10
+    loss = nn.cross_entropy(model(x), np.array([0, 1, 2, 1, 0]))
+    explore(loss, tmp_path / "stats.html", names={"images": x})
+    open_page(browser, tmp_path / "stats.html")
+    browser.find_element(By.ID, "last").click()
+    rows = {row.get_attribute("data-name"): row.find_elements(By.TAG_NAME, "td")[1].text
+            for row in browser.find_elements(By.CSS_SELECTOR, "#leaf-grads tr[data-node]")}
+    loss.backward()
+    for name, p in model.named_parameters():
+        shown = shown_numbers(rows[name], "min", "max", "mean", "norm")
+        assert shown["min"] <= shown["mean"] <= shown["max"], (name, rows[name])
+        g = p.grad.astype(np.float64)
+        for key, true in (("min", g.min()), ("max", g.max()), ("mean", g.mean()),
+                          ("norm", np.linalg.norm(g))):
+            assert same_number(shown[key], float(true)), (name, key, rows[name])
+
+
+def test_stepping_scrolls_the_running_op_into_view(browser, tmp_path):
+    manual_seed(0)
+    model = nn.MLP([12, 8, 8, 8, 8, 3])                 # tall: the top and bottom do not fit
+    x = Tensor(np.random.default_rng(0).normal(size=(5, 12)))
+    loss = nn.cross_entropy(model(x), np.array([0, 1, 2, 1, 0]))
+    explore(loss, tmp_path / "tall.html", names={"images": x})
+    browser.set_window_size(1000, 500)
+    try:
+        open_page(browser, tmp_path / "tall.html")
+        for _ in range(4):
+            browser.find_element(By.ID, "next").click()
+            visible = browser.execute_script(
+                "const g = document.querySelector('#graph .hl-op');"
+                "const box = document.getElementById('graph').getBoundingClientRect();"
+                "const r = g.getBoundingClientRect();"
+                "return r.bottom > box.top && r.top < box.bottom && r.right > box.left"
+                " && r.left < box.right && r.top >= 0 && r.bottom <= window.innerHeight;")
+            assert visible
+        browser.find_element(By.ID, "last").click()
+        browser.find_element(By.ID, "prev").click()            # the first ops, at the top
+        assert browser.execute_script(
+            "const r = document.querySelector('#graph .hl-op').getBoundingClientRect();"
+            "return r.top >= 0 && r.bottom <= window.innerHeight;")
+    finally:
+        browser.set_window_size(1400, 1000)

@@ -42,7 +42,7 @@ def test_run_writes_every_output(short_run):
     assert [h["epoch"] for h in saved["history"]] == [1, 2, 3]
     for entry in saved["history"]:
         assert set(entry) == {"epoch", "train_loss", "train_accuracy", "test_loss",
-                              "test_accuracy", "seconds"}
+                              "test_accuracy", "seconds", "steps_on_fewer_threads"}
         assert 0 < entry["train_loss"] < 3 and 0 < entry["test_loss"] < 3 and entry["seconds"] > 0
     assert saved["train_seconds"] == pytest.approx(sum(h["seconds"] for h in saved["history"]))
     matrix = np.array(saved["confusion_matrix"])

@@ -176,7 +176,15 @@ const DATA = __DATA__;
 const N = DATA.events.length;
 let step = 0, collapsed = new Set(), timer = null, selected = null;
 
-function fmt(x) { return Number(x).toPrecision(6).replace(/\.?0+(e|$)/, "$1"); }
+function fmt(x) {
+  // six significant digits, trailing zeros of the mantissa dropped; the exponent as it is
+  const v = Number(x);
+  if (!Number.isFinite(v)) return String(v);                 // NaN, Infinity, -Infinity
+  if (Number.isInteger(v) && Math.abs(v) < 1e21) return String(v);
+  const [mantissa, exponent] = v.toPrecision(6).split("e");
+  const short = mantissa.includes(".") ? mantissa.replace(/0+$/, "").replace(/\.$/, "") : mantissa;
+  return exponent === undefined ? short : short + "e" + exponent;
+}
 function shape(sh) { return "(" + sh.join(", ") + (sh.length === 1 ? ",)" : ")"); }
 function show(s) {
   if (!s) return "none";
@@ -254,7 +262,7 @@ function nodeInfo(i) {
     "<br>gradient at this step: " + show(gradSoFar(i)) +
     "<br>gradient after backward: " + show(n.grad);
 }
-function highlight() {
+function highlight(follow) {
   document.querySelectorAll("#graph .hl-op, #graph .hl-to, #graph .hl-sel").forEach(
     g => g.classList.remove("hl-op", "hl-to", "hl-sel"));
   if (selected !== null) { const g = elementFor(selected); if (g) g.classList.add("hl-sel"); }
@@ -263,6 +271,7 @@ function highlight() {
     const g = elementFor(e.node, e.op ? "op" : "");
     if (g) g.classList.add("hl-op");
     for (const t of e.to) { const h = elementFor(t.node); if (h) h.classList.add("hl-to"); }
+    if (g && follow) g.scrollIntoView({block: "center", inline: "center"});   // the op that runs
   }
 }
 function stepInfo() {
@@ -296,7 +305,7 @@ function leafTable() {
 }
 function go(k) {
   step = Math.max(0, Math.min(N, k));
-  stepInfo(); highlight(); leafTable();
+  stepInfo(); highlight(true); leafTable();
   if (selected !== null) nodeInfo(selected);
 }
 document.getElementById("slider").max = N;

@@ -1,12 +1,12 @@
 """Neural-network building blocks: Module, layers, losses, and saving weights to .npz."""
 import json
 import os
-import tempfile
 import zipfile
 
 import numpy as np
 
 from . import ops
+from .files import atomic_write
 from .tensor import Tensor, get_rng, _grad_mode as _state, replayable
 
 
@@ -383,22 +383,10 @@ def binary_cross_entropy(prob, target, reduction="mean"):
 # ---------------------------------------------------------------- saving and loading
 
 def save_arrays(arrays, path):
-    """Write a dict of arrays to an .npz atomically: a temporary file, then a rename, so a
-    crash never leaves a half-written file under `path`."""
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".npz")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """Write a dict of arrays to an .npz atomically (files.atomic_write): a crash or a full disk
+    never leaves a half-written file under `path`."""
+    with atomic_write(path) as f:
+        np.savez(f, **arrays)
 
 
 def load_arrays(path):
@@ -419,7 +407,7 @@ def load_arrays(path):
                          f"{reason}") from None
 
 
-_META_KEY = "__meta__"
+META_KEY = "__meta__"
 
 
 def save(module, path, meta=None):
@@ -427,14 +415,14 @@ def save(module, path, meta=None):
     JSON-able dict (say, the architecture), is stored beside them as a string."""
     arrays = module.state_dict()
     if meta is not None:
-        arrays[_META_KEY] = np.array(json.dumps(meta))
+        arrays[META_KEY] = np.array(json.dumps(meta))
     save_arrays(arrays, path)
 
 
 def load(module, path):
     """Load parameters saved by save(); the file is fully checked before the model changes."""
     arrays = load_arrays(path)
-    arrays.pop(_META_KEY, None)
+    arrays.pop(META_KEY, None)
     module.load_state_dict(arrays)
     return module
 
@@ -442,9 +430,9 @@ def load(module, path):
 def load_meta(path):
     """The `meta` dict given to save(), or None."""
     arrays = load_arrays(path)
-    if _META_KEY not in arrays:
+    if META_KEY not in arrays:
         return None
     try:
-        return json.loads(str(arrays[_META_KEY]))
+        return json.loads(str(arrays[META_KEY]))
     except ValueError:
-        raise ValueError(f"load_meta: '{path}' has a {_META_KEY} entry that is not JSON") from None
+        raise ValueError(f"load_meta: '{path}' has a {META_KEY} entry that is not JSON") from None

@@ -5,6 +5,7 @@ import gc
 import os
 import threading
 import traceback
+import warnings
 
 import numpy as np
 
@@ -67,6 +68,12 @@ def detect_anomaly():
 
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+_APPLICATION_DIR = os.path.join(_PACKAGE_DIR, "mnist") + os.sep
+
+# NumPy's warnings about inf and NaN (log(0), an overflow) are not repeated from inside the
+# library, with its file and line: results show them, and detect_anomaly() finds the op that
+# made them. Warnings raised in the user's own code are untouched.
+warnings.filterwarnings("ignore", category=RuntimeWarning, module=r"tinygrad_mnist(\.|$)")
 
 
 # ---------------------------------------------------------------- what a jit recording sees
@@ -106,9 +113,11 @@ def _traced(function, *args):
 
 
 def _user_site():
-    """'file:line: code' of the innermost caller outside this package."""
+    """'file:line: code' of the innermost caller outside the library: the user's code, or the
+    MNIST application's (tinygrad_mnist/mnist/ uses the library as any user does)."""
     for frame in reversed(traceback.extract_stack()[:-1]):
-        if not os.path.abspath(frame.filename).startswith(_PACKAGE_DIR + os.sep):
+        path = os.path.abspath(frame.filename)
+        if not path.startswith(_PACKAGE_DIR + os.sep) or path.startswith(_APPLICATION_DIR):
             return f"{frame.filename}:{frame.lineno}: {(frame.line or '').strip()}"
     return "unknown location"
 

@@ -12,6 +12,7 @@ import webbrowser
 import graphviz
 import numpy as np
 
+from .files import atomic_write
 from .tensor import _RELEASED, _topo_order
 
 # what Graphviz compiled to WebAssembly renders; other formats (png, pdf, ...) need `dot`
@@ -71,9 +72,7 @@ def with_extension(path, format):
 
 
 def write_file(path, data):
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    with open(path, "wb") as f:
+    with atomic_write(path) as f:
         f.write(data)
 
 

@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field, replace
 import numpy as np
 
 from . import data, report
+from ..files import atomic_write
 from ..tensor import manual_seed
 from .train import (Config, TrainingData, accuracy, make_model, make_optimizer, train_epoch)
 
@@ -265,9 +266,9 @@ def write_report(results, plan, mode, seconds, out_dir):
         curves = {opt: np.mean([r["val_curve"] for r in runs], axis=0)
                   for opt, runs in result["optimizers"].items()}
         report.optimizer_curves(curves, name, os.path.join(out_dir, f"curves_{name}.png"))
-    with open(os.path.join(out_dir, "results.md"), "w") as f:
+    with atomic_write(os.path.join(out_dir, "results.md"), "w") as f:
         f.write("\n".join(lines))
-    with open(os.path.join(out_dir, "results.json"), "w") as f:
+    with atomic_write(os.path.join(out_dir, "results.json"), "w") as f:
         json.dump({"mode": mode, "plan": {"epochs": plan.epochs, "seeds": list(plan.seeds),
                                           "train_size": plan.train_size,
                                           "val_size": plan.val_size,
@@ -281,7 +282,7 @@ def ablate(datasets=("mnist", "fashion-mnist"), data_dirs=None, quick=False, out
     """The whole grid, its trials run by `executor` (executors.py). Each finished trial is
     kept in OUT_DIR/trials/; with `resume`, those are not run again."""
     from .executors import check_executor, run_trials
-    check_executor(executor)
+    check_executor(executor, ray_address)
     plan = plan or (QUICK if quick else FULL)
     os.makedirs(out_dir, exist_ok=True)
     store = os.path.join(out_dir, "trials")

@@ -10,6 +10,7 @@ import sys
 import numpy as np
 
 from .. import __version__
+from .console import stderr_line
 
 # ---------------------------------------------------------------- option values, checked
 
@@ -82,9 +83,35 @@ def _one_of(choices):
     return parse
 
 
+class _Parser(argparse.ArgumentParser):
+    """Every mistake is one line, `tinygrad-mnist CMD: error: ...`, never the usage block."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _shown(value):
+    """A default as the user would type it: 512,256 for a list of sizes."""
+    if isinstance(value, (list, tuple)):
+        return " ".join(_shown(v) for v in value) if value and isinstance(
+            value[0], (list, tuple)) else ",".join(map(str, value))
+    return str(value)
+
+
+class _Help(argparse.HelpFormatter):
+    """Help with the default of every option that has one, written as it is typed, and said
+    once (not for flags, and not when the help text already says it)."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if (not action.option_strings or action.nargs == 0 or "default" in text
+                or any(action.default is v for v in (None, False, True, argparse.SUPPRESS))):
+            return text
+        return f"{text} (default: {_shown(action.default)})"
+
+
 def _parser(sub, name, help_text):
-    return sub.add_parser(name, help=help_text, description=help_text,
-                          formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    return sub.add_parser(name, help=help_text, description=help_text, formatter_class=_Help)
 
 
 # ---------------------------------------------------------------- train
@@ -134,6 +161,10 @@ def _add_train(sub):
     p.add_argument("--profile", action="store_true",
                    help="time every op's forward and backward in the training steps and print "
                         "the table (calls, ms, share of the step) at the end")
+    p.add_argument("--threads", type=POSITIVE_INT, default=None,
+                   help="BLAS threads for the matrix products (default: every core, and fewer "
+                        "while other programs keep cores busy; a fixed count gives the same "
+                        "last bits whatever the load)")
     p.add_argument("--no-jit", dest="jit", action="store_false",
                    help="run every step eagerly instead of replaying the recorded step (same "
                         "results; --detect-anomaly and --profile always run eagerly)")
@@ -181,8 +212,10 @@ def _load_model(path):
 def _cmd_eval(args):
     from . import data
     from .train import confusion_matrix, format_confusion, predict_logits
+    from .train import stored_data_dir
     model, meta = _load_model(args.model)
-    ds = data.load(args.dataset or meta.get("dataset", "mnist"), args.data_dir,
+    data_dir = args.data_dir or stored_data_dir(args.model)     # the run's own, if it exists
+    ds = data.load(args.dataset or meta.get("dataset", "mnist"), data_dir,
                    progress=not args.quiet, splits=("test",))
     labels = ds.test_labels.astype(np.int64)
     predictions = predict_logits(model, ds.normalized(ds.test_images)).argmax(axis=1)
@@ -243,9 +276,8 @@ def _cmd_ablate(args):
                executor=args.executor, workers=args.workers, ray_address=args.ray_address,
                resume=args.resume, progress=not args.quiet)
     except KeyboardInterrupt:
-        print(f"tinygrad-mnist ablate: interrupted; finished trials are kept in "
-              f"{args.out}/trials: run the same command with --resume to skip them",
-              file=sys.stderr)
+        stderr_line(f"tinygrad-mnist ablate: interrupted; finished trials are kept in "
+                    f"{args.out}/trials: run the same command with --resume to skip them")
         return 130
     print(f"wrote {args.out}/results.md")
     return 0
@@ -265,8 +297,8 @@ def _cmd_sweep(args):
                             args.executor, args.workers, args.ray_address, args.resume,
                             progress=not args.quiet)
     except KeyboardInterrupt:
-        print(f"tinygrad-mnist sweep: interrupted; finished trials are kept in {out}: run "
-              f"the same command with --out {out} --resume to skip them", file=sys.stderr)
+        stderr_line(f"tinygrad-mnist sweep: interrupted; finished trials are kept in {out}: "
+                    f"run the same command with --out {out} --resume to skip them")
         return 130
     best = max(results, key=lambda r: r["test_accuracy"])
     print(f"best: {best['key']} ({best['test_accuracy'] * 100:.2f}%); wrote {out}/results.md, "
@@ -295,29 +327,31 @@ def _add_sweep(sub):
     d = Config()
     p = _parser(sub, "sweep", "train every combination of the listed options (comma-separated "
                               "lists) and write a results table and a plot")
-    p.add_argument("--dataset", type=_listed(_one_of(sorted(DATASETS)), "datasets"),
-                   default=[d.dataset])
-    p.add_argument("--data-dir", default=None, help="read the IDX files from DIR")
-    p.add_argument("--hidden", type=_hidden, nargs="+", default=[d.hidden],
+    def listed(option, parse, what, default, help_text, metavar="LIST"):
+        p.add_argument(option, type=_listed(parse, what), default=[default], metavar=metavar,
+                       help=f"{help_text}: a comma-separated list, one trial per item")
+
+    listed("--dataset", _one_of(sorted(DATASETS)), "datasets", d.dataset, "datasets",
+           "{" + ",".join(sorted(DATASETS)) + "}")
+    p.add_argument("--data-dir", default=None,
+                   help="read the IDX files from DIR (the dataset's own folder)")
+    p.add_argument("--hidden", type=_hidden, nargs="+", default=[d.hidden], metavar="SIZES",
                    help="one or more architectures, each a comma list of layer sizes: "
                         "--hidden 128 512,256")
-    p.add_argument("--activation", type=_listed(_one_of(["relu", "sigmoid", "tanh"]),
-                                                "activations"), default=[d.activation])
-    p.add_argument("--optimizer", type=_listed(_one_of(OPTIMIZERS), "optimizers"),
-                   default=[d.optimizer])
-    p.add_argument("--lr", type=_listed(_number(float, low=0, low_open=True), "numbers"),
-                   default=[d.lr])
-    p.add_argument("--momentum", type=_listed(_number(float, low=0, high=1), "numbers"),
-                   default=[d.momentum])
-    p.add_argument("--weight-decay", type=_listed(_number(float, low=0), "numbers"),
-                   default=[d.weight_decay])
-    p.add_argument("--dropout", type=_listed(_number(float, low=0, high=1), "numbers"),
-                   default=[d.dropout])
-    p.add_argument("--batch-size", type=_listed(POSITIVE_INT, "integers"),
-                   default=[d.batch_size])
-    p.add_argument("--epochs", type=_listed(POSITIVE_INT, "integers"), default=[d.epochs])
-    p.add_argument("--lr-schedule", type=_listed(_one_of(SCHEDULES), "schedules"),
-                   default=[d.lr_schedule])
+    listed("--activation", _one_of(["relu", "sigmoid", "tanh"]), "activations", d.activation,
+           "hidden activations", "{relu,sigmoid,tanh}")
+    listed("--optimizer", _one_of(OPTIMIZERS), "optimizers", d.optimizer, "optimizers",
+           "{" + ",".join(OPTIMIZERS) + "}")
+    listed("--lr", _number(float, low=0, low_open=True), "numbers", d.lr, "learning rates")
+    listed("--momentum", _number(float, low=0, high=1), "numbers", d.momentum, "momenta")
+    listed("--weight-decay", _number(float, low=0), "numbers", d.weight_decay,
+           "L2 penalties")
+    listed("--dropout", _number(float, low=0, high=1), "numbers", d.dropout,
+           "dropout probabilities")
+    listed("--batch-size", POSITIVE_INT, "integers", d.batch_size, "batch sizes")
+    listed("--epochs", POSITIVE_INT, "integers", d.epochs, "epoch counts")
+    listed("--lr-schedule", _one_of(SCHEDULES), "schedules", d.lr_schedule,
+           "learning-rate schedules", "{" + ",".join(SCHEDULES) + "}")
     p.add_argument("--seeds", type=_listed(NON_NEGATIVE_INT, "integers"), default=[d.seed],
                    help="one trial per seed (and per combination of the other lists)")
     p.add_argument("--augment", action="store_true", help="augment in every trial")
@@ -329,8 +363,7 @@ def _add_sweep(sub):
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(prog="tinygrad-mnist",
-                                     description="Autograd over NumPy, and MNIST with it.")
+    parser = _Parser(prog="tinygrad-mnist", description="Autograd over NumPy, and MNIST with it.")
     parser.add_argument("--version", action="version", version=f"tinygrad_mnist {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     _add_train(sub)
@@ -367,6 +400,20 @@ def build_parser():
     return parser
 
 
+def _unrecognized(parser, command, unknown):
+    """A mistyped option: one line naming it, with the closest real option."""
+    import difflib
+    sub = parser
+    if command is not None:
+        sub = next(a for a in parser._actions
+                   if isinstance(a, argparse._SubParsersAction)).choices[command]
+    options = [o for action in sub._actions for o in action.option_strings]
+    close = difflib.get_close_matches(unknown[0].split("=")[0], options, n=1)
+    hint = f"; did you mean {close[0]}?" if close else ""
+    sub.error(f"unrecognized argument{'s' if len(unknown) > 1 else ''}: "
+              f"{' '.join(unknown)}{hint}")
+
+
 COMMANDS = {"train": _cmd_train, "eval": _cmd_eval, "predict": _cmd_predict,
             "graph": _cmd_graph, "gradcheck": _cmd_gradcheck, "ablate": _cmd_ablate,
             "sweep": _cmd_sweep}
@@ -376,7 +423,9 @@ def main(argv=None):
     from .executors import ExecutorError
     from .train import TrainingError
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        _unrecognized(parser, args.command, unknown)
     if args.command is None:
         parser.print_help()
         return 0
@@ -384,10 +433,10 @@ def main(argv=None):
     try:
         return COMMANDS[args.command](args)
     except TrainingError as error:
-        print(f"{prefix} {error}", file=sys.stderr)
+        stderr_line(f"{prefix} {error}")
         return error.exit_code
     except KeyboardInterrupt:
-        print(f"{prefix} interrupted", file=sys.stderr)
+        stderr_line(f"{prefix} interrupted")
         return 130
     except (ValueError, OSError, KeyError, TypeError, FloatingPointError,
             ExecutorError) as error:

@@ -106,12 +106,20 @@ def read_idx(path, ndim=None):
     return np.frombuffer(body, dtype=np.uint8).reshape(shape)
 
 
-def _find_file(directory, name):
-    """The file in `directory`, gzipped or not (train-images-idx3-ubyte[.gz])."""
+def _find_file(directory, name, dataset="mnist"):
+    """The file in `directory`, gzipped or not (train-images-idx3-ubyte[.gz]). A directory
+    that holds the datasets' folders instead is named with the one to pass."""
     for candidate in (name, name[:-3]):
         path = os.path.join(directory, candidate)
         if os.path.exists(path):
             return path
+    inside = sorted(d for d in DATASETS if os.path.exists(os.path.join(directory, d, name)) or
+                    os.path.exists(os.path.join(directory, d, name[:-3])))
+    if inside:                     # the folder above the datasets' (the one ablate takes)
+        where = " and ".join(f"{d}/" for d in inside)
+        pick = dataset if dataset in inside else inside[0]
+        raise DataError(f"{directory} holds {where}, not the IDX files themselves: pass "
+                        f"--data-dir {os.path.join(directory, pick)}")
     raise DataError(f"{os.path.join(directory, name)}: file not found (nor without .gz)")
 
 
@@ -153,7 +161,7 @@ def read_directory(directory, info, splits=("train", "test")):
     for key, name in FILES.items():
         if key.split("_")[0] not in splits:
             continue
-        path = _find_file(directory, name)
+        path = _find_file(directory, name, info.name)
         arrays[key] = read_idx(path, ndim=3 if key.endswith("images") else 1)
         if key.endswith("images") and arrays[key].shape[1:] != (28, 28):
             raise DataError(f"{path}: images are {arrays[key].shape[1:]}, expected (28, 28)")
@@ -228,9 +236,8 @@ def _fetch(url, destination, expected_md5, progress):
 
 
 def _progress_bar(total, name, enabled):
-    from tqdm import tqdm
-    return tqdm(total=total, desc=f"download {name}", unit="B", unit_scale=True,
-                disable=not enabled, leave=False)
+    from .console import progress_bar
+    return progress_bar(total, f"download {name}", "B", enabled, unit_scale=True)
 
 
 def download(files_md5, mirrors, directory, progress=True):

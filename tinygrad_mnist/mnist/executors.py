@@ -23,6 +23,8 @@ import json
 import os
 import sys
 
+from ..files import atomic_write
+
 EXECUTORS = ("serial", "processes", "ray")
 RETRIES = 2
 
@@ -36,11 +38,13 @@ def run_trials(fn, trials, executor="serial", workers=None, ray_address=None, re
     """fn(trial) for every trial; the results in order. With `store` (a directory), trials are
     dicts with a file-safe "key": each result is saved there as KEY.json the moment it
     arrives, and a trial whose result is already there is not run again (resume)."""
-    check_executor(executor)
+    check_executor(executor, ray_address)
     trials = list(trials)
     workers = max(1, workers or os.cpu_count() or 1)
     results = [_stored(store, t) for t in trials] if store else [None] * len(trials)
     todo = [i for i, r in enumerate(results) if r is None]
+    if executor == "ray" and todo:
+        _ray_connect(workers, ray_address)      # before the bar: nothing of Ray's inside it
     bar = _progress_bar(len(trials), description, progress)
     bar.update(len(trials) - len(todo))
 
@@ -73,15 +77,13 @@ def _stored(store, trial):
 
 
 def _store(store, trial, result):
-    os.makedirs(store, exist_ok=True)
-    path = os.path.join(store, f"{trial['key']}.json")
-    with open(path + ".tmp", "w") as f:
-        json.dump(result, f)
-    os.replace(path + ".tmp", path)           # whole or absent, even if killed while writing
+    with atomic_write(os.path.join(store, f"{trial['key']}.json"), "w") as f:
+        json.dump(result, f)                  # whole or absent, even if killed while writing
 
 
-def check_executor(executor):
-    """Fail before anything is written: an unknown executor, or Ray not installed."""
+def check_executor(executor, ray_address=None):
+    """Fail before anything is written: an unknown executor, Ray not installed, or no Ray
+    cluster at ray_address."""
     if executor not in EXECUTORS:
         raise ValueError(f"unknown executor {executor!r}; choose from {', '.join(EXECUTORS)}")
     if executor == "ray":
@@ -90,12 +92,13 @@ def check_executor(executor):
         except ImportError:
             raise ExecutorError("--executor ray needs Ray: pip install 'tinygrad_mnist[ray]' "
                                 "(or pip install -e \".[ray]\" in a checkout)") from None
+        if ray_address:
+            _reachable(ray_address)
 
 
 def _progress_bar(total, description, enabled):
-    from tqdm import tqdm
-    return tqdm(total=total, desc=description, unit="trial", disable=not enabled,
-                file=sys.stderr, dynamic_ncols=True)
+    from .console import progress_bar
+    return progress_bar(total, description, "trial", enabled, leave=True)
 
 
 def _serial(fn, trials, finished):
@@ -108,10 +111,31 @@ def _serial(fn, trials, finished):
 
 # ---------------------------------------------------------------- a local process pool
 
-def _one_blas_thread():
-    """Pool initializer: a worker's products stay on one core."""
+def _worker_setup():
+    """Pool initializer: a worker's products stay on one core, and Ctrl-C (sent to the whole
+    process group) is the parent's to handle: it stops the workers itself."""
+    import signal
+    import threading
     from threadpoolctl import threadpool_limits
-    _one_blas_thread.limit = threadpool_limits(1)      # kept for the worker's lifetime
+    from tqdm import tqdm
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _worker_setup.limit = threadpool_limits(1)         # kept for the worker's lifetime
+    # tqdm's default lock is a multiprocessing semaphore, which a terminated worker would
+    # leave behind (a resource_tracker warning at exit); a worker draws no bars of its own
+    tqdm.set_lock(threading.RLock())
+
+
+def _stop(pool):
+    """Cancel what has not started and end the workers now (Ctrl-C or an error). The worker
+    processes are listed first: shutdown() forgets them."""
+    processes = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for process in processes:
+        if process.is_alive():
+            process.terminate()
+    for process in processes:
+        process.join(timeout=10)
+    pool.shutdown(wait=True)             # its queues closed too, so nothing is left to clean
 
 
 def _processes(fn, trials, workers, retries, finished):
@@ -124,7 +148,7 @@ def _processes(fn, trials, workers, retries, finished):
     while todo:
         # spawn: a fresh interpreter per worker, never a fork of this threaded process
         pool = ProcessPoolExecutor(min(workers, len(todo)), multiprocessing.get_context("spawn"),
-                                   initializer=_one_blas_thread)
+                                   initializer=_worker_setup)
         try:
             running = {pool.submit(fn, trials[i]): i for i in todo}
             for i in todo:
@@ -145,9 +169,7 @@ def _processes(fn, trials, workers, retries, finished):
                     raise ExecutorError(f"trial {i} ({_describe(trials[i])}) lost its worker "
                                         f"{attempts[i]} times; giving up")
         except BaseException:
-            pool.shutdown(wait=False, cancel_futures=True)
-            for process in list(getattr(pool, "_processes", {}).values()):
-                process.terminate()                     # Ctrl-C: stop the workers now
+            _stop(pool)
             raise
         pool.shutdown(wait=True)
         todo.sort()
@@ -159,16 +181,48 @@ def _describe(trial):
 
 # ---------------------------------------------------------------- Ray
 
+REACH_SECONDS = 5
+
+
+def _reachable(address):
+    """Raise ExecutorError naming `address` unless something listens there: ray.init would
+    otherwise retry for minutes."""
+    import socket
+    if address == "auto":
+        return
+    host, _, port = address.split("://")[-1].rpartition(":")
+    try:
+        port = int(port)
+    except ValueError:
+        raise ExecutorError(f"--ray-address {address}: expected HOST:PORT (HOST:6379, or "
+                            f"ray://HOST:10001)") from None
+    try:
+        socket.create_connection((host or "127.0.0.1", port), timeout=REACH_SECONDS).close()
+    except OSError as error:
+        raise ExecutorError(f"cannot reach a Ray cluster at {address} "
+                            f"({error.strerror or error}); check --ray-address, or leave it "
+                            f"out to start a local cluster") from None
+
+
+def _ray_connect(workers, address):
+    """Join the cluster at `address`, or start a local one whose workers import what this
+    process imports; Ray's own start-up messages below errors are not shown."""
+    import logging
+    import ray
+    if ray.is_initialized():
+        return
+    quiet = dict(include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
+    if address:
+        _reachable(address)
+        ray.init(address=address, **quiet)
+    else:
+        ray.init(num_cpus=workers, runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join(
+            p for p in sys.path if p and os.path.isdir(p))}}, **quiet)
+
+
 def _ray(fn, trials, workers, address, retries, finished):
     import ray
-    if not ray.is_initialized():
-        if address:
-            ray.init(address=address, include_dashboard=False, log_to_driver=False)
-        else:
-            # a local cluster; its workers import what this process imports
-            ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False,
-                     runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join(
-                         p for p in sys.path if p and os.path.isdir(p))}})
+    _ray_connect(workers, address)
     task = ray.remote(num_cpus=1, max_retries=retries, retry_exceptions=False)(_ray_trial)
     refs = [task.remote(fn, trial) for trial in trials]
     index = {ref: i for i, ref in enumerate(refs)}

@@ -18,14 +18,24 @@ def load_digit(path):
     return to_mnist_layout(pixels, str(path))
 
 
+MIN_CONTRAST = 0.2          # ink at least this much brighter than the paper, in [0, 1]
+
+
 def to_mnist_layout(pixels, name="image"):
     from PIL import Image
     border = np.concatenate([pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]])
     if border.mean() > 0.5:
         pixels = 1 - pixels              # dark ink on light paper -> MNIST's light on dark
-    ink = pixels > 0.25 * pixels.max() if pixels.max() > 0 else np.zeros_like(pixels, bool)
-    if not ink.any():
-        raise ValueError(f"{name} looks blank: no ink stands out from the background")
+        border = 1 - border
+    # ink stands out from the paper by a clear margin: a blank page of any shade (white,
+    # grey, black) has none, whatever its noise
+    paper = float(np.median(border))
+    contrast = float(pixels.max()) - paper
+    if contrast < MIN_CONTRAST:
+        raise ValueError(f"{name} looks blank: no ink stands out from the background "
+                         f"(its brightest pixel is {contrast:.0%} above the paper)")
+    pixels = np.clip((pixels - paper) / contrast, 0, 1)     # the paper black, the ink up to 1
+    ink = pixels > 0.25
     rows, cols = np.flatnonzero(ink.any(axis=1)), np.flatnonzero(ink.any(axis=0))
     crop = pixels[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
     scale = 20 / max(crop.shape)

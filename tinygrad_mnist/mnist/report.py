@@ -5,6 +5,8 @@ matplotlib.use("Agg")                 # files only: works on machines without a 
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from ..files import atomic_write  # noqa: E402
+
 
 def curves(history, path):
     """Loss and accuracy (in %) per epoch, train and test, with whole-epoch ticks."""
@@ -30,9 +32,12 @@ def curves_figure(history):
     return fig
 
 
-def _save(fig, path):
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+def _save(fig, path, dpi=100):
+    try:
+        with atomic_write(path) as f:
+            fig.savefig(f, format="png", dpi=dpi)
+    finally:
+        plt.close(fig)
 
 
 def confusion(matrix, classes, path):

@@ -13,6 +13,7 @@ import os
 import statistics
 import time
 
+from ..files import atomic_write
 from .train import Config
 
 # the options a sweep varies, in the order the table shows them
@@ -52,7 +53,7 @@ def sweep_trial(trial):
 def run_sweep(options, out, data_dir=None, subset=None, augment=False, executor="serial",
               workers=None, ray_address=None, resume=False, progress=True, log=print):
     from .executors import check_executor, run_trials
-    check_executor(executor)
+    check_executor(executor, ray_address)
     spec_path = os.path.join(out, "sweep.json")
     trials = plan_trials(options, data_dir, subset, augment)
     if resume:
@@ -68,9 +69,8 @@ def run_sweep(options, out, data_dir=None, subset=None, augment=False, executor=
         raise ValueError(f"--out {out} is not empty; pass --resume to continue the sweep in it, "
                          f"or another --out")
     os.makedirs(out, exist_ok=True)
-    with open(spec_path + ".tmp", "w") as f:
+    with atomic_write(spec_path, "w") as f:
         json.dump({"trials": trials}, f, indent=1)
-    os.replace(spec_path + ".tmp", spec_path)
     for t in trials:
         t["out"] = os.path.join(out, "trials", t["key"])
     log(f"{len(trials)} trials, executor {executor}, results in {out}")
@@ -116,9 +116,9 @@ def write_results(results, out, executor, wall):
             std = statistics.stdev(accs) if len(accs) > 1 else 0.0
             lines.append(f"| {' | '.join(label)} | {statistics.mean(accs):.2f} ± {std:.2f} |")
     lines += ["", "![test accuracy per trial](sweep.png)", ""]
-    with open(os.path.join(out, "results.md"), "w") as f:
+    with atomic_write(os.path.join(out, "results.md"), "w") as f:
         f.write("\n".join(lines))
-    with open(os.path.join(out, "results.json"), "w") as f:
+    with atomic_write(os.path.join(out, "results.json"), "w") as f:
         json.dump({"executor": executor, "wall_seconds": wall, "trials": results}, f, indent=1)
     _plot(results, varying, os.path.join(out, "sweep.png"))
 

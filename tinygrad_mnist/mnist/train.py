@@ -10,7 +10,9 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from .. import nn, optim
+from ..blas import LoadAwareThreads, set_num_threads
 from ..data import DataLoader
+from ..files import atomic_write
 from ..optim import lr_scheduler
 from . import data
 from ..jit import jit
@@ -42,6 +44,8 @@ class Config:
     resume: bool = False        # continue the run in `out` (or extend it to more epochs)
     force: bool = False         # replace the run in `out`
     jit: bool = True            # replay each recorded step (same numbers, faster); False: eager
+    threads: int = None         # BLAS threads; None: every core, fewer while other programs
+                                # keep cores busy (blas.LoadAwareThreads)
 
     def __post_init__(self):
         if self.out is None:
@@ -50,7 +54,7 @@ class Config:
     # what must match for --resume to continue a run instead of starting another
     def fingerprint(self):
         d = asdict(self)
-        for key in ("out", "data_dir", "epochs", "resume", "force", "jit"):
+        for key in ("out", "data_dir", "epochs", "resume", "force", "jit", "threads"):
             d.pop(key)
         return d
 
@@ -69,6 +73,53 @@ class Interrupted(TrainingError):
 def make_model(config):
     return nn.MLP([784, *config.hidden, 10], activation=config.activation,
                   dropout=config.dropout)
+
+
+# float32 arrays the size of the parameters: weights, gradients, one scratch buffer, and the
+# optimizer's own state
+_STATE_BUFFERS = {"sgd": 3, "momentum": 4, "nesterov": 4, "rmsprop": 4, "adam": 5, "adamw": 5}
+
+
+def memory_needed(config, train_size):
+    """(model bytes, batch bytes, data bytes) a run needs, roughly, in float32: parameters with
+    their gradients and optimizer state; a batch's activations and their gradients (a few
+    arrays per layer); the standardized training and test images."""
+    sizes = [784, *config.hidden, 10]
+    params = sum(n_in * n_out + n_out for n_in, n_out in zip(sizes, sizes[1:]))
+    model = 4 * params * _STATE_BUFFERS.get(config.optimizer, 5)
+    batch = 4 * config.batch_size * sum(sizes[1:]) * 6
+    data = 4 * 784 * (train_size + 10_000)
+    return model, batch, data
+
+
+def available_memory():
+    """Bytes this machine can still give a new allocation (MemAvailable on Linux, else the
+    physical memory), or None when unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_memory(config, train_size):
+    """Refuse, before allocating anything, a network and batch that cannot fit in memory."""
+    model, batch, data = memory_needed(config, train_size)
+    available = available_memory()
+    if available is not None and model + batch + data > available:
+        gb = 1e9
+        raise ValueError(
+            f"--hidden {','.join(map(str, config.hidden))} with --batch-size "
+            f"{config.batch_size} needs about {(model + batch + data) / gb:,.1f} GB (weights, "
+            f"gradients and {config.optimizer} state {model / gb:,.1f} GB, a batch's "
+            f"activations {batch / gb:,.1f} GB, the images {data / gb:,.1f} GB) but this "
+            f"machine has {available / gb:,.1f} GB available; choose smaller layers or batches")
 
 
 def make_optimizer(config, params):
@@ -151,8 +202,25 @@ def save_checkpoint(out, model, optimizer, config, epoch, history, elapsed):
     arrays = {f"model.{k}": v for k, v in model.state_dict().items()}
     arrays.update({f"optim.{k}": v for k, v in optimizer.state_dict().items()})
     arrays["meta"] = np.array(json.dumps({"epoch": epoch, "history": history,
-                                          "elapsed": elapsed, "config": config.fingerprint()}))
+                                          "elapsed": elapsed, "config": config.fingerprint(),
+                                          "data_dir": _absolute(config.data_dir)}))
     nn.save_arrays(arrays, _checkpoint_path(out))
+
+
+def _absolute(directory):
+    return None if directory is None else os.path.abspath(directory)
+
+
+def stored_data_dir(path):
+    """The data directory a run (its checkpoint.npz or model.npz) was trained from, if it
+    still exists: --resume and eval read the same files again without --data-dir."""
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            key = "meta" if "meta" in archive.files else nn.META_KEY
+            directory = json.loads(str(archive[key])).get("data_dir")
+    except (OSError, KeyError, ValueError, AttributeError):
+        return None
+    return directory if directory and os.path.isdir(directory) else None
 
 
 def load_checkpoint(out, model, optimizer, config):
@@ -225,10 +293,12 @@ def training_step(model, optimizer, use_jit=True):
     return jit(step) if use_jit else step
 
 
-def train_epoch(model, optimizer, config, epoch, train_data, progress=False, scheduler=None):
+def train_epoch(model, optimizer, config, epoch, train_data, progress=False, scheduler=None,
+                threads=None):
     """One pass over train_data in the epoch's seeded order, the learning rate set by
-    `scheduler` (by default config's schedule, from this epoch's first step). Returns (mean
-    loss, accuracy, seconds)."""
+    `scheduler` (by default config's schedule, from this epoch's first step) and the BLAS
+    threads by `threads` (a blas.LoadAwareThreads; by default one for this epoch). Returns
+    (mean loss, accuracy, seconds)."""
     model.train()
     step = training_step(model, optimizer, config.jit)
     manual_seed([config.seed, epoch, 1])                           # dropout masks
@@ -239,9 +309,11 @@ def train_epoch(model, optimizer, config, epoch, train_data, progress=False, sch
     if scheduler is None:
         scheduler = make_scheduler(config, optimizer, steps_per_epoch * config.epochs,
                                    last_step=(epoch - 1) * steps_per_epoch - 1)
+    own_threads = threads is None
+    threads = LoadAwareThreads() if own_threads else threads
     started = time.perf_counter()
     loss_sum, correct, seen = 0.0, 0, 0
-    bar = _progress(steps_per_epoch, f"epoch {epoch}/{config.epochs}", progress)
+    bar = _progress(n, f"epoch {epoch}/{config.epochs}", progress)
     for i, (rows, labels) in enumerate(loader):
         x, y = train_data.prepare(rows.data, augment_rng), labels.data
         loss, logits = step(x, y)
@@ -254,15 +326,16 @@ def train_epoch(model, optimizer, config, epoch, train_data, progress=False, sch
                 f"--detect-anomaly to find the op that produced it")
         if scheduler is not None:
             scheduler.step()
+        threads.step()
         loss_sum += value * len(y)
         correct += int((logits.data.argmax(axis=1) == y).sum())
         seen += len(y)
-        bar.update(1)
+        bar.update(len(y))
         if i % 20 == 0 or seen == n:
-            rate = seen / max(time.perf_counter() - started, 1e-9)
-            bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.4f}",
-                            samples_s=f"{rate:,.0f}")
+            bar.set_postfix_str(f"loss {loss_sum / seen:.4f}, accuracy {correct / seen:.2%}")
     bar.close()
+    if own_threads:
+        threads.close()
     return loss_sum / seen, correct / seen, time.perf_counter() - started
 
 
@@ -281,6 +354,10 @@ def train(config, log=print, progress=True, profiler=None):
     """Train, checkpointing after every epoch; write metrics, plots and model.npz to
     config.out. Returns the metrics dict. With `profiler` (a profiler.Profile), the training
     steps, and only they, are profiled into it."""
+    check_memory(config, config.subset or 60_000)
+    set_num_threads(config.threads)
+    if config.resume and config.data_dir is None:
+        config.data_dir = stored_data_dir(_checkpoint_path(config.out))
     ds = data.load(config.dataset, config.data_dir, progress=progress)
     train_images, train_labels = ds.train_images, ds.train_labels.astype(np.int64)
     test_images, test_labels = ds.test_images, ds.test_labels.astype(np.int64)
@@ -300,29 +377,52 @@ def train(config, log=print, progress=True, profiler=None):
         log(f"resumed from epoch {start_epoch - 1} in {_checkpoint_path(config.out)}")
 
     saved = start_epoch - 1
+    threads = LoadAwareThreads()
     try:
         for epoch in range(start_epoch, config.epochs + 1):
+            reduced = threads.reduced_steps
             with profile(into=profiler) if profiler is not None else contextlib.nullcontext():
                 loss, train_accuracy, seconds = train_epoch(model, optimizer, config, epoch,
-                                                            train_data, progress)
+                                                            train_data, progress,
+                                                            threads=threads)
             if profiler is not None:
                 profiler.steps += math.ceil(len(train_data) / config.batch_size)
             elapsed += seconds
             test_loss, test_accuracy = evaluate(model, x_test, test_labels)
+            busy = threads.reduced_steps - reduced
             history.append({"epoch": epoch, "train_loss": loss,
                             "train_accuracy": train_accuracy, "test_loss": test_loss,
-                            "test_accuracy": test_accuracy, "seconds": seconds})
+                            "test_accuracy": test_accuracy, "seconds": seconds,
+                            "steps_on_fewer_threads": busy})
             log(f"epoch {epoch:3d}  train loss {loss:.4f}  train acc {train_accuracy:.4f}"
-                f"  test acc {test_accuracy:.4f}  {seconds:.1f}s")
+                f"  test acc {test_accuracy:.4f}  {seconds:.1f}s" +
+                (f"  (fewer BLAS threads for {busy} steps: other programs kept cores busy)"
+                 if busy else ""))
             save_checkpoint(config.out, model, optimizer, config, epoch, history, elapsed)
             saved = epoch
     except KeyboardInterrupt:
         kept = (f"epoch {saved} is saved in {_checkpoint_path(config.out)}; run the same "
                 f"command with --resume to continue" if saved else "no epoch was complete")
         raise Interrupted(f"interrupted during epoch {saved + 1}: {kept}") from None
+    except OSError as error:                  # a full disk: the file is named, nothing is lost
+        raise TrainingError(f"cannot write {error.filename}: {error.strerror}; "
+                            f"{_kept(config, saved)}") from None
+    finally:
+        threads.close()
+    try:
+        return _finish(config, ds.info, model, x_test, test_images, test_labels, history,
+                       elapsed, log)
+    except OSError as error:
+        raise TrainingError(f"training finished, but {error.filename} cannot be written: "
+                            f"{error.strerror}; {_kept(config, saved)}") from None
 
-    return _finish(config, ds.info, model, x_test, test_images, test_labels, history, elapsed,
-                   log)
+
+def _kept(config, saved):
+    """What a run that stops now keeps, and how to go on."""
+    if not saved:
+        return "no epoch was complete"
+    return (f"epoch {saved} is still saved in {_checkpoint_path(config.out)} (files are "
+            f"replaced whole); make room and run the same command with --resume")
 
 
 _OUTPUTS = ("checkpoint.npz", "model.npz", "metrics.json", "curves.png", "confusion.png",
@@ -352,9 +452,8 @@ def _prepare_out(config):
 
 
 def _progress(total, desc, enabled):
-    from tqdm import tqdm
-    return tqdm(total=total, desc=desc, unit="batch", leave=False, disable=not enabled,
-                file=sys.stderr, dynamic_ncols=True)
+    from .console import progress_bar
+    return progress_bar(total, desc, "img", enabled, unit_scale=True)
 
 
 def _finish(config, info, model, x_test, test_images, test_labels, history, elapsed, log):
@@ -370,12 +469,11 @@ def _finish(config, info, model, x_test, test_images, test_labels, history, elap
                "config": asdict(config), "history": history,
                "confusion_matrix": matrix.tolist()}
     out = config.out
-    with open(os.path.join(out, "metrics.json.tmp"), "w") as f:
+    with atomic_write(os.path.join(out, "metrics.json"), "w") as f:
         json.dump(metrics, f, indent=2)
-    os.replace(os.path.join(out, "metrics.json.tmp"), os.path.join(out, "metrics.json"))
     nn.save(model, os.path.join(out, "model.npz"),
             meta={"dataset": config.dataset, "hidden": config.hidden,
-                  "activation": config.activation})
+                  "activation": config.activation, "data_dir": _absolute(config.data_dir)})
     report.curves(history, os.path.join(out, "curves.png"))
     report.confusion(matrix, info.classes, os.path.join(out, "confusion.png"))
     # the first test images, then the first mistakes, so the grid always shows some errors

@@ -48,7 +48,7 @@ def test_notebook_003_wrong_factor_and_wrong_intermediate():
     report = check_notebook("003")
     for name in ("w1", "w2", "b2"):
         row = report[name]
-        assert not row.ok and "scaled by 0.001" in row.cause      # 60 / 60000
+        assert not row.ok and "scaled by 1/1000" in row.cause    # 60 / 60000
     b1 = report["b1"]
     assert not b1.ok and "sum over axis 0" in b1.cause and "w1" in b1.cause
     assert "wrong intermediate" in b1.cause

@@ -356,3 +356,86 @@ def small_model(tmp_path_factory, mnist_dir):
     result = run("train", "--data-dir", mnist_dir, *SMALL, cwd=cwd)
     assert result.returncode == 0, result.stderr
     return cwd / "runs" / "mnist" / "model.npz"
+
+
+# ---------------------------------------------------------------- pictures and wording
+
+def test_a_one_epoch_curve_has_one_whole_epoch_tick_and_a_title_that_says_the_run():
+    from tinygrad_mnist.mnist import report
+    history = [{"epoch": 1, "train_loss": 0.9, "test_loss": 0.5, "train_accuracy": 0.7,
+                "test_accuracy": 0.83}]
+    fig = report.curves_figure(history, "MNIST, MLP 784-512-256-10: test accuracy 82.87%")
+    for ax in fig.axes:
+        assert list(ax.get_xticks()) == [1]
+        low, high = ax.get_xlim()
+        assert low <= 0.5 and high >= 1.5
+    assert fig._suptitle.get_text().startswith("MNIST, MLP 784-512-256-10")
+
+
+def test_ablation_curves_have_whole_epochs_and_the_chosen_rates(tmp_path, monkeypatch):
+    from tinygrad_mnist.mnist import report
+    shown = {}
+    monkeypatch.setattr(report, "_save", lambda fig, path, dpi=100: shown.setdefault("fig", fig))
+    report.optimizer_curves({"sgd": [0.9, 0.95], "adam": [0.92, 0.96]}, "mnist", "x.png",
+                            rates={"sgd": 0.3, "adam": 0.003})
+    ax = shown["fig"].axes[0]
+    assert all(float(t).is_integer() for t in ax.get_xticks() if 1 <= t <= 2)
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["sgd (lr 0.3)",
+                                                                   "adam (lr 0.003)"]
+    assert ax.get_title().startswith("MNIST:")
+
+
+def test_the_sweep_plot_groups_seeds_into_one_bar_per_setting(monkeypatch):
+    from tinygrad_mnist.mnist import report, sweep
+    shown = {}
+    monkeypatch.setattr(report, "_save", lambda fig, path, dpi=100: shown.setdefault("fig", fig))
+    results = [{"options": {"lr": lr, "seed": seed}, "test_accuracy": acc}
+               for lr, seed, acc in [(0.1, 0, 0.90), (0.1, 1, 0.92), (0.2, 0, 0.95),
+                                     (0.2, 1, 0.97)]]
+    sweep._plot(results, ["lr", "seed"], "sweep.png")
+    ax = shown["fig"].axes[0]
+    assert [round(p.get_height(), 6) for p in ax.patches] == [91.0, 96.0]   # means per setting
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["lr 0.1", "lr 0.2"]
+    assert "2 seeds each" in ax.get_title()
+
+
+def test_drawings_write_numbers_into_their_ops_and_show_the_targets():
+    from tinygrad_mnist import Tensor, grad
+    from tinygrad_mnist.viz import draw_graph
+    x = Tensor(0.8, requires_grad=True, dtype=np.float64)
+    (df,) = grad(x * x.tanh(), x, create_graph=True)
+    source = draw_graph(df).source
+    assert "constant" not in source and "mul(1, ·)" in source
+    logits = Tensor(np.zeros((4, 3)), requires_grad=True)
+    loss = nn.cross_entropy(logits, np.array([0, 1, 2, 1]))
+    source = draw_graph(loss).source
+    assert "targets | (4,) int64" in source and "style=dashed" in source
+    compact = draw_graph(loss, compact=True).source
+    assert "cross_entropy | 1.099" in compact and "ellipse" not in compact
+    assert "parameter | (4, 3)" in compact
+
+
+def test_an_edge_into_a_collapsed_module_ends_at_its_box_not_across_its_label():
+    from tinygrad_mnist import Tensor, manual_seed
+    from tinygrad_mnist.viz import draw_graph
+    manual_seed(0)
+    model = nn.MLP([6, 4, 3])
+    x = Tensor(np.ones((2, 6)))
+    graph = draw_graph(nn.cross_entropy(model(x), np.array([0, 1])), names={"images": x},
+                       collapse_modules=True)
+    entering = [line for line in graph.source.splitlines() if "-> m" in line and "t" in
+                line.split("->")[0] and "lhead=cluster_" in line]
+    assert entering, graph.source
+
+
+def test_report_wording_says_what_each_number_is():
+    from tinygrad_mnist.gradcheck import _factor
+    assert _factor(0.001000001) == "1/1000" and _factor(2.0) == "2"
+    assert _factor(0.37) == "0.37"
+    from tinygrad_mnist.mnist.ablation import _table
+    runs = [{"test_accuracy": 0.97, "val_curve": [0.97, 0.985], "seconds_per_epoch": 1.0,
+             "best_epoch": 2, "seed": s} for s in range(2)]
+    runs.append({"test_accuracy": 0.96, "val_curve": [0.96, 0.97], "seconds_per_epoch": 1.0,
+                 "best_epoch": 2, "seed": 2})
+    row = _table({"sgd": runs}, 0.98)[-1]
+    assert "2 of 3 runs reached it" in row and "not reached" not in row

@@ -294,18 +294,28 @@ class ManualReport:
 
     def __str__(self):
         header = ["parameter", "shape", "max abs err", "rel err vs autograd",
-                  "rel err vs finite diff", "worst element", "verdict"]
+                  "rel err vs finite diff", "worst element: hand-derived vs autograd", "verdict"]
         lines = [header]
         for r in self.rows:
             shape = str(r.shape) if r.shape == r.manual_shape else \
                 f"{r.shape} (hand: {r.manual_shape})"
             lines.append([r.name, shape, f"{r.abs_error:.2e}", f"{r.rel_error:.2e}",
                           f"{r.numeric_rel_error:.2e}",
-                          f"{r.worst_index}: {r.manual_value:.4g} vs {r.autograd_value:.4g}",
+                          f"{r.worst_index}: hand {r.manual_value:.4g} vs autograd "
+                          f"{r.autograd_value:.4g}",
                           "correct" if r.ok else f"WRONG: {r.cause}"])
         widths = [max(len(row[i]) for row in lines) for i in range(len(header) - 1)]
         return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[-1]
                          for row in lines)
+
+
+def _factor(factor):
+    """A scale factor as a reader recognizes it: 0.001 as 1/1000, 2 as 2, else 6 digits."""
+    for value, text in ((factor, "{:d}"), (1 / factor, "1/{:d}")):
+        whole = round(value)
+        if whole and abs(value - whole) <= 1e-4 * abs(value):
+            return text.format(int(whole))
+    return f"{factor:.6g}"
 
 
 def _relative(difference, scale):
@@ -332,7 +342,7 @@ def _diagnose(name, manual, true, all_manual, all_true, alternatives, scale):
     if denominator > 0:
         factor = float((manual * true).sum()) / denominator
         if factor and _relative(manual - factor * true, scale * abs(factor)) <= close:
-            return (f"scaled by {factor:.6g} (= 1/{1 / factor:.6g}): a constant factor that does "
+            return (f"scaled by {_factor(factor)}: a constant factor that does "
                     f"not match the loss (a wrong m, or a missing or extra 1/m)")
     for other in all_true:
         if other == name:

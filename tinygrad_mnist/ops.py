@@ -30,6 +30,7 @@ class Op:
     __slots__ = ("needs_input_grad", "created_at")
     name = "op"
     float_result = False     # True: integer inputs are made float first (exp, division, ...)
+    data_inputs = ()         # saved arrays the op consumes without a gradient (drawn as inputs)
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -526,6 +527,7 @@ class Where(Op):
     (the condition is fixed: it gets no gradient)"""
     __slots__ = ("condition",)
     name = "where"
+    data_inputs = ("condition",)
 
     def forward(self, x, y, condition):
         self.condition = condition
@@ -683,9 +685,10 @@ class CrossEntropy(Op):
     Fused: the forward is a log-sum-exp, finite for logits of any size, and the backward is
     the closed form instead of a chain of softmax, log and indexing nodes.
     """
-    __slots__ = ("logits", "probs", "target", "reduction")
+    __slots__ = ("logits", "probs", "target", "targets", "reduction")
     name = "cross_entropy"
     float_result = True
+    data_inputs = ("targets",)       # drawn as an input: data the op uses, with no gradient
 
     def forward(self, logits, targets, reduction="mean", label_smoothing=0.0):
         m, classes = logits.shape
@@ -694,6 +697,7 @@ class CrossEntropy(Op):
         sum_exp = exp.sum(axis=1, keepdims=True)
         rows = np.arange(m)
         self.logits, self.probs, self.reduction = logits, exp / sum_exp, reduction
+        self.targets = targets
         self.target = np.zeros_like(logits)          # q: the target distribution of each row
         self.target[rows, targets] = 1
         if label_smoothing:
@@ -725,6 +729,7 @@ class BinaryCrossEntropy(Op):
     __slots__ = ("p", "t", "reduction")
     name = "binary_cross_entropy"
     float_result = True
+    data_inputs = ("t",)
 
     def forward(self, p, t, reduction="mean"):
         self.p, self.t, self.reduction = p, t, reduction

@@ -151,13 +151,17 @@ def _parameter_names(nodes, names):
     return found
 
 
-def draw_graph(tensor, path=None, format="svg", collapse_modules=False, names=None):
+def draw_graph(tensor, path=None, format="svg", collapse_modules=False, names=None,
+               compact=False):
     """The graph that produced `tensor` as a graphviz Digraph: a node per tensor (shape, dtype,
     value and grad for scalars, norms for larger tensors) and per op; parameters, inputs and
-    the output in their own colours; ops grouped in a labelled box per nn.Module call. With
-    collapse_modules=True, each module holding parameters is drawn as one node (given a
-    collection of modules, only those). `names` maps
-    labels to tensors. With `path`, the rendered file is written there too.
+    the output in their own colours; ops grouped in a labelled box per nn.Module call. A number
+    the expression used (a constant scalar) is written into its op, `mul(1, ·)`, instead of
+    drawn as a node of its own; data an op consumes without a gradient (cross_entropy's
+    targets) is drawn as an input. With collapse_modules=True, each module holding parameters
+    is drawn as one node (given a collection of modules, only those). With compact=True, each
+    op is written into the node of its result (half the height, for long graphs). `names`
+    maps labels to tensors. With `path`, the rendered file is written there too.
 
     Draw before backward(), or after backward(retain_graph=True) to see gradients: by default
     backward frees the graph it walked. With `path`, the file gets the format's extension
@@ -171,6 +175,8 @@ def draw_graph(tensor, path=None, format="svg", collapse_modules=False, names=No
     index = {id(n): i for i, n in enumerate(nodes)}
     labels = _parameter_names(nodes, names)
     chosen = collapse_modules if not isinstance(collapse_modules, bool) else ()
+    folded = {id(n) for n in nodes if n._ctx is None and not n.requires_grad and n.ndim == 0
+              and n is not tensor and id(n) not in labels}
 
     def collapsed_here(module):
         return _owns_parameters(module) and (collapse_modules is True or
@@ -193,10 +199,12 @@ def draw_graph(tensor, path=None, format="svg", collapse_modules=False, names=No
     # top to bottom: a deep graph grows down the page, so it stays readable at a page's width
     graph = Graph(format=format,
                   graph_attr={"rankdir": "TB", "ordering": "in", "fontname": "Helvetica",
-                              "fontsize": "11"},
+                              "fontsize": "11", "compound": "true"},
                   node_attr={"fontname": "Helvetica", "fontsize": "10"})
     members, paths, collapsed = {}, [], {}
     for n in nodes:
+        if id(n) in folded:
+            continue
         path_ = placement(n)
         members.setdefault(path_, []).append(n)
         for k in range(1, len(path_) + 1):          # every enclosing box, first seen first
@@ -208,6 +216,13 @@ def draw_graph(tensor, path=None, format="svg", collapse_modules=False, names=No
     def node_id(n):
         return collapsed.get(id(n), f"t{index[id(n)]}")
 
+    def op_label(n):
+        """The op's name, with the numbers it used written in: sub(1, ·)."""
+        if not any(id(p) in folded for p in n._parents):
+            return n._ctx.name
+        args = [f"{p.data.item():g}" if id(p) in folded else "·" for p in n._parents]
+        return f"{n._ctx.name}({', '.join(args)})"
+
     def emit(target, n):
         nid = f"t{index[id(n)]}"
         if n is tensor:
@@ -216,12 +231,27 @@ def draw_graph(tensor, path=None, format="svg", collapse_modules=False, names=No
             kind = "parameter" if n.requires_grad else "input"
         else:
             kind = "intermediate"
-        target.node(nid, _tensor_label(n, labels.get(id(n), "")), shape="record",
-                    style="filled", fillcolor=_STYLE[kind])
-        if n._ctx is not None and n._parents:
-            target.node(f"{nid}op", n._ctx.name, shape="ellipse", style="filled",
+        if compact:                  # one line: the op (or the tensor's name) and the shape
+            what = op_label(n) if n._ctx is not None and n._parents else \
+                labels.get(id(n), "") or ("parameter" if n.requires_grad else "constant")
+            value = f"{n.data.item():.4g}" if n.ndim == 0 else str(n.shape)
+            label = f"{_escape(what)} | {_escape(value)}"
+        else:
+            label = _tensor_label(n, labels.get(id(n), ""))
+        target.node(nid, label, shape="record", style="filled", fillcolor=_STYLE[kind])
+        if n._ctx is not None and n._parents and not compact:
+            target.node(f"{nid}op", op_label(n), shape="ellipse", style="filled",
                         fillcolor="#f8f9fa")
             target.edge(f"{nid}op", nid)
+        if n._ctx is not None:
+            for name in getattr(n._ctx, "data_inputs", ()):   # targets, a condition
+                value = getattr(n._ctx, name, None)
+                if isinstance(value, np.ndarray):
+                    target.node(f"{nid}{name}", f"{{{name} | {value.shape} {value.dtype}}}",
+                                shape="record", style="filled,dashed",
+                                fillcolor=_STYLE["input"])
+                    target.edge(f"{nid}{name}", nid if compact else f"{nid}op",
+                                style="dashed")
 
     def draw_box(target, path_):
         for n in members.get(path_, []):
@@ -246,20 +276,36 @@ def draw_graph(tensor, path=None, format="svg", collapse_modules=False, names=No
     seen_edges = set()
     for n in nodes:
         for p in n._parents:                  # one edge per operand: a * a has two
-            head = node_id(n) if id(n) in collapsed else f"t{index[id(n)]}op"
+            if id(p) in folded:
+                continue                                  # written into the op's label
+            head = node_id(n) if id(n) in collapsed or compact else f"t{index[id(n)]}op"
             tail = node_id(p)
             if tail == head:
                 continue                                  # inside one collapsed module
+            attrs = {}
             if id(n) in collapsed or id(p) in collapsed:  # a module is drawn once: one edge
                 if (tail, head) in seen_edges:
                     continue
                 seen_edges.add((tail, head))
-            graph.edge(tail, head)
+                entered = _entered_box(placement(p), placement(n), paths)
+                if id(n) in collapsed and entered is not None:
+                    # from outside, end at the box's border: not through its label
+                    attrs.update(lhead=f"cluster_{entered}", minlen="2")
+            graph.edge(tail, head, **attrs)
     graph.module_paths = paths            # cluster_k and m{k} are the module paths[k][-1]
     graph.node_paths = {index[id(n)]: placement(n) for n in nodes}
     if path is not None:
         write_file(with_extension(path, format), graph.render_bytes(format))
     return graph
+
+
+def _entered_box(tail_path, head_path, paths):
+    """The outermost drawn box that holds the head of an edge but not its tail (its index in
+    paths), or None."""
+    for k in range(1, len(head_path)):           # the last level is the collapsed node itself
+        if tail_path[:k] != head_path[:k]:
+            return paths.index(head_path[:k])
+    return None
 
 
 def explore(tensor, path, names=None, title=None):

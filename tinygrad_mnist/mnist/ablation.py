@@ -198,7 +198,8 @@ def _table(group, target):
     for label, runs in group.items():
         s = summarize(runs, target)
         reach = (f"{s['epochs_to_target']:.1f}" if s["epochs_to_target"] is not None
-                 else f"not reached ({s['reached']}/{s['runs']} runs did)")
+                 else f"{s['reached']} of {s['runs']} runs reached it" if s["reached"]
+                 else "no run reached it")
         lines.append(f"| {label} | {_pct(s['test_mean'])} ± {_pct(s['test_std'])} | "
                      f"{s['seconds_per_epoch']:.2f} | {reach} | "
                      f"{', '.join(str(r['best_epoch']) for r in runs)} |")
@@ -265,7 +266,9 @@ def write_report(results, plan, mode, seconds, out_dir):
                   "Reading:", ""] + _reading(name, result, target) + [""]
         curves = {opt: np.mean([r["val_curve"] for r in runs], axis=0)
                   for opt, runs in result["optimizers"].items()}
-        report.optimizer_curves(curves, name, os.path.join(out_dir, f"curves_{name}.png"))
+        report.optimizer_curves(curves, name, os.path.join(out_dir, f"curves_{name}.png"),
+                                rates={opt: sweep["chosen"]
+                                       for opt, sweep in result["sweep"].items()})
     with atomic_write(os.path.join(out_dir, "results.md"), "w") as f:
         f.write("\n".join(lines))
     with atomic_write(os.path.join(out_dir, "results.json"), "w") as f:

@@ -157,4 +157,6 @@ def write_gallery(directory, html=False):
              f"Reference notebook {name}: {nb.network}, its own forward code")
         loss.backward(retain_graph=True)
         save(f"reference_{name}.svg", loss, names=names)
+        if name == "002":                 # its Python sum makes it tall: a compact view too
+            save(f"reference_{name}_compact.svg", loss, names=names, compact=True)
     return written

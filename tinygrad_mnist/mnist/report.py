@@ -8,15 +8,27 @@ import numpy as np  # noqa: E402
 from ..files import atomic_write  # noqa: E402
 
 
-def curves(history, path):
-    """Loss and accuracy (in %) per epoch, train and test, with whole-epoch ticks."""
-    _save(curves_figure(history), path)
+DATASET_TITLES = {"mnist": "MNIST", "fashion-mnist": "Fashion-MNIST"}
 
 
-def curves_figure(history):
+def curves(history, path, title=None):
+    """Loss and accuracy (in %) per epoch, train and test, with whole-epoch ticks, under
+    `title` (the run: dataset, network, final accuracy)."""
+    _save(curves_figure(history, title), path)
+
+
+def _whole_epochs(ax, epochs):
+    """Ticks on whole epochs only, and room around a single one (not 0.95 ... 1.05)."""
     from matplotlib.ticker import MaxNLocator
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+    if len(epochs) and min(epochs) == max(epochs):
+        ax.set_xlim(min(epochs) - 1, max(epochs) + 1)
+        ax.set_xticks([min(epochs)])
+
+
+def curves_figure(history, title=None):
     epochs = [h["epoch"] for h in history]
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4.4 if title else 4))
     ax_loss.plot(epochs, [h["train_loss"] for h in history], marker="o", label="train")
     if all("test_loss" in h for h in history):
         ax_loss.plot(epochs, [h["test_loss"] for h in history], marker="o", label="test")
@@ -25,9 +37,11 @@ def curves_figure(history):
     ax_acc.plot(epochs, [100 * h["test_accuracy"] for h in history], marker="o", label="test")
     ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title="Accuracy")
     for ax in (ax_loss, ax_acc):
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        _whole_epochs(ax, epochs)
         ax.grid(alpha=0.3)
         ax.legend()
+    if title:
+        fig.suptitle(title)
     fig.tight_layout()
     return fig
 
@@ -83,14 +97,51 @@ def samples(images, labels, predictions, classes, path, columns=8):
     _save(fig, path)
 
 
-def optimizer_curves(curves, dataset, path):
-    """Validation accuracy per epoch, one line per optimizer (mean over seeds)."""
+def optimizer_curves(curves, dataset, path, rates=None):
+    """Validation accuracy per epoch, one line per optimizer (mean over seeds), each labelled
+    with the learning rate its sweep chose."""
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for name, curve in curves.items():
-        ax.plot(range(1, len(curve) + 1), np.asarray(curve) * 100, marker="o", label=name)
+        label = name if not rates or name not in rates else f"{name} (lr {rates[name]:g})"
+        ax.plot(range(1, len(curve) + 1), np.asarray(curve) * 100, marker="o", label=label)
     ax.set(xlabel="epoch", ylabel="validation accuracy (%)",
-           title=f"{dataset}: learning curves per optimizer (mean over seeds)")
+           title=f"{DATASET_TITLES.get(dataset, dataset)}: learning curves per optimizer (mean "
+                 f"over seeds)")
+    _whole_epochs(ax, list(range(1, max(len(c) for c in curves.values()) + 1)))
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
     _save(fig, path)
+
+
+def sweep_figure(groups, path):
+    """Test accuracy per setting of a sweep: a bar for the mean over its seeds, each seed a
+    dot on it, the best setting in orange. `groups` is [(label, [accuracy %, ...])]."""
+    width = max(6.0, 1.1 * len(groups) + 2.0)
+    fig, ax = plt.subplots(figsize=(min(width, 30), 4.8))
+    means = [float(np.mean(accs)) for _, accs in groups]
+    best = int(np.argmax(means))
+    seeded = any(len(accs) > 1 for _, accs in groups)
+    bars = ax.bar(range(len(groups)), means, color=["#dd8452" if i == best else "#4c72b0"
+                                                    for i in range(len(groups))], alpha=0.85)
+    bars[best].set_label("best setting")
+    for i, (_, accs) in enumerate(groups):
+        spread = np.linspace(-0.15, 0.15, len(accs)) if len(accs) > 1 else [0.0]
+        ax.scatter(i + np.asarray(spread), accs, color="black", s=14, zorder=3,
+                   label="one seed" if seeded and i == 0 else None)
+        ax.annotate(f"{means[i]:.2f}", (i, max(accs)), xytext=(0, 7),
+                    textcoords="offset points", ha="center", fontsize=8)
+    everything = [a for _, accs in groups for a in accs]
+    low, high = min(everything), max(everything)
+    ax.set_ylim(max(0.0, low - max(1.0, (high - low) * 0.5)), min(100.0, high + max(0.5, (
+        high - low) * 0.3)))
+    ax.set_xticks(range(len(groups)), [label for label, _ in groups], fontsize=8)
+    ax.set_ylabel("test accuracy %")
+    counts = sorted({len(accs) for _, accs in groups})
+    seeds = (f", {counts[0]} seeds each (bar and number: their mean)" if seeded and
+             len(counts) == 1 else ", bars: the mean over seeds" if seeded else "")
+    ax.set_title(f"Sweep: {len(groups)} settings{seeds}", fontsize=10)
+    ax.legend(loc="lower right", fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    _save(fig, path, dpi=110)

@@ -132,23 +132,10 @@ def _by_setting(results, varying):
 
 
 def _plot(results, varying, path):
-    """Test accuracy of every trial, one bar each, labelled by the options that vary."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    labels = ["\n".join(f"{n} {_show(r['options'][n])}" for n in varying) for r in results]
-    accs = [r["test_accuracy"] * 100 for r in results]
-    width = max(6.0, 0.9 * len(results) + 1.5)
-    fig, ax = plt.subplots(figsize=(min(width, 30), 4.8))
-    bars = ax.bar(range(len(results)), accs, color="#4c72b0")
-    bars[accs.index(max(accs))].set_color("#dd8452")
-    low = min(accs)
-    ax.set_ylim(max(0.0, low - max(2.0, (max(accs) - low) * 0.5)), 100)
-    ax.set_xticks(range(len(results)), labels, fontsize=7)
-    ax.set_ylabel("test accuracy %")
-    ax.set_title(f"Sweep: {len(results)} trials (orange: best)")
-    for i, a in enumerate(accs):
-        ax.text(i, a, f"{a:.2f}", ha="center", va="bottom", fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    """Test accuracy per setting (the options that vary besides the seed), seeds grouped."""
+    from . import report
+    groups = [("\n".join(f"{n} {label[k]}" for k, n in enumerate(n for n in varying
+                                                                 if n != "seed")) or "all",
+               [r["test_accuracy"] * 100 for r in group])
+              for label, group in _by_setting(results, varying).items()]
+    report.sweep_figure(groups, path)

@@ -474,7 +474,11 @@ def _finish(config, info, model, x_test, test_images, test_labels, history, elap
     nn.save(model, os.path.join(out, "model.npz"),
             meta={"dataset": config.dataset, "hidden": config.hidden,
                   "activation": config.activation, "data_dir": _absolute(config.data_dir)})
-    report.curves(history, os.path.join(out, "curves.png"))
+    network = "-".join(map(str, [784, *config.hidden, 10]))
+    report.curves(history, os.path.join(out, "curves.png"),
+                  title=f"{report.DATASET_TITLES.get(info.name, info.name)}, MLP {network} ({config.activation}, {config.optimizer}): "
+                        f"test accuracy {accuracy * 100:.2f}% after {len(history)} "
+                        f"epoch{'s' if len(history) != 1 else ''}")
     report.confusion(matrix, info.classes, os.path.join(out, "confusion.png"))
     # the first test images, then the first mistakes, so the grid always shows some errors
     mistakes = np.flatnonzero(predictions != test_labels)[:16]

@@ -436,6 +436,22 @@ def _misc(b):
     return f"{a}.astype(np.float64).astype({a}.dtype)" if rng.random() < 0.2 else None
 
 
+def _no_gradient(b):
+    """Ops whose results have no gradient, used where the gradient flows around them."""
+    a = b.pick()
+    shape, rng = b.shapes[a], b.rng
+    choice = rng.integers(4)
+    if choice == 0 and shape:
+        return f"{a} * {a}.flatten()[{a}.argmax()]"
+    if choice == 1:
+        return f"{a} * Tensor.randn(*{a}.shape, dtype={a}.dtype)"
+    if choice == 2:
+        return f"{a} * Tensor.rand(*{a}.shape, dtype={a}.dtype)"
+    if shape:
+        return f"{a}[Tensor.randint(0, {shape[0]}, ({int(rng.integers(1, 5))},))]"
+    return None
+
+
 def _loss(b):
     rng = b.rng
     choice = rng.integers(3)
@@ -461,7 +477,7 @@ def _loss(b):
 _binary_ops = [_binary("+"), _binary("-"), _binary("*")]
 OPS = _binary_ops + [_divide, _reverse, _power, _extremum, _unary, _unary, _softmax,
                      _reduction, _reduction, _shape, _getitem, _getitem, _join, _broadcast,
-                     _where, _matmul, _linear, _misc, _loss]
+                     _where, _matmul, _linear, _misc, _loss, _no_gradient]
 
 
 def build(seed, max_lines=6):

@@ -98,9 +98,18 @@ def test_the_fuzzer_reaches_every_op_of_the_op_table():
 
 
 def _nodes(program):
-    from tinygrad_mnist.tensor import _topo_order
-    out = program.function()(*_inputs(program))
-    return {t._ctx.name for t in _topo_order(out) if t._ctx is not None}
+    """The names of every op the program runs, differentiable or not (an observer hears them)."""
+    from tinygrad_mnist import Observer, observe
+
+    class Names(Observer):
+        def __init__(self):
+            self.names = set()
+
+        def on_op(self, op, inputs, output):
+            self.names.add(op.name)
+    with observe(Names()) as names:
+        program.function()(*_inputs(program))
+    return names.names
 
 
 def test_a_planted_bug_is_found_and_shrunk(monkeypatch):
@@ -115,5 +124,5 @@ def test_a_planted_bug_is_found_and_shrunk(monkeypatch):
                 found = shrink(program, lambda p: _failure(first_order, p) is not None)
                 break
     assert found is not None
-    assert len(found.lines) <= 3 and "tanh" in found.source()
+    assert len(found.lines) <= 5 and "tanh" in found.source()
     assert "gradcheck(f, [" in found.reproduction()

@@ -9,7 +9,7 @@ from hypothesis import given, settings, strategies as st
 from tinygrad_mnist import Tensor
 from tinygrad_mnist.gradcheck import gradcheck, gradgradcheck
 from tinygrad_mnist.op_cases import OP_CASES
-from tinygrad_mnist.tensor import _topo_order, sum_to_shape
+from tinygrad_mnist.engine import sum_to_shape, topo_order
 
 rng = np.random.default_rng(0)
 
@@ -46,13 +46,13 @@ def test_every_op_follows_the_protocol_on_random_shapes(row, seed):
     case, draw = OP_CASES[row], np.random.default_rng(seed)
     shapes = case.random_shapes(draw, case.shapes[0]) if case.random_shapes else case.shapes[0]
     out = case.fn(*case.inputs(shapes, draw))
-    for node in _topo_order(out):
-        if node._ctx is None:
+    for node in topo_order(out):
+        if node.op is None:
             continue
         gz = draw.normal(size=node.shape)
-        grads = node._ctx.backward(gz)
-        assert type(grads) is tuple and len(grads) == len(node._parents), node._ctx.name
-        for parent, g in zip(node._parents, grads):
+        grads = node.op.backward(gz)
+        assert type(grads) is tuple and len(grads) == len(node.op.inputs), node.op.name
+        for parent, g in zip(node.op.inputs, grads):
             if g is not None:
                 assert sum_to_shape(np.asarray(g), parent.shape).shape == parent.shape
 

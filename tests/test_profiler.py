@@ -2,8 +2,8 @@
 and add up to the block's wall time at most, and nothing left behind once the block ends."""
 import numpy as np
 
-from tinygrad_mnist import Tensor, manual_seed, nn, ops, optim, profile, tensor
-from tinygrad_mnist.tensor import _topo_order
+from tinygrad_mnist import Tensor, manual_seed, nn, ops, optim, profile
+from tinygrad_mnist.engine import topo_order
 
 
 def test_calls_equal_the_ops_recorded_and_times_add_up():
@@ -16,9 +16,9 @@ def test_calls_equal_the_ops_recorded_and_times_add_up():
         for _ in range(3):
             opt.zero_grad()
             loss = nn.cross_entropy(model(x), y)
-            for node in _topo_order(loss):               # what the engine recorded this step
-                if node._ctx is not None:
-                    recorded[node._ctx.name] = recorded.get(node._ctx.name, 0) + 1
+            for node in topo_order(loss):                # what the engine recorded this step
+                if node.op is not None:
+                    recorded[node.op.name] = recorded.get(node.op.name, 0) + 1
             loss.backward()
             opt.step()
     assert recorded == {"linear": 6, "relu": 3, "dropout": 3, "cross_entropy": 3}
@@ -33,16 +33,31 @@ def test_calls_equal_the_ops_recorded_and_times_add_up():
         assert name in text
 
 
-def test_nothing_is_timed_outside_the_block():
-    original_forward, original_record = ops.Linear.__dict__["forward"], tensor.record
-    original_walk = tensor._walk_backward
+def test_nothing_is_timed_outside_the_block_and_nothing_is_patched():
+    from tinygrad_mnist.engine.mode import MODE
+    original_forward = ops.Linear.__dict__["forward"]
     with profile() as prof:
-        assert ops.Linear.__dict__["forward"] is not original_forward
-    assert ops.Linear.__dict__["forward"] is original_forward
-    assert tensor.record is original_record and tensor._walk_backward is original_walk
+        assert ops.Linear.__dict__["forward"] is original_forward     # an observer, no patch
+        assert MODE.observers == (prof,)
+    assert MODE.observers == ()
     x = Tensor([1.0, 2.0], requires_grad=True)
     (x * x).sum().backward()
     assert prof.ops == {}                                  # nothing after the block
+
+
+def test_a_profile_in_one_thread_changes_nothing_in_another():
+    import threading
+    seen = {}
+
+    def other():
+        x = Tensor([1.0, 2.0], requires_grad=True)
+        (x * x).sum().backward()
+        seen["done"] = True
+    with profile() as prof:
+        thread = threading.Thread(target=other)
+        thread.start()
+        thread.join()
+    assert seen["done"] and prof.ops == {}
 
 
 def test_nested_calls_are_counted_once_and_blocks_add_up():

@@ -65,7 +65,7 @@ def test_no_grad_records_nothing():
         y = x * 2
         assert not is_grad_enabled()
     assert is_grad_enabled()
-    assert not y.requires_grad and y._parents == () and y._ctx is None
+    assert not y.requires_grad and y.op is None
     with pytest.raises(RuntimeError, match="does not require grad"):
         y.sum().backward()
 
@@ -274,7 +274,7 @@ def test_style_guide_ops_work_as_written():
     a = Tensor([1.0, 2.0], requires_grad=True, dtype=np.float64)
     b = Tensor([[0.5], [4.0]], requires_grad=True, dtype=np.float64)
     y = Exp.apply(Div.apply(a, b))
-    assert y._ctx.name == "exp" and y.shape == (2, 2)
+    assert y.op.name == "exp" and y.shape == (2, 2)
     assert gradcheck(lambda a, b: Exp.apply(Div.apply(a, b)).sum(), [a, b])
 
 
@@ -457,11 +457,11 @@ def test_in_place_change_of_a_tensor_that_requires_grad_is_refused_with_a_hint()
     (w * w).sum().backward()
     with pytest.raises(RuntimeError, match=r"-=.*requires grad.*\.data.*no_grad"):
         w -= 0.1 * w.grad
-    assert w.requires_grad and w._ctx is None   # w is still the leaf it was
+    assert w.requires_grad and w.is_leaf        # w is still the leaf it was
     with no_grad():
         w -= 0.5 * w.grad                        # the PyTorch idiom: an in-place update
     np.testing.assert_array_equal(w.data, [0.0, 0.0])
-    assert w.requires_grad and w._ctx is None
+    assert w.requires_grad and w.is_leaf
 
 
 def test_in_place_operators_on_plain_tensors_act_in_place():

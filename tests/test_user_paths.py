@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from tinygrad_mnist import get_num_threads, nn, set_num_threads
-from tinygrad_mnist import blas
+from tinygrad_mnist.engine import blas
 from tinygrad_mnist.files import atomic_write
 from tinygrad_mnist.mnist import cli
 
@@ -50,6 +50,9 @@ def test_ctrl_c_in_a_process_pool_sweep_is_one_line_and_leaves_no_worker(tmp_pat
     assert proc.returncode == 130, err
     lines = [line for line in err.splitlines() if line.strip()]
     assert len(lines) == 1 and "interrupted" in lines[0] and "--resume" in lines[0], err
+    deadline = time.time() + 10          # multiprocessing's resource tracker leaves last
+    while _live_processes_in_group(proc.pid) and time.time() < deadline:
+        time.sleep(0.1)
     assert _live_processes_in_group(proc.pid) == []      # the workers are gone too
     assert os.listdir(results)                          # finished trials are kept
 
@@ -409,7 +412,7 @@ def test_drawings_write_numbers_into_their_ops_and_show_the_targets():
     logits = Tensor(np.zeros((4, 3)), requires_grad=True)
     loss = nn.cross_entropy(logits, np.array([0, 1, 2, 1]))
     source = draw_graph(loss).source
-    assert "targets | (4,) int64" in source and "style=dashed" in source
+    assert "{targets | (4,) int64 |" in source                 # an input, named by its role
     compact = draw_graph(loss, compact=True).source
     assert "cross_entropy | 1.099" in compact and "ellipse" not in compact
     assert "parameter | (4, 3)" in compact

@@ -4,7 +4,7 @@ import math
 
 import numpy as np
 
-from .tensor import Tensor
+from .engine import Tensor
 
 
 class DataLoader:

@@ -4,8 +4,9 @@ own backward pass one op at a time.
 
 The drawings are draw_graph's, rendered to SVG here and inlined; the script and style are
 inline too, so the file opens from disk with no network and no server. The backward pass is
-run once with a trace (the engine's order, the gradient each op received and passed to each
-input) on the retained graph; it touches no .grad.
+run once on the retained graph (grad(), which touches no .grad) while an observer of the
+engine writes down each step in the engine's own order: the gradient each op received and
+passed to each input, and each leaf's completed gradient.
 """
 import html
 import itertools
@@ -13,7 +14,7 @@ import json
 
 import numpy as np
 
-from .tensor import _RELEASED, _run_backward, _topo_order, sum_to_shape
+from .engine import Observer, grad, observe, sum_to_shape, topo_order
 from .viz import _owns_parameters, _parameter_names, draw_graph, write_file
 
 MAX_VARIANTS_MODULES = 4     # up to this many module boxes, each expands and collapses alone
@@ -32,21 +33,41 @@ def _summary(array):
             "mean": float(a.mean()), "norm": float(np.linalg.norm(a))}
 
 
-def _trace(tensor):
+class _Steps(Observer):
+    """Each backward step as the engine takes it: (op or leaf, gradient, gradients passed on)."""
+
+    def __init__(self):
+        self.steps = []
+
+    def on_backward(self, op, grad_output, grad_inputs):
+        self.steps.append((op, grad_output, grad_inputs))
+
+    def on_gradient(self, tensor, grad):
+        self.steps.append((tensor, grad, None))
+
+
+def _trace(tensor, nodes):
     """[(node, received gradient, [(parent, contribution)])] in the engine's backward order."""
-    events = []
-    seed = np.ones_like(tensor.data) if tensor.size == 1 else None
-    if seed is None:
+    if tensor.size != 1:
         raise ValueError(f"explore: the backward stepper needs a one-element output, got shape "
                          f"{tensor.shape}")
-    _run_backward([tensor], [seed], retain_graph=True, capture=set(), trace=events)
-    return [(node, g, [(p, None if pg is None else sum_to_shape(np.asarray(pg), p.shape))
-                       for p, pg in zip(node._parents, grads) if p.requires_grad])
-            for node, g, grads in events]
+    made_by = {id(n.op): n for n in nodes if n.op is not None}
+    leaves = [n for n in nodes if n.is_leaf and n.requires_grad]
+    with observe(_Steps()) as steps:
+        grad(tensor, leaves, retain_graph=True, allow_unused=True)
+    events = []
+    for what, g, grads in steps.steps:
+        if grads is None:                                 # a leaf's gradient is complete
+            events.append((what, g, []))
+            continue
+        events.append((made_by[id(what)], g, [
+            (p, None if pg is None else sum_to_shape(np.asarray(pg), p.shape))
+            for p, pg in zip(what.inputs, grads) if p.requires_grad]))
+    return events
 
 
 def _page_data(tensor, names, title):
-    nodes = _topo_order(tensor, constants=True)
+    nodes = topo_order(tensor, constants=True)
     index = {id(n): i for i, n in enumerate(nodes)}
     labels = _parameter_names(nodes, names)
     expanded = draw_graph(tensor, names=names)
@@ -66,7 +87,7 @@ def _page_data(tensor, names, title):
         svgs[",".join(map(str, subset))] = _inline_svg(graph.render_bytes("svg").decode())
 
     events, running, counts = [], {}, {}
-    trace = _trace(tensor)
+    trace = _trace(tensor, nodes)
     for _, _, contributions in trace:
         for parent, _ in contributions:
             counts[id(parent)] = counts.get(id(parent), 0) + 1
@@ -83,15 +104,15 @@ def _page_data(tensor, names, title):
             sent.append({"node": index[id(parent)], "grad": _summary(pg),
                          "k": arrived[id(parent)],
                          "of": counts[id(parent)], "sum": _summary(running[id(parent)])})
-        events.append({"node": index[id(node)], "op": None if node._ctx is None else
-                       node._ctx.name, "grad": _summary(g), "to": sent})
+        events.append({"node": index[id(node)], "op": None if node.op is None else
+                       node.op.name, "grad": _summary(g), "to": sent})
 
     kinds = {}
     for n in nodes:
-        kinds[id(n)] = ("output" if n is tensor else "op" if n._ctx is not None else
+        kinds[id(n)] = ("output" if n is tensor else "op" if n.op is not None else
                         "parameter" if n.requires_grad else "input")
     node_data = [{"id": i, "name": labels.get(id(n), ""), "kind": kinds[id(n)],
-                  "op": None if n._ctx is None else n._ctx.name, "shape": list(n.shape),
+                  "op": None if n.op is None else n.op.name, "shape": list(n.shape),
                   "dtype": str(n.dtype), "value": _summary(n.data),
                   "grad": _summary(received.get(id(n))),
                   "boxes": [paths.index(expanded.node_paths[i][:d + 1])
@@ -116,7 +137,7 @@ def explore(tensor, path, names=None, title=None):
     own backward order one op at a time, showing the gradient each op passes to each input and,
     at a node used more than once, each contribution and their running sum. Returns the path
     written (with .html added unless it has it)."""
-    if tensor._ctx is _RELEASED:
+    if tensor.graph_freed:
         raise RuntimeError("explore: backward() already freed the graph behind this tensor; "
                            "explore before backward(), or call backward(retain_graph=True)")
     data = _page_data(tensor, names, title or "tinygrad_mnist graph explorer")

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .tensor import Tensor, enable_grad, get_rng, grad, no_grad
+from .engine import Tensor, enable_grad, get_rng, grad, no_grad
 
 
 class GradcheckError(AssertionError):

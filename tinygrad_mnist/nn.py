@@ -5,9 +5,11 @@ import zipfile
 
 import numpy as np
 
-from . import ops
+import threading
+
+from .engine import Observer, Tensor, get_rng, observe, ops, replayable
+from .engine.mode import MODE
 from .files import atomic_write
-from .tensor import Tensor, get_rng, _grad_mode as _state, replayable
 
 
 def _as_tensor(x):
@@ -21,7 +23,12 @@ class Module:
     Attributes are registered as they are assigned: sub-modules, and tensors that require grad
     and are leaves (parameters), directly or inside lists, tuples, dicts or Sequential. A tensor
     assigned while the module's own forward runs (a cache of activations, say) is never
-    registered; a sub-module assigned then (a layer built lazily on the first call) is. One walk of the module tree, which visits each module once (a child may refer
+    registered; a sub-module assigned then (a layer built lazily on the first call) is. The
+    module knows it is inside its own forward from a counter its __call__ keeps.
+
+    Calling a module tells observers that define on_module_call(module) (a jit guards the
+    module's train/eval mode and parameters), and the ops it runs note the module calls they
+    ran in (op.modules, outermost first), which the drawings use for their boxes. One walk of the module tree, which visits each module once (a child may refer
     back to its parent), serves parameters, modules, train/eval and state_dict.
     """
     training = True
@@ -32,7 +39,7 @@ class Module:
         if registered is None:          # subclasses need not call Module.__init__
             registered = {}
             object.__setattr__(self, "_registered", registered)
-        if any(m is self for m in _state.modules) and not _holds_module(value):
+        if self.__dict__.get("_in_forward") and not _holds_module(value):
             registered.pop(name, None)   # a tensor stored during forward: a value, not a parameter
         else:
             registered[name] = None      # a dict keeps assignment order
@@ -42,15 +49,22 @@ class Module:
         self.__dict__.get("_registered", {}).pop(name, None)
 
     def __call__(self, *args, **kwargs):
-        # ops recorded inside forward remember the module calls they ran in (for drawings)
-        outer = _state.modules
-        _state.modules = outer + (self,)
-        if _state.recorder is not None:
-            _state.recorder.guard(self)      # a replay needs the same train/eval mode
+        for o in MODE.observers:
+            hook = getattr(o, "on_module_call", None)
+            if hook is not None:
+                hook(self)
+        calls = _CALLS.stack
+        _CALLS.stack = calls + (self,)
+        inside = self.__dict__.get("_in_forward", 0)
+        self.__dict__["_in_forward"] = inside + 1
         try:
-            return self.forward(*args, **kwargs)
+            if calls:                         # an inner call: the outermost one is observing
+                return self.forward(*args, **kwargs)
+            with observe(_NOTE_MODULES):
+                return self.forward(*args, **kwargs)
         finally:
-            _state.modules = outer
+            self.__dict__["_in_forward"] = inside
+            _CALLS.stack = calls
 
     def forward(self, *args, **kwargs):
         raise NotImplementedError(f"{type(self).__name__} must define forward()")
@@ -72,7 +86,7 @@ class Module:
                 yield name, value
                 items = value._members()
             elif isinstance(value, Tensor):
-                if value.requires_grad and value._ctx is None:
+                if value.requires_grad and value.is_leaf:
                     yield name, value
                 continue
             elif isinstance(value, (list, tuple)):
@@ -102,7 +116,7 @@ class Module:
     def _own_parameters(self):
         """The parameters assigned on this module itself, not on its sub-modules."""
         return [v for _, v in self._members() if isinstance(v, Tensor) and v.requires_grad
-                and v._ctx is None]
+                and v.is_leaf]
 
     @replayable
     def zero_grad(self):
@@ -147,6 +161,23 @@ class Module:
 
     def __repr__(self):
         return f"{type(self).__name__}()"
+
+
+class _Calls(threading.local):
+    stack = ()                # the module calls under way in this thread, outermost first
+
+
+_CALLS = _Calls()
+
+
+class _ModuleNotes(Observer):
+    """Notes on every op the module calls under way (op.modules), for the drawings' boxes."""
+
+    def before_op(self, op, inputs):
+        op.modules = _CALLS.stack
+
+
+_NOTE_MODULES = _ModuleNotes()
 
 
 def _holds_module(value):
@@ -325,9 +356,12 @@ def cross_entropy(logits, targets, reduction="mean", label_smoothing=0.0):
     the rows (reduction="mean"), their sum ("sum") or one loss per row ("none"). With
     label_smoothing s the target of each row is (1 - s) on its class and s / C spread over
     all classes, as in PyTorch. Stable for logits of any size; the gradient is
-    (softmax - target) / N for the mean."""
+    (softmax - target) / N for the mean. Targets out of [0, C) are refused by the op itself,
+    so a jit replay checks them too."""
     logits = _as_tensor(logits)
-    targets = np.asarray(targets.data if isinstance(targets, Tensor) else targets)
+    if logits.dtype.kind != "f":
+        logits = logits.float()
+    targets = targets if isinstance(targets, Tensor) else Tensor.from_numpy(np.asarray(targets))
     _reduction("cross_entropy", reduction)
     if logits.ndim != 2:
         raise ValueError(f"cross_entropy: logits must be (N, C), got shape {logits.shape}")
@@ -335,28 +369,23 @@ def cross_entropy(logits, targets, reduction="mean", label_smoothing=0.0):
         raise ValueError(f"cross_entropy: targets must be {logits.shape[0]} integer class "
                          f"indices for logits of shape {logits.shape}, got shape "
                          f"{targets.shape} of dtype {targets.dtype}")
-    if targets.size and (targets.min() < 0 or targets.max() >= logits.shape[1]):
-        raise ValueError(f"cross_entropy: targets must lie in [0, {logits.shape[1]}) for logits "
-                         f"of shape {logits.shape}, got values from {targets.min()} to "
-                         f"{targets.max()}")
     if not 0.0 <= label_smoothing <= 1.0:
         raise ValueError(f"cross_entropy: label_smoothing must lie in [0, 1], got "
                          f"{label_smoothing}")
     options = {} if reduction == "mean" and not label_smoothing else \
         {"reduction": reduction, "label_smoothing": float(label_smoothing)}
-    return ops.CrossEntropy.apply(logits, targets=targets, **options)
+    return ops.CrossEntropy.apply(logits, targets, **options)
 
 
 def mse_loss(pred, target, reduction="mean"):
     """Squared differences of pred and target (the same shape): their mean, sum, or each
     ("none")."""
     pred = _as_tensor(pred)
-    target = pred._operand(target)           # a NumPy target takes pred's dtype
     _reduction("mse_loss", reduction)
-    if pred.shape != target.shape:
+    if pred.shape != np.shape(target):
         raise ValueError(f"mse_loss: pred has shape {pred.shape} but target has shape "
-                         f"{target.shape}")
-    diff = pred - target
+                         f"{np.shape(target)}")
+    diff = pred - target                     # a NumPy target takes pred's dtype
     squares = diff * diff
     if reduction == "none":
         return squares
@@ -367,17 +396,14 @@ def binary_cross_entropy(prob, target, reduction="mean"):
     """-(t log p + (1-t) log(1-p)) for probabilities p in [0, 1], logs clamped at -100: the
     mean, the sum, or each element ("none")."""
     prob = _as_tensor(prob)
-    target = np.asarray(target.data if isinstance(target, Tensor) else target,
-                        dtype=prob.dtype)
+    target = target.to(prob.dtype) if isinstance(target, Tensor) else \
+        Tensor(target, dtype=prob.dtype)
     _reduction("binary_cross_entropy", reduction)
     if prob.shape != target.shape:
         raise ValueError(f"binary_cross_entropy: prob has shape {prob.shape} but target has "
                          f"shape {target.shape}")
-    if prob.size and (prob.data.min() < 0 or prob.data.max() > 1):
-        raise ValueError(f"binary_cross_entropy: probabilities must lie in [0, 1] (shape "
-                         f"{prob.shape}); apply sigmoid() first")
     options = {} if reduction == "mean" else {"reduction": reduction}
-    return ops.BinaryCrossEntropy.apply(prob, t=target, **options)
+    return ops.BinaryCrossEntropy.apply(prob, target, **options)
 
 
 # ---------------------------------------------------------------- saving and loading

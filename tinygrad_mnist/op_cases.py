@@ -9,8 +9,9 @@ from typing import Callable
 
 import numpy as np
 
-from . import nn, ops
-from .tensor import Tensor
+from . import nn
+from .engine import ops
+from .engine import Tensor
 
 # pairs that broadcast in both directions, with 0-d tensors on either side
 BROADCAST_PAIRS = [((), ()), ((3,), (3,)), ((2, 3), (3,)), ((3,), (2, 3)), ((2, 3), (1, 3)),
@@ -283,5 +284,21 @@ def _numpy_rows():
     ]
 
 
+def _no_gradient_rows():
+    """Ops whose results have no gradient (comparisons, argmax, random draws), used inside
+    expressions that do: the gradient flows around them, and they must not break it."""
+    return [
+        OpCase("compare", "comparison as a mask", lambda a: (a > 0.3) * a, [[(2, 3)]],
+               kinks=(0.3,), random_shapes=_any_shape),
+        OpCase("argmax", "argmax as an index", lambda a: a[a.argmax()] * a, [[(5,)]]),
+        OpCase("randn", "times Tensor.randn", lambda a: a * Tensor.randn(*a.shape), [[(2, 3)]],
+               random_shapes=_any_shape),
+        OpCase("rand", "times Tensor.rand", lambda a: a * Tensor.rand(*a.shape), [[(2, 3)]]),
+        OpCase("randint", "indexed by Tensor.randint",
+               lambda a: a[Tensor.randint(0, a.shape[0], (4,))], [[(3, 2)]]),
+    ]
+
+
 OP_CASES = (_binary_rows() + _constant_rows() + _unary_rows() + _softmax_rows()
-            + _reduction_rows() + _shape_rows() + _fused_rows() + _numpy_rows())
+            + _reduction_rows() + _shape_rows() + _fused_rows() + _numpy_rows()
+            + _no_gradient_rows())

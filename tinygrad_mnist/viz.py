@@ -13,7 +13,7 @@ import graphviz
 import numpy as np
 
 from .files import atomic_write
-from .tensor import _RELEASED, _topo_order
+from .engine import topo_order
 
 # what Graphviz compiled to WebAssembly renders; other formats (png, pdf, ...) need `dot`
 FALLBACK_FORMATS = ("svg", "dot", "xdot", "json", "plain", "ps")
@@ -101,11 +101,15 @@ def _owns_parameters(module):
 def _cluster_path(node):
     """The modules a node is drawn inside: the outermost module call, then every module that
     holds parameters itself (Linear inside MLP); activations and dropout add no box."""
-    modules = node._modules
+    modules = getattr(node.op, "modules", None) if node.op is not None else None
     if not modules:
         return ()
     path = [modules[0]] + [m for m in modules[1:] if _owns_parameters(m)]
     return tuple(path)
+
+
+def _inputs(t):
+    return t.op.inputs if t.op is not None else ()
 
 
 def _number(x):
@@ -120,7 +124,7 @@ def _summary(array):
 
 
 def _tensor_label(t, name):
-    if not name and t._ctx is None and not t.requires_grad:
+    if not name and t.op is None and not t.requires_grad:
         name = "constant"                      # a number or array the expression used
     head = f"{_escape(name)} | " if name else ""
     if t.ndim == 0:
@@ -136,13 +140,20 @@ def _parameter_names(nodes, names):
     not recorded because X needs no gradient), that name."""
     found = {}
     for node in nodes:
-        if node._modules:
-            for name, p in node._modules[0].named_parameters():
+        modules = getattr(node.op, "modules", None) if node.op is not None else None
+        if modules:
+            for name, p in modules[0].named_parameters():
                 found.setdefault(id(p), name)
     named = list((names or {}).items())
+    for node in nodes:               # data an op takes without a gradient, named by its role
+        if node.op is not None:
+            for role, t in zip(node.op.input_names, node.op.inputs):
+                if t.is_leaf and not t.requires_grad and role in ("targets", "target",
+                                                                  "condition"):
+                    found.setdefault(id(t), role)
     found.update({id(t): n for n, t in named})
     for node in nodes:
-        if node._ctx is None and id(node) not in found:
+        if node.op is None and id(node) not in found:
             for name, t in named:
                 if node.data is not t.data and np.shares_memory(node.data, t.data):
                     transposed = node.shape == t.shape[::-1] and node.ndim > 1
@@ -167,15 +178,15 @@ def draw_graph(tensor, path=None, format="svg", collapse_modules=False, names=No
     backward frees the graph it walked. With `path`, the file gets the format's extension
     unless it has it already.
     """
-    if tensor._ctx is _RELEASED:
+    if tensor.graph_freed:
         raise RuntimeError(f"draw_graph: backward() already freed the graph behind this tensor "
                            f"(shape {tensor.shape}); draw before backward(), or call "
                            f"backward(retain_graph=True) to draw it with its gradients")
-    nodes = _topo_order(tensor, constants=True)
+    nodes = topo_order(tensor, constants=True)
     index = {id(n): i for i, n in enumerate(nodes)}
     labels = _parameter_names(nodes, names)
     chosen = collapse_modules if not isinstance(collapse_modules, bool) else ()
-    folded = {id(n) for n in nodes if n._ctx is None and not n.requires_grad and n.ndim == 0
+    folded = {id(n) for n in nodes if n.op is None and not n.requires_grad and n.ndim == 0
               and n is not tensor and id(n) not in labels}
 
     def collapsed_here(module):
@@ -183,12 +194,12 @@ def draw_graph(tensor, path=None, format="svg", collapse_modules=False, names=No
                                              any(module is m for m in chosen))
     first_user = {}
     for n in nodes:
-        for p in n._parents:
+        for p in _inputs(n):
             first_user.setdefault(id(p), n)
 
     def placement(n):
         """The boxes (module calls, outermost first) that tensor n is drawn inside."""
-        if n._ctx is None and n.requires_grad and id(n) in first_user:
+        if n.op is None and n.requires_grad and id(n) in first_user:
             # a parameter lives with the module that owns it, next to its first use
             path_ = _cluster_path(first_user[id(n)])
             if path_ and any(v is n for v in path_[-1]._own_parameters()):
@@ -218,40 +229,31 @@ def draw_graph(tensor, path=None, format="svg", collapse_modules=False, names=No
 
     def op_label(n):
         """The op's name, with the numbers it used written in: sub(1, ·)."""
-        if not any(id(p) in folded for p in n._parents):
-            return n._ctx.name
-        args = [f"{p.data.item():g}" if id(p) in folded else "·" for p in n._parents]
-        return f"{n._ctx.name}({', '.join(args)})"
+        if not any(id(p) in folded for p in n.op.inputs):
+            return n.op.name
+        args = [f"{p.data.item():g}" if id(p) in folded else "·" for p in n.op.inputs]
+        return f"{n.op.name}({', '.join(args)})"
 
     def emit(target, n):
         nid = f"t{index[id(n)]}"
         if n is tensor:
             kind = "output"
-        elif n._ctx is None:
+        elif n.op is None:
             kind = "parameter" if n.requires_grad else "input"
         else:
             kind = "intermediate"
         if compact:                  # one line: the op (or the tensor's name) and the shape
-            what = op_label(n) if n._ctx is not None and n._parents else \
+            what = op_label(n) if n.op is not None and n.op.inputs else \
                 labels.get(id(n), "") or ("parameter" if n.requires_grad else "constant")
             value = f"{n.data.item():.4g}" if n.ndim == 0 else str(n.shape)
             label = f"{_escape(what)} | {_escape(value)}"
         else:
             label = _tensor_label(n, labels.get(id(n), ""))
         target.node(nid, label, shape="record", style="filled", fillcolor=_STYLE[kind])
-        if n._ctx is not None and n._parents and not compact:
+        if n.op is not None and n.op.inputs and not compact:
             target.node(f"{nid}op", op_label(n), shape="ellipse", style="filled",
                         fillcolor="#f8f9fa")
             target.edge(f"{nid}op", nid)
-        if n._ctx is not None:
-            for name in getattr(n._ctx, "data_inputs", ()):   # targets, a condition
-                value = getattr(n._ctx, name, None)
-                if isinstance(value, np.ndarray):
-                    target.node(f"{nid}{name}", f"{{{name} | {value.shape} {value.dtype}}}",
-                                shape="record", style="filled,dashed",
-                                fillcolor=_STYLE["input"])
-                    target.edge(f"{nid}{name}", nid if compact else f"{nid}op",
-                                style="dashed")
 
     def draw_box(target, path_):
         for n in members.get(path_, []):
@@ -260,7 +262,7 @@ def draw_graph(tensor, path=None, format="svg", collapse_modules=False, names=No
         for child in (p for p in paths if len(p) == len(path_) + 1 and p[:-1] == path_):
             k = paths.index(child)
             if collapsed_here(child[-1]):
-                outputs = [n for n in members.get(child, []) if n._ctx is not None]
+                outputs = [n for n in members.get(child, []) if n.op is not None]
                 shape = f"\\n{outputs[-1].shape}" if outputs else ""
                 target.node(f"m{k}", f"{_wrap(repr(child[-1]))}{shape}", shape="box3d",
                             style="filled",
@@ -275,7 +277,7 @@ def draw_graph(tensor, path=None, format="svg", collapse_modules=False, names=No
 
     seen_edges = set()
     for n in nodes:
-        for p in n._parents:                  # one edge per operand: a * a has two
+        for p in _inputs(n):                  # one edge per operand: a * a has two
             if id(p) in folded:
                 continue                                  # written into the op's label
             head = node_id(n) if id(n) in collapsed or compact else f"t{index[id(n)]}op"

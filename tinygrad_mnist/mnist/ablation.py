@@ -17,7 +17,7 @@ import numpy as np
 
 from . import data, report
 from ..files import atomic_write
-from ..tensor import manual_seed
+from ..engine import manual_seed
 from .train import (Config, TrainingData, accuracy, make_model, make_optimizer, train_epoch)
 
 # learning rates tried for each optimizer (with momentum SGD's also used by the groups below)

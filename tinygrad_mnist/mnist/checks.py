@@ -9,7 +9,7 @@ from .. import nn
 from . import reference
 from ..gradcheck import numerical_grad
 from ..op_cases import OP_CASES
-from ..tensor import Tensor
+from ..engine import Tensor, get_rng
 
 
 def op_errors(seed=0):
@@ -21,7 +21,9 @@ def op_errors(seed=0):
         for shapes in case.shapes:
             inputs = case.inputs(shapes, rng)
             scalar = case.weighted(rng, inputs)
+            draws = get_rng().bit_generator.state     # random rows see the same draws twice
             scalar(*inputs).backward()
+            get_rng().bit_generator.state = draws
             numeric = numerical_grad(scalar, inputs)
             error = max((float(np.abs(t.grad - n).max() / max(np.abs(n).max(), 1e-12))
                          for t, n in zip(inputs, numeric) if n.size), default=0.0)
@@ -92,7 +94,7 @@ def _neuron():
 def _derivatives():
     """f(x) = x tanh(x) at x = 0.8, its derivative and its second derivative, each a graph:
     grad(..., create_graph=True) records the backward pass like any other computation."""
-    from ..tensor import grad
+    from ..engine import grad
     x = Tensor(0.8, requires_grad=True)
     t = x.tanh()
     f = x * t
@@ -108,7 +110,7 @@ def write_gallery(directory, html=False):
     the scalar expression, the neuron, the MNIST MLP and the reference notebooks (each made
     before backward, so its stepper reveals the gradients); returns the file names."""
     from .train import Config, make_model
-    from ..tensor import _topo_order, manual_seed
+    from ..engine import manual_seed, topo_order
     from ..viz import draw_graph, explore
     os.makedirs(directory, exist_ok=True)
     written = []
@@ -150,8 +152,8 @@ def write_gallery(directory, html=False):
         x = Tensor(rng.random((10, 784)))
         loss = nb.loss(params, x, labels)
         names = {**params, "X (10 images)": x}
-        for node in _topo_order(loss, constants=True):
-            if node._ctx is None and np.array_equal(node.data, onehot):
+        for node in topo_order(loss, constants=True):
+            if node.op is None and np.array_equal(node.data, onehot):
                 names["one-hot Y"] = node          # made inside the loss from the labels
         page(f"reference_{name}.html", loss, names,
              f"Reference notebook {name}: {nb.network}, its own forward code")

@@ -172,7 +172,7 @@ def _add_train(sub):
 
 def _cmd_train(args):
     from contextlib import nullcontext
-    from ..tensor import detect_anomaly
+    from ..anomaly import detect_anomaly
     from .train import Config, train
     fields = Config.__dataclass_fields__
     config = Config(**{k: v for k, v in vars(args).items() if k in fields})
@@ -228,7 +228,7 @@ def _cmd_eval(args):
 def _cmd_predict(args):
     from .data import DATASETS, standardize
     from .images import load_digit
-    from ..tensor import Tensor, no_grad
+    from ..engine import Tensor, no_grad
     model, meta = _load_model(args.model)
     info = DATASETS[meta.get("dataset", "mnist")]
     failed = 0

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..gradcheck import compare_manual
-from ..tensor import Tensor
+from ..engine import Tensor
 from .notebook_code import nb000, nb001, nb002, nb003, nb004
 
 # ---------------------------------------------------------------- the correct general version

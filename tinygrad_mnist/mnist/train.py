@@ -10,14 +10,14 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from .. import nn, optim
-from ..blas import LoadAwareThreads, set_num_threads
+from ..engine.blas import LoadAwareThreads, set_num_threads
 from ..data import DataLoader
 from ..files import atomic_write
 from ..optim import lr_scheduler
 from . import data
 from ..jit import jit
 from ..profiler import profile
-from ..tensor import Tensor, manual_seed, no_grad
+from ..engine import Tensor, manual_seed, no_grad
 
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "rmsprop", "adam", "adamw")
 SCHEDULES = ("constant", "cosine", "step")

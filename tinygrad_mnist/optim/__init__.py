@@ -12,7 +12,7 @@ import math
 
 import numpy as np
 
-from ..tensor import Tensor, replayable
+from ..engine import Tensor, replayable
 
 FLUSH_EVERY = 64
 FLUSH_CAP = 1e-15

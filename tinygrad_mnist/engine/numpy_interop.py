@@ -2,36 +2,37 @@
 graph like the Tensor methods they stand for, so NumPy code written for arrays runs on Tensors
 and can be differentiated, and a backward written with them serves arrays and Tensors alike.
 
-Tensor.__array_ufunc__ and Tensor.__array_function__ look the function up here. A NumPy
-function without a rule is a TypeError that names it (never a plain array that silently drops
-the graph); `np.asarray(t)` still gives the data.
+Tensor.__array_ufunc__ and Tensor.__array_function__ look the function up here, passing the
+Tensor class (this module builds on Tensor without importing it). A NumPy function without a
+rule is a TypeError that names it (never a plain array that silently drops the graph);
+`np.asarray(t)` still gives the data.
 """
 import numpy as np
 
 from . import ops
-from .tensor import Tensor, _axes, _common_float, _shape, _traced
+from .arguments import axes, sizes
 
 
-def _first_tensor(values):
-    return next(v for v in values if isinstance(v, Tensor))
+def _first_tensor(T, values):
+    return next((v for v in values if isinstance(v, T)), None)
 
 
 def _binary(method):
     """A two-operand ufunc as the Tensor operator `method`, whichever side the Tensor is on."""
-    def call(a, b):
-        if isinstance(a, Tensor):
+    def call(T, a, b):
+        if isinstance(a, T):
             return getattr(a, method)(b)
         return getattr(b._operand(a), method)(b)     # ndarray <op> Tensor: a as b's operand
     return call
 
 
 def _unary(method):
-    return lambda x: getattr(x, method)()
+    return lambda T, x: getattr(x, method)()
 
 
 def _constant(ufunc):
     """A ufunc whose derivative is zero wherever it exists (sign, floor): a constant result."""
-    return lambda *xs: Tensor._wrap(np.asarray(ufunc(*[np.asarray(x) for x in xs])))
+    return lambda T, *xs: T(np.asarray(ufunc(*[np.asarray(x) for x in xs])))
 
 
 UFUNCS = {
@@ -48,129 +49,128 @@ UFUNCS = {
 }
 
 
-def array_ufunc(ufunc, method, inputs, kwargs):
+def array_ufunc(T, ufunc, method, inputs, kwargs):
     if method != "__call__" or kwargs or ufunc not in UFUNCS:
         name = f"np.{ufunc.__name__}" + ("" if method == "__call__" else f".{method}")
         extra = f" with {', '.join(kwargs)}=" if kwargs and ufunc in UFUNCS else ""
         raise TypeError(f"{name}{extra} has no Tensor rule: it would drop the graph; use a "
                         f"Tensor method, or np.asarray(t) for the data alone")
-    return UFUNCS[ufunc](*inputs)
+    return UFUNCS[ufunc](T, *inputs)
 
 
 # ---------------------------------------------------------------- functions
 
 def _reduction(method):
-    def call(a, axis=None, keepdims=False):
-        return getattr(_as_tensor(a), method)(axis=axis, keepdims=keepdims)
+    def call(T, a, axis=None, keepdims=False):
+        return getattr(_as_tensor(T, a), method)(axis=axis, keepdims=keepdims)
     return call
 
 
-def _as_tensor(value, like=None):
-    if isinstance(value, Tensor):
+def _as_tensor(T, value, like=None):
+    if isinstance(value, T):
         return value
-    return like._operand(value) if like is not None else Tensor(value)
+    return like._operand(value) if like is not None else T(value)
 
 
-def _average(a, axis=None, weights=None, returned=False, *, keepdims=False):
+def _average(T, a, axis=None, weights=None, returned=False, *, keepdims=False):
     if weights is not None or returned:
         raise TypeError("np.average with weights= or returned= has no Tensor rule; use "
                         "(t * w).sum() / w.sum()")
-    return _as_tensor(a).mean(axis=axis, keepdims=keepdims)
+    return _as_tensor(T, a).mean(axis=axis, keepdims=keepdims)
 
 
-def _reshape(a, shape=None, order="C", *, newshape=None, copy=None):
+def _reshape(T, a, shape=None, order="C", *, newshape=None, copy=None):
     if order != "C" or copy:
         raise TypeError("np.reshape: only order='C' without copy has a Tensor rule")
-    return a.reshape(_shape("reshape", (shape if shape is not None else newshape,)))
+    return a.reshape(sizes("reshape", (shape if shape is not None else newshape,)))
 
 
-def _transpose(a, axes=None):
+def _transpose(T, a, axes=None):
     return a.transpose() if axes is None else a.transpose(*axes)
 
 
-def _dot(a, b):
+def _dot(T, a, b):
     if np.ndim(a) > 2 or np.ndim(b) > 2:
         raise TypeError("np.dot of arrays of more than 2 dimensions has no Tensor rule; use @ "
                         "(np.matmul), whose batching differs")
-    return _binary("__matmul__")(a, b)
+    return _binary("__matmul__")(T, a, b)
 
 
 def _joined(method):
-    def call(tensors, axis=0):
+    def call(T, tensors, axis=0):
         tensors = list(tensors)
-        like = _first_tensor(tensors)
-        return getattr(Tensor, method)([_as_tensor(t, like) for t in tensors], axis=axis)
+        like = _first_tensor(T, tensors)
+        return getattr(T, method)([_as_tensor(T, t, like) for t in tensors], axis=axis)
     return call
 
 
 _NO_VALUE = object()
 
 
-def _where(condition, x=_NO_VALUE, y=_NO_VALUE):
+def _where(T, condition, x=_NO_VALUE, y=_NO_VALUE):
     """np.where(condition, x, y): the gradient goes to x where the condition holds and to y
-    elsewhere; the condition itself is not differentiated and, as in NumPy, any non-zero
-    value counts as true. np.where(condition) alone gives the indices of the true elements."""
+    elsewhere; the condition (an input of the op, never differentiated) counts any non-zero
+    value as true, as in NumPy. np.where(condition) alone gives the indices of the true
+    elements."""
     if (x is _NO_VALUE) != (y is _NO_VALUE):
         raise TypeError("np.where: give both x and y, or neither")
-    mask = condition.data if isinstance(condition, Tensor) else np.asarray(condition)
-    if mask.dtype != bool:
-        mask = _traced(lambda c: c != 0, mask)
     if x is _NO_VALUE:
         return np.nonzero(np.asarray(condition))
-    if not isinstance(x, Tensor) and not isinstance(y, Tensor):
-        return Tensor(np.where(mask, x, y))           # constants on both sides: no graph
-    like = _first_tensor((x, y))
-    x, y = _as_tensor(x, like), _as_tensor(y, like)
+    mask = condition if isinstance(condition, T) else T(np.asarray(condition))
+    if mask.dtype != bool:
+        mask = mask != 0
+    like = _first_tensor(T, (x, y))
+    if like is None:                                   # constants on both sides: no graph
+        return ops.Where.apply(*T._common_float((T(np.asarray(x)), T(np.asarray(y)))), mask)
+    x, y = _as_tensor(T, x, like), _as_tensor(T, y, like)
     try:
-        return ops.Where.apply(*_common_float((x, y)), condition=mask)
+        return ops.Where.apply(*T._common_float((x, y)), mask)
     except ValueError:
         raise ValueError(f"np.where: condition {mask.shape}, x {x.shape} and y {y.shape} "
                          f"cannot be broadcast together") from None
 
 
-def _clip(a, a_min=None, a_max=None):
-    return _as_tensor(a).clip(a_min, a_max)
+def _clip(T, a, a_min=None, a_max=None):
+    return _as_tensor(T, a).clip(a_min, a_max)
 
 
-def _broadcast_to(a, shape):
-    return ops.BroadcastTo.apply(a, shape=_shape("broadcast_to", (shape,)))
+def _broadcast_to(T, a, shape):
+    return ops.BroadcastTo.apply(a, shape=sizes("broadcast_to", (shape,)))
 
 
-def _expand_dims(a, axis):
-    axes = axis if isinstance(axis, (tuple, list)) else (axis,)
+def _expand_dims(T, a, axis):
+    where = axis if isinstance(axis, (tuple, list)) else (axis,)
     shape = list(a.shape)
-    for ax in sorted(ax % (a.ndim + len(axes)) for ax in axes):
+    for ax in sorted(ax % (a.ndim + len(where)) for ax in where):
         shape.insert(ax, 1)
     return a.reshape(tuple(shape))
 
 
-def _squeeze(a, axis=None):
-    axes = range(a.ndim) if axis is None else [
-        ax % a.ndim for ax in (axis if isinstance(axis, (tuple, list)) else (axis,))]
-    return a.reshape(tuple(n for i, n in enumerate(a.shape) if not (i in axes and n == 1)))
+def _squeeze(T, a, axis=None):
+    return a.squeeze(axis)
 
 
-def _norm(x, ord=None, axis=None, keepdims=False):
+def _norm(T, x, ord=None, axis=None, keepdims=False):
     """np.linalg.norm: the 2-norm (Frobenius for matrices) by default or with ord=2 or 'fro';
     for vectors also ord=1, inf, -inf and any other p > 0 as (sum |x|**p)**(1/p)."""
-    x = _as_tensor(x)
+    x = _as_tensor(T, x)
     if axis is None:
         vector = x.ndim == 1 or ord is None
-        axes = None
+        over = None
     else:
-        axes = _axes("np.linalg.norm", axis, x.ndim, x.shape)
-        vector = len(axes) == 1
+        over = axes("np.linalg.norm", axis, x.ndim, x.shape)
+        vector = len(over) == 1
     if ord is None or (ord == "fro" and not vector) or (ord == 2 and vector):
-        return ops.Norm.apply(x, axis=axes, keepdims=keepdims)
+        return ops.Norm.apply(x, axis=over, keepdims=keepdims)
     if vector and isinstance(ord, (int, float)) and not isinstance(ord, bool):
         if ord == np.inf:
-            return abs(x).max(axis=axes, keepdims=keepdims)
+            return abs(x).max(axis=over, keepdims=keepdims)
         if ord == -np.inf:
-            return abs(x).min(axis=axes, keepdims=keepdims)
+            return abs(x).min(axis=over, keepdims=keepdims)
         if ord == 1:
-            return abs(x).sum(axis=axes, keepdims=keepdims)
+            return abs(x).sum(axis=over, keepdims=keepdims)
         if ord > 0:
-            return (abs(x) ** ord).sum(axis=axes, keepdims=keepdims) ** (1.0 / ord)
+            return (abs(x) ** ord).sum(axis=over, keepdims=keepdims) ** (1.0 / ord)
     raise TypeError(f"np.linalg.norm with ord={ord!r} on a {'vector' if vector else 'matrix'} "
                     f"has no Tensor rule; the 2-norm (ord=None), 'fro', and vector ords 1, inf "
                     f"and p > 0 have")
@@ -183,8 +183,9 @@ FUNCTIONS = {
     np.dot: _dot, np.transpose: _transpose, np.reshape: _reshape,
     np.concatenate: _joined("concat"), np.stack: _joined("stack"), np.clip: _clip,
     np.where: _where, np.broadcast_to: _broadcast_to, np.expand_dims: _expand_dims,
-    np.squeeze: _squeeze, np.swapaxes: lambda a, axis1, axis2: a.swapaxes(axis1, axis2),
-    np.linalg.norm: _norm, np.shape: lambda a: a.shape, np.ndim: lambda a: a.ndim, np.size: lambda a: a.size,
+    np.squeeze: _squeeze, np.swapaxes: lambda T, a, axis1, axis2: a.swapaxes(axis1, axis2),
+    np.linalg.norm: _norm, np.shape: lambda T, a: a.shape, np.ndim: lambda T, a: a.ndim,
+    np.size: lambda T, a: a.size,
 }
 
 # Tensor methods to suggest when a NumPy function has no rule
@@ -192,11 +193,11 @@ _SUGGEST = {"argmax": "t.argmax(axis)", "log1p": "(1 + t).log()", "square": "t *
             "prod": "a product of slices", "cumsum": "a sum of slices"}
 
 
-def array_function(func, args, kwargs):
+def array_function(T, func, args, kwargs):
     rule = FUNCTIONS.get(func)
     if rule is None:
         hint = _SUGGEST.get(func.__name__)
         raise TypeError(f"np.{func.__name__} has no Tensor rule: it would drop the graph"
                         + (f"; use {hint}" if hint else "; use a Tensor method, or "
                            "np.asarray(t) for the data alone"))
-    return rule(*args, **kwargs)
+    return rule(T, *args, **kwargs)

@@ -1,8 +1,61 @@
-"""Second derivatives built on grad(create_graph=True): the Hessian, and Hessian-vector
-products that never form the Hessian."""
+"""Gradients as values: grad() (torch.autograd.grad), and the second derivatives built on
+grad(create_graph=True): the Hessian, and Hessian-vector products that never form it."""
 import numpy as np
 
-from .tensor import Tensor, grad
+from .graph import run_backward
+from .tensor import Tensor, seed_gradient
+
+
+def _as_tuple(op, value, what):
+    items = tuple(value) if isinstance(value, (tuple, list)) else (value,)
+    for i, t in enumerate(items):
+        if not isinstance(t, Tensor):
+            raise TypeError(f"{op}: {what} {i} is a {type(t).__name__}, not a Tensor")
+    return items
+
+
+def grad(outputs, inputs, grad_outputs=None, create_graph=False, retain_graph=None,
+         allow_unused=False):
+    """The gradients of sum(outputs[i] * grad_outputs[i]) with respect to each input, as in
+    torch.autograd.grad: a tuple with one Tensor per input (its shape and dtype); .grad is not
+    touched. grad_outputs may be left out for one-element outputs.
+
+    With create_graph=True the gradients are recorded: they can be differentiated again, used
+    in a loss, or drawn. retain_graph defaults to create_graph. An input the outputs do not
+    depend on is an error, or None with allow_unused=True.
+    """
+    outputs = _as_tuple("grad", outputs, "output")
+    inputs = _as_tuple("grad", inputs, "input")
+    if grad_outputs is None:
+        grad_outputs = (None,) * len(outputs)
+    else:
+        grad_outputs = tuple(grad_outputs) if isinstance(grad_outputs, (tuple, list)) else \
+            (grad_outputs,)
+        if len(grad_outputs) != len(outputs):
+            raise ValueError(f"grad: {len(grad_outputs)} grad_outputs for {len(outputs)} "
+                             f"outputs")
+    for i, out in enumerate(outputs):
+        if not out.requires_grad:
+            raise RuntimeError(f"grad: output {i} (shape {out.shape}) does not require grad and "
+                               f"was not computed from any tensor that does")
+    seeds = [seed_gradient("grad", out, g, create_graph)
+             for out, g in zip(outputs, grad_outputs)]
+    retain = create_graph if retain_graph is None else retain_graph
+    captured = run_backward(list(outputs), seeds, retain, create_graph,
+                             capture={id(t) for t in inputs})
+    results = []
+    for i, t in enumerate(inputs):
+        g = captured.get(id(t))
+        if g is None:
+            if not allow_unused:
+                raise RuntimeError(f"grad: input {i} (shape {t.shape}) was not used to compute "
+                                   f"the outputs; pass allow_unused=True to get None for it")
+            results.append(None)
+            continue
+        if not isinstance(g, Tensor):
+            g = Tensor._wrap(np.asarray(g, dtype=t.dtype))      # no graph: a plain gradient
+        results.append(g)
+    return tuple(results)
 
 
 def _differentiable(op, x):

@@ -1,0 +1,235 @@
+"""The graph: one topological order, and the backward pass over it.
+
+A tensor made by an op holds it (`t.op`, internally `t._ctx`), and the op holds its input
+tensors (`op.inputs`). backward walks the nodes behind its outputs in reverse topological
+order: each node is reached after every node that consumes it, so its gradient is complete
+when its op runs backward. Iterative (graphs of millions of nodes), accumulating (a tensor used
+twice gets both contributions), releasing (each op is dropped as soon as it has run, so the
+graph is freed while the output lives).
+"""
+import functools
+import gc
+
+import numpy as np
+
+from .mode import MODE, tell
+
+
+class _Released:
+    """Marks a node whose graph backward() already freed."""
+    name = "released"
+
+
+RELEASED = _Released()
+
+
+def topo_order(roots, constants=False):
+    """Every tensor behind `roots` (a tensor or a sequence of them) that requires grad (with
+    constants=True, every one), each after the inputs of its op: the one order that backward,
+    the drawings, the explorer and the tests all use."""
+    roots = roots if isinstance(roots, (list, tuple)) else (roots,)
+    order, seen = [], set()
+    stack = [(root, False) for root in reversed(roots)]
+    while stack:
+        node, inputs_done = stack.pop()
+        if inputs_done:
+            order.append(node)                 # every input is already in `order`
+            continue
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        stack.append((node, True))
+        op = node._ctx
+        if op is not None and op is not RELEASED:
+            for parent in reversed(op.inputs):
+                if id(parent) not in seen and (constants or parent.requires_grad):
+                    stack.append((parent, False))
+    return order
+
+
+def sum_to_shape(g, shape, op="backward"):
+    """Undo NumPy broadcasting: add up every axis that was prepended or stretched. A gradient
+    that `shape` does not broadcast to is an error naming the op that returned it."""
+    lead = g.ndim - len(shape)
+    if lead < 0 or any(n != 1 and n != m for n, m in zip(shape, g.shape[lead:])):
+        raise ValueError(f"{op}: backward returned a gradient of shape {g.shape} for an input "
+                         f"of shape {shape}")
+    axes = tuple(range(lead)) + tuple(lead + i for i, n in enumerate(shape)
+                                      if n == 1 and g.shape[lead + i] != 1)
+    return g.sum(axis=axes, keepdims=True).reshape(shape) if axes else g.reshape(shape)
+
+
+def _protocol_error(op, input_grads, inputs):
+    """backward returns one gradient per input, as a tuple: anything else names the op."""
+    got = f"a tuple of {len(input_grads)}" if isinstance(input_grads, tuple) else \
+        f"a {type(input_grads).__name__}"
+    return TypeError(f"{op.name}: backward must return a tuple with one gradient per input "
+                     f"({len(inputs)}), got {got}")
+
+
+def backward_plan(roots, keep_nodes=True):
+    """The backward pass behind `roots` as a list of steps, in reverse topological order (each
+    node after every node that consumes it): (op, key, inputs, node) for a node made by an op,
+    inputs being [(key of the input, its shape)] (key None: no gradient), and (None, key, None,
+    leaf) for a leaf. Keys number the nodes; `root_keys` gives each root's (a root given twice
+    has one). Without keep_nodes, the steps of nodes made by ops hold no tensor (a jit keeps
+    only the ops). Returns (steps, number of keys, root_keys). A graph that an earlier
+    backward freed is an error."""
+    order = topo_order(roots)
+    keys = {}
+    root_keys = [keys.setdefault(id(root), len(keys)) for root in roots]
+    for node in order:
+        keys.setdefault(id(node), len(keys))
+    steps = []
+    for node in reversed(order):
+        op = node._ctx
+        if op is RELEASED:
+            raise RuntimeError("backward: the graph behind this tensor was already freed by "
+                               "an earlier backward(); pass retain_graph=True to the first "
+                               "call to run backward twice")
+        if op is None:
+            steps.append((None, keys[id(node)], None, node))
+            continue
+        inputs = [(keys[id(t)], t._data.shape) if t.requires_grad else (None, None)
+                  for t in op.inputs]
+        steps.append((op, keys[id(node)], inputs, node if keep_nodes else None))
+    return steps, len(keys), root_keys
+
+
+def run_backward(roots, seeds, retain_graph, create_graph=False, capture=None):
+    """Backpropagate seeds[i] from roots[i] through the recorded graph.
+
+    Without `capture`, gradients accumulate into the leaves' .grad (and, with retain_graph,
+    every node keeps its own). With `capture` (ids of tensors, for grad()) the total gradient
+    of each of those is returned and no .grad is touched. With create_graph the gradients are
+    recorded Tensors, computed by the same backward methods (see ops.py), so they can be
+    differentiated again."""
+    observers = MODE.observers
+    if observers:
+        tell(observers, "on_backward_start", roots, seeds, create_graph, capture)
+    # Backward creates no reference cycles, so the cyclic collector has nothing to find;
+    # pausing it saves a third of the time on graphs of millions of nodes.
+    collecting = gc.isenabled()
+    gc.disable()
+    recording = MODE.grad_enabled
+    MODE.grad_enabled = create_graph       # record the backward only when asked to
+    try:
+        steps, size, root_keys = backward_plan(roots)
+        return run_plan(steps, size, root_keys, seeds, retain_graph, create_graph, capture,
+                        observers)
+    finally:
+        MODE.grad_enabled = recording
+        if collecting:
+            gc.enable()
+        if observers:
+            tell(observers, "on_backward_end")
+
+
+def run_plan(steps, size, root_keys, seeds, retain_graph=False, create_graph=False,
+             capture=None, observers=(), leaves=None):
+    """Run a backward plan (backward_plan's) from seeds[i] at root_keys[i]: the one backward
+    loop, for backward(), grad() and a jit's replays. A leaf step whose tensor is an int takes
+    leaves[int] (a replay's argument)."""
+    grads = [None] * size
+    for k, seed in zip(root_keys, seeds):
+        grads[k] = seed if grads[k] is None else grads[k] + seed
+    captured = {}
+    owned = set()            # arrays already stored as some leaf's .grad in this pass
+    for op, key, inputs, node in steps:
+        g = grads[key]
+        grads[key] = None
+        if g is not None and type(g) is not np.ndarray and not create_graph:
+            g = np.asarray(g)        # 0-d arrays added together give a NumPy scalar
+        if op is None:
+            leaf = leaves[node] if type(node) is int else node
+            if g is None:
+                continue
+            if capture is not None:
+                if id(leaf) in capture:
+                    captured[id(leaf)] = g
+            else:
+                leaf._accumulate(g, owned)
+            if observers:
+                tell(observers, "on_gradient", leaf, g)
+            continue
+        if node is not None:
+            if capture is not None:
+                if id(node) in capture and g is not None:
+                    captured[id(node)] = g
+            elif retain_graph:
+                node._accumulate(g, None)    # every node keeps its .grad: a copy
+            if not retain_graph:
+                node._ctx = RELEASED         # the op, and what it saved, can go
+        if g is None:
+            continue                          # nothing reached this node
+        if observers:
+            tell(observers, "before_backward", op, g)
+        input_grads = backward_on_tensors(op, node, g) if create_graph else op.backward(g)
+        if type(input_grads) is not tuple or len(input_grads) != len(inputs):
+            raise _protocol_error(op, input_grads, inputs)
+        if observers:
+            tell(observers, "on_backward", op, g, input_grads)
+        for (k, shape), pg in zip(inputs, input_grads):
+            if pg is None or k is None:
+                continue
+            if create_graph:
+                if not hasattr(pg, "_ctx"):                   # a constant: wrap it
+                    pg = type(g)._wrap(np.asarray(pg))
+            elif type(pg) is not np.ndarray:
+                pg = np.asarray(pg)
+            if pg.shape != shape:
+                pg = sum_to_shape(pg, shape, op.name)
+            previous = grads[k]
+            grads[k] = pg if previous is None else previous + pg
+    return captured
+
+
+# ---------------------------------------------------------------- gradients of gradients
+
+def backward_on_tensors(op, node, gz):
+    """op.backward(gz) with gz a Tensor, while every array the op saved that is one of its
+    inputs' or its output's data stands for that tensor: the gradient is then recorded, and
+    differentiating it differentiates through the inputs and the output."""
+    standing = {id(t._data): t for t in op.inputs}
+    standing[id(node._data)] = node
+    swapped = []
+    try:
+        for name in saved_names(op):
+            value = getattr(op, name, None)
+            if type(value) is np.ndarray and id(value) in standing:
+                swapped.append((name, value))
+                setattr(op, name, standing[id(value)])
+        return op.backward(gz)
+    except TypeError as error:
+        raise TypeError(
+            f"{op.name}: its backward cannot run under create_graph=True (grad of a grad, "
+            f"hessian, hvp, gradgradcheck), where it receives Tensors: {error}. Write it with "
+            f"operators, Tensor methods (t.cos(), t.exp(), ...) or NumPy functions that have a "
+            f"Tensor rule, or compute the value in forward and save it (it is then a "
+            f"constant)") from error
+    finally:
+        for name, value in swapped:
+            setattr(op, name, value)
+
+
+_BASE_SLOTS = ("inputs", "options", "needs_input_grad", "modules", "created_at")
+
+
+def saved_names(op):
+    """The attributes an op can have saved: its classes' __slots__, and its __dict__."""
+    return _slot_names(type(op)) + list(getattr(op, "__dict__", ()))
+
+
+@functools.lru_cache(maxsize=None)
+def _slot_names(cls):
+    return [n for c in cls.__mro__ for n in c.__dict__.get("__slots__", ())
+            if n not in ("__dict__", "__weakref__") and n not in _BASE_SLOTS]
+
+
+def keep_output(op, scalar, array):
+    """NumPy returns a scalar, not a 0-d array, for some 0-d results (np.exp of a 0-d array).
+    The output tensor holds `array`; whatever the op saved of `scalar` becomes `array` too, so
+    that the saved output stands for the output tensor under create_graph."""
+    for name in saved_names(op):
+        if getattr(op, name, None) is scalar:
+            setattr(op, name, array)

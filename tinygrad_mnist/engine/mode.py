@@ -1,0 +1,180 @@
+"""The engine's only mutable state: one thread-local mode (is the graph being recorded, which
+observers listen) and the random generator that ops draw from.
+
+An Observer is the engine's one seam: the tools (jit, the profiler, anomaly detection, the
+explorer's trace, the drawings' module boxes) are observers, and so can yours be. The engine
+calls each attached observer's methods where things happen; a method not overridden does
+nothing. With no observer attached the engine tests one attribute per op.
+"""
+import contextlib
+import threading
+
+import numpy as np
+
+
+class _Mode(threading.local):
+    """Per thread: no_grad or observe() in one thread never changes what another does."""
+    grad_enabled = True
+    observers = ()
+
+
+MODE = _Mode()
+
+
+@contextlib.contextmanager
+def no_grad():
+    """Inside this context (or a function decorated with it) no operation is recorded."""
+    previous = MODE.grad_enabled
+    MODE.grad_enabled = False
+    try:
+        yield
+    finally:
+        MODE.grad_enabled = previous
+
+
+@contextlib.contextmanager
+def enable_grad():
+    """Record operations again, inside a no_grad block (torch.enable_grad)."""
+    previous = MODE.grad_enabled
+    MODE.grad_enabled = True
+    try:
+        yield
+    finally:
+        MODE.grad_enabled = previous
+
+
+def is_grad_enabled():
+    return MODE.grad_enabled
+
+
+class Observer:
+    """Told what the engine does, in the thread it is attached to (`with observe(obs):`).
+
+    The seam, for every tool:
+    - on_op(op, inputs, output): after each op's forward (recorded in the graph or not);
+      `op` is the object that output.op holds, op.options the keyword options it ran with.
+    - on_backward(op, grad_output, grad_inputs): after each op's backward step, with the
+      gradient it received and the tuple it passed on (one per input, None for none).
+
+    For tools that time or replay what happens (all optional):
+    - before_op(op, inputs) and before_backward(op, grad_output): just before the forward or
+      backward runs.
+    - on_backward_start(outputs, grads, create_graph, capture) and on_backward_end(): around
+      a backward pass (capture: None for backward(), the ids of the tensors whose gradients
+      grad() returns); on_gradient(tensor, grad) when a leaf's gradient is complete.
+    - on_read(tensor, what): a tensor's value leaves the engine for Python (item(), bool(t),
+      numpy(), np.asarray(t), .data, .grad, printing).
+    - on_array(function, arrays, result): array work the engine does outside ops on arrays
+      it was given (a Tensor made from an array, an operand converted to a tensor's dtype).
+    - on_effect(kind, target, value): a change outside the graph: "grad" (t.grad = value),
+      "data" (t.data = value), "in_place" (t += value under no_grad), "call" (target(*value):
+      a library method whose effects live outside the graph, an optimizer's step).
+    """
+
+    def before_op(self, op, inputs):
+        pass
+
+    def on_op(self, op, inputs, output):
+        pass
+
+    def before_backward(self, op, grad_output):
+        pass
+
+    def on_backward(self, op, grad_output, grad_inputs):
+        pass
+
+    def on_backward_start(self, outputs, grads, create_graph, capture):
+        pass
+
+    def on_backward_end(self):
+        pass
+
+    def on_gradient(self, tensor, grad):
+        pass
+
+    def on_read(self, tensor, what):
+        pass
+
+    def on_array(self, function, arrays, result):
+        pass
+
+    def on_effect(self, kind, target, value):
+        pass
+
+
+@contextlib.contextmanager
+def observe(*observers):
+    """Attach observers in the current thread for the block; yields the first."""
+    for o in observers:
+        if not isinstance(o, Observer):
+            raise TypeError(f"observe: expected Observer instances, got {type(o).__name__}")
+    previous = MODE.observers
+    MODE.observers = previous + observers
+    try:
+        yield observers[0] if observers else None
+    finally:
+        MODE.observers = previous
+
+
+def tell(observers, method, *args):
+    """Call `method` of every observer. Meanwhile none is attached: what an observer does with
+    what it is handed (reading a tensor, computing with it) is its own, never an event."""
+    MODE.observers = ()
+    try:
+        for o in observers:
+            getattr(o, method)(*args)
+    finally:
+        MODE.observers = observers
+
+
+def notify_read(tensor, what):
+    """A value leaves the engine: tell the observers (the one accessor every read uses)."""
+    tell(MODE.observers, "on_read", tensor, what)
+
+
+def notify_effect(kind, target, value):
+    tell(MODE.observers, "on_effect", kind, target, value)
+
+
+def derived(function, *arrays):
+    """function(*arrays) for array work outside ops (a conversion, a copy): the observers are
+    told, so that a replay can do it again on new arrays."""
+    result = function(*arrays)
+    if MODE.observers:
+        tell(MODE.observers, "on_array", function, arrays, result)
+    return result
+
+
+# ---------------------------------------------------------------- the random generator
+
+_RNG = [np.random.default_rng()]
+
+
+def manual_seed(seed):
+    """Seed the generator behind Tensor.randn/rand/randint, nn.Linear's initialization and
+    nn.Dropout."""
+    _RNG[0] = np.random.default_rng(seed)
+
+
+def get_rng():
+    return _RNG[0]
+
+
+def replayable(method):
+    """A library method whose effects live outside the graph (an optimizer's step, zero_grad):
+    observers are told of the call as one event ("call") and see nothing inside it, so that a
+    replay can call it again."""
+    import functools
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        observers = MODE.observers
+        if not observers:
+            return method(self, *args, **kwargs)
+        tell(observers, "on_effect", "call", method, (self, args, kwargs))
+        MODE.observers = ()
+        try:
+            return method(self, *args, **kwargs)
+        finally:
+            MODE.observers = observers
+    return wrapper

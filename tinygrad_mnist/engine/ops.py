@@ -1,0 +1,841 @@
+"""Differentiable operations: one class each, forward and backward side by side.
+
+The protocol, the same for every op (built-in or a user's):
+- `forward(self, *arrays, **options)` takes NumPy arrays and returns a NumPy array; it saves on
+  `self` what backward needs.
+- `backward(self, gz)` takes `gz`, the gradient of the loss with respect to the output, and
+  returns a tuple with one gradient per input, in input order (`None` for an input that needs
+  none: `self.needs_input_grad` says which do). Ops never undo broadcasting: the engine does
+  that once for every gradient, and checks the count and each shape.
+- `name` is a plain class attribute, used by error messages, drawings and profiles alike.
+- `MyOp.apply(*tensors, **options)` runs forward and records the op when an input requires grad.
+- After apply, `op.inputs` are the input tensors and `op.options` the options, while the graph
+  lives: the read-only graph view (`t.op`) that drawings, the explorer and the tests use.
+- An op whose result is not floating point (a comparison, argmax) is never recorded; observers
+  see it like any other op.
+
+Each derivative is written once, with operators, methods (`.T`, `.sum`, `.reshape`, indexing)
+and NumPy functions that arrays and Tensors both understand. Ordinary backward passes arrays
+(the fast path); under `create_graph=True` the engine passes Tensors, with the inputs and the
+output that forward saved standing for themselves, so the gradient is recorded and can be
+differentiated again. What forward computed from them (a mask, a count) is a constant.
+"""
+import math
+
+import numpy as np
+
+from . import tensor as _tensor
+from .blas import matmul
+from .graph import sum_to_shape
+from .mode import get_rng
+
+
+class Op:
+    """Base class of every operation. Ops keep their saved arrays in __slots__: a graph of a
+    million nodes holds a million of them. Besides what forward saves: the inputs and
+    options (set by the engine), which inputs need a gradient, and two notes observers may
+    write: the module calls the op ran in (drawings) and the user's line that made it
+    (anomaly detection)."""
+    __slots__ = ("inputs", "options", "needs_input_grad", "modules", "created_at")
+    name = "op"
+    float_result = False     # True: integer inputs are made float first (exp, division, ...)
+    input_names = ()         # what the inputs are, where that helps a drawing ("targets")
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "name" not in cls.__dict__:         # a user's op without a name: its class name
+            cls.name = cls.__name__.lower()
+
+    @classmethod
+    def apply(cls, *inputs, **options):
+        """Run forward on the inputs' arrays; the result is a Tensor that records this op when
+        any input requires grad (and recording is on)."""
+        return _tensor.record(cls, inputs, options)
+
+    def forward(self, *arrays, **options):
+        raise NotImplementedError(f"{self.name}: forward() is not defined")
+
+    def backward(self, gz):
+        raise NotImplementedError(f"{self.name}: backward() is not defined")
+
+
+def _array(x):
+    """The array behind a saved input: itself, or under create_graph the Tensor's data (to
+    compute a constant mask from it)."""
+    return x if isinstance(x, np.ndarray) else x._data
+
+
+# ---------------------------------------------------------------- elementwise, two inputs
+
+class Add(Op):
+    """z = a + b    dz/da = 1    dz/db = 1"""
+    __slots__ = ()
+    name = "add"
+
+    def forward(self, a, b):
+        return a + b
+
+    def backward(self, gz):
+        return gz, gz
+
+
+class Sub(Op):
+    """z = a - b    dz/da = 1    dz/db = -1"""
+    __slots__ = ()
+    name = "sub"
+
+    def forward(self, a, b):
+        return a - b
+
+    def backward(self, gz):
+        return gz, (-gz if self.needs_input_grad[1] else None)
+
+
+class Mul(Op):
+    """z = a * b    dz/da = b    dz/db = a"""
+    __slots__ = ("a", "b")
+    name = "mul"
+
+    def forward(self, a, b):
+        self.a, self.b = a, b
+        return a * b
+
+    def backward(self, gz):
+        need_a, need_b = self.needs_input_grad
+        return (gz * self.b if need_a else None), (gz * self.a if need_b else None)
+
+
+class Div(Op):
+    """z = a / b    dz/da = 1/b    dz/db = -a/b**2 = -z/b"""
+    __slots__ = ("b", "out")
+    name = "div"
+    float_result = True
+
+    def forward(self, a, b):
+        self.b = b
+        self.out = a / b
+        return self.out
+
+    def backward(self, gz):
+        ga = gz / self.b
+        return ga, (-ga * self.out if self.needs_input_grad[1] else None)
+
+
+class Pow(Op):
+    """z = a ** b    dz/da = b * a**(b-1)    dz/db = z * log(a)   (b a tensor)
+
+    At a = 0 the derivatives take their limits, as PyTorch's: dz/da = 0 where b = 0 (a**0 is
+    constant) and dz/db = 0 where b >= 0 (z is 0 or 1 there, and log(a) never enters)."""
+    __slots__ = ("a", "b", "out")
+    name = "pow"
+
+    def forward(self, a, b):
+        self.a, self.b = a, b
+        self.out = a ** b
+        return self.out
+
+    def backward(self, gz):
+        need_a, need_b = self.needs_input_grad
+        ga = gb = None
+        with np.errstate(divide="ignore", invalid="ignore"):
+            if need_a:
+                ga = gz * np.where(self.b == 0, 0, self.b * self.a ** (self.b - 1))
+            if need_b:
+                a, b = _array(self.a), _array(self.b)
+                # log(1) = 0 stands in for log(0) where the limit is 0, so that no -inf is
+                # multiplied by 0 here or in a second derivative
+                safe_a = np.where((a == 0) & (b >= 0), 1, self.a)
+                gb = gz * self.out * np.log(safe_a)
+        return ga, gb
+
+
+class Maximum(Op):
+    """z = max(a, b)    dz/da = [a > b] + 0.5 [a == b]   (ties split the gradient evenly)"""
+    __slots__ = ("share_a",)
+    name = "maximum"
+
+    def forward(self, a, b):
+        out = np.maximum(a, b)
+        self.share_a = ((a > b) + 0.5 * (a == b)).astype(out.dtype)
+        return out
+
+    def backward(self, gz):
+        return gz * self.share_a, gz * (1 - self.share_a)
+
+
+class Minimum(Maximum):
+    """z = min(a, b)    dz/da = [a < b] + 0.5 [a == b]   (ties split the gradient evenly)"""
+    __slots__ = ()
+    name = "minimum"
+
+    def forward(self, a, b):
+        out = np.minimum(a, b)
+        self.share_a = ((a < b) + 0.5 * (a == b)).astype(out.dtype)
+        return out
+
+
+# ---------------------------------------------------------------- elementwise, one input
+
+class Neg(Op):
+    """z = -x    dz/dx = -1"""
+    __slots__ = ()
+    name = "neg"
+
+    def forward(self, x):
+        return -x
+
+    def backward(self, gz):
+        return (-gz,)
+
+
+class PowConst(Op):
+    """z = x ** c (c a constant)    dz/dx = c * x**(c-1)   (0 everywhere for c = 0)"""
+    __slots__ = ("x", "c")
+    name = "pow"
+
+    def forward(self, x, exponent):
+        self.x, self.c = x, exponent
+        return x ** exponent
+
+    def backward(self, gz):
+        if self.c == 2:
+            return (gz * 2 * self.x,)             # the common case, without a power
+        if self.c == 0:
+            return (gz * 0,)
+        return (gz * self.c * self.x ** (self.c - 1),)
+
+
+class Exp(Op):
+    """z = exp(x)    dz/dx = z"""
+    __slots__ = ("out",)
+    name = "exp"
+    float_result = True
+
+    def forward(self, x):
+        self.out = np.exp(x)
+        return self.out
+
+    def backward(self, gz):
+        return (gz * self.out,)
+
+
+class Log(Op):
+    """z = log(x)    dz/dx = 1/x"""
+    __slots__ = ("x",)
+    name = "log"
+    float_result = True
+
+    def forward(self, x):
+        self.x = x
+        return np.log(x)
+
+    def backward(self, gz):
+        return (gz / self.x,)
+
+
+class Sqrt(Op):
+    """z = sqrt(x)    dz/dx = 1 / (2 z)"""
+    __slots__ = ("out",)
+    name = "sqrt"
+    float_result = True
+
+    def forward(self, x):
+        self.out = np.sqrt(x)
+        return self.out
+
+    def backward(self, gz):
+        return (gz / (2 * self.out),)
+
+
+class Sin(Op):
+    """z = sin(x)    dz/dx = cos(x)"""
+    __slots__ = ("x",)
+    name = "sin"
+    float_result = True
+
+    def forward(self, x):
+        self.x = x
+        return np.sin(x)
+
+    def backward(self, gz):
+        return (gz * np.cos(self.x),)
+
+
+class Cos(Op):
+    """z = cos(x)    dz/dx = -sin(x)"""
+    __slots__ = ("x",)
+    name = "cos"
+    float_result = True
+
+    def forward(self, x):
+        self.x = x
+        return np.cos(x)
+
+    def backward(self, gz):
+        return (-gz * np.sin(self.x),)
+
+
+class Abs(Op):
+    """z = |x|    dz/dx = sign(x)   (0 at x = 0)"""
+    __slots__ = ("sign",)
+    name = "abs"
+
+    def forward(self, x):
+        self.sign = np.sign(x)
+        return np.abs(x)
+
+    def backward(self, gz):
+        return (gz * self.sign,)
+
+
+class ReLU(Op):
+    """z = max(x, 0)    dz/dx = [x > 0]   (0 at x = 0)"""
+    __slots__ = ("out",)
+    name = "relu"
+
+    def forward(self, x):
+        self.out = np.maximum(x, 0)
+        return self.out
+
+    def backward(self, gz):
+        return (gz * (self.out > 0),)
+
+
+class Sigmoid(Op):
+    """z = 1 / (1 + exp(-x))    dz/dx = z (1 - z)"""
+    __slots__ = ("out",)
+    name = "sigmoid"
+    float_result = True
+
+    def forward(self, x):
+        e = np.exp(-np.abs(x))                       # never exp of a large positive number
+        self.out = np.where(x >= 0, 1 / (1 + e), e / (1 + e)).astype(x.dtype, copy=False)
+        return self.out
+
+    def backward(self, gz):
+        return (gz * self.out * (1 - self.out),)
+
+
+class Tanh(Op):
+    """z = tanh(x)    dz/dx = 1 - z**2"""
+    __slots__ = ("out",)
+    name = "tanh"
+    float_result = True
+
+    def forward(self, x):
+        self.out = np.tanh(x)
+        return self.out
+
+    def backward(self, gz):
+        return (gz * (1 - self.out * self.out),)
+
+
+class Clip(Op):
+    """z = min(max(x, lo), hi)    dz/dx = [lo <= x <= hi]"""
+    __slots__ = ("inside",)
+    name = "clip"
+
+    def forward(self, x, lo, hi):
+        self.inside = np.ones(x.shape, dtype=bool)
+        if lo is not None:
+            self.inside &= x >= lo
+        if hi is not None:
+            self.inside &= x <= hi
+        return np.clip(x, lo, hi)
+
+    def backward(self, gz):
+        return (gz * self.inside,)
+
+
+# ---------------------------------------------------------------- reductions
+# `axis` arrives normalized by the engine: None (every axis) or a sorted tuple of axes.
+
+def _reduced_shape(shape, axis):
+    """The shape of a reduction over `axis` without keepdims."""
+    return tuple(n for i, n in enumerate(shape) if axis is not None and i not in axis)
+
+
+def _kept_shape(shape, axis):
+    """The shape of a reduction over `axis` with keepdims: the reduced axes as size 1."""
+    return tuple(1 if axis is None or i in axis else n for i, n in enumerate(shape))
+
+
+class Sum(Op):
+    """z = sum of x over `axis`    dz/dx = 1 (the gradient is spread back over the summed axes)"""
+    __slots__ = ("shape", "kept")
+    name = "sum"
+
+    def forward(self, x, axis, keepdims):
+        self.shape, self.kept = x.shape, _kept_shape(x.shape, axis)
+        return x.sum(axis=axis, keepdims=keepdims)
+
+    def backward(self, gz):
+        return (np.broadcast_to(gz.reshape(self.kept), self.shape),)
+
+
+class Mean(Sum):
+    """z = mean of x over `axis`    dz/dx = 1/n, n the number of elements averaged
+    (a mean over no elements is NaN, as in NumPy)"""
+    __slots__ = ("count",)
+    name = "mean"
+    float_result = True
+
+    def forward(self, x, axis, keepdims):
+        self.count = int(np.prod([x.shape[a] for a in (range(x.ndim) if axis is None else axis)]))
+        total = super().forward(x, axis, keepdims)
+        with np.errstate(invalid="ignore"):            # 0/0 is NaN, as np.mean gives
+            return total / self.count
+
+    def backward(self, gz):
+        return super().backward(gz / self.count if self.count else gz)
+
+
+class Max(Op):
+    """z = max of x over `axis`    dz/dx = [x == z] / (number of ties): tied maxima share evenly"""
+    __slots__ = ("share", "kept")
+    name = "max"
+    reduce = staticmethod(np.max)
+
+    def forward(self, x, axis, keepdims):
+        best = self.reduce(x, axis=axis, keepdims=True)
+        winners = x == best
+        self.share = (winners / winners.sum(axis=axis, keepdims=True)).astype(x.dtype)
+        self.kept = best.shape
+        if keepdims:
+            return best
+        return best.reshape(_reduced_shape(x.shape, axis))
+
+    def backward(self, gz):
+        return (gz.reshape(self.kept) * self.share,)
+
+
+class Min(Max):
+    """z = min of x over `axis`    dz/dx = [x == z] / (number of ties): tied minima share evenly"""
+    __slots__ = ()
+    name = "min"
+    reduce = staticmethod(np.min)
+
+
+class Norm(Op):
+    """z = sqrt(sum of x**2 over `axis`)    dz/dx = x / z   (0 where z = 0, as PyTorch: the
+    smallest subgradient, instead of 0/0)"""
+    __slots__ = ("x", "out", "kept")
+    name = "norm"
+    float_result = True
+
+    def forward(self, x, axis, keepdims):
+        self.x = x
+        norm = np.sqrt((x * x).sum(axis=axis, keepdims=True))
+        self.kept = norm.shape
+        self.out = norm if keepdims else norm.reshape(_reduced_shape(x.shape, axis))
+        return self.out
+
+    def backward(self, gz):
+        norm = self.out.reshape(self.kept)
+        safe = np.where(_array(norm) == 0, 1, norm)       # x is 0 there: the gradient is 0
+        return (gz.reshape(self.kept) * self.x / safe,)
+
+
+# ---------------------------------------------------------------- shape
+
+class Cast(Op):
+    """z = x converted to another floating dtype    dx = dz converted back to x's dtype"""
+    __slots__ = ("dtype",)
+    name = "cast"
+
+    def forward(self, x, dtype):
+        self.dtype = x.dtype
+        return x.astype(dtype)
+
+    def backward(self, gz):
+        return (gz.astype(self.dtype),)
+
+
+class Reshape(Op):
+    """z = x viewed with a new shape    dx = dz viewed with the old shape"""
+    __slots__ = ("shape",)
+    name = "reshape"
+
+    def forward(self, x, shape):
+        self.shape = x.shape
+        return x.reshape(shape)
+
+    def backward(self, gz):
+        return (gz.reshape(self.shape),)
+
+
+class Transpose(Op):
+    """z = x with its axes permuted    dx = dz with the inverse permutation"""
+    __slots__ = ("inverse",)
+    name = "transpose"
+
+    def forward(self, x, axes):
+        self.inverse = tuple(np.argsort(axes))
+        return x.transpose(axes)
+
+    def backward(self, gz):
+        return (gz.transpose(self.inverse),)
+
+
+class BroadcastTo(Op):
+    """z = x repeated along stretched or prepended axes    dx = dz summed back to x's shape"""
+    __slots__ = ("shape",)
+    name = "broadcast_to"
+
+    def forward(self, x, shape):
+        self.shape = x.shape
+        return np.broadcast_to(x, shape)
+
+    def backward(self, gz):
+        return (sum_to_shape(gz, self.shape, self.name),)
+
+
+class GetItem(Op):
+    """z = x[index]    dx = zeros with dz added at index (repeated indices add up)"""
+    __slots__ = ("shape", "index", "advanced")
+    name = "getitem"
+
+    def forward(self, x, index, advanced):
+        self.shape, self.index, self.advanced = x.shape, index, advanced
+        return x[index]
+
+    def backward(self, gz):
+        return (_index_add(gz, self.index, self.shape, self.advanced),)
+
+
+class IndexAdd(Op):
+    """z = zeros of `shape` with x added at index (x[i] goes to z[index[i]]; repeated indices
+    add up)    dx = dz[index]. It is getitem's backward, so getitem's gradient can be
+    differentiated again."""
+    __slots__ = ("index",)
+    name = "index_add"
+
+    def forward(self, x, index, shape, advanced):
+        self.index = index
+        return _index_add(x, index, shape, advanced)
+
+    def backward(self, gz):
+        return (gz[self.index],)
+
+
+def _index_add(g, index, shape, advanced):
+    """zeros(shape) with g added at index, for arrays (as NumPy does it) and for tensors (as a
+    recorded IndexAdd)."""
+    if not isinstance(g, np.ndarray):
+        return IndexAdd.apply(g, index=index, shape=shape, advanced=advanced)
+    gx = np.zeros(shape, dtype=g.dtype)
+    if advanced:
+        np.add.at(gx, index, g)          # unbuffered: x[[0, 0]] sends both gradients to x[0]
+    else:
+        gx[index] = g                    # a basic slice never repeats an element
+    return gx
+
+
+class Where(Op):
+    """z = x where condition, else y    dx = dz where condition    dy = dz elsewhere
+    (the condition, a boolean input, gets no gradient)"""
+    __slots__ = ("condition", "other")
+    name = "where"
+    input_names = ("x", "y", "condition")
+
+    def forward(self, x, y, condition):
+        # views of the mask: under create_graph they stay constants, not the input tensor
+        self.condition, self.other = condition.view(), ~condition
+        return np.where(condition, x, y)
+
+    def backward(self, gz):
+        return gz * self.condition, gz * self.other, None
+
+
+class Concat(Op):
+    """z = the inputs joined along `axis`    each input gets its own slice of dz"""
+    __slots__ = ("axis", "bounds")
+    name = "concat"
+
+    def forward(self, *xs, axis):
+        self.axis = axis
+        ends = np.cumsum([x.shape[axis] for x in xs]).tolist()
+        self.bounds = list(zip([0] + ends[:-1], ends))      # each input's slice along axis
+        return np.concatenate(xs, axis=axis)
+
+    def backward(self, gz):
+        lead = (slice(None),) * self.axis
+        return tuple(gz[lead + (slice(lo, hi),)] for lo, hi in self.bounds)
+
+
+class Stack(Op):
+    """z = the inputs stacked along a new `axis`    each input gets its own index of dz"""
+    __slots__ = ("axis", "count")
+    name = "stack"
+
+    def forward(self, *xs, axis):
+        self.axis, self.count = axis, len(xs)
+        return np.stack(xs, axis=axis)
+
+    def backward(self, gz):
+        lead = (slice(None),) * self.axis
+        return tuple(gz[lead + (i,)] for i in range(self.count))
+
+
+# ---------------------------------------------------------------- linear algebra
+
+class MatMul(Op):
+    """z = a @ b    da = dz @ b^T    db = a^T @ dz   (1-d inputs are promoted, then squeezed back)"""
+    __slots__ = ("a", "b")
+    name = "matmul"
+
+    def forward(self, a, b):
+        self.a, self.b = a, b
+        return matmul(a, b)
+
+    def backward(self, gz):
+        a, b = self.a, self.b
+        if b.ndim == 1:
+            b, gz = b[:, None], gz[..., None]             # (n,) -> (n, 1); dz gains its column
+        if a.ndim == 1:
+            a, gz = a[None, :], gz[..., None, :]          # (n,) -> (1, n); dz gains its row
+        need_a, need_b = self.needs_input_grad
+        ga = matmul(gz, b.swapaxes(-1, -2)) if need_a else None
+        gb = matmul(a.swapaxes(-1, -2), gz) if need_b else None
+        if ga is not None and self.a.ndim == 1:
+            ga = ga.reshape(ga.shape[:-2] + ga.shape[-1:])     # drop the promoted row
+        if gb is not None and self.b.ndim == 1:
+            gb = gb.reshape(gb.shape[:-1])                      # drop the promoted column
+        return ga, gb
+
+
+def _rows(x):
+    """(..., n) -> (B, n): every leading axis as one (0 columns included)."""
+    return x if x.ndim == 2 else x.reshape(math.prod(x.shape[:-1]), x.shape[-1])
+
+
+class Linear(Op):
+    """z = x @ W^T + b    dx = dz @ W    dW = dz^T @ x    db = sum of dz over the batch
+
+    W has PyTorch's layout (out_features, in_features). Fused so that one node does the
+    matrix product and the bias, and dx is skipped for the network's input.
+    """
+    __slots__ = ("x", "weight")
+    name = "linear"
+    float_result = True
+
+    def forward(self, x, weight, bias=None):
+        self.x, self.weight = x, weight
+        x2 = _rows(x)                                # (..., in) -> (B, in)
+        out = matmul(x2, weight.T)                   # (B, in) @ (in, out) -> (B, out)
+        if bias is not None:
+            out += bias
+        return out.reshape(x.shape[:-1] + (weight.shape[0],))
+
+    def backward(self, gz):
+        g2 = _rows(gz)                               # (B, out)
+        need_x, need_w = self.needs_input_grad[:2]
+        gx = matmul(g2, self.weight).reshape(self.x.shape) if need_x else None
+        gw = matmul(g2.T, _rows(self.x)) if need_w else None
+        if len(self.needs_input_grad) == 2:
+            return gx, gw
+        gb = g2.sum(axis=0) if self.needs_input_grad[2] else None
+        return gx, gw, gb
+
+
+# ---------------------------------------------------------------- softmax and losses
+
+class Softmax(Op):
+    """z = exp(x) / sum(exp(x))    dx = z * (dz - sum(dz * z))"""
+    __slots__ = ("axis", "out")
+    name = "softmax"
+    float_result = True
+
+    def forward(self, x, axis):
+        self.axis = axis
+        e = np.exp(x - x.max(axis=axis, keepdims=True))   # shift by the max: exp cannot overflow
+        self.out = e / e.sum(axis=axis, keepdims=True)
+        return self.out
+
+    def backward(self, gz):
+        z = self.out
+        return (z * (gz - (gz * z).sum(axis=self.axis, keepdims=True)),)
+
+
+class LogSoftmax(Op):
+    """z = x - logsumexp(x)    dx = dz - softmax(x) * sum(dz)"""
+    __slots__ = ("axis", "out")
+    name = "log_softmax"
+    float_result = True
+
+    def forward(self, x, axis):
+        self.axis = axis
+        shifted = x - x.max(axis=axis, keepdims=True)      # a constant shift: same result
+        self.out = shifted - np.log(np.exp(shifted).sum(axis=axis, keepdims=True))
+        return self.out
+
+    def backward(self, gz):
+        return (gz - np.exp(self.out) * gz.sum(axis=self.axis, keepdims=True),)
+
+
+def _reduce_loss(losses, reduction):
+    """A loss's per-element values as reduction asks: their mean, their sum, or themselves."""
+    if reduction == "none":
+        return losses
+    total = losses.sum()
+    return np.asarray(total / losses.size if reduction == "mean" else total, dtype=losses.dtype)
+
+
+def _loss_gradient(gz, reduction, count):
+    """The upstream gradient as each element's loss receives it: gz/count for a mean, gz for
+    a sum, and gz's own entry (already of the losses' shape) for none."""
+    return gz / count if reduction == "mean" else gz
+
+
+class CrossEntropy(Op):
+    """loss_i = logsumexp(z_i) - sum_c q_ic z_ic,  q_i = (1 - s) onehot(y_i) + s / C
+    dloss_i/dz_i = softmax(z_i) - q_i
+    (y: integer class targets, an input without gradient; s: the label smoothing; the losses
+    are averaged, summed, or returned per row)
+
+    Fused: the forward is a log-sum-exp, finite for logits of any size, and the backward is
+    the closed form instead of a chain of softmax, log and indexing nodes.
+    """
+    __slots__ = ("logits", "probs", "target", "reduction")
+    name = "cross_entropy"
+    input_names = ("logits", "targets")
+
+    def forward(self, logits, targets, reduction="mean", label_smoothing=0.0):
+        m, classes = logits.shape
+        if targets.size and (targets.min() < 0 or targets.max() >= classes):
+            raise ValueError(f"cross_entropy: targets must lie in [0, {classes}) for logits of "
+                             f"shape {logits.shape}, got values from {targets.min()} to "
+                             f"{targets.max()}")
+        shifted = logits - logits.max(axis=1, keepdims=True)
+        exp = np.exp(shifted)
+        sum_exp = exp.sum(axis=1, keepdims=True)
+        rows = np.arange(m)
+        self.logits, self.probs, self.reduction = logits, exp / sum_exp, reduction
+        self.target = np.zeros_like(logits)          # q: the target distribution of each row
+        self.target[rows, targets] = 1
+        if label_smoothing:
+            self.target *= 1 - label_smoothing
+            self.target += label_smoothing / classes
+            target_logp = (self.target * shifted).sum(axis=1) - np.log(sum_exp[:, 0])
+        else:
+            target_logp = shifted[rows, targets] - np.log(sum_exp[:, 0])
+        if reduction == "mean":
+            return np.asarray(-target_logp.sum() / m, dtype=logits.dtype)
+        return _reduce_loss(-target_logp, reduction)
+
+    def backward(self, gz):
+        z = self.logits
+        # the softmax forward computed, or, when z is a tensor (create_graph), the softmax of
+        # z itself: differentiated again, its Jacobian is cross-entropy's Hessian
+        probs = self.probs if isinstance(z, np.ndarray) else z.softmax(axis=1)
+        if self.reduction == "none":
+            gz = gz.reshape(-1, 1)                   # one upstream gradient per row
+        return ((probs - self.target) * _loss_gradient(gz, self.reduction, z.shape[0]), None)
+
+
+class BinaryCrossEntropy(Op):
+    """loss = -(t log p + (1-t) log(1-p))    dloss/dp = (p - t) / (p (1-p))
+    (t: the targets, an input without gradient; averaged, summed, or returned per element)
+
+    Each log is clamped at -100 (as PyTorch does), so p = 0 or 1 gives a finite loss.
+    """
+    __slots__ = ("p", "t", "reduction")
+    name = "binary_cross_entropy"
+    float_result = True
+    input_names = ("prob", "target")
+
+    def forward(self, p, t, reduction="mean"):
+        if p.size and (p.min() < 0 or p.max() > 1):
+            raise ValueError(f"binary_cross_entropy: probabilities must lie in [0, 1] (shape "
+                             f"{p.shape}); apply sigmoid() first")
+        self.p, self.t, self.reduction = p, t.view(), reduction     # t: a constant
+        with np.errstate(divide="ignore"):          # log(0) = -inf is clamped just below
+            log_p = np.maximum(np.log(p), -100)
+            log_1p = np.maximum(np.log1p(-p), -100)
+        return _reduce_loss(-(t * log_p + (1 - t) * log_1p), reduction)
+
+    def backward(self, gz):
+        p, t = self.p, self.t
+        denominator = np.maximum(p * (1 - p), 1e-12)    # bounded: finite at p = 0 or 1
+        return (_loss_gradient(gz, self.reduction, p.size) * (p - t) / denominator, None)
+
+
+class DropoutMask(Op):
+    """z = x * mask / (1 - p)    dz/dx = mask / (1 - p)   (mask fixed in forward)"""
+    __slots__ = ("keep",)
+    name = "dropout"
+
+    def forward(self, x, keep):
+        self.keep = keep.astype(x.dtype, copy=False)      # a constant never changes the dtype
+        return x * self.keep
+
+    def backward(self, gz):
+        return (gz * self.keep,)
+
+
+class Dropout(DropoutMask):
+    """z = x * mask / (1 - p), the mask drawn here from the generator manual_seed sets: drawn
+    inside the op, a jit replay draws a new mask every step, as eager execution does."""
+    __slots__ = ()
+    name = "dropout"
+
+    def forward(self, x, p):
+        keep = get_rng().random(x.shape, dtype=np.float32) >= p
+        return super().forward(x, keep.astype(x.dtype) * x.dtype.type(1.0 / (1.0 - p)))
+
+
+# ---------------------------------------------------------------- results without a gradient
+# Ops like any other (observers see them; a jit replays them on new values), whose results are
+# never floating point, or have no inputs: they are never recorded in the graph.
+
+class Compare(Op):
+    """z = ufunc(a, b) for a comparison ufunc (less, equal, ...): a boolean result"""
+    __slots__ = ()
+    name = "compare"
+
+    def forward(self, a, b, ufunc):
+        return np.asarray(ufunc(a, b))
+
+
+class ArgMax(Op):
+    """z = the index of the largest element over `axis` (None: of the flattened array)"""
+    __slots__ = ()
+    name = "argmax"
+
+    def forward(self, x, axis):
+        return np.asarray(x.argmax(axis=axis))
+
+
+class RandomNormal(Op):
+    """z ~ N(0, 1) of `shape`, drawn from the generator manual_seed sets (or a fresh one from
+    `seed`): drawn inside an op, so that a jit replay draws anew, as eager execution does"""
+    __slots__ = ()
+    name = "randn"
+
+    def forward(self, shape, dtype, seed=None):
+        rng = np.random.default_rng(seed) if seed is not None else get_rng()
+        return rng.standard_normal(shape).astype(dtype)
+
+
+class RandomUniform(RandomNormal):
+    """z ~ U[0, 1) of `shape`, drawn as RandomNormal draws"""
+    __slots__ = ()
+    name = "rand"
+
+    def forward(self, shape, dtype, seed=None):
+        rng = np.random.default_rng(seed) if seed is not None else get_rng()
+        return rng.random(shape).astype(dtype)
+
+
+class RandomInteger(RandomNormal):
+    """z: integers drawn uniformly from [low, high) of `shape` (int64), as RandomNormal draws"""
+    __slots__ = ()
+    name = "randint"
+
+    def forward(self, low, high, shape, seed=None):
+        rng = np.random.default_rng(seed) if seed is not None else get_rng()
+        return rng.integers(low, high, size=shape, dtype=np.int64)
+
+
+__all__ = [name for name, value in list(globals().items())
+           if isinstance(value, type) and issubclass(value, Op)]

@@ -142,7 +142,7 @@ def test_a_nan_keeps_the_last_good_checkpoint_loadable(tmp_path, mnist_dir, monk
                      "--epochs", "3", "--quiet", "--out", str(out)])
     assert code == 1
     meta = nn.load_arrays(out / "checkpoint.npz")         # still epoch 1's, and loadable
-    assert '"epoch": 1' in str(meta["meta"])
+    assert '"epoch": 1' in str(meta[nn.META_KEY])
     assert np.isfinite(meta["model.layers.0.weight"]).all()
     assert not (out / "model.npz").exists()
 

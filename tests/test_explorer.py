@@ -117,9 +117,9 @@ def test_module_boxes_collapse_and_expand_and_the_mlp_steps_to_grad(browser, tmp
 
 
 def test_both_operands_of_a_square_are_counted_as_two_contributions():
-    from tinygrad_mnist.explorer import _page_data
+    from tinygrad_mnist.explorer import page_data
     a = Tensor(3.0, requires_grad=True)
-    data = _page_data(a * a, {"a": a}, "square")
+    data = page_data(a * a, {"a": a}, "square")
     first = data["events"][0]                          # mul passes 3 to a, twice
     assert [(t["k"], t["of"], t["grad"]["value"]) for t in first["to"]] == [(1, 2, 3.0), (2, 2, 3.0)]
     assert first["to"][1]["sum"]["value"] == 6.0

@@ -46,3 +46,15 @@ def test_readme_examples_run_as_written():
     for block in blocks:
         exec(compile(block, "README.md", "exec"), namespace)
     assert namespace["a"].grad == 7.0          # the micrograd example's answer
+
+
+def test_the_observer_example_sees_every_relu_and_its_gradients():
+    import sys
+    sys.path.insert(0, str(ROOT / "examples"))
+    import numpy as np
+    from activation_stats import main
+    stats = main(["--steps", "3"])
+    assert sorted(stats.dead) == [0, 1] and all(len(v) == 3 for v in stats.dead.values())
+    assert all(len(v) == 3 and all(np.isfinite(v)) and min(v) > 0
+               for v in stats.grad_norm.values())
+    assert all(0 <= f <= 1 for v in stats.dead.values() for f in v)

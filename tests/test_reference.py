@@ -7,7 +7,7 @@ import pytest
 
 from tinygrad_mnist import Tensor
 from tinygrad_mnist.mnist import cli
-from tinygrad_mnist.gradcheck import compare_manual
+from tinygrad_mnist.handcheck import compare_manual
 from tinygrad_mnist.op_cases import OP_CASES
 from tinygrad_mnist.mnist.reference import check_mlp_backprop, check_notebook
 

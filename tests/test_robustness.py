@@ -103,8 +103,8 @@ def _rewrite(path, change):
     (lambda a: a.update({"model.layers.0.weight": np.zeros((8, 784), np.int32)}), "int32"),
     (lambda a: a.update({"optim.0.exp_avg": np.zeros(5, np.float32)}), "shape"),
     (lambda a: a.update({"optim.9.exp_avg": np.zeros(5, np.float32)}), "unexpected"),
-    (lambda a: a.pop("meta"), "meta"),
-    (lambda a: a.update({"meta": np.array("{not json")}), "meta"),
+    (lambda a: a.pop(nn.META_KEY), "meta"),
+    (lambda a: a.update({nn.META_KEY: np.array("{not json")}), "meta"),
     (lambda a: a.update({"model.layers.0.bias": np.array([{"a": 1}], dtype=object)}), "pickle"),
 ])
 def test_bad_checkpoint_is_an_error_and_changes_nothing(checkpoint, change, message):

@@ -174,7 +174,7 @@ def test_a_full_disk_names_the_file_and_the_epoch_still_saved(tmp_path, mnist_di
                   "--resume"):
         assert words in line, line
     meta = nn.load_arrays(out / "checkpoint.npz")           # whole, and epoch 1's
-    assert '"epoch": 1' in str(meta["meta"])
+    assert '"epoch": 1' in str(meta[nn.META_KEY])
     assert not [n for n in os.listdir(out) if n.startswith(".tmp-")]
 
 
@@ -432,13 +432,19 @@ def test_an_edge_into_a_collapsed_module_ends_at_its_box_not_across_its_label():
 
 
 def test_report_wording_says_what_each_number_is():
-    from tinygrad_mnist.gradcheck import _factor
-    assert _factor(0.001000001) == "1/1000" and _factor(2.0) == "2"
-    assert _factor(0.37) == "0.37"
-    from tinygrad_mnist.mnist.ablation import _table
+    from tinygrad_mnist.handcheck import compare_manual
+    from tinygrad_mnist.mnist.ablation import results_table
+    params = {"w": np.array([1.0, -2.0, 0.5])}
+    for scale, words in ((0.001000001, "scaled by 1/1000"), (2.0, "scaled by 2:"),
+                         (0.37, "scaled by 0.37")):
+        report = compare_manual(lambda p: (p["w"] ** 2).sum(), params,
+                                {"w": scale * 2 * params["w"]})
+        assert words in report["w"].cause, report["w"].cause
+    assert "hand -2 vs autograd -4" in str(compare_manual(
+        lambda p: (p["w"] ** 2).sum(), params, {"w": 0.5 * 2 * params["w"]}))
     runs = [{"test_accuracy": 0.97, "val_curve": [0.97, 0.985], "seconds_per_epoch": 1.0,
              "best_epoch": 2, "seed": s} for s in range(2)]
     runs.append({"test_accuracy": 0.96, "val_curve": [0.96, 0.97], "seconds_per_epoch": 1.0,
                  "best_epoch": 2, "seed": 2})
-    row = _table({"sgd": runs}, 0.98)[-1]
+    row = results_table({"sgd": runs}, 0.98)[-1]
     assert "2 of 3 runs reached it" in row and "not reached" not in row

@@ -15,7 +15,7 @@ import json
 import numpy as np
 
 from .engine import Observer, grad, observe, sum_to_shape, topo_order
-from .viz import _owns_parameters, _parameter_names, draw_graph, write_file
+from .viz import draw_graph, owns_parameters, parameter_names, write_file
 
 MAX_VARIANTS_MODULES = 4     # up to this many module boxes, each expands and collapses alone
 
@@ -66,13 +66,13 @@ def _trace(tensor, nodes):
     return events
 
 
-def _page_data(tensor, names, title):
+def page_data(tensor, names, title):
     nodes = topo_order(tensor, constants=True)
     index = {id(n): i for i, n in enumerate(nodes)}
-    labels = _parameter_names(nodes, names)
+    labels = parameter_names(nodes, names)
     expanded = draw_graph(tensor, names=names)
     paths = expanded.module_paths
-    collapsible = [k for k, path in enumerate(paths) if _owns_parameters(path[-1])]
+    collapsible = [k for k, path in enumerate(paths) if owns_parameters(path[-1])]
 
     # one SVG per set of collapsed boxes: every subset for a few boxes, else none and all
     if len(collapsible) <= MAX_VARIANTS_MODULES:
@@ -140,7 +140,7 @@ def explore(tensor, path, names=None, title=None):
     if tensor.graph_freed:
         raise RuntimeError("explore: backward() already freed the graph behind this tensor; "
                            "explore before backward(), or call backward(retain_graph=True)")
-    data = _page_data(tensor, names, title or "tinygrad_mnist graph explorer")
+    data = page_data(tensor, names, title or "tinygrad_mnist graph explorer")
     page = _PAGE.replace("__TITLE__", html.escape(data["title"])).replace(
         "__DATA__", json.dumps(data).replace("</", "<\\/"))
     path = str(path) if str(path).lower().endswith(".html") else f"{path}.html"

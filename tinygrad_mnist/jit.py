@@ -32,9 +32,9 @@ import warnings
 import numpy as np
 
 from .callsite import user_site
-from .engine import Observer, Tensor, observe
-from .engine.graph import backward_plan, run_plan
-from .engine.mode import MODE
+from .engine import (Observer, Tensor, backward_plan, is_grad_enabled, observe, observers,
+                     run_plan)
+from .engine.graph import Holder
 
 CACHE_SIZE = 8          # recorded programs kept per jitted function (shapes seen lately)
 
@@ -66,10 +66,10 @@ class Jit:
         return self if instance is None else functools.partial(self, instance)
 
     def __call__(self, *args, **kwargs):
-        if MODE.observers:
+        if observers():
             # profiled, checked for anomalies, or inside an outer recording: eagerly, seen
             return self.fn(*args, **kwargs)
-        key = (MODE.grad_enabled, _signature(args, "argument"),
+        key = (is_grad_enabled(), _signature(args, "argument"),
                _signature(tuple(kwargs.items()), "keyword argument") if kwargs else ())
         programs = self.programs.get(key)
         if programs is None:
@@ -244,7 +244,7 @@ class _Recorder(Observer):
 
     def on_backward_start(self, outputs, grads, create_graph, capture):
         """One backward pass: the engine's plan of it, recorded before it runs (and frees the
-        graph); its seeds as the replay will find them."""
+        graph), with a Holder for each node's gradient; its seeds as the replay finds them."""
         if capture is not None or create_graph:
             self._refuse("uses grad() or create_graph=True, which is not recorded")
             return
@@ -254,20 +254,32 @@ class _Recorder(Observer):
             if not self._known(t):
                 self._refuse("runs backward from a graph built outside the step")
                 return
-        steps, size, root_keys = backward_plan(list(outputs), keep_nodes=False)
+        holders = {}
+
+        def holder(t):
+            h = holders.get(id(t))
+            if h is None:
+                if t.is_leaf:                   # a parameter stays itself; an argument, its place
+                    position = self.argument_tensors.get(id(t))
+                    h = t if position is None else Holder(t.shape, t.dtype, argument=position)
+                else:
+                    h = Holder(t.shape, t.dtype)
+                holders[id(t)] = h
+            return h
         plan = []
-        for op, key, inputs, node in steps:
-            if op is None:                      # a leaf: a tensor argument, or a parameter
-                position = self.argument_tensors.get(id(node))
-                node = node if position is None else position
-            elif id(op) not in self.recorded_ops:
+        for op, node, inputs in backward_plan(list(outputs)):
+            if op is None:
+                plan.append((None, holder(node), None))
+                continue
+            if id(op) not in self.recorded_ops:
                 self._refuse("runs backward into a graph built outside the step")
                 return
-            plan.append((op, key, inputs, node))
+            plan.append((op, holder(node), tuple(holder(t) if t.requires_grad else t
+                                                 for t in inputs)))
         seeds = [("value", g) if self.slot_of.get(id(g)) is None else self._ref(g)
                  for g in grads]
         self.alive.append(plan)
-        self.steps.append(("backward", plan, size, root_keys, seeds))
+        self.steps.append(("backward", plan, [holder(t) for t in outputs], seeds))
 
     def _known(self, t):
         return id(t.data) in self.slot_of
@@ -373,7 +385,7 @@ class Program:
             slots[out_slot] = function(*[r() for r in resolvers], **kwargs)
         return run
 
-    def _compile_backward(self, plan, size, root_keys, seeds):
+    def _compile_backward(self, plan, roots, seeds):
         """The engine's own backward loop over the recorded plan: the ops saved the new
         forward's arrays, and gradients accumulate into the parameters and the arguments."""
         program = self
@@ -382,7 +394,7 @@ class Program:
 
         def run():
             seeds_now = [r().copy() if c else r() for r, c in zip(resolvers, constant)]
-            run_plan(plan, size, root_keys, seeds_now, leaves=program.arguments)
+            run_plan(plan, roots, seeds_now, leaves=program.arguments, release=False)
         return run
 
     # outputs -------------------------------------------------------------------------

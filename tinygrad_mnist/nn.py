@@ -7,8 +7,7 @@ import numpy as np
 
 import threading
 
-from .engine import Observer, Tensor, get_rng, observe, ops, replayable
-from .engine.mode import MODE
+from .engine import Observer, Tensor, get_rng, observe, observers, ops, replayable
 from .files import atomic_write
 
 
@@ -49,7 +48,7 @@ class Module:
         self.__dict__.get("_registered", {}).pop(name, None)
 
     def __call__(self, *args, **kwargs):
-        for o in MODE.observers:
+        for o in observers():
             hook = getattr(o, "on_module_call", None)
             if hook is not None:
                 hook(self)

@@ -13,6 +13,7 @@ import contextlib
 import time
 
 from .engine import Observer, observe
+from .tables import text_table
 
 
 class Profile(Observer):
@@ -83,12 +84,14 @@ class Profile(Observer):
                         ("(outside the ops)", None, max(self.wall - engine, 0.0), 0.0)]
 
     def __str__(self):
-        lines = [f"{'op':<24}{'calls':>8}{'forward ms':>12}{'backward ms':>13}{'share':>8}"]
+        rows = []
         for name, calls, forward, backward in self.rows():
             share = (forward + backward) / self.wall if self.wall else 0.0
-            lines.append(f"{name:<24}{'' if calls is None else calls:>8}{forward * 1e3:>12.3f}"
-                         f"{backward * 1e3:>13.3f}{share:>8.1%}")
-        lines.append(f"{'total':<24}{'':>8}{self.wall * 1e3:>12.3f}{'':>13}{'100.0%':>8}")
+            rows.append([name, "" if calls is None else calls, f"{forward * 1e3:.3f}",
+                         f"{backward * 1e3:.3f}", f"{share:.1%}"])
+        rows.append(["total", "", f"{self.wall * 1e3:.3f}", "", "100.0%"])
+        lines = [text_table(["op", "calls", "forward ms", "backward ms", "share"], rows,
+                            right=(1, 2, 3, 4))]
         if self.steps:
             lines.append(f"{self.steps} step{'s' if self.steps != 1 else ''}: "
                          f"{self.wall / self.steps * 1e3:.3f} ms a step, of "

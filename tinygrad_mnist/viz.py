@@ -94,7 +94,7 @@ def _escape(text):
     return text
 
 
-def _owns_parameters(module):
+def owns_parameters(module):
     return bool(module._own_parameters())
 
 
@@ -104,7 +104,7 @@ def _cluster_path(node):
     modules = getattr(node.op, "modules", None) if node.op is not None else None
     if not modules:
         return ()
-    path = [modules[0]] + [m for m in modules[1:] if _owns_parameters(m)]
+    path = [modules[0]] + [m for m in modules[1:] if owns_parameters(m)]
     return tuple(path)
 
 
@@ -134,7 +134,7 @@ def _tensor_label(t, name):
     return f"{{{head}{t.shape} {t.dtype} | {_summary(t.data)}{grad}}}"
 
 
-def _parameter_names(nodes, names):
+def parameter_names(nodes, names):
     """Names for parameters, from the outermost module calls seen in the graph; the given
     names; and for a constant that is a view of a named tensor (X.T of an input X, which is
     not recorded because X needs no gradient), that name."""
@@ -184,13 +184,13 @@ def draw_graph(tensor, path=None, format="svg", collapse_modules=False, names=No
                            f"backward(retain_graph=True) to draw it with its gradients")
     nodes = topo_order(tensor, constants=True)
     index = {id(n): i for i, n in enumerate(nodes)}
-    labels = _parameter_names(nodes, names)
+    labels = parameter_names(nodes, names)
     chosen = collapse_modules if not isinstance(collapse_modules, bool) else ()
     folded = {id(n) for n in nodes if n.op is None and not n.requires_grad and n.ndim == 0
               and n is not tensor and id(n) not in labels}
 
     def collapsed_here(module):
-        return _owns_parameters(module) and (collapse_modules is True or
+        return owns_parameters(module) and (collapse_modules is True or
                                              any(module is m for m in chosen))
     first_user = {}
     for n in nodes:

@@ -67,33 +67,50 @@ def _protocol_error(op, input_grads, inputs):
                      f"({len(inputs)}), got {got}")
 
 
-def backward_plan(roots, keep_nodes=True):
-    """The backward pass behind `roots` as a list of steps, in reverse topological order (each
-    node after every node that consumes it): (op, key, inputs, node) for a node made by an op,
-    inputs being [(key of the input, its shape)] (key None: no gradient), and (None, key, None,
-    leaf) for a leaf. Keys number the nodes; `root_keys` gives each root's (a root given twice
-    has one). Without keep_nodes, the steps of nodes made by ops hold no tensor (a jit keeps
-    only the ops). Returns (steps, number of keys, root_keys). A graph that an earlier
-    backward freed is an error."""
-    order = topo_order(roots)
-    keys = {}
-    root_keys = [keys.setdefault(id(root), len(keys)) for root in roots]
-    for node in order:
-        keys.setdefault(id(node), len(keys))
-    steps = []
-    for node in reversed(order):
+class Holder:
+    """Where a jit's replay of a backward pass gathers one node's gradient: what the node's
+    tensor is to an eager backward (`_pending`, its shape through `_data`). With `argument`,
+    a leaf standing for the replay's argument at that position."""
+    __slots__ = ("_pending", "_data", "_ctx", "requires_grad", "argument")
+
+    def __init__(self, shape, dtype, argument=None):
+        self._pending, self.requires_grad, self.argument = None, True, argument
+        self._ctx = None if argument is not None else False     # a leaf, or made by an op
+        self._data = np.broadcast_to(np.zeros((), dtype), shape)     # the shape, no memory
+
+
+def backward_plan(roots):
+    """The backward pass behind `roots`: steps in reverse topological order (each node after
+    every node that consumes it). A step is (op, node, inputs) for a node made by an op, and
+    (None, leaf, None) for a leaf. One depth-first pass, as topo_order's; a graph that an
+    earlier backward freed is an error. A node's gradient gathers in its `_pending` slot
+    while the pass runs (a leaf's, shared between graphs, in a dict of the pass)."""
+    steps, seen = [], set()
+    stack = [(root, False) for root in reversed(roots)]
+    while stack:
+        node, inputs_done = stack.pop()
         op = node._ctx
-        if op is RELEASED:
-            raise RuntimeError("backward: the graph behind this tensor was already freed by "
-                               "an earlier backward(); pass retain_graph=True to the first "
-                               "call to run backward twice")
-        if op is None:
-            steps.append((None, keys[id(node)], None, node))
+        if inputs_done:
+            if op is None:
+                steps.append((None, node, None))
+            else:
+                node._pending = None
+                steps.append((op, node, op.inputs))
             continue
-        inputs = [(keys[id(t)], t._data.shape) if t.requires_grad else (None, None)
-                  for t in op.inputs]
-        steps.append((op, keys[id(node)], inputs, node if keep_nodes else None))
-    return steps, len(keys), root_keys
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        stack.append((node, True))
+        if op is not None:
+            if op is RELEASED:
+                raise RuntimeError("backward: the graph behind this tensor was already freed "
+                                   "by an earlier backward(); pass retain_graph=True to the "
+                                   "first call to run backward twice")
+            for parent in reversed(op.inputs):
+                if parent.requires_grad and id(parent) not in seen:
+                    stack.append((parent, False))
+    steps.reverse()
+    return steps
 
 
 def run_backward(roots, seeds, retain_graph, create_graph=False, capture=None):
@@ -114,9 +131,8 @@ def run_backward(roots, seeds, retain_graph, create_graph=False, capture=None):
     recording = MODE.grad_enabled
     MODE.grad_enabled = create_graph       # record the backward only when asked to
     try:
-        steps, size, root_keys = backward_plan(roots)
-        return run_plan(steps, size, root_keys, seeds, retain_graph, create_graph, capture,
-                        observers)
+        return run_plan(backward_plan(roots), roots, seeds, retain_graph, create_graph,
+                        capture, observers)
     finally:
         MODE.grad_enabled = recording
         if collecting:
@@ -125,43 +141,63 @@ def run_backward(roots, seeds, retain_graph, create_graph=False, capture=None):
             tell(observers, "on_backward_end")
 
 
-def run_plan(steps, size, root_keys, seeds, retain_graph=False, create_graph=False,
-             capture=None, observers=(), leaves=None):
-    """Run a backward plan (backward_plan's) from seeds[i] at root_keys[i]: the one backward
-    loop, for backward(), grad() and a jit's replays. A leaf step whose tensor is an int takes
-    leaves[int] (a replay's argument)."""
-    grads = [None] * size
-    for k, seed in zip(root_keys, seeds):
-        grads[k] = seed if grads[k] is None else grads[k] + seed
+def run_plan(steps, roots, seeds, retain_graph=False, create_graph=False, capture=None,
+             observers=(), leaves=None, release=True):
+    """Run a backward plan (backward_plan's steps) from seeds[i] at roots[i]: the one backward
+    loop, for backward(), grad() and a jit's replays. For a replay, nodes are Holders, a leaf
+    Holder with an argument position stands for leaves[position] (an argument of the call),
+    and release=False keeps the ops."""
+    at_leaves = {}                    # id(leaf) -> its gradient so far
+    try:
+        for root, seed in zip(roots, seeds):
+            if root._ctx is None:
+                previous = at_leaves.get(id(root))
+                at_leaves[id(root)] = seed if previous is None else previous + seed
+            else:
+                root._pending = seed if root._pending is None else root._pending + seed
+        return _run(steps, retain_graph, create_graph, capture, observers, leaves, release,
+                    at_leaves)
+    except BaseException:
+        for op, node, _ in steps:       # nothing half-gathered stays behind for the next pass
+            if op is not None:
+                node._pending = None
+        raise
+
+
+def _run(steps, retain_graph, create_graph, capture, observers, leaves, release, at_leaves):
     captured = {}
     owned = set()            # arrays already stored as some leaf's .grad in this pass
-    for op, key, inputs, node in steps:
-        g = grads[key]
-        grads[key] = None
-        if g is not None and type(g) is not np.ndarray and not create_graph:
-            g = np.asarray(g)        # 0-d arrays added together give a NumPy scalar
-        if op is None:
-            leaf = leaves[node] if type(node) is int else node
+    ndarray = np.ndarray
+    for op, node, inputs in steps:
+        if op is None:                                    # a leaf: its gradient is complete
+            g = at_leaves.pop(id(node), None)
             if g is None:
                 continue
-            if capture is not None:
-                if id(leaf) in capture:
-                    captured[id(leaf)] = g
-            else:
+            leaf = leaves[node.argument] if type(node) is Holder else node
+            if type(g) is not ndarray and not create_graph:
+                g = np.asarray(g)
+            if capture is None:
                 leaf._accumulate(g, owned)
+            elif id(leaf) in capture:
+                captured[id(leaf)] = g
             if observers:
                 tell(observers, "on_gradient", leaf, g)
             continue
-        if node is not None:
-            if capture is not None:
-                if id(node) in capture and g is not None:
-                    captured[id(node)] = g
-            elif retain_graph:
-                node._accumulate(g, None)    # every node keeps its .grad: a copy
-            if not retain_graph:
-                node._ctx = RELEASED         # the op, and what it saved, can go
+        g = node._pending
         if g is None:
-            continue                          # nothing reached this node
+            if release and not retain_graph:
+                node._ctx = RELEASED          # nothing reached it; its op can go all the same
+            continue
+        node._pending = None
+        if type(g) is not ndarray and not create_graph:
+            g = np.asarray(g)        # 0-d arrays added together give a NumPy scalar
+        if capture is not None:
+            if id(node) in capture:
+                captured[id(node)] = g
+        elif retain_graph:
+            node._accumulate(g, None)        # every node keeps its .grad: a copy
+        if release and not retain_graph:
+            node._ctx = RELEASED             # the op, and what it saved, can go
         if observers:
             tell(observers, "before_backward", op, g)
         input_grads = backward_on_tensors(op, node, g) if create_graph else op.backward(g)
@@ -169,18 +205,23 @@ def run_plan(steps, size, root_keys, seeds, retain_graph=False, create_graph=Fal
             raise _protocol_error(op, input_grads, inputs)
         if observers:
             tell(observers, "on_backward", op, g, input_grads)
-        for (k, shape), pg in zip(inputs, input_grads):
-            if pg is None or k is None:
+        for parent, pg in zip(inputs, input_grads):
+            if pg is None or not parent.requires_grad:
                 continue
             if create_graph:
                 if not hasattr(pg, "_ctx"):                   # a constant: wrap it
                     pg = type(g)._wrap(np.asarray(pg))
-            elif type(pg) is not np.ndarray:
+            elif type(pg) is not ndarray:
                 pg = np.asarray(pg)
+            shape = parent._data.shape
             if pg.shape != shape:
                 pg = sum_to_shape(pg, shape, op.name)
-            previous = grads[k]
-            grads[k] = pg if previous is None else previous + pg
+            if parent._ctx is None:
+                previous = at_leaves.get(id(parent))
+                at_leaves[id(parent)] = pg if previous is None else previous + pg
+            else:
+                previous = parent._pending
+                parent._pending = pg if previous is None else previous + pg
     return captured
 
 
@@ -230,6 +271,8 @@ def keep_output(op, scalar, array):
     """NumPy returns a scalar, not a 0-d array, for some 0-d results (np.exp of a 0-d array).
     The output tensor holds `array`; whatever the op saved of `scalar` becomes `array` too, so
     that the saved output stands for the output tensor under create_graph."""
+    if not _slot_names(type(op)) and not hasattr(op, "__dict__"):
+        return                                 # an op that saves nothing (add, sub, neg)
     for name in saved_names(op):
         if getattr(op, name, None) is scalar:
             setattr(op, name, array)

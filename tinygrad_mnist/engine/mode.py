@@ -116,6 +116,11 @@ def observe(*observers):
         MODE.observers = previous
 
 
+def observers():
+    """The observers attached in this thread now (a tuple; empty: nobody is listening)."""
+    return MODE.observers
+
+
 def tell(observers, method, *args):
     """Call `method` of every observer. Meanwhile none is attached: what an observer does with
     what it is handed (reading a tensor, computing with it) is its own, never an event."""

@@ -58,10 +58,12 @@ def record(op_class, inputs, options):
     out = Tensor.__new__(Tensor)
     out._data = data
     out._grad = None
-    if MODE.grad_enabled and inputs and data.dtype.kind == "f" and (
-            inputs[0].requires_grad or True in [t.requires_grad for t in inputs[1:]]):
-        op.inputs, op.options = inputs, options
-        op.needs_input_grad = tuple([t.requires_grad for t in inputs])
+    if len(inputs) == 2:
+        needs = (inputs[0].requires_grad, inputs[1].requires_grad)
+    else:
+        needs = tuple([t.requires_grad for t in inputs])
+    if True in needs and MODE.grad_enabled and data.dtype.kind == "f":
+        op.inputs, op.options, op.needs_input_grad = inputs, options, needs
         out.requires_grad, out._ctx = True, op
     else:
         out.requires_grad, out._ctx = False, None
@@ -100,7 +102,7 @@ class Tensor:
     boolean data stay as they are and cannot require grad. Tensor.from_numpy(array) shares the
     array instead, like torch.from_numpy.
     """
-    __slots__ = ("_data", "_grad", "requires_grad", "_ctx", "__weakref__")
+    __slots__ = ("_data", "_grad", "requires_grad", "_ctx", "_pending", "__weakref__")
 
     def __init__(self, data, requires_grad=False, dtype=None):
         if isinstance(data, Tensor):

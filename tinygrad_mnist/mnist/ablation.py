@@ -17,6 +17,7 @@ import numpy as np
 
 from . import data, report
 from ..files import atomic_write
+from ..tables import markdown_table
 from ..engine import manual_seed
 from .train import (Config, TrainingData, accuracy, make_model, make_optimizer, train_epoch)
 
@@ -191,19 +192,19 @@ def _pct(x):
     return f"{x * 100:.2f}"
 
 
-def _table(group, target):
-    lines = ["| configuration | test accuracy % (mean ± std) | seconds / epoch | "
-             f"epochs to {target * 100:.0f}% val | best val epoch (per seed) |",
-             "| --- | --- | --- | --- | --- |"]
+def results_table(group, target):
+    rows = []
     for label, runs in group.items():
         s = summarize(runs, target)
         reach = (f"{s['epochs_to_target']:.1f}" if s["epochs_to_target"] is not None
                  else f"{s['reached']} of {s['runs']} runs reached it" if s["reached"]
                  else "no run reached it")
-        lines.append(f"| {label} | {_pct(s['test_mean'])} ± {_pct(s['test_std'])} | "
-                     f"{s['seconds_per_epoch']:.2f} | {reach} | "
-                     f"{', '.join(str(r['best_epoch']) for r in runs)} |")
-    return lines
+        rows.append([label, f"{_pct(s['test_mean'])} ± {_pct(s['test_std'])}",
+                     f"{s['seconds_per_epoch']:.2f}", reach,
+                     ", ".join(str(r["best_epoch"]) for r in runs)])
+    return markdown_table(["configuration", "test accuracy % (mean ± std)", "seconds / epoch",
+                           f"epochs to {target * 100:.0f}% val", "best val epoch (per seed)"],
+                          rows)
 
 
 def _reading(name, result, target):
@@ -249,19 +250,20 @@ def write_report(results, plan, mode, seconds, out_dir):
              ""]
     for name, result in results.items():
         target = TARGETS[name]
-        lines += [f"## {name}", "", "Learning-rate sweep (best validation accuracy %):", "",
-                  "| optimizer | tried | chosen |", "| --- | --- | --- |"]
+        rows = []
         for opt, sweep in result["sweep"].items():
             tried = ", ".join(f"{lr}: {_pct(v)}" for lr, v in sweep["tried"].items())
             rates = [float(lr) for lr in sweep["tried"]]
             edge = " (edge of the range tried)" if sweep["chosen"] in (min(rates), max(
                 rates)) and len(rates) > 2 else ""
-            lines.append(f"| {opt} | {tried} | {sweep['chosen']}{edge} |")
+            rows.append([opt, tried, f"{sweep['chosen']}{edge}"])
+        lines += [f"## {name}", "", "Learning-rate sweep (best validation accuracy %):", ""]
+        lines += markdown_table(["optimizer", "tried", "chosen"], rows)
         for title, key in (("Optimizers (784-256-10 ReLU)", "optimizers"),
                            ("Regularization (784-512-256-10 ReLU, SGD momentum)",
                             "regularization"),
                            ("Architectures (SGD momentum)", "architectures")):
-            lines += ["", f"### {title}", ""] + _table(result[key], target)
+            lines += ["", f"### {title}", ""] + results_table(result[key], target)
         lines += ["", f"![validation accuracy per optimizer](curves_{name}.png)", "",
                   "Reading:", ""] + _reading(name, result, target) + [""]
         curves = {opt: np.mean([r["val_curve"] for r in runs], axis=0)

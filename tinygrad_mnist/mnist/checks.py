@@ -9,6 +9,7 @@ from .. import nn
 from . import reference
 from ..gradcheck import numerical_grad
 from ..op_cases import OP_CASES
+from ..tables import text_table
 from ..engine import Tensor, get_rng
 
 
@@ -33,9 +34,7 @@ def op_errors(seed=0):
 
 
 def format_table(header, rows):
-    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(r, widths))
-                     for r in [header, ["-" * w for w in widths], *rows])
+    return text_table(header, rows, rule=True)
 
 
 def gradcheck_report(tolerance=1e-6):

@@ -192,15 +192,16 @@ def _cmd_train(args):
 
 def _load_model(path):
     from .. import nn
+    from .train import layer_sizes
     arrays = nn.load_arrays(path)
-    if "meta" in arrays and any(k.startswith("model.") for k in arrays):
+    if any(k.startswith("model.") for k in arrays):
         raise ValueError(f"{path} is a training checkpoint, not a model: pass the model.npz "
                          f"that `tinygrad-mnist train` writes beside it when it finishes")
     meta = nn.load_meta(path)
     if not meta or "hidden" not in meta:
         raise ValueError(f"{path}: no architecture stored beside the weights; use a model.npz "
                          f"written by `tinygrad-mnist train`")
-    model = nn.MLP([784, *meta["hidden"], 10], activation=meta.get("activation", "relu"))
+    model = nn.MLP(layer_sizes(meta["hidden"]), activation=meta.get("activation", "relu"))
     nn.load(model, path)
     bad = [name for name, p in model.named_parameters() if not np.isfinite(p.data).all()]
     if bad:

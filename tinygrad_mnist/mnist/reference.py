@@ -4,13 +4,13 @@ notebooks' own code (notebook_code/, copied as written, bugs included), checked 
 Every notebook entry gives: parameters in the notebook's own layout; the loss, computed by the
 notebook's own forward code running on Tensors (NumPy's functions record the graph), so autograd
 differentiates the notebook itself; and the notebook's own backward code, on arrays.
-`check_notebook(name)` runs gradcheck.compare_manual on them.
+`check_notebook(name)` runs handcheck.compare_manual on them.
 """
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..gradcheck import compare_manual
+from ..handcheck import compare_manual
 from ..engine import Tensor
 from .notebook_code import nb000, nb001, nb002, nb003, nb004
 

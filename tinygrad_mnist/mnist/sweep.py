@@ -14,6 +14,7 @@ import statistics
 import time
 
 from ..files import atomic_write
+from ..tables import markdown_table
 from .train import Config
 
 # the options a sweep varies, in the order the table shows them
@@ -99,22 +100,20 @@ def write_results(results, out, executor, wall):
     lines = ["# Sweep results", "",
              f"{len(results)} trials, executor `{executor}`, {wall:.1f} s of wall time "
              f"(training alone: {sum(r['train_seconds'] for r in results):.1f} s). "
-             f"Fixed: {', '.join(f'{n} {_show(v)}' for n, v in fixed.items()) or 'nothing'}.", "",
-             "| trial | " + " | ".join(varying) + " | test accuracy % | train seconds | epochs |",
-             "| --- | " + " | ".join("---" for _ in varying) + " | --- | --- | --- |"]
-    for r in results:
-        mark = " (best)" if r is best else ""
-        lines.append(f"| {r['key']} | " + " | ".join(_show(r["options"][n]) for n in varying)
-                     + f" | {r['test_accuracy'] * 100:.2f}{mark} | {r['train_seconds']:.2f} | "
-                       f"{r['epochs']} |")
+             f"Fixed: {', '.join(f'{n} {_show(v)}' for n, v in fixed.items()) or 'nothing'}.", ""]
+    lines += markdown_table(
+        ["trial", *varying, "test accuracy %", "train seconds", "epochs"],
+        [[r["key"], *[_show(r["options"][n]) for n in varying],
+          f"{r['test_accuracy'] * 100:.2f}{' (best)' if r is best else ''}",
+          f"{r['train_seconds']:.2f}", r["epochs"]] for r in results])
     if "seed" in varying and len(varying) > 1:
-        lines += ["", "Mean over seeds:", "", "| " + " | ".join(n for n in varying if n != "seed")
-                  + " | test accuracy % (mean ± std) |",
-                  "| " + " | ".join("---" for n in varying if n != "seed") + " | --- |"]
+        rows = []
         for label, group in _by_setting(results, varying).items():
             accs = [r["test_accuracy"] * 100 for r in group]
             std = statistics.stdev(accs) if len(accs) > 1 else 0.0
-            lines.append(f"| {' | '.join(label)} | {statistics.mean(accs):.2f} ± {std:.2f} |")
+            rows.append([*label, f"{statistics.mean(accs):.2f} ± {std:.2f}"])
+        lines += ["", "Mean over seeds:", ""] + markdown_table(
+            [*(n for n in varying if n != "seed"), "test accuracy % (mean ± std)"], rows)
     lines += ["", "![test accuracy per trial](sweep.png)", ""]
     with atomic_write(os.path.join(out, "results.md"), "w") as f:
         f.write("\n".join(lines))

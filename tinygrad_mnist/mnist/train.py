@@ -70,8 +70,13 @@ class Interrupted(TrainingError):
     exit_code = 130
 
 
+def layer_sizes(hidden):
+    """The MLP's sizes: 784 pixels in, the hidden layers, 10 classes out (the one place)."""
+    return [784, *hidden, 10]
+
+
 def make_model(config):
-    return nn.MLP([784, *config.hidden, 10], activation=config.activation,
+    return nn.MLP(layer_sizes(config.hidden), activation=config.activation,
                   dropout=config.dropout)
 
 
@@ -84,7 +89,7 @@ def memory_needed(config, train_size):
     """(model bytes, batch bytes, data bytes) a run needs, roughly, in float32: parameters with
     their gradients and optimizer state; a batch's activations and their gradients (a few
     arrays per layer); the standardized training and test images."""
-    sizes = [784, *config.hidden, 10]
+    sizes = layer_sizes(config.hidden)
     params = sum(n_in * n_out + n_out for n_in, n_out in zip(sizes, sizes[1:]))
     model = 4 * params * _STATE_BUFFERS.get(config.optimizer, 5)
     batch = 4 * config.batch_size * sum(sizes[1:]) * 6
@@ -201,7 +206,7 @@ def _checkpoint_path(out):
 def save_checkpoint(out, model, optimizer, config, epoch, history, elapsed):
     arrays = {f"model.{k}": v for k, v in model.state_dict().items()}
     arrays.update({f"optim.{k}": v for k, v in optimizer.state_dict().items()})
-    arrays["meta"] = np.array(json.dumps({"epoch": epoch, "history": history,
+    arrays[nn.META_KEY] = np.array(json.dumps({"epoch": epoch, "history": history,
                                           "elapsed": elapsed, "config": config.fingerprint(),
                                           "data_dir": _absolute(config.data_dir)}))
     nn.save_arrays(arrays, _checkpoint_path(out))
@@ -216,7 +221,7 @@ def stored_data_dir(path):
     still exists: --resume and eval read the same files again without --data-dir."""
     try:
         with np.load(path, allow_pickle=False) as archive:
-            key = "meta" if "meta" in archive.files else nn.META_KEY
+            key = nn.META_KEY if nn.META_KEY in archive.files else "meta"   # "meta": older
             directory = json.loads(str(archive[key])).get("data_dir")
     except (OSError, KeyError, ValueError, AttributeError):
         return None
@@ -229,7 +234,7 @@ def load_checkpoint(out, model, optimizer, config):
     path = _checkpoint_path(out)
     arrays = nn.load_arrays(path)
     try:
-        meta = json.loads(str(arrays.pop("meta")))
+        meta = json.loads(str(arrays.pop(nn.META_KEY if nn.META_KEY in arrays else "meta")))
         epoch, history, elapsed, saved = (meta["epoch"], meta["history"], meta["elapsed"],
                                           meta["config"])
     except (KeyError, ValueError, TypeError) as error:
@@ -474,7 +479,7 @@ def _finish(config, info, model, x_test, test_images, test_labels, history, elap
     nn.save(model, os.path.join(out, "model.npz"),
             meta={"dataset": config.dataset, "hidden": config.hidden,
                   "activation": config.activation, "data_dir": _absolute(config.data_dir)})
-    network = "-".join(map(str, [784, *config.hidden, 10]))
+    network = "-".join(map(str, layer_sizes(config.hidden)))
     report.curves(history, os.path.join(out, "curves.png"),
                   title=f"{report.DATASET_TITLES.get(info.name, info.name)}, MLP {network} ({config.activation}, {config.optimizer}): "
                         f"test accuracy {accuracy * 100:.2f}% after {len(history)} "

@@ -86,7 +86,7 @@ class Optimizer:
         update, i = self._update, 0
         for group in self.param_groups:
             for p in group["params"]:
-                if p._grad is not None:
+                if p.grad is not None:
                     work = self._work[i]
                     if work is None or work.shape != p.data.shape or work.dtype != p.data.dtype:
                         work = self._work[i] = np.empty_like(p.data)
@@ -129,7 +129,7 @@ class Optimizer:
     def _grad_with_decay(p, group):
         """L2 regularization as PyTorch adds it: g = grad + weight_decay * p."""
         decay = group["weight_decay"]
-        return p._grad + decay * p.data if decay else p._grad
+        return p.grad + decay * p.data if decay else p.grad
 
     def state_dict(self):
         """The optimizer state as flat named arrays ('steps', '3.exp_avg', 'group.0.lr', ...),
@@ -304,7 +304,7 @@ class AdamW(Adam):
     def _decay(self, p, group):
         if group["weight_decay"]:
             p.data *= 1 - group["lr"] * group["weight_decay"]
-        return p._grad
+        return p.grad
 
 
 from . import lr_scheduler  # noqa: E402  (optim.lr_scheduler, as in PyTorch)

@@ -1,5 +1,6 @@
 """The training step of this tree against an earlier revision's, side by side: separate
-processes, alternating, several rounds; medians per network and their ratio.
+processes, alternating, several rounds; medians per network and their ratio, eager and (where
+the revision has it) jitted.
 
     python -m benchmarks.compare REV [--rounds 5]
 
@@ -15,12 +16,16 @@ import tempfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-# one measurement: median microseconds per training step (forward, backward, SGD momentum)
+# one measurement: median microseconds per training step (forward, backward, SGD momentum),
+# eager or jitted (argv[4]); "nan" where the revision has no jit
 STEP = r"""
 import statistics, sys, time
 import numpy as np
+import tinygrad_mnist
 from tinygrad_mnist import Tensor, manual_seed, nn, optim
-sizes, batch, steps = eval(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+sizes, batch, steps, mode = eval(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+if mode == "jit" and not hasattr(tinygrad_mnist, "jit"):
+    print("nan"); sys.exit()
 manual_seed(0)
 model = nn.MLP(sizes)
 opt = optim.SGD(model.parameters(), 0.01, momentum=0.9)
@@ -28,13 +33,20 @@ rng = np.random.default_rng(0)
 x_all = rng.standard_normal((steps * batch, sizes[0])).astype(np.float32)
 y_all = rng.integers(0, sizes[-1], steps * batch)
 wrap = getattr(Tensor, "from_numpy", Tensor)       # older revisions: Tensor shared float32
+
+def step(x, y):
+    opt.zero_grad()
+    loss = nn.cross_entropy(model(wrap(x)), y)
+    loss.backward()
+    opt.step()
+    return loss
+if mode == "jit":
+    step = tinygrad_mnist.jit(step)
 times = []
 for i in range(steps):
     x, y = x_all[i * batch:(i + 1) * batch], y_all[i * batch:(i + 1) * batch]
     start = time.perf_counter()
-    opt.zero_grad()
-    nn.cross_entropy(model(wrap(x)), y).backward()
-    opt.step()
+    step(x, y)
     times.append(time.perf_counter() - start)
 print(statistics.median(times[steps // 10:]) * 1e6)
 """
@@ -43,15 +55,15 @@ NETWORKS = [([4, 4, 3], 8, 4000), ([784, 128, 10], 32, 1000), ([784, 128, 10], 1
             ([784, 512, 256, 10], 128, 200)]
 
 
-def step_time(path, sizes, batch, steps):
+def step_time(path, sizes, batch, steps, mode):
     env = dict(os.environ, PYTHONPATH=path)
-    out = subprocess.run([sys.executable, "-c", STEP, repr(sizes), str(batch), str(steps)],
+    out = subprocess.run([sys.executable, "-c", STEP, repr(sizes), str(batch), str(steps), mode],
                          env=env, capture_output=True, text=True, check=True, cwd=path)
     return float(out.stdout)
 
 
 def compare(revision, rounds=5):
-    """{(network, batch): (earlier medians, current medians)} in microseconds."""
+    """{(network, batch, mode): (earlier medians, current medians)} in microseconds."""
     with tempfile.TemporaryDirectory() as tmp:
         earlier = os.path.join(tmp, "earlier")
         subprocess.run(["git", "worktree", "add", "--detach", earlier, revision], cwd=ROOT,
@@ -59,11 +71,12 @@ def compare(revision, rounds=5):
         try:
             results = {}
             for sizes, batch, steps in NETWORKS:
-                pair = ([], [])
-                for _ in range(rounds):                     # alternate: noise hits both
-                    pair[0].append(step_time(earlier, sizes, batch, steps))
-                    pair[1].append(step_time(ROOT, sizes, batch, steps))
-                results[("-".join(map(str, sizes)), batch)] = pair
+                for mode in ("eager", "jit"):
+                    pair = ([], [])
+                    for _ in range(rounds):                 # alternate: noise hits both
+                        pair[0].append(step_time(earlier, sizes, batch, steps, mode))
+                        pair[1].append(step_time(ROOT, sizes, batch, steps, mode))
+                    results[("-".join(map(str, sizes)), batch, mode)] = pair
             return results
         finally:
             subprocess.run(["git", "worktree", "remove", "--force", earlier], cwd=ROOT,
@@ -76,11 +89,13 @@ def main(argv=None):
     parser.add_argument("revision", help="the earlier git revision (a commit, tag or branch)")
     parser.add_argument("--rounds", type=int, default=5, help="alternating runs per side")
     args = parser.parse_args(argv)
-    print(f"| network | batch | {args.revision} (µs) | this tree (µs) | ratio |")
-    print("| --- | --- | --- | --- | --- |")
-    for (network, batch), (before, after) in compare(args.revision, args.rounds).items():
+    print(f"| network | batch | step | {args.revision} (µs) | this tree (µs) | ratio |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for (network, batch, mode), (before, after) in compare(args.revision,
+                                                           args.rounds).items():
         b, a = statistics.median(before), statistics.median(after)
-        print(f"| {network} | {batch} | {b:.1f} | {a:.1f} | {a / b:.3f}x |", flush=True)
+        print(f"| {network} | {batch} | {mode} | {b:.1f} | {a:.1f} | {a / b:.3f}x |",
+              flush=True)
 
 
 if __name__ == "__main__":

@@ -299,6 +299,9 @@ class Program:
         self.argument_slots = recorder.argument_slots
         self.guards = list(recorder.guards.values())
         self.captured = list(recorder.captured.values())
+        self.ops = [step[1] for step in recorder.steps if step[0] == "op"]
+        for op in self.ops:
+            op.buffers = {}            # results written into arrays allocated once
         self.steps = [self._compile(step) for step in recorder.steps]
         self.output = self._template(result, recorder.slot_of)
         self.arguments = None
@@ -391,11 +394,22 @@ class Program:
         program = self
         resolvers = [self._resolver(ref) for ref in seeds]
         constant = [ref[0] == "value" for ref in seeds]
+        parameters = [node for op, node, _ in plan if op is None and type(node) is not Holder]
 
         def run():
+            # a parameter whose .grad is still a buffer (not zeroed since the last replay)
+            # keeps its sum: a copy, before this replay writes the buffer again
+            buffers = program.buffer_ids()
+            for p in parameters:
+                g = p.grad
+                if g is not None and id(g) in buffers:
+                    p.grad = g.copy()
             seeds_now = [r().copy() if c else r() for r, c in zip(resolvers, constant)]
             run_plan(plan, roots, seeds_now, leaves=program.arguments, release=False)
         return run
+
+    def buffer_ids(self):
+        return {id(a) for op in self.ops for a in op.buffers.values()}
 
     # outputs -------------------------------------------------------------------------
 

@@ -7,6 +7,7 @@ calls each attached observer's methods where things happen; a method not overrid
 nothing. With no observer attached the engine tests one attribute per op.
 """
 import contextlib
+import functools
 import threading
 
 import numpy as np
@@ -102,18 +103,56 @@ class Observer:
         pass
 
 
-@contextlib.contextmanager
-def observe(*observers):
-    """Attach observers in the current thread for the block; yields the first."""
-    for o in observers:
-        if not isinstance(o, Observer):
-            raise TypeError(f"observe: expected Observer instances, got {type(o).__name__}")
-    previous = MODE.observers
-    MODE.observers = previous + observers
-    try:
-        yield observers[0] if observers else None
-    finally:
-        MODE.observers = previous
+_HOOKS = [name for name in vars(Observer) if name.startswith(("on_", "before_"))]
+
+
+class _Attached(tuple):
+    """The observers attached now, and for each hook the bound methods that override it: an
+    event nobody listens to costs a dictionary lookup."""
+
+    def __new__(cls, observers):
+        self = super().__new__(cls, observers)
+        hooks = self.hooks = {}
+        for o in observers:
+            for name in _overridden(type(o)):
+                hooks[name] = hooks.get(name, ()) + (getattr(o, name),)
+        return self
+
+
+@functools.lru_cache(maxsize=None)
+def _overridden(cls):
+    """The hooks an observer class defines itself (the rest do nothing)."""
+    return tuple(name for name in _HOOKS if getattr(cls, name) is not getattr(Observer, name))
+
+
+_LAST = [None, None]      # the last observer attached alone, and its _Attached
+
+
+class observe:
+    """`with observe(obs):` attaches observers in the current thread for the block (yielding
+    the first)."""
+    __slots__ = ("observers", "previous")
+
+    def __init__(self, *observers):
+        for o in observers:
+            if not isinstance(o, Observer):
+                raise TypeError(f"observe: expected Observer instances, got "
+                                f"{type(o).__name__}")
+        self.observers = observers
+
+    def __enter__(self):
+        self.previous = previous = MODE.observers
+        if not previous and len(self.observers) == 1 and _LAST[0] is self.observers[0]:
+            MODE.observers = _LAST[1]                   # the same one again (a module call)
+        else:
+            MODE.observers = _Attached(previous + self.observers)
+            if not previous and len(self.observers) == 1:
+                _LAST[:] = [self.observers[0], MODE.observers]
+        return self.observers[0] if self.observers else None
+
+    def __exit__(self, *exc):
+        MODE.observers = self.previous
+        return False
 
 
 def observers():
@@ -122,12 +161,16 @@ def observers():
 
 
 def tell(observers, method, *args):
-    """Call `method` of every observer. Meanwhile none is attached: what an observer does with
-    what it is handed (reading a tensor, computing with it) is its own, never an event."""
+    """Call `method` of every observer that overrides it. Meanwhile none is attached: what an
+    observer does with what it is handed (reading a tensor, computing with it) is its own,
+    never an event."""
+    handlers = observers.hooks.get(method)
+    if handlers is None:
+        return
     MODE.observers = ()
     try:
-        for o in observers:
-            getattr(o, method)(*args)
+        for handler in handlers:
+            handler(*args)
     finally:
         MODE.observers = observers
 
@@ -169,8 +212,6 @@ def replayable(method):
     """A library method whose effects live outside the graph (an optimizer's step, zero_grad):
     observers are told of the call as one event ("call") and see nothing inside it, so that a
     replay can call it again."""
-    import functools
-
     @functools.wraps(method)
     def wrapper(self, *args, **kwargs):
         observers = MODE.observers

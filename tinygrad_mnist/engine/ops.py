@@ -36,7 +36,7 @@ class Op:
     options (set by the engine), which inputs need a gradient, and two notes observers may
     write: the module calls the op ran in (drawings) and the user's line that made it
     (anomaly detection)."""
-    __slots__ = ("inputs", "options", "needs_input_grad", "modules", "created_at")
+    __slots__ = ("inputs", "options", "needs_input_grad", "modules", "created_at", "buffers")
     name = "op"
     float_result = False     # True: integer inputs are made float first (exp, division, ...)
     input_names = ()         # what the inputs are, where that helps a drawing ("targets")
@@ -54,6 +54,18 @@ class Op:
 
     def forward(self, *arrays, **options):
         raise NotImplementedError(f"{self.name}: forward() is not defined")
+
+    def buffer(self, name, shape, dtype):
+        """An array to write a result into (out=): None in eager execution, where results are
+        allocated as usual; in a jit's replays, the same array every time, allocated once
+        (and a matrix product into it uses every BLAS thread)."""
+        buffers = getattr(self, "buffers", None)
+        if buffers is None:
+            return None
+        array = buffers.get(name)
+        if array is None or array.shape != shape or array.dtype != dtype:
+            array = buffers[name] = np.empty(shape, dtype)
+        return array
 
     def backward(self, gz):
         raise NotImplementedError(f"{self.name}: backward() is not defined")
@@ -294,11 +306,14 @@ class ReLU(Op):
     name = "relu"
 
     def forward(self, x):
-        self.out = np.maximum(x, 0)
+        self.out = np.maximum(x, 0, out=self.buffer("out", x.shape, x.dtype))
         return self.out
 
     def backward(self, gz):
-        return (gz * (self.out > 0),)
+        if type(gz) is not np.ndarray:                  # create_graph: recorded, as written
+            return (gz * (self.out > 0),)
+        mask = np.greater(self.out, 0, out=self.buffer("mask", gz.shape, bool))
+        return (np.multiply(gz, mask, out=self.buffer("gx", gz.shape, gz.dtype)),)
 
 
 class Sigmoid(Op):
@@ -622,7 +637,9 @@ class Linear(Op):
     def forward(self, x, weight, bias=None):
         self.x, self.weight = x, weight
         x2 = _rows(x)                                # (..., in) -> (B, in)
-        out = matmul(x2, weight.T)                   # (B, in) @ (in, out) -> (B, out)
+        dtype = x2.dtype if x2.dtype == weight.dtype else np.result_type(x2.dtype, weight.dtype)
+        out = matmul(x2, weight.T,                   # (B, in) @ (in, out) -> (B, out)
+                     out=self.buffer("out", (x2.shape[0], weight.shape[0]), dtype))
         if bias is not None:
             out += bias
         return out.reshape(x.shape[:-1] + (weight.shape[0],))
@@ -630,11 +647,20 @@ class Linear(Op):
     def backward(self, gz):
         g2 = _rows(gz)                               # (B, out)
         need_x, need_w = self.needs_input_grad[:2]
-        gx = matmul(g2, self.weight).reshape(self.x.shape) if need_x else None
-        gw = matmul(g2.T, _rows(self.x)) if need_w else None
+        # arrays (not create_graph's tensors): a jit's buffers may take the results
+        buffer = self.buffer if type(gz) is np.ndarray else lambda *args: None
+        gx = gw = gb = None
+        if need_x:
+            gx = matmul(g2, self.weight,
+                        out=buffer("gx", (g2.shape[0], self.weight.shape[1]), g2.dtype))
+            gx = gx.reshape(self.x.shape)
+        if need_w:
+            gw = matmul(g2.T, _rows(self.x), out=buffer("gw", self.weight.shape, g2.dtype))
         if len(self.needs_input_grad) == 2:
             return gx, gw
-        gb = g2.sum(axis=0) if self.needs_input_grad[2] else None
+        if self.needs_input_grad[2]:
+            out = buffer("gb", g2.shape[1:], g2.dtype)
+            gb = g2.sum(axis=0) if out is None else np.add.reduce(g2, axis=0, out=out)
         return gx, gw, gb
 
 
@@ -696,7 +722,7 @@ class CrossEntropy(Op):
     Fused: the forward is a log-sum-exp, finite for logits of any size, and the backward is
     the closed form instead of a chain of softmax, log and indexing nodes.
     """
-    __slots__ = ("logits", "probs", "target", "reduction")
+    __slots__ = ("logits", "probs", "rows", "targets", "smoothing", "reduction")
     name = "cross_entropy"
     input_names = ("logits", "targets")
 
@@ -711,14 +737,12 @@ class CrossEntropy(Op):
         sum_exp = exp.sum(axis=1, keepdims=True)
         rows = np.arange(m)
         self.logits, self.probs, self.reduction = logits, exp / sum_exp, reduction
-        self.target = np.zeros_like(logits)          # q: the target distribution of each row
-        self.target[rows, targets] = 1
-        if label_smoothing:
-            self.target *= 1 - label_smoothing
-            self.target += label_smoothing / classes
-            target_logp = (self.target * shifted).sum(axis=1) - np.log(sum_exp[:, 0])
-        else:
-            target_logp = shifted[rows, targets] - np.log(sum_exp[:, 0])
+        # a view: under create_graph the targets stay an array, not the targets tensor
+        self.rows, self.targets, self.smoothing = rows, targets.view(), label_smoothing
+        target_logp = shifted[rows, targets] - np.log(sum_exp[:, 0])
+        if label_smoothing:           # q = (1 - s) onehot + s / C:  q . logp
+            target_logp = ((1 - label_smoothing) * target_logp + label_smoothing / classes *
+                           (shifted.sum(axis=1) - classes * np.log(sum_exp[:, 0])))
         if reduction == "mean":
             return np.asarray(-target_logp.sum() / m, dtype=logits.dtype)
         return _reduce_loss(-target_logp, reduction)
@@ -727,10 +751,21 @@ class CrossEntropy(Op):
         z = self.logits
         # the softmax forward computed, or, when z is a tensor (create_graph), the softmax of
         # z itself: differentiated again, its Jacobian is cross-entropy's Hessian
-        probs = self.probs if isinstance(z, np.ndarray) else z.softmax(axis=1)
         if self.reduction == "none":
             gz = gz.reshape(-1, 1)                   # one upstream gradient per row
-        return ((probs - self.target) * _loss_gradient(gz, self.reduction, z.shape[0]), None)
+        scale = _loss_gradient(gz, self.reduction, z.shape[0])
+        if not isinstance(z, np.ndarray):
+            return ((z.softmax(axis=1) - self._target()) * scale, None)
+        g = self.probs - self.smoothing / z.shape[1] if self.smoothing else self.probs.copy()
+        g[self.rows, self.targets] -= 1 - self.smoothing     # softmax - q, q's one entry
+        g *= scale
+        return (g, None)
+
+    def _target(self):
+        """q, each row's target distribution, as an array (a constant of the derivative)."""
+        q = np.full(self.probs.shape, self.smoothing / self.probs.shape[1], self.probs.dtype)
+        q[self.rows, self.targets] += 1 - self.smoothing
+        return q
 
 
 class BinaryCrossEntropy(Op):

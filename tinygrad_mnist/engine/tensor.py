@@ -38,13 +38,17 @@ def record(op_class, inputs, options):
             i = [type(u) is Tensor for u in inputs].index(False)
             raise TypeError(f"{op_class.name}: input {i} is a {type(inputs[i]).__name__}, not "
                             f"a Tensor; wrap it with Tensor(...)")
-    if op_class.float_result and any(t._data.dtype.kind != "f" for t in inputs):
-        inputs = _common_float(inputs, force=True)
+    if op_class.float_result:
+        for t in inputs:
+            if t._data.dtype.kind != "f":
+                inputs = _common_float(inputs, force=True)
+                break
     op = op_class()
     observers = MODE.observers
     if observers:
         op.inputs, op.options = inputs, options
-        tell(observers, "before_op", op, inputs)
+        if "before_op" in observers.hooks:
+            tell(observers, "before_op", op, inputs)
     # the common arities called directly: this is the hot path of every op
     if len(inputs) == 2 and not options:
         data = op.forward(inputs[0]._data, inputs[1]._data)
@@ -67,7 +71,7 @@ def record(op_class, inputs, options):
         out.requires_grad, out._ctx = True, op
     else:
         out.requires_grad, out._ctx = False, None
-    if observers:
+    if observers and "on_op" in observers.hooks:
         tell(observers, "on_op", op, inputs, out)
     return out
 

@@ -291,6 +291,19 @@ def _clear_grad(tensor):
 
 # ---------------------------------------------------------------- replaying
 
+class _Buffers(dict):
+    """An op's buffers in a jit program; a new array tells the program to recount them."""
+    __slots__ = ("program",)
+
+    def __init__(self, program):
+        super().__init__()
+        self.program = program
+
+    def __setitem__(self, name, array):
+        super().__setitem__(name, array)
+        self.program._buffer_ids = None
+
+
 class Program:
     """The recorded step as flat Python closures over a list of array slots."""
 
@@ -300,8 +313,13 @@ class Program:
         self.guards = list(recorder.guards.values())
         self.captured = list(recorder.captured.values())
         self.ops = [step[1] for step in recorder.steps if step[0] == "op"]
-        for op in self.ops:
-            op.buffers = {}            # results written into arrays allocated once
+        self._buffer_ids = None
+        for op in self.ops:            # results written into arrays allocated once, where
+            try:                           # the op asks for them (see Op.buffer)
+                op.buffers = _Buffers(self)
+            except AttributeError:         # an op without a buffers slot
+                pass
+        self.captured_slot, self.loads = {}, []     # tensors from outside the step: slots
         self.steps = [self._compile(step) for step in recorder.steps]
         self.output = self._template(result, recorder.slot_of)
         self.arguments = None
@@ -319,6 +337,7 @@ class Program:
                                       list(_leaves(args + tuple(kwargs.values()))))
         for slot, value in zip(self.argument_slots, arguments):
             slots[slot] = value.data if type(value) is Tensor else value
+        self._load_captured()
         for step in self.steps:
             step()
         return self._build(self.output)
@@ -350,10 +369,11 @@ class Program:
         backward needs, for the backward steps that follow)."""
         slots = self.slots
         forward, asarray, ndarray = op.forward, np.asarray, np.ndarray
+        inputs = [self._slotted(ref) for ref in inputs]
+        options = {k: self._slotted(ref) for k, ref in options.items()}
         static = {k: v for k, (kind, v) in options.items() if kind == "value"}
         dynamic = [(k, self._resolver(ref)) for k, ref in options.items() if ref[0] != "value"]
-        arrays = [self._resolver(ref) for ref in inputs]
-        if all(ref[0] == "slot" for ref in inputs):
+        if all(ref[0] == "slot" for ref in inputs) and not dynamic:
             in_slots = [ref[1] for ref in inputs]
             if len(in_slots) == 2 and not options:
                 a, b = in_slots
@@ -361,14 +381,18 @@ class Program:
                 def run():               # the commonest op of a scalar graph, without layers
                     out = forward(slots[a], slots[b])
                     slots[out_slot] = out if type(out) is ndarray else asarray(out)
-                return run
-            if len(in_slots) == 1 and not dynamic:
+            elif len(in_slots) == 1:
                 (a,) = in_slots
 
                 def run():
                     out = forward(slots[a], **static)
                     slots[out_slot] = out if type(out) is ndarray else asarray(out)
-                return run
+            else:
+                def run():
+                    out = forward(*[slots[i] for i in in_slots], **static)
+                    slots[out_slot] = out if type(out) is ndarray else asarray(out)
+            return run
+        arrays = [self._resolver(ref) for ref in inputs]
 
         def run():
             opts = dict(static)
@@ -378,11 +402,33 @@ class Program:
             slots[out_slot] = out if type(out) is ndarray else asarray(out)
         return run
 
-    def _compile_call(self, function, refs, kwargs, out_slot):
+    def _slotted(self, ref):
+        """A tensor from outside the step as the slot its array is loaded into."""
+        if ref[0] != "tensor":
+            return ref
+        tensor = ref[1]
+        slot = self.captured_slot.get(id(tensor))
+        if slot is None:
+            slot = self.captured_slot[id(tensor)] = len(self.slots)
+            self.slots.append(None)
+            self.loads.append((slot, tensor))
+        return ("slot", slot)
+
+    def _load_captured(self):
+        """Every tensor from outside the step into its slot: at the start of a replay, and
+        after each call (which may assign a tensor a new array)."""
         slots = self.slots
+        for slot, tensor in self.loads:
+            slots[slot] = tensor.data
+
+    def _compile_call(self, function, refs, kwargs, out_slot):
+        slots, load = self.slots, self._load_captured
         resolvers = [self._resolver(ref) for ref in refs]
         if out_slot is None:
-            return lambda: function(*[r() for r in resolvers], **kwargs)
+            def run():
+                function(*[r() for r in resolvers], **kwargs)
+                load()
+            return run
 
         def run():
             slots[out_slot] = function(*[r() for r in resolvers], **kwargs)
@@ -409,7 +455,11 @@ class Program:
         return run
 
     def buffer_ids(self):
-        return {id(a) for op in self.ops for a in op.buffers.values()}
+        """The ids of every op's buffers, recomputed only after a buffer was (re)allocated."""
+        if self._buffer_ids is None:
+            self._buffer_ids = {id(a) for op in self.ops
+                                for a in getattr(op, "buffers", {}).values()}
+        return self._buffer_ids
 
     # outputs -------------------------------------------------------------------------
 

@@ -75,6 +75,8 @@ def matmul(a, b, out=None):
     fresh result was the cost of OpenBLAS's threads first touching newly mapped pages."""
     if out is not None:
         return np.matmul(a, b, out=out)
+    if a.size * b.shape[-1] < TINY_MACS:     # at least m*k*n: too small for threads anyway
+        return a @ b
     k = a.shape[-1]
     m = a.shape[-2] if a.ndim > 1 else 1
     n = b.shape[-1] if b.ndim > 1 else 1

@@ -167,13 +167,15 @@ def run_plan(steps, roots, seeds, retain_graph=False, create_graph=False, captur
 def _run(steps, retain_graph, create_graph, capture, observers, leaves, release, at_leaves):
     captured = {}
     owned = set()            # arrays already stored as some leaf's .grad in this pass
-    ndarray = np.ndarray
+    ndarray, holder = np.ndarray, Holder
+    free = release and not retain_graph         # drop each op once it has run
+    keep = retain_graph and capture is None     # every node keeps its .grad
     for op, node, inputs in steps:
         if op is None:                                    # a leaf: its gradient is complete
             g = at_leaves.pop(id(node), None)
             if g is None:
                 continue
-            leaf = leaves[node.argument] if type(node) is Holder else node
+            leaf = leaves[node.argument] if type(node) is holder else node
             if type(g) is not ndarray and not create_graph:
                 g = np.asarray(g)
             if capture is None:
@@ -184,9 +186,9 @@ def _run(steps, retain_graph, create_graph, capture, observers, leaves, release,
                 tell(observers, "on_gradient", leaf, g)
             continue
         g = node._pending
-        if g is None:
-            if release and not retain_graph:
-                node._ctx = RELEASED          # nothing reached it; its op can go all the same
+        if free:
+            node._ctx = RELEASED                  # the op, and what it saved, can go
+        if g is None:                             # nothing reached it
             continue
         node._pending = None
         if type(g) is not ndarray and not create_graph:
@@ -194,10 +196,8 @@ def _run(steps, retain_graph, create_graph, capture, observers, leaves, release,
         if capture is not None:
             if id(node) in capture:
                 captured[id(node)] = g
-        elif retain_graph:
-            node._accumulate(g, None)        # every node keeps its .grad: a copy
-        if release and not retain_graph:
-            node._ctx = RELEASED             # the op, and what it saved, can go
+        elif keep:
+            node._accumulate(g, None)        # a copy
         if observers:
             tell(observers, "before_backward", op, g)
         input_grads = backward_on_tensors(op, node, g) if create_graph else op.backward(g)
@@ -213,9 +213,8 @@ def _run(steps, retain_graph, create_graph, capture, observers, leaves, release,
                     pg = type(g)._wrap(np.asarray(pg))
             elif type(pg) is not ndarray:
                 pg = np.asarray(pg)
-            shape = parent._data.shape
-            if pg.shape != shape:
-                pg = sum_to_shape(pg, shape, op.name)
+            if pg.shape != parent._data.shape:
+                pg = sum_to_shape(pg, parent._data.shape, op.name)
             if parent._ctx is None:
                 previous = at_leaves.get(id(parent))
                 at_leaves[id(parent)] = pg if previous is None else previous + pg
@@ -258,13 +257,13 @@ _BASE_SLOTS = ("inputs", "options", "needs_input_grad", "modules", "created_at")
 
 def saved_names(op):
     """The attributes an op can have saved: its classes' __slots__, and its __dict__."""
-    return _slot_names(type(op)) + list(getattr(op, "__dict__", ()))
+    return _slot_names(type(op)) + [n for n in getattr(op, "__dict__", ()) if n != "buffers"]
 
 
 @functools.lru_cache(maxsize=None)
 def _slot_names(cls):
     return [n for c in cls.__mro__ for n in c.__dict__.get("__slots__", ())
-            if n not in ("__dict__", "__weakref__") and n not in _BASE_SLOTS]
+            if n not in ("__dict__", "__weakref__", "buffers") and n not in _BASE_SLOTS]
 
 
 def keep_output(op, scalar, array):

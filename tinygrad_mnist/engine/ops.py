@@ -29,6 +29,8 @@ from .blas import matmul
 from .graph import sum_to_shape
 from .mode import get_rng
 
+BUFFER_MIN = 2048     # elements: below this an op allocates its result (see Op.buffer)
+
 
 class Op:
     """Base class of every operation. Ops keep their saved arrays in __slots__: a graph of a
@@ -36,7 +38,7 @@ class Op:
     options (set by the engine), which inputs need a gradient, and two notes observers may
     write: the module calls the op ran in (drawings) and the user's line that made it
     (anomaly detection)."""
-    __slots__ = ("inputs", "options", "needs_input_grad", "modules", "created_at", "buffers")
+    __slots__ = ("inputs", "options", "needs_input_grad", "modules", "created_at")
     name = "op"
     float_result = False     # True: integer inputs are made float first (exp, division, ...)
     input_names = ()         # what the inputs are, where that helps a drawing ("targets")
@@ -58,7 +60,9 @@ class Op:
     def buffer(self, name, shape, dtype):
         """An array to write a result into (out=): None in eager execution, where results are
         allocated as usual; in a jit's replays, the same array every time, allocated once
-        (and a matrix product into it uses every BLAS thread)."""
+        (and a matrix product into it uses every BLAS thread). An op that declares a
+        `buffers` slot may ask, for arrays of BUFFER_MIN elements or more: below that, a
+        fresh array costs less than finding the one to reuse."""
         buffers = getattr(self, "buffers", None)
         if buffers is None:
             return None
@@ -302,15 +306,18 @@ class Abs(Op):
 
 class ReLU(Op):
     """z = max(x, 0)    dz/dx = [x > 0]   (0 at x = 0)"""
-    __slots__ = ("out",)
+    __slots__ = ("out", "buffers")
     name = "relu"
 
     def forward(self, x):
-        self.out = np.maximum(x, 0, out=self.buffer("out", x.shape, x.dtype))
+        if x.size < BUFFER_MIN:
+            self.out = np.maximum(x, 0)
+        else:
+            self.out = np.maximum(x, 0, out=self.buffer("out", x.shape, x.dtype))
         return self.out
 
     def backward(self, gz):
-        if type(gz) is not np.ndarray:                  # create_graph: recorded, as written
+        if type(gz) is not np.ndarray or gz.size < BUFFER_MIN:   # create_graph, or small
             return (gz * (self.out > 0),)
         mask = np.greater(self.out, 0, out=self.buffer("mask", gz.shape, bool))
         return (np.multiply(gz, mask, out=self.buffer("gx", gz.shape, gz.dtype)),)
@@ -619,6 +626,10 @@ class MatMul(Op):
         return ga, gb
 
 
+def _no_buffer(name, shape, dtype):
+    return None
+
+
 def _rows(x):
     """(..., n) -> (B, n): every leading axis as one (0 columns included)."""
     return x if x.ndim == 2 else x.reshape(math.prod(x.shape[:-1]), x.shape[-1])
@@ -630,25 +641,28 @@ class Linear(Op):
     W has PyTorch's layout (out_features, in_features). Fused so that one node does the
     matrix product and the bias, and dx is skipped for the network's input.
     """
-    __slots__ = ("x", "weight")
+    __slots__ = ("x", "weight", "buffers")
     name = "linear"
     float_result = True
 
     def forward(self, x, weight, bias=None):
         self.x, self.weight = x, weight
-        x2 = _rows(x)                                # (..., in) -> (B, in)
-        dtype = x2.dtype if x2.dtype == weight.dtype else np.result_type(x2.dtype, weight.dtype)
-        out = matmul(x2, weight.T,                   # (B, in) @ (in, out) -> (B, out)
-                     out=self.buffer("out", (x2.shape[0], weight.shape[0]), dtype))
+        x2 = x if x.ndim == 2 else _rows(x)          # (..., in) -> (B, in)
+        shape = (x2.shape[0], weight.shape[0])
+        out = None
+        if shape[0] * shape[1] >= BUFFER_MIN:
+            out = self.buffer("out", shape, np.result_type(x2.dtype, weight.dtype))
+        out = matmul(x2, weight.T, out=out)          # (B, in) @ (in, out) -> (B, out)
         if bias is not None:
             out += bias
-        return out.reshape(x.shape[:-1] + (weight.shape[0],))
+        return out if x.ndim == 2 else out.reshape(x.shape[:-1] + shape[1:])
 
     def backward(self, gz):
-        g2 = _rows(gz)                               # (B, out)
+        g2 = gz if gz.ndim == 2 else _rows(gz)       # (B, out)
         need_x, need_w = self.needs_input_grad[:2]
-        # arrays (not create_graph's tensors): a jit's buffers may take the results
-        buffer = self.buffer if type(gz) is np.ndarray else lambda *args: None
+        # arrays (not create_graph's tensors) of some size: a jit's buffers may take them
+        buffer = self.buffer if (type(gz) is np.ndarray and max(
+            g2.size, self.weight.size) >= BUFFER_MIN) else _no_buffer
         gx = gw = gb = None
         if need_x:
             gx = matmul(g2, self.weight,
@@ -722,7 +736,7 @@ class CrossEntropy(Op):
     Fused: the forward is a log-sum-exp, finite for logits of any size, and the backward is
     the closed form instead of a chain of softmax, log and indexing nodes.
     """
-    __slots__ = ("logits", "probs", "rows", "targets", "smoothing", "reduction")
+    __slots__ = ("logits", "probs", "at_target", "smoothing", "reduction")
     name = "cross_entropy"
     input_names = ("logits", "targets")
 
@@ -735,11 +749,11 @@ class CrossEntropy(Op):
         shifted = logits - logits.max(axis=1, keepdims=True)
         exp = np.exp(shifted)
         sum_exp = exp.sum(axis=1, keepdims=True)
-        rows = np.arange(m)
         self.logits, self.probs, self.reduction = logits, exp / sum_exp, reduction
-        # a view: under create_graph the targets stay an array, not the targets tensor
-        self.rows, self.targets, self.smoothing = rows, targets.view(), label_smoothing
-        target_logp = shifted[rows, targets] - np.log(sum_exp[:, 0])
+        # each row's target entry as a flat index (take/put are the cheapest gather/scatter)
+        self.at_target, self.smoothing = np.arange(0, m * classes, classes) + targets, \
+            label_smoothing
+        target_logp = shifted.take(self.at_target) - np.log(sum_exp[:, 0])
         if label_smoothing:           # q = (1 - s) onehot + s / C:  q . logp
             target_logp = ((1 - label_smoothing) * target_logp + label_smoothing / classes *
                            (shifted.sum(axis=1) - classes * np.log(sum_exp[:, 0])))
@@ -757,14 +771,14 @@ class CrossEntropy(Op):
         if not isinstance(z, np.ndarray):
             return ((z.softmax(axis=1) - self._target()) * scale, None)
         g = self.probs - self.smoothing / z.shape[1] if self.smoothing else self.probs.copy()
-        g[self.rows, self.targets] -= 1 - self.smoothing     # softmax - q, q's one entry
+        g.put(self.at_target, g.take(self.at_target) - (1 - self.smoothing))   # softmax - q
         g *= scale
         return (g, None)
 
     def _target(self):
         """q, each row's target distribution, as an array (a constant of the derivative)."""
         q = np.full(self.probs.shape, self.smoothing / self.probs.shape[1], self.probs.dtype)
-        q[self.rows, self.targets] += 1 - self.smoothing
+        q.put(self.at_target, q.take(self.at_target) + (1 - self.smoothing))
         return q
 
 

@@ -83,20 +83,22 @@ class Optimizer:
 
     @replayable
     def step(self):
-        update, i = self._update, 0
+        update, state, works, i = self._update, self.state, self._work, 0
         for group in self.param_groups:
             for p in group["params"]:
-                if p.grad is not None:
-                    work = self._work[i]
-                    if work is None or work.shape != p.data.shape or work.dtype != p.data.dtype:
-                        work = self._work[i] = np.empty_like(p.data)
-                    update(p, self.state[i], work, group)
+                grad = p.grad
+                if grad is not None:
+                    data, work = p.data, works[i]
+                    if work is None or work.shape != data.shape or work.dtype != data.dtype:
+                        work = works[i] = np.empty_like(data)
+                    update(data, grad, state[i], work, group)
                 i += 1
         self.steps += 1
         if int(self.steps) % FLUSH_EVERY == 0:
             self._flush_denormals()
 
-    def _update(self, p, state, work, group):
+    def _update(self, data, grad, state, work, group):
+        """One parameter's step: change `data` in place from its gradient `grad`."""
         raise NotImplementedError
 
     def _decays(self, group):
@@ -118,18 +120,18 @@ class Optimizer:
                 i += 1
 
     @staticmethod
-    def _buffer(state, key, p):
-        """The state array `key` of parameter p, created as zeros on first use."""
+    def _buffer(state, key, data):
+        """The state array `key` of a parameter, created as zeros on first use."""
         value = state.get(key)
         if value is None:
-            value = state[key] = np.zeros_like(p.data)
+            value = state[key] = np.zeros_like(data)
         return value
 
     @staticmethod
-    def _grad_with_decay(p, group):
+    def _grad_with_decay(data, grad, group):
         """L2 regularization as PyTorch adds it: g = grad + weight_decay * p."""
         decay = group["weight_decay"]
-        return p.grad + decay * p.data if decay else p.grad
+        return grad + decay * data if decay else grad
 
     def state_dict(self):
         """The optimizer state as flat named arrays ('steps', '3.exp_avg', 'group.0.lr', ...),
@@ -205,13 +207,13 @@ class SGD(Optimizer):
     def _decays(self, group):
         return {"momentum_buffer": group["momentum"]}
 
-    def _update(self, p, state, work, group):
-        g = self._grad_with_decay(p, group)
+    def _update(self, data, grad, state, work, group):
+        g = self._grad_with_decay(data, grad, group)
         momentum = group["momentum"]
         if momentum:
             v = state.get("momentum_buffer")
             if v is None:
-                v = state["momentum_buffer"] = np.array(g, dtype=p.dtype)
+                v = state["momentum_buffer"] = np.array(g, dtype=data.dtype)
             else:
                 v *= momentum
                 v += g
@@ -222,7 +224,7 @@ class SGD(Optimizer):
             else:
                 g = v
         np.multiply(g, group["lr"], out=work)
-        p.data -= work
+        data -= work
 
 
 class RMSProp(Optimizer):
@@ -238,10 +240,10 @@ class RMSProp(Optimizer):
     def _decays(self, group):
         return {"square_avg": group["alpha"]}
 
-    def _update(self, p, state, work, group):
+    def _update(self, data, grad, state, work, group):
         alpha = group["alpha"]
-        g = self._grad_with_decay(p, group)
-        s = self._buffer(state, "square_avg", p)
+        g = self._grad_with_decay(data, grad, group)
+        s = self._buffer(state, "square_avg", data)
         s *= alpha
         np.multiply(g, g, out=work)
         work *= 1 - alpha
@@ -250,7 +252,7 @@ class RMSProp(Optimizer):
         work += group["eps"]
         np.divide(g, work, out=work)
         work *= group["lr"]
-        p.data -= work
+        data -= work
 
 
 class Adam(Optimizer):
@@ -270,10 +272,10 @@ class Adam(Optimizer):
     def _decays(self, group):
         return {"exp_avg": group["betas"][0], "exp_avg_sq": group["betas"][1]}
 
-    def _update(self, p, state, work, group):
+    def _update(self, data, grad, state, work, group):
         beta1, beta2 = group["betas"]
-        g = self._decay(p, group)
-        m, v = self._buffer(state, "exp_avg", p), self._buffer(state, "exp_avg_sq", p)
+        g = self._decay(data, grad, group)
+        m, v = self._buffer(state, "exp_avg", data), self._buffer(state, "exp_avg_sq", data)
         step = state.setdefault("step", np.zeros((), dtype=np.int64))   # a counter, as an array
         step += 1
         t = int(step)
@@ -290,10 +292,10 @@ class Adam(Optimizer):
         work += group["eps"]
         np.divide(m, work, out=work)
         work *= group["lr"] / (1 - beta1 ** t)
-        p.data -= work
+        data -= work
 
-    def _decay(self, p, group):
-        return self._grad_with_decay(p, group)
+    def _decay(self, data, grad, group):
+        return self._grad_with_decay(data, grad, group)
 
 
 class AdamW(Adam):
@@ -301,10 +303,10 @@ class AdamW(Adam):
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2):
         super().__init__(params, lr, betas, eps, weight_decay)
 
-    def _decay(self, p, group):
+    def _decay(self, data, grad, group):
         if group["weight_decay"]:
-            p.data *= 1 - group["lr"] * group["weight_decay"]
-        return p.grad
+            data *= 1 - group["lr"] * group["weight_decay"]
+        return grad
 
 
 from . import lr_scheduler  # noqa: E402  (optim.lr_scheduler, as in PyTorch)

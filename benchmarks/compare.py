@@ -2,10 +2,11 @@
 processes, alternating, several rounds; medians per network and their ratio, eager and (where
 the revision has it) jitted.
 
-    python -m benchmarks.compare REV [--rounds 5]
+    python -m benchmarks.compare REV [--rounds 5] [--out DIR]
 
 REV is checked out into a temporary git worktree, so both sides run the same script on the
-same machine at the same time of day. Writes nothing into the repository.
+same machine at the same time of day. With --out, the table is also written to DIR/COMPARE.md
+(`--out benchmarks` updates the committed copy).
 """
 import argparse
 import os
@@ -15,6 +16,8 @@ import sys
 import tempfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+from benchmarks.report import write_report  # noqa: E402
 
 # one measurement: median microseconds per training step (forward, backward, SGD momentum),
 # eager or jitted (argv[4]); "nan" where the revision has no jit
@@ -88,14 +91,25 @@ def main(argv=None):
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("revision", help="the earlier git revision (a commit, tag or branch)")
     parser.add_argument("--rounds", type=int, default=5, help="alternating runs per side")
+    parser.add_argument("--out", help="also write the table to OUT/COMPARE.md")
     args = parser.parse_args(argv)
-    print(f"| network | batch | step | {args.revision} (µs) | this tree (µs) | ratio |")
-    print("| --- | --- | --- | --- | --- | --- |")
+    lines = [f"| network | batch | step | {args.revision} (µs) | this tree (µs) | ratio |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    print("\n".join(lines), flush=True)
     for (network, batch, mode), (before, after) in compare(args.revision,
                                                            args.rounds).items():
         b, a = statistics.median(before), statistics.median(after)
-        print(f"| {network} | {batch} | {mode} | {b:.1f} | {a:.1f} | {a / b:.3f}x |",
-              flush=True)
+        lines.append(f"| {network} | {batch} | {mode} | {b:.1f} ({min(before):.1f}-"
+                     f"{max(before):.1f}) | {a:.1f} ({min(after):.1f}-{max(after):.1f}) | "
+                     f"{a / b:.3f}x |")
+        print(lines[-1], flush=True)
+    if args.out:
+        head = [f"# The training step against {args.revision}", "",
+                f"`python -m benchmarks.compare {args.revision} --rounds {args.rounds}`: "
+                f"median microseconds per step (forward, backward, SGD with momentum) of each "
+                f"side's runs, separate processes taking turns; ranges in brackets; ratio = this "
+                f"tree / {args.revision} (below 1: faster).", ""]
+        write_report(args.out, "COMPARE.md", "\n".join(head + lines), echo=False)
 
 
 if __name__ == "__main__":

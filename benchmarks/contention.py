@@ -20,6 +20,8 @@ import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+from benchmarks.report import write_report  # noqa: E402
 
 EPOCH = r"""
 import json, sys, tempfile
@@ -94,10 +96,7 @@ def main(argv=None):
         ratio = statistics.median(times[(arm, "contended")]) / quiet
         lines.append(f"| {arm} | {cells[0]} | {cells[1]} | {ratio:.2f}x |")
     lines.append("")
-    os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "CONTENTION.md"), "w") as f:
-        f.write("\n".join(lines))
-    print("\n".join(lines))
+    write_report(args.out, "CONTENTION.md", "\n".join(lines))
 
 
 if __name__ == "__main__":

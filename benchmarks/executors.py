@@ -18,6 +18,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 from tinygrad_mnist.mnist.ablation import ablate  # noqa: E402
+from benchmarks.report import write_report  # noqa: E402
 
 
 def _accuracies(results):
@@ -57,10 +58,7 @@ def main(argv=None):
     lines += [f"| {e} | {w:.1f} | {serial / w:.2f}x | {lo:.1f} |" for e, w, _, lo in rows]
     lines += ["", "Every executor gave the same accuracies and curves: "
               f"{'yes' if same else 'NO'}.", ""]
-    os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "EXECUTORS.md"), "w") as f:
-        f.write("\n".join(lines))
-    print("\n".join(lines))
+    write_report(args.out, "EXECUTORS.md", "\n".join(lines))
 
 
 if __name__ == "__main__":

@@ -26,6 +26,8 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+from benchmarks.report import write_report  # noqa: E402
 # the tests that check derivatives, the quickest catchers first
 TESTS = ["tests/test_ops.py", "tests/test_edges.py", "tests/test_higher_order.py",
          "tests/test_fuzz.py", "tests/test_gradcheck.py", "tests/test_numpy_interop.py",
@@ -268,9 +270,7 @@ def main(argv=None):
     lines += [f"| {d.replace('|', '/')} | {by.replace('|', '/') if caught else 'SURVIVED'} |"
               for d, caught, by, _ in results]
     if args.only is None:
-        os.makedirs(args.out, exist_ok=True)
-        with open(os.path.join(args.out, "MUTANTS.md"), "w") as f:
-            f.write("\n".join(lines) + "\n")
+        write_report(args.out, "MUTANTS.md", "\n".join(lines), echo=False)
     print(f"planted {len(results)}, caught {len(results) - len(survivors)}, survived "
           f"{len(survivors)} in {total / 60:.1f} min")
     for d, *_ in survivors:

@@ -21,6 +21,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks.run import DEFAULT_OUT, Autograd, HandWritten, scalar_graph  # noqa: E402
 from tinygrad_mnist import manual_seed, nn  # noqa: E402
+from benchmarks.report import write_report  # noqa: E402
 
 
 def per_step_overhead(steps=5000):
@@ -111,10 +112,7 @@ def main(argv=None):
              f"the forward pass runs in the user's code, where we leave it on.", ""]
     text = "\n".join(lines)
     print(text)
-    os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "PROFILES.md"), "w") as f:
-        f.write(text)
-    print(f"wrote {os.path.join(args.out, 'PROFILES.md')}")
+    write_report(args.out, "PROFILES.md", text, echo=False)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ committed copy the README shows). Measures:
 `python -m benchmarks.compare REV` times the training step against an earlier revision.
 """
 import argparse
+import contextlib
 import gc
 import os
 import platform
@@ -27,9 +28,10 @@ import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-from tinygrad_mnist import Tensor, jit, manual_seed, nn, optim  # noqa: E402
+from tinygrad_mnist import Tensor, jit, manual_seed, nn, observe, optim  # noqa: E402
 from tinygrad_mnist.mnist import data  # noqa: E402
 from benchmarks.higher_order import hvp_costs  # noqa: E402
+from benchmarks.report import write_report  # noqa: E402
 from benchmarks.scalar_value import Value  # noqa: E402
 
 DEFAULT_OUT = os.path.join("runs", "benchmarks")
@@ -192,19 +194,20 @@ def time_to_98(data_dir):
 
 # ---------------------------------------------------------------- 3. per-op overhead
 
-def scalar_graph(n=1_000_000, kind=Tensor):
-    """Forward and backward seconds of y = x + 1 + 1 + ... (n additions), with tensors or
-    with the micrograd-style Value."""
+def scalar_graph(n=1_000_000, kind=Tensor, observer=None):
+    """Forward and backward seconds of y = x + 1 + 1 + ... (n additions), with tensors (and
+    `observer` attached, if one is given) or with the micrograd-style Value."""
     gc.collect()
     x = kind(0.5, requires_grad=True) if kind is Tensor else kind(0.5)
-    start = time.perf_counter()
-    y = x
-    for _ in range(n):
-        y = y + 1.0
-    forward = time.perf_counter() - start
-    start = time.perf_counter()
-    y.backward()
-    backward = time.perf_counter() - start
+    with observe(observer) if observer is not None else contextlib.nullcontext():
+        start = time.perf_counter()
+        y = x
+        for _ in range(n):
+            y = y + 1.0
+        forward = time.perf_counter() - start
+        start = time.perf_counter()
+        y.backward()
+        backward = time.perf_counter() - start
     assert x.grad == 1.0
     return forward, backward
 
@@ -389,10 +392,7 @@ def main(argv=None):
               for name, (g, h) in hvp.items()] + [""]
     text = "\n".join(lines)
     print(text)
-    os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "RESULTS.md"), "w") as f:
-        f.write(text)
-    print(f"wrote {os.path.join(args.out, 'RESULTS.md')}")
+    write_report(args.out, "RESULTS.md", text, echo=False)
 
 
 if __name__ == "__main__":

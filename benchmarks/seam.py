@@ -8,15 +8,15 @@ The three arms take turns in every round; medians of the rounds, and their ratio
 SEAM.md into --out.
 """
 import argparse
-import gc
 import os
 import statistics
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from benchmarks.run import scalar_graph  # noqa: E402
 from benchmarks.scalar_value import Value  # noqa: E402
-from tinygrad_mnist import Observer, Tensor, observe  # noqa: E402
+from benchmarks.report import write_report  # noqa: E402
+from tinygrad_mnist import Observer, Tensor  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -27,26 +27,8 @@ class Nothing(Observer):
 
 def chain(kind, n, observer=None):
     """Microseconds per op of y = x + 1 + 1 + ... (n additions): forward, then backward."""
-    gc.collect()
-    x = Tensor(0.5, requires_grad=True) if kind == "tensor" else Value(0.5)
-    with observe(observer) if observer is not None else _nothing():
-        start = time.perf_counter()
-        y = x
-        for _ in range(n):
-            y = y + 1.0
-        forward = time.perf_counter() - start
-        start = time.perf_counter()
-        y.backward()
-        backward = time.perf_counter() - start
+    forward, backward = scalar_graph(n, Tensor if kind == "tensor" else Value, observer)
     return forward / n * 1e6, backward / n * 1e6
-
-
-class _nothing:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
 
 
 def main(argv=None):
@@ -83,10 +65,7 @@ def main(argv=None):
     lines += ["", f"One attached observer that does nothing costs {observed[0] - plain[0]:.3f} "
                   f"µs per op forward and {observed[1] - plain[1]:.3f} µs per op backward; with "
                   f"none attached the engine tests one thread-local attribute per op.", ""]
-    os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "SEAM.md"), "w") as f:
-        f.write("\n".join(lines))
-    print("\n".join(lines))
+    write_report(args.out, "SEAM.md", "\n".join(lines))
 
 
 if __name__ == "__main__":

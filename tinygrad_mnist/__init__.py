@@ -10,11 +10,11 @@ from .engine import (Observer, Tensor, enable_grad, grad, hessian, hvp, is_grad_
 from .engine.blas import get_num_threads, set_num_threads
 from .anomaly import AnomalyError, detect_anomaly
 from .profiler import profile
-from .jit import JitWarning, jit
+from .jit import JitMismatchError, JitWarning, jit
 from . import nn, optim
 
 __version__ = "0.1.0"
 __all__ = ["Tensor", "no_grad", "enable_grad", "is_grad_enabled", "manual_seed",
            "detect_anomaly", "AnomalyError", "grad", "hessian", "hvp", "profile", "jit",
-           "JitWarning", "Observer", "observe", "nn", "optim", "set_num_threads",
+           "JitWarning", "JitMismatchError", "Observer", "observe", "nn", "optim", "set_num_threads",
            "get_num_threads", "__version__"]

@@ -1,5 +1,6 @@
 """Neural-network building blocks: Module, layers, losses, and saving weights to .npz."""
 import json
+import operator
 import os
 import zipfile
 
@@ -7,12 +8,16 @@ import numpy as np
 
 import threading
 
-from .engine import Observer, Tensor, get_rng, observe, observers, ops, replayable
+from .engine import (Observer, Tensor, get_rng, notify_attribute, observe, observers, ops,
+                     replayable)
 from .files import atomic_write
 
 
 def _as_tensor(x):
     return x if isinstance(x, Tensor) else Tensor(x)
+
+
+_WRITES = [0]      # module attributes written so far, in any module (cheap guards)
 
 
 class Module:
@@ -33,6 +38,8 @@ class Module:
     training = True
 
     def __setattr__(self, name, value):
+        notify_attribute(self, name)
+        _WRITES[0] += 1
         object.__setattr__(self, name, value)
         registered = self.__dict__.get("_registered")
         if registered is None:          # subclasses need not call Module.__init__
@@ -44,6 +51,8 @@ class Module:
             registered[name] = None      # a dict keeps assignment order
 
     def __delattr__(self, name):
+        notify_attribute(self, name)
+        _WRITES[0] += 1
         object.__delattr__(self, name)
         self.__dict__.get("_registered", {}).pop(name, None)
 
@@ -67,6 +76,30 @@ class Module:
 
     def forward(self, *args, **kwargs):
         raise NotImplementedError(f"{type(self).__name__} must define forward()")
+
+    def guard(self):
+        """A function that says, cheaply, whether this module is still as it is now: every
+        attribute (the train/eval mode, hyperparameters, parameters, sub-modules) the same
+        object, none added or removed, and its lists, tuples and dicts holding the same
+        objects. A jit checks it before each replay."""
+        values = self.__dict__
+        registered = values.get("_registered", {})
+        names = tuple(registered)
+        members = tuple(values.get(name) for name in names)
+        containers = [(v, _identities(v)) for v in members if isinstance(v, (list, dict))]
+        count, same, get = len(names), operator.is_, values.get
+        seen = [_WRITES[0]]        # no module attribute written since: only lists can differ
+
+        def holds():
+            if _WRITES[0] != seen[0]:
+                if len(registered) != count or not all(map(same, map(get, names), members)):
+                    return False
+                seen[0] = _WRITES[0]
+            for container, ids in containers:
+                if _identities(container) != ids:
+                    return False
+            return True
+        return holds
 
     def _members(self):
         """(name, value) for each registered attribute, in assignment order."""
@@ -177,6 +210,13 @@ class _ModuleNotes(Observer):
 
 
 _NOTE_MODULES = _ModuleNotes()
+
+
+def _identities(container):
+    """The identities of a list's items, or of a dict's keys and values, in order."""
+    if isinstance(container, dict):
+        return tuple(map(id, container)) + tuple(map(id, container.values()))
+    return tuple(map(id, container))
 
 
 def _holds_module(value):

@@ -16,12 +16,13 @@ import warnings
 from .graph import backward_plan, run_plan, sum_to_shape, topo_order
 from .higher_order import grad, hessian, hvp
 from .mode import (Observer, enable_grad, get_rng, is_grad_enabled, manual_seed, no_grad,
-                   observe, observers, replayable)
+                   notify_attribute, observe, observers, replayable)
 from .ops import Op
-from .tensor import Tensor
+from .tensor import Tensor, freed_output
 
 __all__ = ["Tensor", "Op", "grad", "hessian", "hvp", "no_grad", "enable_grad",
            "is_grad_enabled", "manual_seed", "get_rng", "Observer", "observe", "replayable",
+           "notify_attribute", "freed_output",
            "observers", "topo_order", "sum_to_shape", "backward_plan", "run_plan"]
 
 # NumPy's warnings about inf and NaN (log(0), an overflow) are not repeated from inside the

@@ -68,8 +68,12 @@ class Observer:
     - on_array(function, arrays, result): array work the engine does outside ops on arrays
       it was given (a Tensor made from an array, an operand converted to a tensor's dtype).
     - on_effect(kind, target, value): a change outside the graph: "grad" (t.grad = value),
-      "data" (t.data = value), "in_place" (t += value under no_grad), "call" (target(*value):
-      a library method whose effects live outside the graph, an optimizer's step).
+      "data" (t.data = value), "requires_grad" (t.requires_grad_(value)), "in_place"
+      (t += value under no_grad), "attribute" (target.value = ...: an attribute of a module,
+      an optimizer, a parameter group or a scheduler written), "random" (a draw from the
+      generator outside an op, value says which), "call" (target(*args, **kwargs) with
+      value = (args, kwargs): a library function whose effects live outside the graph, an
+      optimizer's step).
     """
 
     def before_op(self, op, inputs):
@@ -184,6 +188,14 @@ def notify_effect(kind, target, value):
     tell(MODE.observers, "on_effect", kind, target, value)
 
 
+def notify_attribute(obj, name):
+    """Library objects whose attributes steer what the graph computes (modules, optimizers,
+    parameter groups, schedulers) call this when one is written: observers are told
+    ("attribute"), since no op records it."""
+    if MODE.observers:
+        notify_effect("attribute", obj, name)
+
+
 def derived(function, *arrays):
     """function(*arrays) for array work outside ops (a conversion, a copy): the observers are
     told, so that a replay can do it again on new arrays."""
@@ -198,29 +210,39 @@ def derived(function, *arrays):
 _RNG = [np.random.default_rng()]
 
 
+def replayable(function):
+    """A library function or method whose effects live outside the graph (an optimizer's step,
+    zero_grad, a scheduler's step, manual_seed): observers are told of the call as one event
+    ("call") and see nothing inside it, so that a replay can call it again."""
+    @functools.wraps(function)
+    def wrapper(*args, **kwargs):
+        observers = MODE.observers
+        if not observers:
+            return function(*args, **kwargs)
+        tell(observers, "on_effect", "call", function, (args, kwargs))
+        MODE.observers = ()
+        try:
+            return function(*args, **kwargs)
+        finally:
+            MODE.observers = observers
+    return wrapper
+
+
+@replayable
 def manual_seed(seed):
     """Seed the generator behind Tensor.randn/rand/randint, nn.Linear's initialization and
     nn.Dropout."""
     _RNG[0] = np.random.default_rng(seed)
 
 
-def get_rng():
+def generator():
+    """The generator, for ops: a draw inside an op's forward is part of the op."""
     return _RNG[0]
 
 
-def replayable(method):
-    """A library method whose effects live outside the graph (an optimizer's step, zero_grad):
-    observers are told of the call as one event ("call") and see nothing inside it, so that a
-    replay can call it again."""
-    @functools.wraps(method)
-    def wrapper(self, *args, **kwargs):
-        observers = MODE.observers
-        if not observers:
-            return method(self, *args, **kwargs)
-        tell(observers, "on_effect", "call", method, (self, args, kwargs))
-        MODE.observers = ()
-        try:
-            return method(self, *args, **kwargs)
-        finally:
-            MODE.observers = observers
-    return wrapper
+def get_rng():
+    """The generator, for draws outside ops (a layer's initialization): observers are told
+    ("random"), since such a draw is not part of the graph."""
+    if MODE.observers:
+        notify_effect("random", None, "a draw from the generator outside an op")
+    return _RNG[0]

@@ -27,7 +27,7 @@ import numpy as np
 from . import tensor as _tensor
 from .blas import matmul
 from .graph import sum_to_shape
-from .mode import get_rng
+from .mode import generator
 
 BUFFER_MIN = 2048     # elements: below this an op allocates its result (see Op.buffer)
 
@@ -829,7 +829,7 @@ class Dropout(DropoutMask):
     name = "dropout"
 
     def forward(self, x, p):
-        keep = get_rng().random(x.shape, dtype=np.float32) >= p
+        keep = generator().random(x.shape, dtype=np.float32) >= p
         return super().forward(x, keep.astype(x.dtype) * x.dtype.type(1.0 / (1.0 - p)))
 
 
@@ -862,7 +862,7 @@ class RandomNormal(Op):
     name = "randn"
 
     def forward(self, shape, dtype, seed=None):
-        rng = np.random.default_rng(seed) if seed is not None else get_rng()
+        rng = np.random.default_rng(seed) if seed is not None else generator()
         return rng.standard_normal(shape).astype(dtype)
 
 
@@ -872,7 +872,7 @@ class RandomUniform(RandomNormal):
     name = "rand"
 
     def forward(self, shape, dtype, seed=None):
-        rng = np.random.default_rng(seed) if seed is not None else get_rng()
+        rng = np.random.default_rng(seed) if seed is not None else generator()
         return rng.random(shape).astype(dtype)
 
 
@@ -882,7 +882,7 @@ class RandomInteger(RandomNormal):
     name = "randint"
 
     def forward(self, low, high, shape, seed=None):
-        rng = np.random.default_rng(seed) if seed is not None else get_rng()
+        rng = np.random.default_rng(seed) if seed is not None else generator()
         return rng.integers(low, high, size=shape, dtype=np.int64)
 
 

@@ -76,6 +76,15 @@ def record(op_class, inputs, options):
     return out
 
 
+def freed_output(array):
+    """A tensor holding `array` as an output whose graph backward() has freed: it requires
+    grad, t.op is None, and backward() on it says the graph was freed (what a jit replay
+    returns for such an output, as eager execution would)."""
+    out = Tensor._wrap(array)
+    out.requires_grad, out._ctx = True, RELEASED
+    return out
+
+
 def seed_gradient(op, output, grad, create_graph):
     """The gradient that starts backward at `output`: ones for one element, else `grad`."""
     if grad is None:
@@ -372,6 +381,8 @@ class Tensor:
             raise RuntimeError(f"requires_grad_: this tensor (shape {self.shape}) was computed "
                                f"by {self._ctx.name}; only a leaf can stop requiring grad, "
                                f"use detach() for a copy cut from the graph")
+        if MODE.observers and bool(requires_grad) != self.requires_grad:
+            notify_effect("requires_grad", self, bool(requires_grad))
         self.requires_grad = bool(requires_grad)
         return self
 

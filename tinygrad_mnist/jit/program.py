@@ -1,0 +1,247 @@
+"""A recorded step as a Program: flat Python closures over a list of array slots, replayed
+with the ops' own forward and the engine's own backward loop."""
+import types
+
+import numpy as np
+
+from ..engine import Tensor, freed_output, run_plan
+from ..engine.graph import Holder
+from .recorder import leaves
+
+
+def _has_state(obj):
+    """An object whose attributes a replayed call may change (not a tensor, an array, a
+    number or a class)."""
+    return hasattr(obj, "__dict__") and not isinstance(obj, (
+        Tensor, np.ndarray, type, types.FunctionType, types.MethodType, types.ModuleType))
+
+
+class _Buffers(dict):
+    """An op's buffers in a jit program; a new array tells the program to recount them."""
+    __slots__ = ("program",)
+
+    def __init__(self, program):
+        super().__init__()
+        self.program = program
+
+    def __setitem__(self, name, array):
+        super().__setitem__(name, array)
+        self.program._buffer_ids = None
+
+
+class Program:
+    """One recording of a step, and its guards: what must still hold for a replay."""
+
+    def __init__(self, recorder, result):
+        self.slots = list(recorder.constants)
+        self.argument_slots = recorder.argument_slots
+        self.modules = [module for module, _ in recorder.modules.values()]
+        self.module_guards = [guard for _, guard in recorder.modules.values()]
+        self.called = list({id(step[2][0][1]): step[2][0][1] for step in recorder.steps
+                            if step[0] == "call" and step[2] and step[2][0][0] == "value"
+                            and _has_state(step[2][0][1])}.values())
+        self.captured = [(t, t.data, requires_grad)
+                         for t, _, _, requires_grad in recorder.captured.values()]
+        self.ops = [step[1] for step in recorder.steps if step[0] == "op"]
+        self._buffer_ids = None
+        for op in self.ops:            # results written into arrays allocated once, where
+            try:                           # the op asks for them (see Op.buffer)
+                op.buffers = _Buffers(self)
+            except AttributeError:         # an op without a buffers slot
+                pass
+        self.captured_slot, self.loads = {}, []     # tensors from outside the step: slots
+        self.steps = [self._compile(step) for step in recorder.steps]
+        self.output = self._template(result, recorder.slot_of)
+        self.arguments = None
+        self.flat = recorder.flat          # arguments are all Tensors and arrays: no walk
+
+    def applies(self):
+        """Every module called is as it was (mode, attributes, parameters, sub-modules), and
+        every tensor from outside the step still has its requires_grad, dtype and shape."""
+        for holds in self.module_guards:
+            if not holds():
+                return False
+        captured = self.captured
+        for k, (t, array, requires_grad) in enumerate(captured):
+            if t.requires_grad != requires_grad:
+                return False
+            now = t.data
+            if now is not array:           # a new array (p.data = ...): its dtype and shape?
+                if now.dtype != array.dtype or now.shape != array.shape:
+                    return False
+                captured[k] = (t, now, requires_grad)
+        return True
+
+    def tensors(self):
+        """The tensors from outside the step that the replay reads or changes."""
+        return [t for t, _, _ in self.captured]
+
+    def called_objects(self):
+        """The objects whose methods the step calls (an optimizer, a scheduler, a module)."""
+        return list(self.called)
+
+    def names(self):
+        """id(tensor) -> its name on the modules the step called (the outermost first)."""
+        names = {}
+        for module in self.modules:
+            for name, t in module.named_parameters():
+                names.setdefault(id(t), name)
+        return names
+
+    def run(self, args, kwargs):
+        slots = self.slots
+        self.arguments = arguments = (args if self.flat and not kwargs else
+                                      list(leaves(args + tuple(kwargs.values()))))
+        for slot, value in zip(self.argument_slots, arguments):
+            slots[slot] = value.data if type(value) is Tensor else value
+        self._load_captured()
+        for step in self.steps:
+            step()
+        return self._build(self.output)
+
+    # compiling each recorded step ----------------------------------------------------
+
+    def _compile(self, step):
+        kind = step[0]
+        if kind == "op":
+            return self._compile_op(*step[1:])
+        if kind == "call":
+            return self._compile_call(*step[1:])
+        return self._compile_backward(*step[1:])
+
+    def _resolver(self, ref):
+        kind, value = ref
+        slots = self.slots
+        if kind == "slot":
+            return lambda: slots[value]
+        if kind == "tensor":
+            return lambda: value.data
+        if kind == "tuple":
+            parts = [self._resolver(r) for r in value]
+            return lambda: tuple(p() for p in parts)
+        return lambda: value
+
+    def _compile_op(self, op, inputs, options, out_slot):
+        """The recorded op object runs its own forward on the new arrays (saving what its
+        backward needs, for the backward steps that follow)."""
+        slots = self.slots
+        forward, asarray, ndarray = op.forward, np.asarray, np.ndarray
+        inputs = [self._slotted(ref) for ref in inputs]
+        options = {k: self._slotted(ref) for k, ref in options.items()}
+        static = {k: v for k, (kind, v) in options.items() if kind == "value"}
+        dynamic = [(k, self._resolver(ref)) for k, ref in options.items() if ref[0] != "value"]
+        if all(ref[0] == "slot" for ref in inputs) and not dynamic:
+            in_slots = [ref[1] for ref in inputs]
+            if len(in_slots) == 2 and not options:
+                a, b = in_slots
+
+                def run():               # the commonest op of a scalar graph, without layers
+                    out = forward(slots[a], slots[b])
+                    slots[out_slot] = out if type(out) is ndarray else asarray(out)
+            elif len(in_slots) == 1:
+                (a,) = in_slots
+
+                def run():
+                    out = forward(slots[a], **static)
+                    slots[out_slot] = out if type(out) is ndarray else asarray(out)
+            else:
+                def run():
+                    out = forward(*[slots[i] for i in in_slots], **static)
+                    slots[out_slot] = out if type(out) is ndarray else asarray(out)
+            return run
+        arrays = [self._resolver(ref) for ref in inputs]
+
+        def run():
+            opts = dict(static)
+            for name, resolve in dynamic:
+                opts[name] = resolve()
+            out = forward(*[r() for r in arrays], **opts)
+            slots[out_slot] = out if type(out) is ndarray else asarray(out)
+        return run
+
+    def _slotted(self, ref):
+        """A tensor from outside the step as the slot its array is loaded into."""
+        if ref[0] != "tensor":
+            return ref
+        tensor = ref[1]
+        slot = self.captured_slot.get(id(tensor))
+        if slot is None:
+            slot = self.captured_slot[id(tensor)] = len(self.slots)
+            self.slots.append(None)
+            self.loads.append((slot, tensor))
+        return ("slot", slot)
+
+    def _load_captured(self):
+        """Every tensor from outside the step into its slot: at the start of a replay, and
+        after each call (which may assign a tensor a new array)."""
+        slots = self.slots
+        for slot, tensor in self.loads:
+            slots[slot] = tensor.data
+
+    def _compile_call(self, function, refs, kwargs, out_slot):
+        slots, load = self.slots, self._load_captured
+        resolvers = [self._resolver(ref) for ref in refs]
+        if out_slot is None:
+            def run():
+                function(*[r() for r in resolvers], **kwargs)
+                load()
+            return run
+
+        def run():
+            slots[out_slot] = function(*[r() for r in resolvers], **kwargs)
+        return run
+
+    def _compile_backward(self, plan, roots, seeds):
+        """The engine's own backward loop over the recorded plan: the ops saved the new
+        forward's arrays, and gradients accumulate into the parameters and the arguments."""
+        program = self
+        resolvers = [self._resolver(ref) for ref in seeds]
+        constant = [ref[0] == "value" for ref in seeds]
+        parameters = [node for op, node, _ in plan if op is None and type(node) is not Holder]
+
+        def run():
+            # a parameter whose .grad is still a buffer (not zeroed since the last replay)
+            # keeps its sum: a copy, before this replay writes the buffer again
+            buffers = program.buffer_ids()
+            if buffers:
+                for p in parameters:
+                    g = p.grad
+                    if g is not None and id(g) in buffers:
+                        p.grad = g.copy()
+            seeds_now = [r().copy() if c else r() for r, c in zip(resolvers, constant)]
+            run_plan(plan, roots, seeds_now, leaves=program.arguments, release=False)
+        return run
+
+    def buffer_ids(self):
+        """The ids of every op's buffers, recomputed only after a buffer was (re)allocated."""
+        if self._buffer_ids is None:
+            self._buffer_ids = {id(a) for op in self.ops
+                                for a in getattr(op, "buffers", {}).values()}
+        return self._buffer_ids
+
+    # outputs -------------------------------------------------------------------------
+
+    def _template(self, value, slot_of):
+        if isinstance(value, Tensor):
+            slot = slot_of.get(id(value.data))
+            if slot is not None and self.slots[slot] is None:
+                return ("freed" if value.graph_freed else "tensor", slot)
+            return ("same", value)
+        if isinstance(value, (tuple, list)):
+            return (type(value).__name__, [self._template(v, slot_of) for v in value])
+        if isinstance(value, dict):
+            return ("dict", {k: self._template(v, slot_of) for k, v in value.items()})
+        return ("same", value)
+
+    def _build(self, template):
+        kind, value = template
+        if kind == "tensor":
+            return Tensor.from_numpy(np.array(self.slots[value]))
+        if kind == "freed":               # a loss backward ran through: as eager leaves it
+            return freed_output(np.array(self.slots[value]))
+        if kind == "same":
+            return value
+        if kind == "dict":
+            return {k: self._build(v) for k, v in value.items()}
+        items = [self._build(v) for v in value]
+        return tuple(items) if kind == "tuple" else items

@@ -297,18 +297,26 @@ class Tensor:
     def size(self):
         return self._data.size
 
-    def numpy(self):
+    def _read(self, what):
+        """The values, leaving the engine for Python: the one accessor every value-reading
+        method uses, which tells observers (a jit must not replay a branch on a value)."""
         if MODE.observers:
-            notify_read(self, "numpy()")
+            notify_read(self, what)
         return self._data
 
+    def numpy(self):
+        return self._read("numpy()")
+
     def item(self):
-        if MODE.observers:
-            notify_read(self, "item()")
-        if self._data.size != 1:
+        data = self._read("item()")
+        if data.size != 1:
             raise ValueError(f"item: only a tensor with one element converts to a Python "
                              f"number, got shape {self.shape}")
-        return self._data.item()
+        return data.item()
+
+    def tolist(self):
+        """The values as (nested) Python lists, as NumPy's and PyTorch's tolist()."""
+        return self._read("tolist()").tolist()
 
     def __len__(self):
         if self._data.ndim == 0:
@@ -318,10 +326,9 @@ class Tensor:
     def __array__(self, dtype=None, copy=None):
         """np.asarray(t) shares the data; np.array(t) (copy=True) copies it, as for an
         ndarray; copy=False with another dtype is an error, as NumPy's."""
-        if MODE.observers:
-            notify_read(self, "np.asarray()")
-        if dtype is None or np.dtype(dtype) == self._data.dtype:
-            return self._data.copy() if copy else self._data
+        data = self._read("np.asarray()")
+        if dtype is None or np.dtype(dtype) == data.dtype:
+            return data.copy() if copy else data
         if copy is False:
             raise ValueError(f"np.asarray: a tensor of dtype {self.dtype} cannot become "
                              f"{np.dtype(dtype)} without a copy (copy=False)")
@@ -335,9 +342,7 @@ class Tensor:
         return _interop.array_function(Tensor, func, args, kwargs)
 
     def __repr__(self):
-        if MODE.observers:
-            notify_read(self, "repr() or print()")
-        body = np.array2string(self._data, separator=", ", prefix="Tensor(")
+        body = np.array2string(self._read("repr() or print()"), separator=", ", prefix="Tensor(")
         extras = "" if self._data.dtype == _FLOAT_DEFAULT else f", dtype={self._data.dtype}"
         if self.requires_grad:
             extras += ", requires_grad=True"
@@ -397,25 +402,32 @@ class Tensor:
     # ------------------------------------------------------------------ Python protocols
 
     def __bool__(self):
-        if MODE.observers:
-            notify_read(self, "bool()")
-        if self._data.size != 1:
+        data = self._read("bool()")
+        if data.size != 1:
             raise ValueError(f"bool: the truth value of a tensor of shape {self.shape} is "
                              f"ambiguous; only a one-element tensor converts")
-        return bool(self._data)
+        return bool(data)
 
     def __float__(self):
-        return float(self.item())
+        data = self._read("float()")
+        if data.size != 1:
+            raise ValueError(f"float: only a tensor with one element converts, got shape "
+                             f"{self.shape}")
+        return float(data.item())
 
     def __int__(self):
-        return int(self.item())
+        data = self._read("int()")
+        if data.size != 1:
+            raise ValueError(f"int: only a tensor with one element converts, got shape "
+                             f"{self.shape}")
+        return int(data.item())
 
     def __index__(self):
-        if MODE.observers:
-            notify_read(self, "use as an index")
-        if self._data.dtype.kind not in "iu":
-            raise TypeError(f"index: only an integer tensor can be an index, got {self.dtype}")
-        return int(self.item())
+        data = self._read("use as an index")
+        if data.dtype.kind not in "iu" or data.size != 1:
+            raise TypeError(f"index: only a one-element integer tensor can be an index, got "
+                            f"dtype {self.dtype} and shape {self.shape}")
+        return int(data.item())
 
     def __iter__(self):
         """Walks the first axis, as NumPy does: each row is recorded like t[i]."""
@@ -427,9 +439,7 @@ class Tensor:
         if not spec:
             return str(self)
         if self._data.ndim == 0:
-            if MODE.observers:
-                notify_read(self, "format()")
-            return format(self._data.item(), spec)
+            return format(self._read("format()").item(), spec)
         raise TypeError(f"format: the spec {spec!r} needs a 0-d tensor, got shape {self.shape}")
 
     def __abs__(self):

@@ -76,7 +76,7 @@ import numpy as np
 from ..engine import Tensor, is_grad_enabled, observe, observers
 from .check import JitMismatchError, Snapshot, compare
 from .program import Program
-from .recorder import Recorder, Watch, leaves
+from .recorder import Recorder, Watch, environment_guard, leaves
 
 CACHE_SIZE = 8          # argument signatures kept per jitted function (shapes seen lately)
 VARIANTS = 4            # recordings kept per signature (after guards that failed)
@@ -169,7 +169,7 @@ class Jit:
             recorder.finish(result)
             self.recordings += 1
             if recorder.refusal is None:
-                entry.programs.append(Program(recorder, result))
+                entry.programs.append(Program(recorder, result, environment_guard(self.fn)))
                 if len(entry.programs) > VARIANTS:
                     entry.programs.pop(0)
         finally:

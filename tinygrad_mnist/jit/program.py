@@ -32,7 +32,8 @@ class _Buffers(dict):
 class Program:
     """One recording of a step, and its guards: what must still hold for a replay."""
 
-    def __init__(self, recorder, result):
+    def __init__(self, recorder, result, environment):
+        self.environment = environment      # what the function reads besides its arguments
         self.slots = list(recorder.constants)
         self.argument_slots = recorder.argument_slots
         self.modules = [module for module, _ in recorder.modules.values()]
@@ -57,7 +58,10 @@ class Program:
 
     def applies(self):
         """Every module called is as it was (mode, attributes, parameters, sub-modules), and
-        every tensor from outside the step still has its requires_grad, dtype and shape."""
+        every tensor from outside the step still has its requires_grad, dtype and shape, and
+        the globals and closure variables the function reads are the same."""
+        if not self.environment():
+            return False
         for holds in self.module_guards:
             if not holds():
                 return False

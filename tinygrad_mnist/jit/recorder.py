@@ -1,7 +1,9 @@
 """The recording call: an observer that writes down what the step does, and refuses what a
 replay could not do again."""
+import functools
 import random
 import sys
+import types
 
 import numpy as np
 
@@ -116,9 +118,12 @@ class Recorder(Observer):
             self.steps.append(("call", _in_place(ufunc), [self._ref(target), self._ref(operand)],
                                {}, None))
         elif kind == "grad" and (value is None or isinstance(value, np.ndarray)):
-            # p.grad = None, or an array: done again (a copy each time, as a fresh array)
-            self.steps.append(("call", _set_grad, [("value", target), self._ref(value)], {},
-                               None))
+            # p.grad = None, or an array: done again (a copy each time, as a fresh array; a
+            # constant as it is now, before backward adds into it)
+            ref = self._ref(value)
+            if ref[0] == "value" and value is not None:
+                ref = ("value", value.copy())
+            self.steps.append(("call", _set_grad, [("value", target), ref], {}, None))
         elif kind == "requires_grad":
             if not self._computed(target):
                 self._refuse("changes requires_grad of a tensor from outside the step; "
@@ -250,3 +255,88 @@ def _in_place(ufunc):
 
 def _set_grad(tensor, value):
     tensor.grad = None if value is None else np.array(value, dtype=tensor.dtype)
+
+
+# ---------------------------------------------------------------- what the function reads
+
+_MISSING = object()
+_PLAIN = (int, float, complex, str, bytes, bool, type(None))
+_CODE_AND_CLASSES = (types.FunctionType, types.BuiltinFunctionType, types.MethodType,
+                     types.ModuleType, type, functools.partial)
+
+
+def environment_guard(fn):
+    """A function that says whether what `fn` reads from outside its arguments is still what
+    it was: the globals its code names, the variables of its closure, the instance of a bound
+    method, and one level of attributes of plain objects among them (a namespace holding the
+    model and the optimizer). Objects must be the same object; numbers and strings equal.
+    Functions reached this way are looked into the same way (a step calling a helper)."""
+    checks, seen = [], set()
+
+    def watch(get, value, depth):
+        checks.append((get, value))
+        if (depth == 0 and hasattr(value, "__dict__") and not isinstance(value, _PLAIN)
+                and not isinstance(value, _CODE_AND_CLASSES) and not _library(value)):
+            attributes = vars(value)
+            for name, item in list(attributes.items()):
+                if not isinstance(item, _CODE_AND_CLASSES):
+                    watch(functools.partial(attributes.get, name, _MISSING), item, 1)
+
+    def look_into(function):
+        function = getattr(function, "__func__", function)
+        if not isinstance(function, types.FunctionType) or id(function) in seen:
+            return
+        seen.add(id(function))
+        names = _names(function.__code__)
+        globals_ = function.__globals__
+        for name in sorted(names & globals_.keys()):
+            value = globals_[name]
+            if isinstance(value, types.FunctionType):
+                look_into(value)
+            elif not isinstance(value, _CODE_AND_CLASSES):
+                watch(functools.partial(globals_.get, name, _MISSING), value, 0)
+        for cell in function.__closure__ or ():
+            try:
+                value = cell.cell_contents
+            except ValueError:                       # not yet assigned
+                continue
+            if isinstance(value, types.FunctionType):
+                look_into(value)
+            elif not isinstance(value, _CODE_AND_CLASSES):
+                watch(functools.partial(getattr, cell, "cell_contents"), value, 0)
+
+    target = fn
+    if isinstance(fn, functools.partial):
+        target = fn.func
+        for value in fn.args:
+            watch(lambda value=value: value, value, 0)
+    if isinstance(target, types.MethodType):
+        watch(lambda: target.__self__, target.__self__, 0)
+    look_into(target)
+
+    def holds():
+        for get, value in checks:
+            now = get()
+            if now is not value and not (isinstance(value, _PLAIN) and type(now) is type(value)
+                                         and now == value):
+                return False
+        return True
+    return holds
+
+
+def _names(code):
+    """The global names a code object (and the functions and lambdas inside it) reads."""
+    names = set(code.co_names)
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            names |= _names(const)
+    return names
+
+
+def _library(value):
+    """A tensor, array, module, optimizer or scheduler: guarded by identity only (a module's
+    own attributes are guarded when it is called; tensors are read at every replay)."""
+    from ..nn import Module
+    from ..optim import Optimizer
+    from ..optim.lr_scheduler import LRScheduler
+    return isinstance(value, (Tensor, np.ndarray, Module, Optimizer, LRScheduler))

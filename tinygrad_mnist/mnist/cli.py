@@ -168,6 +168,10 @@ def _add_train(sub):
     p.add_argument("--no-jit", dest="jit", action="store_false",
                    help="run every step eagerly instead of replaying the recorded step (same "
                         "results; --detect-anomaly and --profile always run eagerly)")
+    p.add_argument("--jit-check", action="store_true",
+                   help="also run every replayed step eagerly and stop with JitMismatchError "
+                        "if any parameter, gradient or optimizer state differs (about twice "
+                        "as slow)")
 
 
 def _cmd_train(args):
@@ -421,6 +425,7 @@ COMMANDS = {"train": _cmd_train, "eval": _cmd_eval, "predict": _cmd_predict,
 
 
 def main(argv=None):
+    from ..jit import JitMismatchError
     from .executors import ExecutorError
     from .train import TrainingError
     parser = build_parser()
@@ -436,6 +441,10 @@ def main(argv=None):
     except TrainingError as error:
         stderr_line(f"{prefix} {error}")
         return error.exit_code
+    except JitMismatchError as error:
+        stderr_line(f"{prefix} {error}; the last complete epoch is kept, and --no-jit runs "
+                    f"every step eagerly")
+        return 1
     except KeyboardInterrupt:
         stderr_line(f"{prefix} interrupted")
         return 130

@@ -44,6 +44,7 @@ class Config:
     resume: bool = False        # continue the run in `out` (or extend it to more epochs)
     force: bool = False         # replace the run in `out`
     jit: bool = True            # replay each recorded step (same numbers, faster); False: eager
+    jit_check: bool = False     # also run each replayed step eagerly and compare (slower)
     threads: int = None         # BLAS threads; None: every core, fewer while other programs
                                 # keep cores busy (blas.LoadAwareThreads)
 
@@ -54,7 +55,8 @@ class Config:
     # what must match for --resume to continue a run instead of starting another
     def fingerprint(self):
         d = asdict(self)
-        for key in ("out", "data_dir", "epochs", "resume", "force", "jit", "threads"):
+        for key in ("out", "data_dir", "epochs", "resume", "force", "jit", "jit_check",
+                    "threads"):
             d.pop(key)
         return d
 
@@ -284,10 +286,11 @@ class TrainingData:
         return rows
 
 
-def training_step(model, optimizer, use_jit=True):
+def training_step(model, optimizer, use_jit=True, check=False):
     """step(x, y) -> (loss, logits): one update on a batch; recorded once per batch shape and
-    replayed (jit.py) unless use_jit is False. Values are read by the caller, outside the step,
-    so that the step can be replayed."""
+    replayed (jit/) unless use_jit is False; with check, every replay is also run eagerly and
+    compared (JitMismatchError on a difference). Values are read by the caller, outside the
+    step, so that the step can be replayed."""
     def step(x, y):
         optimizer.zero_grad()
         logits = model(Tensor.from_numpy(x))          # a fresh batch: no copy needed
@@ -295,7 +298,7 @@ def training_step(model, optimizer, use_jit=True):
         loss.backward()
         optimizer.step()
         return loss, logits
-    return jit(step) if use_jit else step
+    return jit(step, check=check) if use_jit else step
 
 
 def train_epoch(model, optimizer, config, epoch, train_data, progress=False, scheduler=None,
@@ -305,7 +308,7 @@ def train_epoch(model, optimizer, config, epoch, train_data, progress=False, sch
     threads by `threads` (a blas.LoadAwareThreads; by default one for this epoch). Returns
     (mean loss, accuracy, seconds)."""
     model.train()
-    step = training_step(model, optimizer, config.jit)
+    step = training_step(model, optimizer, config.jit, config.jit_check)
     manual_seed([config.seed, epoch, 1])                           # dropout masks
     augment_rng = _epoch_rng(config.seed, epoch, 2)
     n = len(train_data)

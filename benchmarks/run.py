@@ -248,6 +248,32 @@ def small_tensor_graph(n=20_000, shape=(128, 10)):
     return forward, backward, n + 1
 
 
+def recording_cost(ds, sizes=(784, 128, 10), batch=128, repeats=7):
+    """Seconds of a jitted step's recording call and of an eager step on the same batch:
+    for each repeat, a fresh jitted step's first call against the median of eager steps
+    timed just before it. Returns the two lists."""
+    x_all, y_all = ds.normalized(ds.train_images), ds.train_labels.astype(np.int64)
+    x, y = x_all[:batch], y_all[:batch]
+    manual_seed(0)
+    weights, biases = zip(*[(layer.weight.data, layer.bias.data)
+                            for layer in nn.MLP(list(sizes)).layers])
+    Jitted(weights, biases).step(x, y)                  # one-time costs (imports) first
+    eager, recording = [], []
+    for _ in range(repeats):
+        runner = Autograd(weights, biases)
+        laps = []
+        for _ in range(11):
+            start = time.perf_counter()
+            runner.step(x, y)
+            laps.append(time.perf_counter() - start)
+        eager.append(statistics.median(laps[1:]))
+        jitted = Jitted(weights, biases)
+        start = time.perf_counter()
+        jitted.step(x, y)
+        recording.append(time.perf_counter() - start)
+    return eager, recording
+
+
 # ---------------------------------------------------------------- 4. memory
 
 def rss_mb():
@@ -329,6 +355,7 @@ def main(argv=None):
     value_fwd, value_bwd = scalar_graph(kind=Value)
     recording, replay = scalar_graph_replayed()
     small_fwd, small_bwd, small_nodes = small_tensor_graph()
+    eager_steps, recordings = recording_cost(ds)
     print("4. memory", flush=True)
     marks = rss_over_steps(ds, steps=2000 if args.quick else 10_000)
     peak = peak_rss_of_default_run(args.data_dir)
@@ -380,6 +407,12 @@ def main(argv=None):
               f"{value_fwd + value_bwd:.2f} s) | |",
               f"| the scalar graph as one jitted function: recording call, then a replay "
               f"(forward + backward) | {recording:.2f} s, then {replay:.2f} s | |", "",
+              f"A jitted step's recording call (784-128-10, batch 128): "
+              f"{statistics.median(recordings) * 1e3:.2f} ms ({min(recordings) * 1e3:.2f}–"
+              f"{max(recordings) * 1e3:.2f}), against an eager step's "
+              f"{statistics.median(eager_steps) * 1e3:.2f} ms: "
+              f"{statistics.median(recordings) / statistics.median(eager_steps):.2f}x "
+              f"(medians of {len(recordings)} fresh recordings).", "",
               "## 4. Memory", "",
               f"Peak RSS of a default training run (a separate process): {peak:.0f} MB.", "",
               "RSS during training steps (784-128-10, batch 128): " + ", ".join(

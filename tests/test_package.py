@@ -29,6 +29,14 @@ def test_library_modules_never_import_the_application():
     assert result.stdout.strip() == "[]"
 
 
+def test_every_package_directory_is_installed():
+    """A non-editable install ships only the packages pyproject.toml lists."""
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+                 ["packages"])
+    found = {".".join(p.parent.relative_to(ROOT).parts) for p in PACKAGE.rglob("__init__.py")}
+    assert found == listed
+
+
 def test_supported_pythons_match_the_dependencies():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     assert project["requires-python"] == ">=3.11"

@@ -1,5 +1,6 @@
 """The recording call: an observer that writes down what the step does, and refuses what a
 replay could not do again."""
+import dis
 import functools
 import random
 import sys
@@ -325,8 +326,10 @@ def environment_guard(fn):
 
 
 def _names(code):
-    """The global names a code object (and the functions and lambdas inside it) reads."""
-    names = set(code.co_names)
+    """The global names a code object (and the functions and lambdas inside it) reads (not
+    the attribute names, which co_names lists too)."""
+    names = {i.argval for i in dis.get_instructions(code)
+             if i.opname in ("LOAD_GLOBAL", "LOAD_NAME")}
     for const in code.co_consts:
         if isinstance(const, types.CodeType):
             names |= _names(const)
@@ -339,4 +342,5 @@ def _library(value):
     from ..nn import Module
     from ..optim import Optimizer
     from ..optim.lr_scheduler import LRScheduler
-    return isinstance(value, (Tensor, np.ndarray, Module, Optimizer, LRScheduler))
+    from . import Jit
+    return isinstance(value, (Tensor, np.ndarray, Module, Optimizer, LRScheduler, Jit))

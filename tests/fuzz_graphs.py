@@ -474,10 +474,68 @@ def _loss(b):
     return f"nn.binary_cross_entropy({a}.tanh().sigmoid(), {target}, reduction={reduction!r})"
 
 
+def _image(b):
+    """An NCHW value: one made so far (3-d ones are unbatched), or a new input."""
+    a = b.pick(lambda s: len(s) == 4 or (len(s) == 3 and min(s) >= 2))
+    if a is None or b.rng.random() < 0.3:
+        rng = b.rng
+        a = b.new_input((int(rng.integers(1, 3)), int(rng.integers(1, 4)),
+                         int(rng.integers(3, 7)), int(rng.integers(3, 7))))
+    return a
+
+
+def _conv(b):
+    """conv2d, the pools and batch norm with random options (invalid ones are skipped by
+    add_line), and the ops only their gradients reach, called directly."""
+    rng = b.rng
+    a = _image(b)
+    shape = b.shapes[a]
+    c, (h, w) = shape[-3], shape[-2:]
+    choice = rng.integers(8)
+    if choice <= 1:
+        groups = int(rng.choice([g for g in (1, 2, 3) if c % g == 0]))
+        out = groups * int(rng.integers(1, 3))
+        k = (int(rng.integers(1, 4)), int(rng.integers(1, 4)))
+        weight = b.new_input((out, c // groups) + k)
+        bias = f", {b.new_input((out,))}" if rng.random() < 0.6 else ""
+        options = (f"stride={int(rng.integers(1, 3))}, padding={int(rng.integers(0, 2))}, "
+                   f"dilation={int(rng.integers(1, 3))}, groups={groups}")
+        return f"{a}.conv2d({weight}{bias}, {options})"
+    if choice <= 3:
+        kind = "max" if choice == 2 else "avg"
+        k = int(rng.integers(1, 4))
+        stride = int(rng.integers(1, 3)) if rng.random() < 0.5 else None
+        return f"{a}.{kind}_pool2d({k}, stride={stride}, padding={int(rng.integers(0, k // 2 + 1))})"
+    if choice == 4 and len(shape) == 4:
+        training = bool(rng.random() < 0.7)
+        return (f"ops.BatchNorm.apply({a}, {b.new_input((c,))}, {b.new_input((c,))}, "
+                f"Tensor(np.zeros({c})), Tensor(np.ones({c})), axes=(0, 2, 3), "
+                f"training={training})")
+    if len(shape) != 4:
+        return None
+    n = shape[0]
+    geometry = "ops.Geometry((2, 2), (1, 1), (0, 0))"
+    if choice == 5:                       # a transposed convolution: (n, c, h, w) -> bigger
+        weight = b.new_input((c, 2, 2, 2))
+        return (f"ops.ConvInputGrad.apply({a}, {weight}, geometry={geometry}, "
+                f"input_shape=({n}, 2, {h + 1}, {w + 1}))")
+    if choice == 6 and h > 1 and w > 1:
+        gz = b.new_input((n, 3, h - 1, w - 1))
+        return (f"ops.ConvWeightGrad.apply({a}, {gz}, geometry={geometry}, "
+                f"weight_shape=(3, {c}, 2, 2))")
+    choices = literal(rng.integers(0, 4, size=shape))
+    kind = ["WindowScatter", "AvgPoolScatter", "WindowGather"][int(rng.integers(3))]
+    if kind == "WindowGather":
+        return f"ops.WindowGather.apply({a}, choice={choices}[:, :, :-1, :-1], geometry={geometry})"
+    extra = f"choice={choices}, " if kind == "WindowScatter" else ""
+    return (f"ops.{kind}.apply({a}, {extra}geometry={geometry}, "
+            f"input_shape=({n}, {c}, {h + 1}, {w + 1}))")
+
+
 _binary_ops = [_binary("+"), _binary("-"), _binary("*")]
 OPS = _binary_ops + [_divide, _reverse, _power, _extremum, _unary, _unary, _softmax,
                      _reduction, _reduction, _shape, _getitem, _getitem, _join, _broadcast,
-                     _where, _matmul, _linear, _misc, _loss, _no_gradient]
+                     _where, _matmul, _linear, _misc, _loss, _no_gradient, _conv]
 
 
 def build(seed, max_lines=6):

@@ -10,6 +10,8 @@ import threading
 
 from .engine import (Observer, Tensor, get_rng, notify_attribute, observe, observers, ops,
                      replayable)
+from .engine import norm
+from .engine.conv import pair
 from .files import atomic_write
 
 
@@ -130,6 +132,20 @@ class Module:
             # reversed, so the stack pops them in definition order
             stack.extend((f"{name}.{key}" if name else key, v) for key, v in reversed(items))
 
+    def register_buffer(self, name, tensor):
+        """A tensor that is state but not a parameter (BatchNorm's running statistics): it is
+        saved and loaded with the parameters, and no optimizer sees it."""
+        setattr(self, name, tensor)
+        names = self.__dict__.setdefault("_buffer_names", [])
+        if name not in names:
+            names.append(name)
+
+    def named_buffers(self):
+        """(dotted name, tensor) for every buffer below this module, in definition order."""
+        return [(f"{prefix}.{name}" if prefix else name, getattr(module, name))
+                for prefix, module in self._walk() if isinstance(module, Module)
+                for name in module.__dict__.get("_buffer_names", ())]
+
     def named_parameters(self):
         seen, found = set(), []
         for name, value in self._walk():
@@ -164,13 +180,16 @@ class Module:
         return self.train(False)
 
     def state_dict(self):
-        """Parameter name -> a copy of its array, in definition order."""
-        return {name: p.data.copy() for name, p in self.named_parameters()}
+        """Parameter and buffer name -> a copy of its array, in definition order."""
+        return {name: p.data.copy() for name, p in self._state_tensors().items()}
+
+    def _state_tensors(self):
+        return dict(self.named_parameters() + self.named_buffers())
 
     def check_state_dict(self, state):
         """Raise if `state` cannot be loaded: missing or unexpected names, other shapes, or
         dtypes that are not floating point. Changes nothing."""
-        params = dict(self.named_parameters())
+        params = self._state_tensors()
         missing = [k for k in params if k not in state]
         unexpected = [k for k in state if k not in params]
         if missing or unexpected:
@@ -341,6 +360,124 @@ class Dropout(Module):
 
     def __repr__(self):
         return f"Dropout(p={self.p})"
+
+
+# ---------------------------------------------------------------- convolutional layers
+
+class Conv2d(Module):
+    """torch.nn.Conv2d: weight (out, in/groups, kh, kw) and bias (out,), both initialized
+    as PyTorch does, U(-1/sqrt(fan_in), 1/sqrt(fan_in)) with fan_in = in/groups * kh * kw
+    (kaiming_uniform with a = sqrt(5))."""
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0,
+                 dilation=1, groups=1, bias=True):
+        in_channels = _size("Conv2d", "in_channels", in_channels)
+        out_channels = _size("Conv2d", "out_channels", out_channels)
+        kh, kw = pair("Conv2d", "kernel_size", kernel_size, 1)
+        if groups < 1 or in_channels % groups or out_channels % groups:
+            raise ValueError(f"Conv2d: in_channels ({in_channels}) and out_channels "
+                             f"({out_channels}) must be divisible by groups ({groups})")
+        self.in_channels, self.out_channels, self.kernel_size = in_channels, out_channels, (kh, kw)
+        self.stride, self.padding, self.dilation, self.groups = stride, padding, dilation, groups
+        bound = 1.0 / np.sqrt(in_channels // groups * kh * kw)
+        rng = get_rng()
+        self.weight = Tensor.from_numpy(rng.uniform(
+            -bound, bound, (out_channels, in_channels // groups, kh, kw)).astype(np.float32),
+            requires_grad=True)
+        self.bias = Tensor.from_numpy(rng.uniform(-bound, bound, out_channels).astype(
+            np.float32), requires_grad=True) if bias else None
+
+    def forward(self, x):
+        x = _as_tensor(x)
+        if x.ndim not in (3, 4) or x.shape[-3] != self.in_channels:
+            raise ValueError(f"conv2d: input of shape {x.shape} does not fit {self!r}: it must "
+                             f"be (N, {self.in_channels}, H, W)")
+        return x.conv2d(self.weight, self.bias, self.stride, self.padding, self.dilation,
+                        self.groups)
+
+    def __repr__(self):
+        extras = "".join(f", {k}={v}" for k, v in (("stride", self.stride),
+                                                    ("padding", self.padding),
+                                                    ("dilation", self.dilation),
+                                                    ("groups", self.groups))
+                         if v != (1 if k != "padding" else 0))
+        return (f"Conv2d({self.in_channels}→{self.out_channels}, "
+                f"{self.kernel_size[0]}x{self.kernel_size[1]}{extras}"
+                + (", bias=False)" if self.bias is None else ")"))
+
+
+class MaxPool2d(Module):
+    def __init__(self, kernel_size=2, stride=None, padding=0):
+        self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
+
+    def forward(self, x):
+        return _as_tensor(x).max_pool2d(self.kernel_size, self.stride, self.padding)
+
+    def __repr__(self):
+        return f"MaxPool2d({self.kernel_size})"
+
+
+class AvgPool2d(MaxPool2d):
+    def forward(self, x):
+        return _as_tensor(x).avg_pool2d(self.kernel_size, self.stride, self.padding)
+
+    def __repr__(self):
+        return f"AvgPool2d({self.kernel_size})"
+
+
+class Flatten(Module):
+    """Every axis from start_dim on as one (torch.nn.Flatten: (N, C, H, W) -> (N, C*H*W))."""
+    def __init__(self, start_dim=1):
+        self.start_dim = start_dim
+
+    def forward(self, x):
+        x = _as_tensor(x)
+        return x.reshape(x.shape[:self.start_dim] + (-1,))
+
+    def __repr__(self):
+        return "Flatten()"
+
+
+class _BatchNorm(Module):
+    """torch.nn.BatchNorm: normalize each channel by the batch's mean and variance in training
+    (and update the running statistics, saved and loaded with the model as buffers), by the
+    running statistics in eval mode; then scale by weight and shift by bias."""
+    dims = ()
+
+    def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True):
+        num_features = _size(type(self).__name__, "num_features", num_features)
+        self.num_features, self.eps, self.momentum = num_features, eps, momentum
+        self.weight = Tensor.ones(num_features, requires_grad=affine)
+        self.bias = Tensor.zeros(num_features, requires_grad=affine)
+        self.register_buffer("running_mean", Tensor.zeros(num_features))
+        self.register_buffer("running_var", Tensor.ones(num_features))
+
+    def forward(self, x):
+        x = _as_tensor(x)
+        name = type(self).__name__
+        if x.ndim not in self.dims or x.shape[1] != self.num_features:
+            raise ValueError(f"{name}: input of shape {x.shape} does not fit {self!r}: it "
+                             f"must have {' or '.join(map(str, self.dims))} dimensions and "
+                             f"{self.num_features} channels on axis 1")
+        if self.training and x.size == x.shape[1]:
+            raise ValueError(f"{name}: training needs more than one value per channel, got "
+                             f"input of shape {x.shape}")
+        axes = (0,) + tuple(range(2, x.ndim))
+        return norm.BatchNorm.apply(x, self.weight, self.bias, self.running_mean,
+                                    self.running_var, axes=axes, eps=self.eps,
+                                    momentum=self.momentum, training=self.training)
+
+    def __repr__(self):
+        return f"{type(self).__name__}({self.num_features})"
+
+
+class BatchNorm1d(_BatchNorm):
+    """Over (N, C) or (N, C, L)."""
+    dims = (2, 3)
+
+
+class BatchNorm2d(_BatchNorm):
+    """Over NCHW."""
+    dims = (4,)
 
 
 _ACTIVATIONS = {"relu": (ReLU, "kaiming"), "sigmoid": (Sigmoid, "xavier"),

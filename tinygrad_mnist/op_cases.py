@@ -10,8 +10,8 @@ from typing import Callable
 import numpy as np
 
 from . import nn
-from .engine import ops
-from .engine import Tensor
+from . import ops
+from .engine import Tensor, conv
 
 # pairs that broadcast in both directions, with 0-d tensors on either side
 BROADCAST_PAIRS = [((), ()), ((3,), (3,)), ((2, 3), (3,)), ((3,), (2, 3)), ((2, 3), (1, 3)),
@@ -299,6 +299,65 @@ def _no_gradient_rows():
     ]
 
 
+def _conv_rows():
+    """Convolution, pooling and batch normalization: every option, odd sizes, and the ops
+    that only their gradients reach (so that gradients of gradients are checked too)."""
+    g = conv.Geometry
+    convs = [  # x, weight, keyword arguments
+        ((2, 3, 5, 6), (4, 3, 3, 3), {}),
+        ((1, 2, 7, 6), (3, 2, 3, 2), {"stride": 2, "padding": 1}),
+        ((2, 2, 7, 7), (2, 2, 2, 3), {"stride": (2, 1), "padding": (0, 2), "dilation": 2}),
+        ((1, 4, 5, 5), (6, 2, 3, 3), {"groups": 2, "padding": 1}),
+        ((1, 3, 4, 5), (3, 1, 2, 2), {"groups": 3, "stride": 2}),
+        ((2, 1, 6, 6), (2, 1, 3, 3), {"padding": "same", "dilation": 2}),
+    ]
+    rows = [OpCase("conv2d", f"conv2d {w} {k}" if k else f"conv2d {w}",
+                   lambda x, w, b, k=k: x.conv2d(w, b, **k), [[x, w, (w[0],)]])
+            for x, w, k in convs]
+    rows += [
+        OpCase("conv2d", "conv2d (no bias, unbatched)", lambda x, w: x.conv2d(w, padding=1),
+               [[(2, 4, 3), (3, 2, 2, 2)]]),
+        OpCase("conv2d_input_grad", "conv2d's input gradient (stride 2, groups 2)",
+               lambda gz, w: ops.ConvInputGrad.apply(
+                   gz, w, geometry=g((3, 3), (2, 2), (1, 1), (1, 1), 2),
+                   input_shape=(2, 4, 5, 6)), [[(2, 6, 3, 3), (6, 2, 3, 3)]]),
+        OpCase("conv2d_weight_grad", "conv2d's weight gradient (dilation 2)",
+               lambda x, gz: ops.ConvWeightGrad.apply(
+                   x, gz, geometry=g((2, 2), (1, 1), (0, 1), (2, 2), 1),
+                   weight_shape=(3, 2, 2, 2)), [[(1, 2, 5, 5), (1, 3, 3, 5)]]),
+    ]
+    pools = [((2, 3, 6, 6), {}), ((1, 2, 7, 5), {"kernel_size": 3, "stride": 2, "padding": 1}),
+             ((1, 2, 5, 6), {"kernel_size": (2, 3), "stride": (1, 2)}),
+             ((2, 5, 5), {"kernel_size": 2, "stride": 1})]
+    for kind in ("max", "avg"):
+        rows += [OpCase(f"{kind}_pool2d", f"{kind}_pool2d {x} {k}",
+                        lambda a, k=k, kind=kind: getattr(a, f"{kind}_pool2d")(**k), [[x]])
+                 for x, k in pools]
+    choice = np.array([[[[0, 3], [1, 2]]]])
+    rows += [
+        OpCase("window_scatter", "window_scatter (max-pool's gradient, overlapping windows)",
+               lambda a: ops.WindowScatter.apply(a, choice=choice,
+                                                 geometry=g((2, 2), (1, 1), (0, 0)),
+                                                 input_shape=(1, 1, 3, 3)), [[(1, 1, 2, 2)]]),
+        OpCase("window_gather", "window_gather (padded)",
+               lambda a: ops.WindowGather.apply(a, choice=choice,
+                                                geometry=g((2, 2), (2, 2), (1, 1))),
+               [[(1, 1, 3, 3)]]),
+        OpCase("avg_pool_scatter", "avg_pool_scatter (avg-pool's gradient)",
+               lambda a: ops.AvgPoolScatter.apply(a, geometry=g((3, 2), (2, 1), (1, 0)),
+                                                  input_shape=(1, 2, 5, 4)), [[(1, 2, 3, 3)]]),
+    ]
+    for shape, axes in (((4, 3), (0,)), ((3, 2, 5), (0, 2)), ((3, 2, 3, 4), (0, 2, 3))):
+        for training in (True, False):
+            rows.append(OpCase(
+                "batch_norm", f"batch_norm {shape} ({'training' if training else 'eval'})",
+                lambda x, w, b, axes=axes, training=training: ops.BatchNorm.apply(
+                    x, w, b, Tensor(np.linspace(-0.5, 0.5, x.shape[1])),
+                    Tensor(np.linspace(0.5, 2.0, x.shape[1])), axes=axes,
+                    training=training), [[shape, shape[1:2], shape[1:2]]]))
+    return rows
+
+
 OP_CASES = (_binary_rows() + _constant_rows() + _unary_rows() + _softmax_rows()
-            + _reduction_rows() + _shape_rows() + _fused_rows() + _numpy_rows()
-            + _no_gradient_rows())
+            + _reduction_rows() + _shape_rows() + _fused_rows() + _conv_rows()
+            + _numpy_rows() + _no_gradient_rows())

@@ -1,2 +1,5 @@
-"""tinygrad_mnist.ops: every op, and Op to write your own (they live in engine/ops.py)."""
+"""tinygrad_mnist.ops: every op, and Op to write your own (they live in engine/ops.py,
+engine/conv.py and engine/norm.py)."""
 from .engine.ops import *  # noqa: F401,F403
+from .engine.conv import *  # noqa: F401,F403
+from .engine.norm import BatchNorm  # noqa: F401

@@ -618,6 +618,21 @@ class Tensor:
     def flatten(self):
         return self.reshape(-1)
 
+    # ------------------------------------------------------------------ convolution, pooling
+
+    def conv2d(self, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+        """torch.nn.functional.conv2d on this NCHW tensor (conv.py: im2col, one product)."""
+        return _conv.conv2d(self, weight, bias, stride, padding, dilation, groups)
+
+    def max_pool2d(self, kernel_size=2, stride=None, padding=0):
+        """torch.nn.functional.max_pool2d: stride defaults to kernel_size."""
+        return _conv.pool2d("max", self, kernel_size, stride, padding)
+
+    def avg_pool2d(self, kernel_size=2, stride=None, padding=0):
+        """torch.nn.functional.avg_pool2d (padding counts in the average, as PyTorch's
+        default): stride defaults to kernel_size."""
+        return _conv.pool2d("avg", self, kernel_size, stride, padding)
+
     def unsqueeze(self, axis):
         """A new axis of size 1 at `axis` (negative counts from the end of the result)."""
         axis = single_axis("unsqueeze", axis, self.ndim + 1, self.shape)
@@ -749,3 +764,4 @@ class Tensor:
 
 
 from . import numpy_interop as _interop  # noqa: E402  (NumPy's functions on Tensors)
+from . import conv as _conv  # noqa: E402  (convolution and pooling ops)

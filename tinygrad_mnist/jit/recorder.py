@@ -325,6 +325,7 @@ def environment_guard(fn):
     return holds
 
 
+@functools.lru_cache(maxsize=256)
 def _names(code):
     """The global names a code object (and the functions and lambdas inside it) reads (not
     the attribute names, which co_names lists too)."""
@@ -333,7 +334,7 @@ def _names(code):
     for const in code.co_consts:
         if isinstance(const, types.CodeType):
             names |= _names(const)
-    return names
+    return frozenset(names)
 
 
 def _library(value):

@@ -1,0 +1,491 @@
+"""Convolution and pooling on NCHW arrays, with PyTorch's meaning of every argument.
+
+im2col: a convolution is one matrix product. The input's windows are a strided view of the
+padded input (no copy), laid out as rows (one per output pixel) of columns (one per input
+channel and kernel offset); the weights are a (out channels, columns) matrix:
+
+    out[n, o, y, x] = sum over c, i, j of w[o, c, i, j] * xp[n, c, y*sh + i*dh, x*sw + j*dw]
+    rows (N*OH*OW, C*KH*KW) @ weights^T (C*KH*KW, O) -> (N*OH*OW, O) -> NCHW
+
+The backward's column-to-image adds each kernel offset's columns into the input gradient as
+one strided slice: KH*KW additions, never a loop over pixels.
+
+Three ops are closed under differentiation, so gradients of gradients of a conv net work:
+with y = conv(x, w) (linear in x for a fixed w: y = A_w x, and in w for a fixed x: y = B_x w),
+  conv2d(x, w)                 dx = input_grad(dy, w)          dw = weight_grad(x, dy)
+  input_grad(g, w) = A_w^T g   dg = conv2d(dz, w)              dw = weight_grad(dz, g)
+  weight_grad(x, g) = B_x^T g  dx = input_grad(g, dz)          dg = conv2d(x, dz)
+Pooling is the same: max_pool2d gathers each window's first largest element, and its
+gradient scatters back to it (window_scatter, whose gradient is window_gather); avg_pool2d's
+gradient spreads dz/(KH*KW) over each window (avg_pool_scatter, whose gradient is avg_pool2d).
+"""
+import numpy as np
+
+from . import tensor as _tensor
+from .blas import matmul
+from .ops import Op
+
+
+class Geometry:
+    """A convolution's or pooling's kernel, stride, padding and dilation, each a (h, w) pair,
+    and the groups; `output_size` checks an input against them."""
+    __slots__ = ("kernel", "stride", "padding", "dilation", "groups")
+
+    def __init__(self, kernel, stride, padding, dilation=(1, 1), groups=1):
+        self.kernel, self.stride, self.padding = kernel, stride, padding
+        self.dilation, self.groups = dilation, groups
+
+    def __eq__(self, other):
+        return isinstance(other, Geometry) and self.key() == other.key()
+
+    def __hash__(self):
+        return hash(self.key())
+
+    def key(self):
+        return (self.kernel, self.stride, self.padding, self.dilation, self.groups)
+
+    def __repr__(self):
+        return ("Geometry(kernel={}, stride={}, padding={}, dilation={}, groups={})"
+                .format(*self.key()))
+
+    def output_size(self, op, height, width):
+        (kh, kw), (sh, sw), (ph, pw), (dh, dw) = (self.kernel, self.stride, self.padding,
+                                                  self.dilation)
+        span_h, span_w = dh * (kh - 1) + 1, dw * (kw - 1) + 1
+        if height + 2 * ph < span_h or width + 2 * pw < span_w:
+            raise ValueError(f"{op}: the kernel spans {span_h}x{span_w} (kernel {kh}x{kw}, "
+                             f"dilation {dh}x{dw}) but the padded input is only "
+                             f"{height + 2 * ph}x{width + 2 * pw} (input {height}x{width}, "
+                             f"padding {ph}x{pw})")
+        return (height + 2 * ph - span_h) // sh + 1, (width + 2 * pw - span_w) // sw + 1
+
+
+def pair(op, name, value, minimum):
+    """An int or a pair of ints, as a (h, w) pair of ints >= minimum."""
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        value = (int(value), int(value))
+    elif (isinstance(value, (tuple, list)) and len(value) == 2 and
+          all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in value)):
+        value = (int(value[0]), int(value[1]))
+    else:
+        raise TypeError(f"{op}: {name} must be an int or a pair of ints, got {value!r}")
+    if min(value) < minimum:
+        raise ValueError(f"{op}: {name} must be at least {minimum}, got {value}")
+    return value
+
+
+# ---------------------------------------------------------------- windows of an input
+
+def _pad(x, padding, value=0.0):
+    ph, pw = padding
+    if not ph and not pw:
+        return x
+    return np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)), constant_values=value)
+
+
+def _windows(xp, geometry, out_hw):
+    """The windows of a padded input as a strided view: (N, C, OH, OW, KH, KW), no copy."""
+    (kh, kw), (sh, sw), (dh, dw) = geometry.kernel, geometry.stride, geometry.dilation
+    n, c = xp.shape[:2]
+    s = xp.strides
+    return np.lib.stride_tricks.as_strided(
+        xp, (n, c) + out_hw + (kh, kw), (s[0], s[1], s[2] * sh, s[3] * sw, s[2] * dh, s[3] * dw),
+        writeable=False)
+
+
+def _add_windows(gxp, gwin, geometry, out_hw):
+    """gxp[window positions] += gwin, for gwin of shape (N, C, OH, OW, KH, KW): one strided
+    slice per kernel offset (windows that overlap add up)."""
+    (kh, kw), (sh, sw), (dh, dw) = geometry.kernel, geometry.stride, geometry.dilation
+    oh, ow = out_hw
+    for i in range(kh):
+        for j in range(kw):
+            gxp[:, :, i * dh:i * dh + sh * (oh - 1) + 1:sh,
+                j * dw:j * dw + sw * (ow - 1) + 1:sw] += gwin[:, :, :, :, i, j]
+
+
+def _crop(gxp, padding, shape):
+    ph, pw = padding
+    return gxp[:, :, ph:ph + shape[2], pw:pw + shape[3]]
+
+
+# ---------------------------------------------------------------- convolution, in NumPy
+
+def _columns(x, geometry, out_hw):
+    """im2col: (N*OH*OW, G, C/G*KH*KW), a row per output pixel, grouped."""
+    n, c = x.shape[:2]
+    win = _windows(_pad(x, geometry.padding), geometry, out_hw)       # N C OH OW KH KW
+    rows = win.transpose(0, 2, 3, 1, 4, 5)                             # N OH OW C KH KW
+    g = geometry.groups
+    return rows.reshape(n * out_hw[0] * out_hw[1], g, (c // g) * np.prod(geometry.kernel))
+
+
+def _grouped_weights(w, groups):
+    """(O, C/G, KH, KW) -> (G, O/G, C/G*KH*KW)."""
+    return w.reshape(groups, w.shape[0] // groups, -1)
+
+
+def _conv(x, w, geometry, columns=None):
+    """The convolution's output (N, O, OH, OW) and the columns it used."""
+    n = x.shape[0]
+    out_hw = geometry.output_size("conv2d", *x.shape[2:])
+    cols = _columns(x, geometry, out_hw) if columns is None else columns
+    wg = _grouped_weights(w, geometry.groups)
+    if geometry.groups == 1:
+        out = matmul(cols[:, 0], wg[0].T)                              # (M, O)
+    else:                                      # (G, M, K) @ (G, K, O/G) -> (G, M, O/G)
+        out = matmul(cols.transpose(1, 0, 2), wg.transpose(0, 2, 1)).transpose(1, 0, 2)
+    out = out.reshape(n, out_hw[0], out_hw[1], w.shape[0])
+    return np.ascontiguousarray(out.transpose(0, 3, 1, 2)), cols
+
+
+def _output_rows(g, groups):
+    """dz (N, O, OH, OW) as rows per output pixel, grouped: (G, M, O/G)."""
+    n, o = g.shape[:2]
+    rows = g.transpose(0, 2, 3, 1).reshape(-1, groups, o // groups)
+    return rows.transpose(1, 0, 2)
+
+
+def _input_grad(g, w, geometry, input_shape):
+    """A_w^T g: the gradient of conv2d with respect to its input."""
+    out_hw = g.shape[2:]
+    groups = geometry.groups
+    wg = _grouped_weights(w, groups)                                   # (G, O/G, K)
+    gcols = matmul(_output_rows(g, groups), wg)                        # (G, M, K)
+    n, c = input_shape[:2]
+    gwin = gcols.transpose(1, 0, 2).reshape(
+        (n,) + tuple(out_hw) + (c,) + geometry.kernel).transpose(0, 3, 1, 2, 4, 5)
+    ph, pw = geometry.padding
+    gxp = np.zeros((n, c, input_shape[2] + 2 * ph, input_shape[3] + 2 * pw), g.dtype)
+    _add_windows(gxp, gwin, geometry, out_hw)
+    return _crop(gxp, geometry.padding, input_shape)
+
+
+def _weight_grad(x, g, geometry, weight_shape, columns=None):
+    """B_x^T g: the gradient of conv2d with respect to its weights."""
+    cols = _columns(x, geometry, g.shape[2:]) if columns is None else columns
+    gw = matmul(_output_rows(g, geometry.groups).transpose(0, 2, 1),   # (G, O/G, M)
+                cols.transpose(1, 0, 2))                               # (G, M, K)
+    return gw.reshape(weight_shape)
+
+
+# ---------------------------------------------------------------- the three conv ops
+
+def _tensor_of(value):
+    Tensor = _tensor.Tensor
+    return value if isinstance(value, Tensor) else Tensor._wrap(np.asarray(value))
+
+
+def _all_arrays(*values):
+    return all(isinstance(v, np.ndarray) for v in values)
+
+
+def conv_input_grad(g, w, geometry, input_shape):
+    """A_w^T g, on arrays, or recorded on tensors (create_graph)."""
+    if _all_arrays(g, w):
+        return _input_grad(g, w, geometry, input_shape)
+    return ConvInputGrad.apply(_tensor_of(g), _tensor_of(w), geometry=geometry,
+                               input_shape=tuple(input_shape))
+
+
+def conv_weight_grad(x, g, geometry, weight_shape):
+    """B_x^T g, on arrays, or recorded on tensors (create_graph)."""
+    if _all_arrays(x, g):
+        return _weight_grad(x, g, geometry, weight_shape)
+    return ConvWeightGrad.apply(_tensor_of(x), _tensor_of(g), geometry=geometry,
+                                weight_shape=tuple(weight_shape))
+
+
+def conv(x, w, geometry):
+    """conv2d without a bias, on arrays, or recorded on tensors (create_graph)."""
+    if _all_arrays(x, w):
+        return _conv(x, w, geometry)[0]
+    return Conv2d.apply(_tensor_of(x), _tensor_of(w), geometry=geometry)
+
+
+class Conv2d(Op):
+    """z = conv2d(x, w) + b (cross-correlation, as PyTorch)    dx = A_w^T dz
+    dw = B_x^T dz    db = dz summed over N, H and W   (see the module docstring)"""
+    __slots__ = ("x", "weight", "columns", "geometry")
+    name = "conv2d"
+    float_result = True
+    input_names = ("x", "weight", "bias")
+
+    def forward(self, x, weight, bias=None, geometry=None):
+        self.x, self.weight, self.geometry = x, weight, geometry
+        out, self.columns = _conv(x, weight, geometry)
+        if bias is not None:
+            out += bias.reshape(1, -1, 1, 1)
+        return out
+
+    def backward(self, gz):
+        x, w, geometry = self.x, self.weight, self.geometry
+        need = self.needs_input_grad
+        fast = _all_arrays(gz, x, w)
+        gx = gw = gb = None
+        if need[0]:
+            gx = conv_input_grad(gz, w, geometry, x.shape)
+        if need[1]:
+            gw = (_weight_grad(x, gz, geometry, w.shape, self.columns) if fast else
+                  conv_weight_grad(x, gz, geometry, w.shape))
+        if len(need) == 2:
+            return gx, gw
+        if need[2]:
+            gb = gz.sum(axis=(0, 2, 3))
+        return gx, gw, gb
+
+
+class ConvInputGrad(Op):
+    """z = A_w^T g (conv2d's input gradient, a transposed convolution)
+    dg = conv2d(dz, w)    dw = B_dz^T g"""
+    __slots__ = ("g", "weight", "geometry")
+    name = "conv2d_input_grad"
+    float_result = True
+
+    def forward(self, g, weight, geometry=None, input_shape=None):
+        self.g, self.weight, self.geometry = g, weight, geometry
+        return _input_grad(g, weight, geometry, input_shape)
+
+    def backward(self, gz):
+        need = self.needs_input_grad
+        return (conv(gz, self.weight, self.geometry) if need[0] else None,
+                conv_weight_grad(gz, self.g, self.geometry, self.weight.shape)
+                if need[1] else None)
+
+
+class ConvWeightGrad(Op):
+    """z = B_x^T g (conv2d's weight gradient)    dx = A_dz^T g    dg = conv2d(x, dz)"""
+    __slots__ = ("x", "g", "geometry")
+    name = "conv2d_weight_grad"
+    float_result = True
+
+    def forward(self, x, g, geometry=None, weight_shape=None):
+        self.x, self.g, self.geometry = x, g, geometry
+        return _weight_grad(x, g, geometry, weight_shape)
+
+    def backward(self, gz):
+        need = self.needs_input_grad
+        return (conv_input_grad(self.g, gz, self.geometry, self.x.shape) if need[0] else None,
+                conv(self.x, gz, self.geometry) if need[1] else None)
+
+
+# ---------------------------------------------------------------- max pooling
+
+def _window_gather(x, choice, geometry):
+    """Each window's element number `choice` (N, C, OH, OW), from a padded input."""
+    win = _windows(_pad(x, geometry.padding), geometry, choice.shape[2:])
+    flat = win.reshape(win.shape[:4] + (-1,))
+    return np.take_along_axis(flat, choice[..., None], axis=-1)[..., 0]
+
+
+def _window_scatter(g, choice, geometry, input_shape):
+    """Zeros of the input's shape with g[n, c, y, x] added at its window's element `choice`."""
+    n, c, height, width = input_shape
+    ph, pw = geometry.padding
+    gxp = np.zeros((n, c, height + 2 * ph, width + 2 * pw), g.dtype)
+    kh, kw = geometry.kernel
+    (sh, sw), (dh, dw) = geometry.stride, geometry.dilation
+    oh, ow = choice.shape[2:]
+    for k in range(kh * kw):
+        i, j = divmod(k, kw)
+        gxp[:, :, i * dh:i * dh + sh * (oh - 1) + 1:sh,
+            j * dw:j * dw + sw * (ow - 1) + 1:sw] += np.where(choice == k, g, 0)
+    return _crop(gxp, geometry.padding, input_shape)
+
+
+def window_gather(x, choice, geometry):
+    if isinstance(x, np.ndarray):
+        return _window_gather(x, choice, geometry)
+    return WindowGather.apply(x, choice=choice, geometry=geometry)
+
+
+def window_scatter(g, choice, geometry, input_shape):
+    if isinstance(g, np.ndarray):
+        return _window_scatter(g, choice, geometry, input_shape)
+    return WindowScatter.apply(g, choice=choice, geometry=geometry,
+                               input_shape=tuple(input_shape))
+
+
+class MaxPool2d(Op):
+    """z = the largest element of each window (padding never wins)
+    dx = dz sent to that element (the first one, in row-major window order, where several tie)"""
+    __slots__ = ("choice", "geometry", "shape")
+    name = "max_pool2d"
+
+    def forward(self, x, geometry=None):
+        out_hw = geometry.output_size("max_pool2d", *x.shape[2:])
+        fill = -np.inf if x.dtype.kind == "f" else np.iinfo(x.dtype).min
+        win = _windows(_pad(x, geometry.padding, fill), geometry, out_hw)
+        flat = win.reshape(win.shape[:4] + (-1,))
+        self.choice = flat.argmax(axis=-1)
+        self.geometry, self.shape = geometry, x.shape
+        return np.take_along_axis(flat, self.choice[..., None], axis=-1)[..., 0]
+
+    def backward(self, gz):
+        return (window_scatter(gz, self.choice, self.geometry, self.shape),)
+
+
+class WindowScatter(Op):
+    """z = zeros of the input's shape, g added at each window's chosen element (max-pool's
+    gradient)    dg = the chosen elements of dz"""
+    __slots__ = ("choice", "geometry")
+    name = "window_scatter"
+
+    def forward(self, g, choice=None, geometry=None, input_shape=None):
+        self.choice, self.geometry = choice, geometry
+        return _window_scatter(g, choice, geometry, input_shape)
+
+    def backward(self, gz):
+        return (window_gather(gz, self.choice, self.geometry),)
+
+
+class WindowGather(Op):
+    """z = each window's chosen element    dx = dz added at the chosen elements"""
+    __slots__ = ("choice", "geometry", "shape")
+    name = "window_gather"
+
+    def forward(self, x, choice=None, geometry=None):
+        self.choice, self.geometry, self.shape = choice, geometry, x.shape
+        return _window_gather(x, choice, geometry)
+
+    def backward(self, gz):
+        return (window_scatter(gz, self.choice, self.geometry, self.shape),)
+
+
+# ---------------------------------------------------------------- average pooling
+
+def _avg_pool(x, geometry):
+    out_hw = geometry.output_size("avg_pool2d", *x.shape[2:])
+    win = _windows(_pad(x, geometry.padding), geometry, out_hw)
+    return win.mean(axis=(4, 5), dtype=x.dtype)
+
+
+def _avg_pool_scatter(g, geometry, input_shape):
+    n, c, height, width = input_shape
+    ph, pw = geometry.padding
+    gxp = np.zeros((n, c, height + 2 * ph, width + 2 * pw), g.dtype)
+    share = g / np.prod(geometry.kernel)
+    gwin = np.broadcast_to(share[..., None, None], share.shape + geometry.kernel)
+    _add_windows(gxp, gwin, geometry, g.shape[2:])
+    return _crop(gxp, geometry.padding, input_shape)
+
+
+def avg_pool(x, geometry):
+    if isinstance(x, np.ndarray):
+        return _avg_pool(x, geometry)
+    return AvgPool2d.apply(x, geometry=geometry)
+
+
+def avg_pool_scatter(g, geometry, input_shape):
+    if isinstance(g, np.ndarray):
+        return _avg_pool_scatter(g, geometry, input_shape)
+    return AvgPoolScatter.apply(g, geometry=geometry, input_shape=tuple(input_shape))
+
+
+class AvgPool2d(Op):
+    """z = the mean of each window (padding counts, as zeros: PyTorch's default)
+    dx = dz / (KH*KW) added to every element of its window"""
+    __slots__ = ("geometry", "shape")
+    name = "avg_pool2d"
+    float_result = True
+
+    def forward(self, x, geometry=None):
+        self.geometry, self.shape = geometry, x.shape
+        return _avg_pool(x, geometry)
+
+    def backward(self, gz):
+        return (avg_pool_scatter(gz, self.geometry, self.shape),)
+
+
+class AvgPoolScatter(Op):
+    """z = g / (KH*KW) spread over each window (avg-pool's gradient)    dg = avg_pool2d(dz)"""
+    __slots__ = ("geometry",)
+    name = "avg_pool_scatter"
+    float_result = True
+
+    def forward(self, g, geometry=None, input_shape=None):
+        self.geometry = geometry
+        return _avg_pool_scatter(g, geometry, input_shape)
+
+    def backward(self, gz):
+        return (avg_pool(gz, self.geometry),)
+
+
+__all__ = ["Conv2d", "ConvInputGrad", "ConvWeightGrad", "MaxPool2d", "WindowScatter",
+           "WindowGather", "AvgPool2d", "AvgPoolScatter", "Geometry"]
+
+
+# ---------------------------------------------------------------- Tensor.conv2d and the pools
+
+def _batched(op, x):
+    """(N, C, H, W) as it is, or an unbatched (C, H, W) as a batch of one (as PyTorch)."""
+    if x.ndim not in (3, 4):
+        raise ValueError(f"{op}: expected an NCHW input (4-d, or 3-d unbatched), got shape "
+                         f"{x.shape}")
+    return (x, False) if x.ndim == 4 else (x.reshape((1,) + x.shape), True)
+
+
+def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+    """torch.nn.functional.conv2d: x (N, C, H, W), weight (O, C/groups, KH, KW), bias (O,);
+    stride, padding, dilation an int or a pair (padding also "valid" or "same")."""
+    Tensor = _tensor.Tensor
+    weight = weight if isinstance(weight, Tensor) else Tensor(weight)
+    x, unbatched = _batched("conv2d", x)
+    if weight.ndim != 4:
+        raise ValueError(f"conv2d: weight must be 4-d (out channels, in channels / groups, "
+                         f"kh, kw), got shape {weight.shape}")
+    if not isinstance(groups, (int, np.integer)) or isinstance(groups, bool) or groups < 1:
+        raise ValueError(f"conv2d: groups must be a positive int, got {groups!r}")
+    out_channels, per_group = weight.shape[:2]
+    if x.shape[1] != per_group * groups or out_channels % groups:
+        raise ValueError(f"conv2d: input {x.shape} has {x.shape[1]} channels; weight "
+                         f"{weight.shape} with groups={groups} expects {per_group * groups} "
+                         f"(and out channels divisible by groups)")
+    kernel = weight.shape[2:]
+    stride = pair("conv2d", "stride", stride, 1)
+    dilation = pair("conv2d", "dilation", dilation, 1)
+    if isinstance(padding, str):
+        padding = _named_padding(padding, kernel, stride, dilation)
+    padding = pair("conv2d", "padding", padding, 0)
+    geometry = Geometry(tuple(kernel), stride, padding, dilation, int(groups))
+    geometry.output_size("conv2d", *x.shape[2:])
+    inputs = (x, weight)
+    if bias is not None:
+        bias = bias if isinstance(bias, Tensor) else Tensor(bias)
+        if bias.shape != (out_channels,):
+            raise ValueError(f"conv2d: bias must have shape ({out_channels},) for weight "
+                             f"{weight.shape}, got {bias.shape}")
+        inputs += (bias,)
+    out = Conv2d.apply(*inputs, geometry=geometry)
+    return out.reshape(out.shape[1:]) if unbatched else out
+
+
+def _named_padding(padding, kernel, stride, dilation):
+    if padding == "valid":
+        return 0
+    if padding == "same":
+        if stride != (1, 1):
+            raise ValueError("conv2d: padding='same' needs stride 1")
+        spans = [d * (k - 1) for k, d in zip(kernel, dilation)]
+        if any(s % 2 for s in spans):
+            raise ValueError(f"conv2d: padding='same' with an even kernel span {spans} would "
+                             f"pad one side more than the other; pad the input explicitly")
+        return (spans[0] // 2, spans[1] // 2)
+    raise ValueError(f"conv2d: padding must be an int, a pair, 'valid' or 'same', got "
+                     f"{padding!r}")
+
+
+def pool2d(kind, x, kernel_size=2, stride=None, padding=0):
+    """torch.nn.functional.max_pool2d / avg_pool2d: stride defaults to the kernel size; the
+    padding is at most half the kernel (PyTorch's rule)."""
+    op = f"{kind}_pool2d"
+    x, unbatched = _batched(op, x)
+    kernel = pair(op, "kernel_size", kernel_size, 1)
+    stride = kernel if stride is None else pair(op, "stride", stride, 1)
+    padding = pair(op, "padding", padding, 0)
+    if padding[0] > kernel[0] // 2 or padding[1] > kernel[1] // 2:
+        raise ValueError(f"{op}: padding {padding} must be at most half the kernel {kernel}")
+    geometry = Geometry(kernel, stride, padding)
+    geometry.output_size(op, *x.shape[2:])
+    out = (MaxPool2d if kind == "max" else AvgPool2d).apply(x, geometry=geometry)
+    return out.reshape(out.shape[1:]) if unbatched else out

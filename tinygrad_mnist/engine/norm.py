@@ -1,0 +1,80 @@
+"""Batch normalization, fused: one op for a whole layer's forward and its closed-form backward.
+
+Over the axes `axes` (every axis but the channels: (0,) for (N, C), (0, 2) for (N, C, L),
+(0, 2, 3) for NCHW), with n values per channel:
+
+    x_hat = (x - mean) / sqrt(var + eps)         (batch statistics; var biased)
+    y = weight * x_hat + bias
+    dbias = sum dy    dweight = sum dy * x_hat
+    dx = weight / sqrt(var + eps) / n * (n dy - sum dy - x_hat * sum(dy * x_hat))
+
+In training the running statistics are updated in place by the forward, as PyTorch does
+(running = (1 - momentum) running + momentum * batch, the variance unbiased), so that a jit's
+replay, which runs the forward again, updates them too. In eval mode the running statistics
+are constants: y = weight * (x - running_mean) / sqrt(running_var + eps) + bias.
+
+Under create_graph the backward recomputes x_hat from x, a Tensor then, so that the gradient
+can be differentiated again through the batch statistics.
+"""
+import numpy as np
+
+from .ops import Op
+
+
+def _channels(array, ndim):
+    """A per-channel (C,) array or tensor shaped to broadcast against (N, C, ...)."""
+    return array.reshape((1, -1) + (1,) * (ndim - 2))
+
+
+class BatchNorm(Op):
+    __slots__ = ("x", "weight", "x_hat", "inv_std", "shift", "axes", "eps", "training")
+    name = "batch_norm"
+    float_result = True
+    input_names = ("x", "weight", "bias", "running_mean", "running_var")
+
+    def forward(self, x, weight, bias, running_mean, running_var, axes=(0,), eps=1e-5,
+                momentum=0.1, training=True):
+        self.x, self.weight, self.axes, self.eps, self.training = x, weight, axes, eps, training
+        if training:
+            mean = x.mean(axis=axes, keepdims=True)
+            centered = x - mean
+            var = np.square(centered).mean(axis=axes, keepdims=True)
+            if momentum:                     # the running statistics, in place
+                n = x.size // var.size
+                running_mean *= 1 - momentum
+                running_mean += momentum * mean.reshape(-1)
+                running_var *= 1 - momentum
+                running_var += momentum * var.reshape(-1) * (n / max(n - 1, 1))
+        else:
+            self.shift = _channels(running_mean, x.ndim).copy()     # a constant of the op
+            centered = x - self.shift
+            var = _channels(running_var, x.ndim)
+        self.inv_std = (1.0 / np.sqrt(var + eps)).astype(x.dtype, copy=False)
+        self.x_hat = centered * self.inv_std
+        return self.x_hat * _channels(weight, x.ndim) + _channels(bias, x.ndim)
+
+    def backward(self, gz):
+        x, axes = self.x, self.axes
+        x_hat, inv_std = self.x_hat, self.inv_std
+        if not isinstance(x, np.ndarray):          # create_graph: x_hat as a function of x
+            if self.training:
+                centered = x - x.mean(axis=axes, keepdims=True)
+                inv_std = ((centered * centered).mean(axis=axes, keepdims=True) +
+                           self.eps) ** -0.5
+                x_hat = centered * inv_std
+            else:
+                x_hat = (x - self.shift) * inv_std
+        need = self.needs_input_grad
+        w = _channels(self.weight, gz.ndim)
+        gbias = gz.sum(axis=axes) if need[2] else None
+        gweight = (gz * x_hat).sum(axis=axes) if need[1] else None
+        gx = None
+        if need[0]:
+            g_hat = gz * w
+            if self.training:
+                n = gz.size // inv_std.size
+                gx = (g_hat * n - g_hat.sum(axis=axes, keepdims=True) -
+                      x_hat * (g_hat * x_hat).sum(axis=axes, keepdims=True)) * (inv_std / n)
+            else:
+                gx = g_hat * inv_std
+        return gx, gweight, gbias, None, None

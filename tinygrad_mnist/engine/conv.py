@@ -75,33 +75,40 @@ def pair(op, name, value, minimum):
 
 
 # ---------------------------------------------------------------- windows of an input
+# The arithmetic runs channels-last: an NCHW tensor's array may be an NHWC array seen through
+# a transposed view (what conv2d returns), and every kernel offset then reads whole runs of
+# channels. Elementwise ops keep that layout; nothing depends on it but speed.
 
-def _pad(x, padding, value=0.0):
-    ph, pw = padding
-    if not ph and not pw:
-        return x
-    return np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)), constant_values=value)
-
-
-def _windows(xp, geometry, out_hw):
-    """The windows of a padded input as a strided view: (N, C, OH, OW, KH, KW), no copy."""
-    (kh, kw), (sh, sw), (dh, dw) = geometry.kernel, geometry.stride, geometry.dilation
-    n, c = xp.shape[:2]
-    s = xp.strides
-    return np.lib.stride_tricks.as_strided(
-        xp, (n, c) + out_hw + (kh, kw), (s[0], s[1], s[2] * sh, s[3] * sw, s[2] * dh, s[3] * dw),
-        writeable=False)
-
-
-def _add_windows(gxp, gwin, geometry, out_hw):
-    """gxp[window positions] += gwin, for gwin of shape (N, C, OH, OW, KH, KW): one strided
-    slice per kernel offset (windows that overlap add up)."""
+def _offsets(geometry, out_hw):
+    """For each kernel offset (row-major), the (height, width) slices of the padded input
+    that the offset reads for every output pixel."""
     (kh, kw), (sh, sw), (dh, dw) = geometry.kernel, geometry.stride, geometry.dilation
     oh, ow = out_hw
-    for i in range(kh):
-        for j in range(kw):
-            gxp[:, :, i * dh:i * dh + sh * (oh - 1) + 1:sh,
-                j * dw:j * dw + sw * (ow - 1) + 1:sw] += gwin[:, :, :, :, i, j]
+    return [(slice(i * dh, i * dh + sh * (oh - 1) + 1, sh),
+             slice(j * dw, j * dw + sw * (ow - 1) + 1, sw)) for i in range(kh) for j in range(kw)]
+
+
+def _channels_last(x):
+    """An NCHW array as NHWC, a view when its memory already is."""
+    return x.transpose(0, 2, 3, 1)
+
+
+def _pad_nhwc(xh, padding, value=0.0):
+    ph, pw = padding
+    if not ph and not pw:
+        return xh
+    return np.pad(xh, ((0, 0), (ph, ph), (pw, pw), (0, 0)), constant_values=value)
+
+
+def _pad(x, padding, value=0.0):
+    """An NCHW array padded on H and W (the result keeps channels last in memory)."""
+    return _pad_nhwc(_channels_last(x), padding, value).transpose(0, 3, 1, 2)
+
+
+def _zeros(shape, like):
+    """Zeros of an NCHW shape, channels last in memory like the arrays around them (an
+    elementwise op on two layouts is several times slower than on one)."""
+    return np.zeros((shape[0], shape[2], shape[3], shape[1]), like.dtype).transpose(0, 3, 1, 2)
 
 
 def _crop(gxp, padding, shape):
@@ -112,61 +119,99 @@ def _crop(gxp, padding, shape):
 # ---------------------------------------------------------------- convolution, in NumPy
 
 def _columns(x, geometry, out_hw):
-    """im2col: (N*OH*OW, G, C/G*KH*KW), a row per output pixel, grouped."""
-    n, c = x.shape[:2]
-    win = _windows(_pad(x, geometry.padding), geometry, out_hw)       # N C OH OW KH KW
-    rows = win.transpose(0, 2, 3, 1, 4, 5)                             # N OH OW C KH KW
-    g = geometry.groups
-    return rows.reshape(n * out_hw[0] * out_hw[1], g, (c // g) * np.prod(geometry.kernel))
+    """im2col: (N*OH*OW, G, KH*KW*C/G), a row per output pixel, each group's columns in
+    (kernel row, kernel column, channel) order; one copy, of whole runs of channels."""
+    xp = _pad_nhwc(_channels_last(x), geometry.padding)
+    n, c = xp.shape[0], xp.shape[3]
+    (kh, kw), (sh, sw), (dh, dw) = geometry.kernel, geometry.stride, geometry.dilation
+    s = xp.strides
+    win = np.lib.stride_tricks.as_strided(
+        xp, (n,) + tuple(out_hw) + (kh, kw, c),
+        (s[0], s[1] * sh, s[2] * sw, s[1] * dh, s[2] * dw, s[3]), writeable=False)
+    m, g = n * out_hw[0] * out_hw[1], geometry.groups
+    if c == 1:                   # one channel: runs along the kernel's rows copy faster
+        return win[..., 0].reshape(m, 1, kh * kw)
+    if g == 1:
+        return win.reshape(m, 1, kh * kw * c)
+    return (win.reshape(m, kh * kw, g, c // g).transpose(0, 2, 1, 3)
+            .reshape(m, g, kh * kw * (c // g)))
 
 
 def _grouped_weights(w, groups):
-    """(O, C/G, KH, KW) -> (G, O/G, C/G*KH*KW)."""
-    return w.reshape(groups, w.shape[0] // groups, -1)
+    """(O, C/G, KH, KW) -> (G, O/G, KH*KW*C/G), in the columns' order."""
+    o, cg, kh, kw = w.shape
+    return w.reshape(groups, o // groups, cg, kh, kw).transpose(0, 1, 3, 4, 2).reshape(
+        groups, o // groups, kh * kw * cg)
+
+
+def _from_rows(rows, n, out_hw):
+    """(N*OH*OW, O) rows as an NCHW array (NHWC memory: no copy)."""
+    return rows.reshape((n,) + tuple(out_hw) + (-1,)).transpose(0, 3, 1, 2)
 
 
 def _conv(x, w, geometry, columns=None):
     """The convolution's output (N, O, OH, OW) and the columns it used."""
-    n = x.shape[0]
     out_hw = geometry.output_size("conv2d", *x.shape[2:])
     cols = _columns(x, geometry, out_hw) if columns is None else columns
     wg = _grouped_weights(w, geometry.groups)
     if geometry.groups == 1:
-        out = matmul(cols[:, 0], wg[0].T)                              # (M, O)
+        rows = matmul(cols[:, 0], wg[0].T)                             # (M, O)
     else:                                      # (G, M, K) @ (G, K, O/G) -> (G, M, O/G)
-        out = matmul(cols.transpose(1, 0, 2), wg.transpose(0, 2, 1)).transpose(1, 0, 2)
-    out = out.reshape(n, out_hw[0], out_hw[1], w.shape[0])
-    return np.ascontiguousarray(out.transpose(0, 3, 1, 2)), cols
+        rows = matmul(cols.transpose(1, 0, 2), wg.transpose(0, 2, 1)).transpose(1, 0, 2)
+        rows = rows.reshape(rows.shape[0], -1)
+    return _from_rows(rows, x.shape[0], out_hw), cols
 
 
 def _output_rows(g, groups):
     """dz (N, O, OH, OW) as rows per output pixel, grouped: (G, M, O/G)."""
-    n, o = g.shape[:2]
-    rows = g.transpose(0, 2, 3, 1).reshape(-1, groups, o // groups)
+    o = g.shape[1]
+    rows = _channels_last(g).reshape(-1, groups, o // groups)
     return rows.transpose(1, 0, 2)
 
 
+def _flipped(w, groups):
+    """The weights of the transposed convolution: (C, O/G, KH, KW), each group's in and out
+    channels exchanged and the kernel turned by 180 degrees."""
+    o, cg, kh, kw = w.shape
+    flipped = w.reshape(groups, o // groups, cg, kh, kw)[:, :, :, ::-1, ::-1]
+    return flipped.transpose(0, 2, 1, 3, 4).reshape(groups * cg, o // groups, kh, kw)
+
+
 def _input_grad(g, w, geometry, input_shape):
-    """A_w^T g: the gradient of conv2d with respect to its input."""
-    out_hw = g.shape[2:]
+    """A_w^T g: the gradient of conv2d with respect to its input. With stride 1 it is itself
+    a convolution (of g, padded, with the turned kernel); otherwise, or where that costs
+    more, each kernel offset's columns are added back into the input as one strided slice."""
+    (kh, kw), (ph, pw), (dh, dw) = geometry.kernel, geometry.padding, geometry.dilation
+    full = (dh * (kh - 1) - ph, dw * (kw - 1) - pw)
+    # the turned convolution copies O*KH*KW columns per input pixel, col2im C*KH*KW per
+    # output pixel: col2im wins where there are more out channels than in (measured)
+    if geometry.stride == (1, 1) and min(full) >= 0 and input_shape[1] >= w.shape[0]:
+        turned = Geometry(geometry.kernel, (1, 1), full, geometry.dilation, geometry.groups)
+        return _conv(g, _flipped(w, geometry.groups), turned)[0]
     groups = geometry.groups
-    wg = _grouped_weights(w, groups)                                   # (G, O/G, K)
-    gcols = matmul(_output_rows(g, groups), wg)                        # (G, M, K)
+    gcols = matmul(_output_rows(g, groups), _grouped_weights(w, groups))    # (G, M, K)
     n, c = input_shape[:2]
-    gwin = gcols.transpose(1, 0, 2).reshape(
-        (n,) + tuple(out_hw) + (c,) + geometry.kernel).transpose(0, 3, 1, 2, 4, 5)
-    ph, pw = geometry.padding
-    gxp = np.zeros((n, c, input_shape[2] + 2 * ph, input_shape[3] + 2 * pw), g.dtype)
-    _add_windows(gxp, gwin, geometry, out_hw)
-    return _crop(gxp, geometry.padding, input_shape)
+    out_hw = g.shape[2:]
+    # (G, M, KH*KW*C/G) -> (N, OH, OW, KH, KW, C): each offset's columns, a strided view
+    gwin = gcols.reshape(groups, n, out_hw[0], out_hw[1], kh, kw, c // groups)
+    gwin = gwin[0] if groups == 1 else gwin.transpose(1, 2, 3, 4, 5, 0, 6).reshape(
+        n, out_hw[0], out_hw[1], kh, kw, c)
+    gxp = np.zeros((n, input_shape[2] + 2 * ph, input_shape[3] + 2 * pw, c), g.dtype)
+    for k, (rows, cols) in enumerate(_offsets(geometry, out_hw)):
+        i, j = divmod(k, kw)
+        gxp[:, rows, cols, :] += gwin[:, :, :, i, j, :]
+    return _crop(gxp.transpose(0, 3, 1, 2), geometry.padding, input_shape)
 
 
 def _weight_grad(x, g, geometry, weight_shape, columns=None):
     """B_x^T g: the gradient of conv2d with respect to its weights."""
     cols = _columns(x, geometry, g.shape[2:]) if columns is None else columns
-    gw = matmul(_output_rows(g, geometry.groups).transpose(0, 2, 1),   # (G, O/G, M)
+    groups = geometry.groups
+    gw = matmul(_output_rows(g, groups).transpose(0, 2, 1),           # (G, O/G, M)
                 cols.transpose(1, 0, 2))                               # (G, M, K)
-    return gw.reshape(weight_shape)
+    o, cg, kh, kw = weight_shape
+    return np.ascontiguousarray(gw.reshape(groups, o // groups, kh, kw, cg)
+                                .transpose(0, 1, 4, 2, 3).reshape(weight_shape))
 
 
 # ---------------------------------------------------------------- the three conv ops
@@ -271,25 +316,32 @@ class ConvWeightGrad(Op):
 
 # ---------------------------------------------------------------- max pooling
 
+def _slices(x, geometry, out_hw, fill=0.0):
+    """The padded input and, per kernel offset (row-major), its strided (N, C, OH, OW) view."""
+    xp = _pad(x, geometry.padding, fill)
+    return xp, [xp[:, :, rows, cols] for rows, cols in _offsets(geometry, out_hw)]
+
+
 def _window_gather(x, choice, geometry):
-    """Each window's element number `choice` (N, C, OH, OW), from a padded input."""
-    win = _windows(_pad(x, geometry.padding), geometry, choice.shape[2:])
-    flat = win.reshape(win.shape[:4] + (-1,))
-    return np.take_along_axis(flat, choice[..., None], axis=-1)[..., 0]
+    """Each window's element number `choice` (N, C, OH, OW)."""
+    _, views = _slices(x, geometry, choice.shape[2:])
+    out = np.zeros_like(views[0])
+    for k, view in enumerate(views):
+        np.copyto(out, view, where=choice == k)
+    return out
 
 
 def _window_scatter(g, choice, geometry, input_shape):
-    """Zeros of the input's shape with g[n, c, y, x] added at its window's element `choice`."""
-    n, c, height, width = input_shape
-    ph, pw = geometry.padding
-    gxp = np.zeros((n, c, height + 2 * ph, width + 2 * pw), g.dtype)
-    kh, kw = geometry.kernel
-    (sh, sw), (dh, dw) = geometry.stride, geometry.dilation
-    oh, ow = choice.shape[2:]
-    for k in range(kh * kw):
-        i, j = divmod(k, kw)
-        gxp[:, :, i * dh:i * dh + sh * (oh - 1) + 1:sh,
-            j * dw:j * dw + sw * (ow - 1) + 1:sw] += np.where(choice == k, g, 0)
+    """Zeros of the input's shape with g[n, c, y, x] added at its window's element `choice`.
+    Windows that neither overlap nor pad (stride = kernel: the usual pooling) are written
+    directly; others add up."""
+    gxp = _pad(_zeros(input_shape, g), geometry.padding)
+    tiled = geometry.stride == geometry.kernel and geometry.padding == (0, 0)
+    for k, (rows, cols) in enumerate(_offsets(geometry, choice.shape[2:])):
+        if tiled:
+            np.multiply(g, choice == k, out=gxp[:, :, rows, cols])
+        else:
+            gxp[:, :, rows, cols] += np.where(choice == k, g, 0)
     return _crop(gxp, geometry.padding, input_shape)
 
 
@@ -308,18 +360,31 @@ def window_scatter(g, choice, geometry, input_shape):
 
 class MaxPool2d(Op):
     """z = the largest element of each window (padding never wins)
-    dx = dz sent to that element (the first one, in row-major window order, where several tie)"""
+    dx = dz sent to that element (the first one, in row-major window order, where several tie)
+
+    The forward notes which element won (choice, one byte per output): the backward is then
+    one write per kernel offset."""
     __slots__ = ("choice", "geometry", "shape")
     name = "max_pool2d"
 
     def forward(self, x, geometry=None):
         out_hw = geometry.output_size("max_pool2d", *x.shape[2:])
         fill = -np.inf if x.dtype.kind == "f" else np.iinfo(x.dtype).min
-        win = _windows(_pad(x, geometry.padding, fill), geometry, out_hw)
-        flat = win.reshape(win.shape[:4] + (-1,))
-        self.choice = flat.argmax(axis=-1)
-        self.geometry, self.shape = geometry, x.shape
-        return np.take_along_axis(flat, self.choice[..., None], axis=-1)[..., 0]
+        _, views = _slices(x, geometry, out_hw, fill)
+        out = views[0].copy(order="K")          # the input's memory order (channels last)
+        for view in views[1:]:
+            np.maximum(out, view, out=out)
+        # the first offset equal to the largest: counted in bytes, without fancy indexing
+        dtype = np.int8 if len(views) < 128 else np.int64
+        choice = np.zeros_like(out, dtype=dtype)
+        taken = views[0] == out
+        for k, view in enumerate(views[1:], 1):
+            hit = view == out
+            hit &= ~taken
+            choice += hit.astype(dtype) * dtype(k)
+            taken |= hit
+        self.choice, self.geometry, self.shape = choice, geometry, x.shape
+        return out
 
     def backward(self, gz):
         return (window_scatter(gz, self.choice, self.geometry, self.shape),)
@@ -356,17 +421,19 @@ class WindowGather(Op):
 
 def _avg_pool(x, geometry):
     out_hw = geometry.output_size("avg_pool2d", *x.shape[2:])
-    win = _windows(_pad(x, geometry.padding), geometry, out_hw)
-    return win.mean(axis=(4, 5), dtype=x.dtype)
+    _, views = _slices(x, geometry, out_hw)
+    out = views[0].astype(x.dtype, order="K", copy=True)
+    for view in views[1:]:
+        out += view
+    out /= np.prod(geometry.kernel)
+    return out
 
 
 def _avg_pool_scatter(g, geometry, input_shape):
-    n, c, height, width = input_shape
-    ph, pw = geometry.padding
-    gxp = np.zeros((n, c, height + 2 * ph, width + 2 * pw), g.dtype)
+    gxp = _pad(_zeros(input_shape, g), geometry.padding)
     share = g / np.prod(geometry.kernel)
-    gwin = np.broadcast_to(share[..., None, None], share.shape + geometry.kernel)
-    _add_windows(gxp, gwin, geometry, g.shape[2:])
+    for rows, cols in _offsets(geometry, g.shape[2:]):
+        gxp[:, :, rows, cols] += share
     return _crop(gxp, geometry.padding, input_shape)
 
 

@@ -26,6 +26,13 @@ def _channels(array, ndim):
     return array.reshape((1, -1) + (1,) * (ndim - 2))
 
 
+def _einsum_squares(ndim, axes):
+    """The einsum that sums x * x over `axes`, keeping the others: "abcd,abcd->b"."""
+    letters = "abcdefgh"[:ndim]
+    kept = "".join(letters[i] for i in range(ndim) if i not in axes)
+    return f"{letters},{letters}->{kept}"
+
+
 class BatchNorm(Op):
     __slots__ = ("x", "weight", "x_hat", "inv_std", "shift", "axes", "eps", "training")
     name = "batch_norm"
@@ -38,7 +45,8 @@ class BatchNorm(Op):
         if training:
             mean = x.mean(axis=axes, keepdims=True)
             centered = x - mean
-            var = np.square(centered).mean(axis=axes, keepdims=True)
+            var = np.einsum(_einsum_squares(x.ndim, axes), centered, centered).reshape(
+                mean.shape) / (x.size // mean.size)             # sum of squares, no temporary
             if momentum:                     # the running statistics, in place
                 n = x.size // var.size
                 running_mean *= 1 - momentum
@@ -50,7 +58,8 @@ class BatchNorm(Op):
             centered = x - self.shift
             var = _channels(running_var, x.ndim)
         self.inv_std = (1.0 / np.sqrt(var + eps)).astype(x.dtype, copy=False)
-        self.x_hat = centered * self.inv_std
+        self.x_hat = centered
+        self.x_hat *= self.inv_std                # in place: centered is not needed again
         return self.x_hat * _channels(weight, x.ndim) + _channels(bias, x.ndim)
 
     def backward(self, gz):
@@ -64,17 +73,18 @@ class BatchNorm(Op):
                 x_hat = centered * inv_std
             else:
                 x_hat = (x - self.shift) * inv_std
+        # sum dy and sum dy * x_hat serve the bias, the weight and x alike
         need = self.needs_input_grad
-        w = _channels(self.weight, gz.ndim)
-        gbias = gz.sum(axis=axes) if need[2] else None
-        gweight = (gz * x_hat).sum(axis=axes) if need[1] else None
+        sum_gz = gz.sum(axis=axes, keepdims=True)
+        sum_gz_x_hat = (gz * x_hat).sum(axis=axes, keepdims=True)
+        gbias = sum_gz.reshape(-1) if need[2] else None
+        gweight = sum_gz_x_hat.reshape(-1) if need[1] else None
         gx = None
         if need[0]:
-            g_hat = gz * w
+            scale = _channels(self.weight, gz.ndim) * inv_std
             if self.training:
                 n = gz.size // inv_std.size
-                gx = (g_hat * n - g_hat.sum(axis=axes, keepdims=True) -
-                      x_hat * (g_hat * x_hat).sum(axis=axes, keepdims=True)) * (inv_std / n)
+                gx = (gz - sum_gz / n - x_hat * (sum_gz_x_hat / n)) * scale
             else:
-                gx = g_hat * inv_std
+                gx = gz * scale
         return gx, gweight, gbias, None, None

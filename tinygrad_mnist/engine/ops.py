@@ -71,6 +71,19 @@ class Op:
             array = buffers[name] = np.empty(shape, dtype)
         return array
 
+    def buffer_like(self, name, like, dtype=None):
+        """buffer() of `like`'s shape and memory order (a channels-last image stays so: an
+        elementwise op between two memory orders is several times slower)."""
+        buffers = getattr(self, "buffers", None)
+        if buffers is None:
+            return None
+        dtype = like.dtype if dtype is None else np.dtype(dtype)
+        array = buffers.get(name)
+        if (array is None or array.shape != like.shape or array.dtype != dtype or
+                array.strides != like.strides and like.dtype == dtype):
+            array = buffers[name] = np.empty_like(like, dtype=dtype)
+        return array
+
     def backward(self, gz):
         raise NotImplementedError(f"{self.name}: backward() is not defined")
 
@@ -313,14 +326,14 @@ class ReLU(Op):
         if x.size < BUFFER_MIN:
             self.out = np.maximum(x, 0)
         else:
-            self.out = np.maximum(x, 0, out=self.buffer("out", x.shape, x.dtype))
+            self.out = np.maximum(x, 0, out=self.buffer_like("out", x))
         return self.out
 
     def backward(self, gz):
         if type(gz) is not np.ndarray or gz.size < BUFFER_MIN:   # create_graph, or small
             return (gz * (self.out > 0),)
-        mask = np.greater(self.out, 0, out=self.buffer("mask", gz.shape, bool))
-        return (np.multiply(gz, mask, out=self.buffer("gx", gz.shape, gz.dtype)),)
+        mask = np.greater(self.out, 0, out=self.buffer_like("mask", self.out, bool))
+        return (np.multiply(gz, mask, out=self.buffer_like("gx", gz)),)
 
 
 class Sigmoid(Op):

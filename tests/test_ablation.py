@@ -16,7 +16,8 @@ def quick_grid(tmp_path_factory, mnist_dir):
     """The --quick grid (every optimizer with its learning-rate sweep, every regularizer and
     architecture) on a small subset, two seeds."""
     out = tmp_path_factory.mktemp("docs")
-    plan = replace(QUICK, epochs=2, seeds=(0, 1), train_size=800, val_size=300, test_size=400)
+    plan = replace(QUICK, epochs=2, seeds=(0, 1), train_size=800, val_size=300, test_size=400,
+                   archs=("mlp", "lenet5", "cnn"))
     results = ablate(["mnist"], {"mnist": str(mnist_dir)}, out_dir=str(out), plan=plan,
                      log=lambda *a: None)
     return out, results
@@ -31,6 +32,8 @@ def test_report_structure(quick_grid):
     for label in list(REGULARIZERS) + list(ARCHITECTURES) + ["sgd", "adamw", "nesterov"]:
         assert f"| {label} |" in text
     assert (out / "curves_mnist.png").stat().st_size > 10_000
+    assert {arch for arch, _, _ in ARCHITECTURES.values()} == {"mlp", "lenet5", "cnn"}
+    assert QUICK.archs == ("mlp", "lenet5")            # --quick leaves the slow CNN out
     assert "placeholder" not in text.lower() and "TODO" not in text
 
 

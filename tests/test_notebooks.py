@@ -28,9 +28,9 @@ def text_of(notebook):
                      for out in cell.get("outputs", []))
 
 
-def test_there_are_three_notebooks_committed_without_outputs():
+def test_there_are_four_notebooks_committed_without_outputs():
     assert NOTEBOOKS == ["01_scalars_and_graphs.ipynb", "02_numpy_mlp_checked.ipynb",
-                         "03_train_mnist.ipynb"]
+                         "03_train_mnist.ipynb", "04_conv_net.ipynb"]
     for name in NOTEBOOKS:
         for cell in nbformat.read(EXAMPLES / name, as_version=4).cells:
             if cell.cell_type == "code":
@@ -62,3 +62,17 @@ def test_training_notebook(execute):
     images = [out for cell in notebook.cells for out in cell.get("outputs", [])
               if "image/png" in out.get("data", {})]
     assert len(images) == 2                                     # curves and mistakes
+
+
+def test_conv_net_notebook(execute):
+    notebook = execute("04_conv_net.ipynb")
+    text = text_of(notebook)
+    assert "im2col == loops: True  engine == loops: True" in text
+    assert "conv2d gradients match finite differences: True" in text
+    assert "parameters: 61706" in text
+    accuracies = [float(line.rsplit(" ", 1)[1].rstrip("%")) for line in text.splitlines()
+                  if line.startswith("epoch")]
+    assert len(accuracies) == 3 and accuracies[-1] > 94
+    images = [out for cell in notebook.cells for out in cell.get("outputs", [])
+              if "image/png" in out.get("data", {})]
+    assert len(images) == 2                                 # the columns; filters and maps

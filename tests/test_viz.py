@@ -75,13 +75,18 @@ def test_gallery_has_every_drawing(tmp_path):
     names = write_gallery(tmp_path)
     assert names == ["scalar_expression.svg", "neuron.svg", "derivative_0_f.svg",
                      "derivative_1_df.svg", "derivative_2_d2f.svg", "mlp_forward.svg",
-                     "mlp_gradients.svg", "mlp_collapsed.svg"] + [
+                     "mlp_gradients.svg", "mlp_collapsed.svg", "lenet5.svg",
+                     "lenet5_collapsed.svg"] + [
         f"reference_{n}.svg" for n in ("000", "001", "002")] + [
         "reference_002_compact.svg", "reference_003.svg", "reference_004.svg"]
     for name in names:
         assert "<svg" in (tmp_path / name).read_text()
     assert "grad" in (tmp_path / "mlp_gradients.svg").read_text()
     assert "grad" not in (tmp_path / "mlp_forward.svg").read_text()
+    lenet = (tmp_path / "lenet5.svg").read_text()
+    # the conv net drawn with its module boxes, each conv op inside its layer's box
+    assert "LeNet&#45;5" in lenet and lenet.count(">Conv2d(") == 2 and lenet.count(">conv2d<") == 2
+    assert lenet.count(">max_pool2d<") == 2
 
 
 def test_path_gets_the_format_extension(tmp_path):

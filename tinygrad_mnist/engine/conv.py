@@ -61,7 +61,9 @@ class Geometry:
 
 
 def pair(op, name, value, minimum):
-    """An int or a pair of ints, as a (h, w) pair of ints >= minimum."""
+    """An int or a pair of ints, as a (h, w) pair of ints >= minimum; `op` names the call
+    (with its shapes) in an error."""
+    given = value
     if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
         value = (int(value), int(value))
     elif (isinstance(value, (tuple, list)) and len(value) == 2 and
@@ -70,7 +72,7 @@ def pair(op, name, value, minimum):
     else:
         raise TypeError(f"{op}: {name} must be an int or a pair of ints, got {value!r}")
     if min(value) < minimum:
-        raise ValueError(f"{op}: {name} must be at least {minimum}, got {value}")
+        raise ValueError(f"{op}: {name} must be at least {minimum}, got {given!r}")
     return value
 
 
@@ -509,11 +511,12 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
                          f"{weight.shape} with groups={groups} expects {per_group * groups} "
                          f"(and out channels divisible by groups)")
     kernel = weight.shape[2:]
-    stride = pair("conv2d", "stride", stride, 1)
-    dilation = pair("conv2d", "dilation", dilation, 1)
+    op = f"conv2d of input {x.shape} and weight {weight.shape}"
+    stride = pair(op, "stride", stride, 1)
+    dilation = pair(op, "dilation", dilation, 1)
     if isinstance(padding, str):
         padding = _named_padding(padding, kernel, stride, dilation)
-    padding = pair("conv2d", "padding", padding, 0)
+    padding = pair(op, "padding", padding, 0)
     geometry = Geometry(tuple(kernel), stride, padding, dilation, int(groups))
     geometry.output_size("conv2d", *x.shape[2:])
     inputs = (x, weight)
@@ -545,8 +548,8 @@ def _named_padding(padding, kernel, stride, dilation):
 def pool2d(kind, x, kernel_size=2, stride=None, padding=0):
     """torch.nn.functional.max_pool2d / avg_pool2d: stride defaults to the kernel size; the
     padding is at most half the kernel (PyTorch's rule)."""
-    op = f"{kind}_pool2d"
-    x, unbatched = _batched(op, x)
+    x, unbatched = _batched(f"{kind}_pool2d", x)
+    op = f"{kind}_pool2d of input {x.shape}"
     kernel = pair(op, "kernel_size", kernel_size, 1)
     stride = kernel if stride is None else pair(op, "stride", stride, 1)
     padding = pair(op, "padding", padding, 0)

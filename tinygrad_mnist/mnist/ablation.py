@@ -33,11 +33,15 @@ REGULARIZED = [512, 256]
 REGULARIZERS = {"none": {}, "weight decay 5e-4": {"weight_decay": 5e-4},
                 "dropout 0.2": {"dropout": 0.2}, "augmentation": {"augment": True},
                 "all three": {"weight_decay": 5e-4, "dropout": 0.2, "augment": True}}
-ARCHITECTURES = {"784-64-10 sigmoid (notebooks 000, 003)": ([64], "sigmoid"),
-                 "784-128-10 ReLU (notebooks 001, 004)": ([128], "relu"),
-                 "784-10-10-10 ReLU (notebook 002)": ([10, 10], "relu"),
-                 "wide 784-1024-10 ReLU": ([1024], "relu"),
-                 "deep 784-256x4-10 ReLU": ([256, 256, 256, 256], "relu")}
+# the architecture dimension: (arch, MLP hidden sizes, activation); `ablate --arch` picks
+# which kinds of network take part
+ARCHITECTURES = {"784-64-10 sigmoid (notebooks 000, 003)": ("mlp", [64], "sigmoid"),
+                 "784-128-10 ReLU (notebooks 001, 004)": ("mlp", [128], "relu"),
+                 "784-10-10-10 ReLU (notebook 002)": ("mlp", [10, 10], "relu"),
+                 "wide 784-1024-10 ReLU": ("mlp", [1024], "relu"),
+                 "deep 784-256x4-10 ReLU": ("mlp", [256, 256, 256, 256], "relu"),
+                 "LeNet-5 ReLU": ("lenet5", BASE, "relu"),
+                 "CNN 5x5 32-64 batch norm, 256 ReLU": ("cnn", BASE, "relu")}
 
 
 @dataclass
@@ -48,11 +52,12 @@ class Plan:
     val_size: int            # the last val_size training images
     test_size: int
     sweep: dict = field(default_factory=lambda: SWEEP)
+    archs: tuple = ("mlp", "lenet5", "cnn")     # the kinds of network compared
 
 
 FULL = Plan(epochs=10, seeds=(0, 1, 2), train_size=55000, val_size=5000, test_size=10000)
 QUICK = Plan(epochs=3, seeds=(0, 1, 2), train_size=8000, val_size=2000, test_size=10000,
-             sweep={k: v[1:3] for k, v in SWEEP.items()})
+             sweep={k: v[1:3] for k, v in SWEEP.items()}, archs=("mlp", "lenet5"))
 
 
 @dataclass
@@ -172,9 +177,11 @@ def run_dataset(name, data_dir, plan, log, runner=None):
         config = replace(base, hidden=REGULARIZED, optimizer="momentum", lr=lr, **options)
         groups += [("regularization", label, trial(label, replace(config, seed=s)))
                    for s in plan.seeds]
-    for label, (hidden, activation) in ARCHITECTURES.items():
-        config = replace(base, hidden=hidden, activation=activation, optimizer="momentum",
-                         lr=lr)
+    for label, (arch, hidden, activation) in ARCHITECTURES.items():
+        if arch not in plan.archs:
+            continue
+        config = replace(base, arch=arch, hidden=hidden, activation=activation,
+                         optimizer="momentum", lr=lr)
         groups += [("architectures", label, trial(label, replace(config, seed=s)))
                    for s in plan.seeds]
     records = runner([t for _, _, t in groups], f"{name}: seeds and groups")
@@ -283,12 +290,15 @@ def write_report(results, plan, mode, seconds, out_dir):
 
 def ablate(datasets=("mnist", "fashion-mnist"), data_dirs=None, quick=False, out_dir="docs",
            plan=None, log=print, executor="serial", workers=None, ray_address=None,
-           resume=False, progress=False):
+           resume=False, progress=False, archs=None):
     """The whole grid, its trials run by `executor` (executors.py). Each finished trial is
-    kept in OUT_DIR/trials/; with `resume`, those are not run again."""
+    kept in OUT_DIR/trials/; with `resume`, those are not run again. `archs` limits the
+    architecture group to those kinds of network (models.ARCHS)."""
     from .executors import check_executor, run_trials
     check_executor(executor, ray_address)
     plan = plan or (QUICK if quick else FULL)
+    if archs is not None:
+        plan = replace(plan, archs=tuple(archs))
     os.makedirs(out_dir, exist_ok=True)
     store = os.path.join(out_dir, "trials")
     if not resume and os.path.isdir(store):

@@ -106,8 +106,9 @@ def _derivatives():
 
 def write_gallery(directory, html=False):
     """Write the gallery's SVGs into directory, and with html the graph explorer's pages of
-    the scalar expression, the neuron, the MNIST MLP and the reference notebooks (each made
-    before backward, so its stepper reveals the gradients); returns the file names."""
+    the scalar expression, the neuron, the MNIST MLP, LeNet-5 and the reference notebooks
+    (each made before backward, so its stepper reveals the gradients); returns the file
+    names."""
     from .train import Config, make_model
     from ..engine import manual_seed, topo_order
     from ..viz import draw_graph, explore
@@ -143,6 +144,15 @@ def write_gallery(directory, html=False):
     loss.backward(retain_graph=True)
     save("mlp_gradients.svg", loss, names={"images": x})
     save("mlp_collapsed.svg", loss, names={"images": x}, collapse_modules=True)
+
+    manual_seed(0)                          # the conv net: a small batch keeps numbers legible
+    model = make_model(Config(arch="lenet5", dropout=0.0))
+    x = Tensor(rng.normal(size=(8, 784)).astype(np.float32))
+    loss = nn.cross_entropy(model(x), rng.integers(0, 10, size=8))
+    page("lenet5.html", loss, {"images": x}, "LeNet-5 and its cross-entropy loss")
+    loss.backward(retain_graph=True)
+    save("lenet5.svg", loss, names={"images": x})
+    save("lenet5_collapsed.svg", loss, names={"images": x}, collapse_modules=True)
 
     labels = np.arange(10)                          # every class: 002's one_hot needs them all
     onehot = np.eye(10)[labels].T                   # the notebooks' (10, m) one-hot targets

@@ -119,14 +119,18 @@ def _parser(sub, name, help_text):
 def _add_train(sub):
     from .train import Config, OPTIMIZERS, SCHEDULES
     from .data import DATASETS
+    from .models import ARCHS
     d = Config()
-    p = _parser(sub, "train", "train an MLP and write metrics, plots and the model")
+    p = _parser(sub, "train", "train a network and write metrics, plots and the model")
     p.add_argument("--dataset", choices=sorted(DATASETS), default=d.dataset, help="dataset")
+    p.add_argument("--arch", choices=ARCHS, default=d.arch,
+                   help="network: the MLP of --hidden, LeNet-5, or the CNN (two 5x5 "
+                        "convolutions with batch norm and pooling, 256 hidden)")
     p.add_argument("--data-dir", default=None,
                    help="read the four IDX files from DIR instead of downloading them into "
                         "~/.cache/tinygrad_mnist")
     p.add_argument("--hidden", type=_hidden, default=d.hidden,
-                   help="hidden layer sizes, comma separated")
+                   help="hidden layer sizes of the MLP, comma separated")
     p.add_argument("--activation", choices=["relu", "sigmoid", "tanh"], default=d.activation,
                    help="hidden activation")
     p.add_argument("--optimizer", choices=OPTIMIZERS, default=d.optimizer, help="optimizer")
@@ -137,9 +141,13 @@ def _add_train(sub):
     p.add_argument("--weight-decay", type=_number(float, low=0), default=d.weight_decay,
                    help="L2 penalty (decoupled for adamw)")
     p.add_argument("--dropout", type=_number(float, low=0, high=1), default=d.dropout,
-                   help="dropout probability after each hidden layer")
+                   help="dropout probability after each hidden (fully connected) layer")
     p.add_argument("--augment", action="store_true",
                    help="random shifts (up to 2 px) and rotations (up to 10 degrees)")
+    p.add_argument("--elastic", type=_number(float, low=0), default=d.elastic, metavar="ALPHA",
+                   help="also elastic distortions (Simard et al. 2003: a random field smoothed "
+                        "by a Gaussian of 4 px, scaled by ALPHA, 34 in the paper); implies "
+                        "--augment")
     p.add_argument("--batch-size", type=POSITIVE_INT, default=d.batch_size, help="batch size")
     p.add_argument("--epochs", type=POSITIVE_INT, default=d.epochs,
                    help="epochs in all; with --resume, more than the run has extends it")
@@ -196,7 +204,7 @@ def _cmd_train(args):
 
 def _load_model(path):
     from .. import nn
-    from .train import layer_sizes
+    from .models import build
     arrays = nn.load_arrays(path)
     if any(k.startswith("model.") for k in arrays):
         raise ValueError(f"{path} is a training checkpoint, not a model: pass the model.npz "
@@ -205,7 +213,7 @@ def _load_model(path):
     if not meta or "hidden" not in meta:
         raise ValueError(f"{path}: no architecture stored beside the weights; use a model.npz "
                          f"written by `tinygrad-mnist train`")
-    model = nn.MLP(layer_sizes(meta["hidden"]), activation=meta.get("activation", "relu"))
+    model = build(meta.get("arch", "mlp"), meta["hidden"], meta.get("activation", "relu"))
     nn.load(model, path)
     bad = [name for name, p in model.named_parameters() if not np.isfinite(p.data).all()]
     if bad:
@@ -279,7 +287,7 @@ def _cmd_ablate(args):
     try:
         ablate(args.datasets, dirs, quick=args.quick, out_dir=args.out,
                executor=args.executor, workers=args.workers, ray_address=args.ray_address,
-               resume=args.resume, progress=not args.quiet)
+               resume=args.resume, progress=not args.quiet, archs=args.arch)
     except KeyboardInterrupt:
         stderr_line(f"tinygrad-mnist ablate: interrupted; finished trials are kept in "
                     f"{args.out}/trials: run the same command with --resume to skip them")
@@ -291,7 +299,7 @@ def _cmd_ablate(args):
 def _cmd_sweep(args):
     import time
     from .sweep import run_sweep
-    lists = {"dataset": args.dataset, "hidden": args.hidden, "activation": args.activation,
+    lists = {"dataset": args.dataset, "arch": args.arch, "hidden": args.hidden, "activation": args.activation,
              "optimizer": args.optimizer, "lr": args.lr, "momentum": args.momentum,
              "weight_decay": args.weight_decay, "dropout": args.dropout,
              "batch_size": args.batch_size, "epochs": args.epochs,
@@ -328,6 +336,7 @@ def _add_executor_options(p):
 
 def _add_sweep(sub):
     from .data import DATASETS
+    from .models import ARCHS
     from .train import Config, OPTIMIZERS, SCHEDULES
     d = Config()
     p = _parser(sub, "sweep", "train every combination of the listed options (comma-separated "
@@ -340,8 +349,10 @@ def _add_sweep(sub):
            "{" + ",".join(sorted(DATASETS)) + "}")
     p.add_argument("--data-dir", default=None,
                    help="read the IDX files from DIR (the dataset's own folder)")
+    listed("--arch", _one_of(ARCHS), "architectures", d.arch, "networks",
+           "{" + ",".join(ARCHS) + "}")
     p.add_argument("--hidden", type=_hidden, nargs="+", default=[d.hidden], metavar="SIZES",
-                   help="one or more architectures, each a comma list of layer sizes: "
+                   help="one or more MLPs, each a comma list of layer sizes: "
                         "--hidden 128 512,256")
     listed("--activation", _one_of(["relu", "sigmoid", "tanh"]), "activations", d.activation,
            "hidden activations", "{relu,sigmoid,tanh}")
@@ -368,6 +379,7 @@ def _add_sweep(sub):
 
 
 def build_parser():
+    from .models import ARCHS
     parser = _Parser(prog="tinygrad-mnist", description="Autograd over NumPy, and MNIST with it.")
     parser.add_argument("--version", action="version", version=f"tinygrad_mnist {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -399,6 +411,10 @@ def build_parser():
     p.add_argument("--data-dir", default=None,
                    help="directory holding mnist/ and fashion-mnist/ (with one dataset, its "
                         "own directory); default: the download cache")
+    p.add_argument("--arch", type=_listed(_one_of(ARCHS), "architectures"), default=None,
+                   metavar="{" + ",".join(ARCHS) + "}",
+                   help="kinds of network in the architecture group, comma separated "
+                        "(default: all; with --quick: mlp,lenet5)")
     p.add_argument("--out", default="runs/ablation", help="directory for the report")
     _add_executor_options(p)
     _add_sweep(sub)

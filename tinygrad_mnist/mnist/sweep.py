@@ -18,7 +18,7 @@ from ..tables import markdown_table
 from .train import Config
 
 # the options a sweep varies, in the order the table shows them
-SWEPT = ("dataset", "hidden", "activation", "optimizer", "lr", "momentum", "weight_decay",
+SWEPT = ("dataset", "arch", "hidden", "activation", "optimizer", "lr", "momentum", "weight_decay",
          "dropout", "batch_size", "epochs", "lr_schedule", "seed")
 
 

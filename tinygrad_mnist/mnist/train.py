@@ -1,4 +1,5 @@
-"""Training an MLP on MNIST or Fashion-MNIST: the loop, checkpoints, metrics and reports."""
+"""Training a network (MLP, LeNet-5 or CNN: models.py) on MNIST or Fashion-MNIST: the loop,
+checkpoints, metrics and reports."""
 import contextlib
 import json
 import math
@@ -14,7 +15,8 @@ from ..engine.blas import LoadAwareThreads, set_num_threads
 from ..data import DataLoader
 from ..files import atomic_write
 from ..optim import lr_scheduler
-from . import data
+from . import data, models
+from .models import layer_sizes  # noqa: F401  (kept importable from here)
 from ..jit import jit
 from ..profiler import profile
 from ..engine import Tensor, manual_seed, no_grad
@@ -27,6 +29,7 @@ SCHEDULES = ("constant", "cosine", "step")
 class Config:
     dataset: str = "mnist"
     data_dir: str = None
+    arch: str = "mlp"           # models.ARCHS: mlp, lenet5, cnn
     hidden: list = field(default_factory=lambda: [512, 256])
     activation: str = "relu"
     optimizer: str = "momentum"
@@ -35,6 +38,7 @@ class Config:
     weight_decay: float = 0.0
     dropout: float = 0.2
     augment: bool = False
+    elastic: float = 0.0        # > 0: also elastic distortions of this strength (implies augment)
     batch_size: int = 128
     epochs: int = 15
     lr_schedule: str = "cosine"
@@ -72,14 +76,16 @@ class Interrupted(TrainingError):
     exit_code = 130
 
 
-def layer_sizes(hidden):
-    """The MLP's sizes: 784 pixels in, the hidden layers, 10 classes out (the one place)."""
-    return [784, *hidden, 10]
-
-
 def make_model(config):
-    return nn.MLP(layer_sizes(config.hidden), activation=config.activation,
-                  dropout=config.dropout)
+    return models.build(config.arch, config.hidden, config.activation, config.dropout)
+
+
+def parameter_count(config):
+    """The model's parameter count, without building an MLP that might not fit."""
+    if config.arch == "mlp":
+        sizes = layer_sizes(config.hidden)
+        return sum(n_in * n_out + n_out for n_in, n_out in zip(sizes, sizes[1:]))
+    return sum(p.size for p in make_model(config).parameters())
 
 
 # float32 arrays the size of the parameters: weights, gradients, one scratch buffer, and the
@@ -91,10 +97,11 @@ def memory_needed(config, train_size):
     """(model bytes, batch bytes, data bytes) a run needs, roughly, in float32: parameters with
     their gradients and optimizer state; a batch's activations and their gradients (a few
     arrays per layer); the standardized training and test images."""
-    sizes = layer_sizes(config.hidden)
-    params = sum(n_in * n_out + n_out for n_in, n_out in zip(sizes, sizes[1:]))
+    params = parameter_count(config)
     model = 4 * params * _STATE_BUFFERS.get(config.optimizer, 5)
-    batch = 4 * config.batch_size * sum(sizes[1:]) * 6
+    per_image = (models.activation_sizes(config.arch, config.hidden) * 6
+                 + models.im2col_sizes(config.arch) * 2)
+    batch = 4 * config.batch_size * per_image
     data = 4 * 784 * (train_size + 10_000)
     return model, batch, data
 
@@ -121,8 +128,10 @@ def check_memory(config, train_size):
     available = available_memory()
     if available is not None and model + batch + data > available:
         gb = 1e9
+        network = (f"--hidden {','.join(map(str, config.hidden))}" if config.arch == "mlp"
+                   else f"--arch {config.arch}")
         raise ValueError(
-            f"--hidden {','.join(map(str, config.hidden))} with --batch-size "
+            f"{network} with --batch-size "
             f"{config.batch_size} needs about {(model + batch + data) / gb:,.1f} GB (weights, "
             f"gradients and {config.optimizer} state {model / gb:,.1f} GB, a batch's "
             f"activations {batch / gb:,.1f} GB, the images {data / gb:,.1f} GB) but this "
@@ -241,6 +250,7 @@ def load_checkpoint(out, model, optimizer, config):
                                           meta["config"])
     except (KeyError, ValueError, TypeError) as error:
         raise ValueError(f"--resume: {path} has no readable 'meta' entry ({error!r})") from None
+    saved = {"arch": "mlp", **saved}                 # runs from before --arch
     current = config.fingerprint()
     changed = sorted(k for k in current if saved.get(k) != current[k])
     if changed:
@@ -267,9 +277,10 @@ class TrainingData:
     augmentation, kept as pixels in [0, 1] so each batch is moved first and standardized
     after (`prepare`)."""
 
-    def __init__(self, images, labels, info, augment):
-        self.labels, self.info, self.augment = labels, info, augment
-        self.source = data.to_unit(images) if augment else data.normalize(images, info)
+    def __init__(self, images, labels, info, augment, elastic=0.0):
+        self.labels, self.info, self.elastic = labels, info, elastic
+        self.augment = augment or elastic > 0
+        self.source = data.to_unit(images) if self.augment else data.normalize(images, info)
 
     def __len__(self):
         return len(self.labels)
@@ -282,7 +293,7 @@ class TrainingData:
         """A batch of source rows as network inputs (moved, then standardized, when
         augmenting)."""
         if self.augment:
-            return data.standardize(data.augment(rows, rng), self.info)
+            return data.standardize(data.augment(rows, rng, elastic=self.elastic), self.info)
         return rows
 
 
@@ -372,7 +383,8 @@ def train(config, log=print, progress=True, profiler=None):
     if config.subset:
         train_images, train_labels = train_images[:config.subset], train_labels[:config.subset]
         test_images, test_labels = test_images[:config.subset], test_labels[:config.subset]
-    train_data = TrainingData(train_images, train_labels, ds.info, config.augment)
+    train_data = TrainingData(train_images, train_labels, ds.info, config.augment,
+                              config.elastic)
     x_test = ds.normalized(test_images)
 
     manual_seed(config.seed)
@@ -480,11 +492,11 @@ def _finish(config, info, model, x_test, test_images, test_labels, history, elap
     with atomic_write(os.path.join(out, "metrics.json"), "w") as f:
         json.dump(metrics, f, indent=2)
     nn.save(model, os.path.join(out, "model.npz"),
-            meta={"dataset": config.dataset, "hidden": config.hidden,
+            meta={"dataset": config.dataset, "arch": config.arch, "hidden": config.hidden,
                   "activation": config.activation, "data_dir": _absolute(config.data_dir)})
-    network = "-".join(map(str, layer_sizes(config.hidden)))
+    network = models.describe(config.arch, config.hidden, config.activation)
     report.curves(history, os.path.join(out, "curves.png"),
-                  title=f"{report.DATASET_TITLES.get(info.name, info.name)}, MLP {network} ({config.activation}, {config.optimizer}): "
+                  title=f"{report.DATASET_TITLES.get(info.name, info.name)}, {network}, {config.optimizer}: "
                         f"test accuracy {accuracy * 100:.2f}% after {len(history)} "
                         f"epoch{'s' if len(history) != 1 else ''}")
     report.confusion(matrix, info.classes, os.path.join(out, "confusion.png"))

@@ -189,3 +189,21 @@ def test_python_m_is_the_console_script():
         assert command in result.stdout
     assert cli.build_parser().format_help().split("\n", 1)[1] == \
         result.stdout.split("\n", 1)[1]
+
+
+def test_label_smoothing_is_the_loss_the_step_trains_on():
+    from tinygrad_mnist import manual_seed, optim
+    from tinygrad_mnist.mnist.train import training_step
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((16, 784)).astype(np.float32), rng.integers(0, 10, 16)
+    manual_seed(0)
+    model = nn.MLP([784, 8, 10])
+    logits = model(Tensor(x)).data.astype(np.float64)
+    # closed form: (1 - s) * (-log p_label) + s * mean over classes of (-log p_k)
+    log_p = logits - logits.max(1, keepdims=True)
+    log_p -= np.log(np.exp(log_p).sum(1, keepdims=True))
+    expected = np.mean(0.9 * -log_p[np.arange(16), y] + 0.1 * -log_p.mean(1))
+    step = training_step(model, optim.SGD(model.parameters(), 0.1), use_jit=False,
+                         label_smoothing=0.1)
+    loss, _ = step(x, y)
+    assert loss.item() == pytest.approx(expected, rel=1e-5)

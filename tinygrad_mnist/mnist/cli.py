@@ -142,6 +142,10 @@ def _add_train(sub):
                    help="L2 penalty (decoupled for adamw)")
     p.add_argument("--dropout", type=_number(float, low=0, high=1), default=d.dropout,
                    help="dropout probability after each hidden (fully connected) layer")
+    p.add_argument("--label-smoothing", type=_number(float, low=0, high=1),
+                   default=d.label_smoothing, metavar="S",
+                   help="train against targets of 1 - S on the label and S spread over all "
+                        "classes (the training loss it reports too)")
     p.add_argument("--augment", action="store_true",
                    help="random shifts (up to 2 px) and rotations (up to 10 degrees)")
     p.add_argument("--elastic", type=_number(float, low=0), default=d.elastic, metavar="ALPHA",

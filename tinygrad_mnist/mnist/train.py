@@ -37,6 +37,7 @@ class Config:
     momentum: float = 0.9
     weight_decay: float = 0.0
     dropout: float = 0.2
+    label_smoothing: float = 0.0  # the training loss's targets: 1 - s on the label, s spread
     augment: bool = False
     elastic: float = 0.0        # > 0: also elastic distortions of this strength (implies augment)
     batch_size: int = 128
@@ -297,7 +298,7 @@ class TrainingData:
         return rows
 
 
-def training_step(model, optimizer, use_jit=True, check=False):
+def training_step(model, optimizer, use_jit=True, check=False, label_smoothing=0.0):
     """step(x, y) -> (loss, logits): one update on a batch; recorded once per batch shape and
     replayed (jit/) unless use_jit is False; with check, every replay is also run eagerly and
     compared (JitMismatchError on a difference). Values are read by the caller, outside the
@@ -305,7 +306,7 @@ def training_step(model, optimizer, use_jit=True, check=False):
     def step(x, y):
         optimizer.zero_grad()
         logits = model(Tensor.from_numpy(x))          # a fresh batch: no copy needed
-        loss = nn.cross_entropy(logits, y)
+        loss = nn.cross_entropy(logits, y, label_smoothing=label_smoothing)
         loss.backward()
         optimizer.step()
         return loss, logits
@@ -319,7 +320,7 @@ def train_epoch(model, optimizer, config, epoch, train_data, progress=False, sch
     threads by `threads` (a blas.LoadAwareThreads; by default one for this epoch). Returns
     (mean loss, accuracy, seconds)."""
     model.train()
-    step = training_step(model, optimizer, config.jit, config.jit_check)
+    step = training_step(model, optimizer, config.jit, config.jit_check, config.label_smoothing)
     manual_seed([config.seed, epoch, 1])                           # dropout masks
     augment_rng = _epoch_rng(config.seed, epoch, 2)
     n = len(train_data)

@@ -2,8 +2,9 @@
 
     python -m benchmarks.mutants [--workers 2] [--only NAME] [--out benchmarks]
 
-Each mutant is the library with one bug planted in one backward pass (ops.py) or in the
-engine's one helper that undoes broadcasting (tensor.py's sum_to_shape):
+Each mutant is the library with one bug planted in one backward pass or one forward-mode
+(jvp) rule of an op (engine/ops.py, conv.py, norm.py) or in the engine's one helper that
+undoes broadcasting (graph.py's sum_to_shape):
 - a sign flipped: a returned gradient negated, a `-x` made `x`, a `-` made `+`;
 - a factor dropped or doubled: `a * b` made `a` or `b`, a returned gradient doubled;
 - a transpose lost: `.T`, `.swapaxes(...)`, `.transpose(...)` removed;
@@ -29,7 +30,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 from benchmarks.report import write_report  # noqa: E402
 # the tests that check derivatives, the quickest catchers first
-TESTS = ["tests/test_ops.py", "tests/test_edges.py", "tests/test_higher_order.py",
+TESTS = ["tests/test_func.py", "tests/test_ops.py", "tests/test_edges.py", "tests/test_higher_order.py",
          "tests/test_fuzz.py", "tests/test_gradcheck.py", "tests/test_numpy_interop.py",
          "tests/test_tensor.py", "tests/test_nn.py", "tests/test_properties.py",
          "tests/test_reference.py", "tests/test_optim.py"]
@@ -76,7 +77,7 @@ class _Sites(ast.NodeTransformer):
             return node
         elements = node.value.elts if isinstance(node.value, ast.Tuple) else None
         if elements is None:
-            if not self.where.endswith("_loss_gradient"):
+            if not self.where.endswith(("_loss_gradient", ".jvp")):
                 return node                    # a call that returns the tuple (Mean's)
             elements = [node.value]
             single = True
@@ -166,21 +167,24 @@ class _BroadcastSite(ast.NodeTransformer):
         return node
 
 
+OP_FILES = ("engine/ops.py", "engine/conv.py", "engine/norm.py")
+
+
 def _mutants():
     """[(file, description, tree)] for every planted bug."""
     out = []
-    path = os.path.join(ROOT, "tinygrad_mnist", "ops.py")
-    source = open(path).read()
-    functions = {"backward", "_index_add", "_loss_gradient"}
-    sites = _Sites(functions)
-    sites.visit(ast.parse(source))
-    for index, where, description in sites.found:
-        tree = _Sites(functions, target=index).visit(ast.parse(source))
-        out.append(("ops.py", f"{where}: {description}", tree))
-    engine = os.path.join(ROOT, "tinygrad_mnist", "tensor.py")
+    functions = {"backward", "jvp", "_index_add", "_loss_gradient"}
+    for filename in OP_FILES:
+        source = open(os.path.join(ROOT, "tinygrad_mnist", filename)).read()
+        sites = _Sites(functions)
+        sites.visit(ast.parse(source))
+        for index, where, description in sites.found:
+            tree = _Sites(functions, target=index).visit(ast.parse(source))
+            out.append((filename, f"{where}: {description}", tree))
+    engine = os.path.join(ROOT, "tinygrad_mnist", "engine", "graph.py")
     tree = _BroadcastSite().visit(ast.parse(open(engine).read()))
-    out.append(("tensor.py", "sum_to_shape: broadcast not undone (the gradient returned as it "
-                             "came)", tree))
+    out.append(("engine/graph.py", "sum_to_shape: broadcast not undone (the gradient returned "
+                                   "as it came)", tree))
     return out
 
 
@@ -259,7 +263,8 @@ def main(argv=None):
     total = time.perf_counter() - started
     lines = ["# Planted bugs", "",
              f"`python -m benchmarks.mutants` planted {len(results)} bugs, one at a time, in "
-             f"the backward passes of ops.py and in the engine's sum_to_shape, and ran the "
+             f"the backward passes and jvp rules of the ops and in the engine's sum_to_shape, "
+             f"and ran the "
              f"gradient tests against each ({total / 60:.1f} minutes, {args.workers} "
              f"workers).", "",
              f"**Planted {len(results)}, caught {len(results) - len(survivors)}, survived "

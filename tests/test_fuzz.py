@@ -1,7 +1,7 @@
 """A fuzzer of our own: random expression graphs over every op of the op table (random
 broadcastable shapes, reductions with axis and keepdims, slices with negative steps, integer
 arrays and masks, fan-out), checked against float64 finite differences to first and second
-order, and run in float32 against float64. A failure is shrunk to a few lines and printed as
+order, run in float32 against float64, and forward mode against reverse mode. A failure is shrunk to a few lines and printed as
 a script (tests/fuzz_graphs.py builds the graphs).
 
 The CI budget is CI_BUDGET graphs with fixed seeds; `pytest tests/test_fuzz.py
@@ -55,7 +55,32 @@ def float32_like_float64(program):
                                    err_msg=f"{'output' if i == 0 else f'gradient {i - 1}'}")
 
 
-CHECKS = [first_order, float32_like_float64, second_order]
+def forward_like_reverse(program):
+    """Forward mode against reverse mode: <u, J v> by one jvp equals <J^T u, v> by one vjp,
+    for random u and v (the transpose identity)."""
+    from tinygrad_mnist import func
+    f = program.function()
+
+    def seeded(*xs):
+        manual_seed(0)                                   # the same dropout draws each call
+        return f(*xs)
+    xs = [Tensor(x.data, dtype=np.float64) for x in _inputs(program)]
+    rng = np.random.default_rng(0)
+    vs = [Tensor(rng.normal(size=x.shape), dtype=np.float64) for x in xs]
+    with np.errstate(all="ignore"):
+        out, jv = func.jvp(seeded, tuple(xs), tuple(vs))
+        u = rng.normal(size=out.shape)
+        _, pull = func.vjp(seeded, *xs)
+        jtu = pull(Tensor(u, dtype=np.float64))
+    forward = float((u * jv.data).sum())
+    reverse = sum(float((g.data * v.data).sum()) for g, v in zip(jtu, vs))
+    if not (np.isfinite(forward) and np.isfinite(reverse)):
+        return                                  # overflow on this graph: nothing to compare
+    assert abs(forward - reverse) <= 1e-7 * (1 + abs(forward) + abs(reverse)), \
+        f"<u, Jv> = {forward} by forward mode, <J^T u, v> = {reverse} by reverse mode"
+
+
+CHECKS = [first_order, float32_like_float64, second_order, forward_like_reverse]
 
 
 def _failure(check, program):
@@ -126,3 +151,18 @@ def test_a_planted_bug_is_found_and_shrunk(monkeypatch):
     assert found is not None
     assert len(found.lines) <= 5 and "tanh" in found.source()
     assert "gradcheck(f, [" in found.reproduction()
+
+
+def test_a_bug_planted_in_a_jvp_rule_is_found(monkeypatch):
+    """The forward-mode arm: a wrong tangent rule (sigmoid's, missing a factor) is caught by
+    the transpose identity against reverse mode and shrunk to a few lines."""
+    monkeypatch.setattr(ops.Sigmoid, "jvp", lambda self, t: t * self.out)
+    found = None
+    for seed in range(300):
+        program = build(seed)
+        if program is not None and "sigmoid" in program.source():
+            if _failure(forward_like_reverse, program) is not None:
+                found = shrink(program, lambda p: _failure(forward_like_reverse, p) is not None)
+                break
+    assert found is not None
+    assert len(found.lines) <= 5 and "sigmoid" in found.source()

@@ -23,7 +23,7 @@ import numpy as np
 
 from . import tensor as _tensor
 from .blas import matmul
-from .ops import Op
+from .ops import Op, add_tangents
 
 
 class Geometry:
@@ -281,6 +281,13 @@ class Conv2d(Op):
             gb = gz.sum(axis=(0, 2, 3))
         return gx, gw, gb
 
+    def jvp(self, tx, tw, tb=None):              # conv(tx, w) + conv(x, tw) + tb
+        x, w, geometry = self.x, self.weight, self.geometry
+        out = add_tangents(None if tx is None else _conv(tx, w, geometry)[0],
+                    None if tw is None else _conv(x, tw, geometry, self.columns)[0])
+        return add_tangents(out, None if tb is None else tb.reshape(1, -1, 1, 1))
+
+
 
 class ConvInputGrad(Op):
     """z = A_w^T g (conv2d's input gradient, a transposed convolution)
@@ -299,6 +306,13 @@ class ConvInputGrad(Op):
                 conv_weight_grad(gz, self.g, self.geometry, self.weight.shape)
                 if need[1] else None)
 
+    def jvp(self, tg, tw):
+        shape = self.options["input_shape"]
+        return add_tangents(
+            None if tg is None else _input_grad(tg, self.weight, self.geometry, shape),
+            None if tw is None else _input_grad(self.g, tw, self.geometry, shape))
+
+
 
 class ConvWeightGrad(Op):
     """z = B_x^T g (conv2d's weight gradient)    dx = A_dz^T g    dg = conv2d(x, dz)"""
@@ -314,6 +328,13 @@ class ConvWeightGrad(Op):
         need = self.needs_input_grad
         return (conv_input_grad(self.g, gz, self.geometry, self.x.shape) if need[0] else None,
                 conv(self.x, gz, self.geometry) if need[1] else None)
+
+    def jvp(self, tx, tg):
+        shape = self.options["weight_shape"]
+        return add_tangents(
+            None if tx is None else _weight_grad(tx, self.g, self.geometry, shape),
+            None if tg is None else _weight_grad(self.x, tg, self.geometry, shape))
+
 
 
 # ---------------------------------------------------------------- max pooling
@@ -391,6 +412,10 @@ class MaxPool2d(Op):
     def backward(self, gz):
         return (window_scatter(gz, self.choice, self.geometry, self.shape),)
 
+    def jvp(self, t):
+        return _window_gather(t, self.choice, self.geometry)
+
+
 
 class WindowScatter(Op):
     """z = zeros of the input's shape, g added at each window's chosen element (max-pool's
@@ -405,6 +430,11 @@ class WindowScatter(Op):
     def backward(self, gz):
         return (window_gather(gz, self.choice, self.geometry),)
 
+    def jvp(self, t):
+        return _window_scatter(t, self.choice, self.geometry,
+                               self.options["input_shape"])
+
+
 
 class WindowGather(Op):
     """z = each window's chosen element    dx = dz added at the chosen elements"""
@@ -417,6 +447,10 @@ class WindowGather(Op):
 
     def backward(self, gz):
         return (window_scatter(gz, self.choice, self.geometry, self.shape),)
+
+    def jvp(self, t):
+        return _window_gather(t, self.choice, self.geometry)
+
 
 
 # ---------------------------------------------------------------- average pooling
@@ -465,6 +499,10 @@ class AvgPool2d(Op):
     def backward(self, gz):
         return (avg_pool_scatter(gz, self.geometry, self.shape),)
 
+    def jvp(self, t):
+        return _avg_pool(t, self.geometry)
+
+
 
 class AvgPoolScatter(Op):
     """z = g / (KH*KW) spread over each window (avg-pool's gradient)    dg = avg_pool2d(dz)"""
@@ -478,6 +516,10 @@ class AvgPoolScatter(Op):
 
     def backward(self, gz):
         return (avg_pool(gz, self.geometry),)
+
+    def jvp(self, t):
+        return _avg_pool_scatter(t, self.geometry, self.options["input_shape"])
+
 
 
 __all__ = ["Conv2d", "ConvInputGrad", "ConvWeightGrad", "MaxPool2d", "WindowScatter",

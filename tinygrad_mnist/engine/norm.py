@@ -18,7 +18,7 @@ can be differentiated again through the batch statistics.
 """
 import numpy as np
 
-from .ops import Op
+from .ops import Op, add_tangents
 
 
 def _channels(array, ndim):
@@ -88,3 +88,18 @@ class BatchNorm(Op):
             else:
                 gx = gz * scale
         return gx, gweight, gbias, None, None
+
+    def jvp(self, tx, tw, tb, t_mean=None, t_var=None):
+        """t_y = tw x_hat + w t_x_hat + tb, with t_x_hat = inv_std (tx - mean(tx) -
+        x_hat mean(x_hat tx)) in training (the batch statistics move with x) and
+        inv_std tx in eval; the running statistics are constants."""
+        ndim, axes = self.x_hat.ndim, self.axes
+        t_x_hat = None
+        if tx is not None:
+            t_x_hat = tx * self.inv_std
+            if self.training:
+                t_x_hat = t_x_hat - t_x_hat.mean(axis=axes, keepdims=True) - self.x_hat * (
+                    self.x_hat * t_x_hat).mean(axis=axes, keepdims=True)
+            t_x_hat = t_x_hat * _channels(self.weight, ndim)
+        return add_tangents(t_x_hat, None if tw is None else self.x_hat * _channels(tw, ndim),
+                     None if tb is None else _channels(tb, ndim))

@@ -88,6 +88,29 @@ class Op:
         raise NotImplementedError(f"{self.name}: backward() is not defined")
 
 
+# Forward mode: an op's jvp(*tangents) gets one tangent per input, an array or None (zero: the
+# input carries none), and returns its output's tangent (None for zero), from what its forward
+# saved. func.jvp calls it after each forward; an op without one gets a tangent derived from
+# its backward (func/forward.py).
+
+def add_tangents(*terms):
+    """The sum of the terms that are not None; None if none is."""
+    total = None
+    for term in terms:
+        if term is not None:
+            total = term if total is None else total + term
+    return total
+
+
+def scale_tangent(t, factor):
+    return None if t is None else t * factor
+
+
+def filled_tangents(tangents, inputs):
+    """Each input's tangent, zeros where it has none."""
+    return [np.zeros(x.shape, x.dtype) if t is None else t for t, x in zip(tangents, inputs)]
+
+
 def _array(x):
     """The array behind a saved input: itself, or under create_graph the Tensor's data (to
     compute a constant mask from it)."""
@@ -107,6 +130,10 @@ class Add(Op):
     def backward(self, gz):
         return gz, gz
 
+    def jvp(self, ta, tb):
+        return add_tangents(ta, tb)
+
+
 
 class Sub(Op):
     """z = a - b    dz/da = 1    dz/db = -1"""
@@ -118,6 +145,10 @@ class Sub(Op):
 
     def backward(self, gz):
         return gz, (-gz if self.needs_input_grad[1] else None)
+
+    def jvp(self, ta, tb):
+        return add_tangents(ta, scale_tangent(tb, -1))
+
 
 
 class Mul(Op):
@@ -132,6 +163,10 @@ class Mul(Op):
     def backward(self, gz):
         need_a, need_b = self.needs_input_grad
         return (gz * self.b if need_a else None), (gz * self.a if need_b else None)
+
+    def jvp(self, ta, tb):
+        return add_tangents(scale_tangent(ta, self.b), scale_tangent(tb, self.a))
+
 
 
 class Div(Op):
@@ -148,6 +183,10 @@ class Div(Op):
     def backward(self, gz):
         ga = gz / self.b
         return ga, (-ga * self.out if self.needs_input_grad[1] else None)
+
+    def jvp(self, ta, tb):                          # ta / b - z tb / b
+        return add_tangents(scale_tangent(ta, 1 / self.b), scale_tangent(tb, -self.out / self.b))
+
 
 
 class Pow(Op):
@@ -177,6 +216,15 @@ class Pow(Op):
                 gb = gz * self.out * np.log(safe_a)
         return ga, gb
 
+    def jvp(self, ta, tb):                          # b a**(b-1) ta + z log(a) tb
+        a, b = self.a, self.b
+        with np.errstate(divide="ignore", invalid="ignore"):
+            da = None if ta is None else ta * np.where(b == 0, 0, b * a ** (b - 1))
+            db = None if tb is None else tb * self.out * np.log(
+                np.where((a == 0) & (b >= 0), 1, a))
+        return add_tangents(da, db)
+
+
 
 class Maximum(Op):
     """z = max(a, b)    dz/da = [a > b] + 0.5 [a == b]   (ties split the gradient evenly)"""
@@ -190,6 +238,10 @@ class Maximum(Op):
 
     def backward(self, gz):
         return gz * self.share_a, gz * (1 - self.share_a)
+
+    def jvp(self, ta, tb):
+        return add_tangents(scale_tangent(ta, self.share_a), scale_tangent(tb, 1 - self.share_a))
+
 
 
 class Minimum(Maximum):
@@ -216,6 +268,10 @@ class Neg(Op):
     def backward(self, gz):
         return (-gz,)
 
+    def jvp(self, t):
+        return -t
+
+
 
 class PowConst(Op):
     """z = x ** c (c a constant)    dz/dx = c * x**(c-1)   (0 everywhere for c = 0)"""
@@ -233,6 +289,10 @@ class PowConst(Op):
             return (gz * 0,)
         return (gz * self.c * self.x ** (self.c - 1),)
 
+    def jvp(self, t):
+        return None if self.c == 0 else t * self.c * self.x ** (self.c - 1)
+
+
 
 class Exp(Op):
     """z = exp(x)    dz/dx = z"""
@@ -246,6 +306,10 @@ class Exp(Op):
 
     def backward(self, gz):
         return (gz * self.out,)
+
+    def jvp(self, t):
+        return t * self.out
+
 
 
 class Log(Op):
@@ -261,6 +325,10 @@ class Log(Op):
     def backward(self, gz):
         return (gz / self.x,)
 
+    def jvp(self, t):
+        return t / self.x
+
+
 
 class Sqrt(Op):
     """z = sqrt(x)    dz/dx = 1 / (2 z)"""
@@ -274,6 +342,10 @@ class Sqrt(Op):
 
     def backward(self, gz):
         return (gz / (2 * self.out),)
+
+    def jvp(self, t):
+        return t / (2 * self.out)
+
 
 
 class Sin(Op):
@@ -289,6 +361,10 @@ class Sin(Op):
     def backward(self, gz):
         return (gz * np.cos(self.x),)
 
+    def jvp(self, t):
+        return t * np.cos(self.x)
+
+
 
 class Cos(Op):
     """z = cos(x)    dz/dx = -sin(x)"""
@@ -303,6 +379,10 @@ class Cos(Op):
     def backward(self, gz):
         return (-gz * np.sin(self.x),)
 
+    def jvp(self, t):
+        return -t * np.sin(self.x)
+
+
 
 class Abs(Op):
     """z = |x|    dz/dx = sign(x)   (0 at x = 0)"""
@@ -315,6 +395,10 @@ class Abs(Op):
 
     def backward(self, gz):
         return (gz * self.sign,)
+
+    def jvp(self, t):
+        return t * self.sign
+
 
 
 class ReLU(Op):
@@ -335,6 +419,10 @@ class ReLU(Op):
         mask = np.greater(self.out, 0, out=self.buffer_like("mask", self.out, bool))
         return (np.multiply(gz, mask, out=self.buffer_like("gx", gz)),)
 
+    def jvp(self, t):
+        return t * (self.out > 0)
+
+
 
 class Sigmoid(Op):
     """z = 1 / (1 + exp(-x))    dz/dx = z (1 - z)"""
@@ -350,6 +438,10 @@ class Sigmoid(Op):
     def backward(self, gz):
         return (gz * self.out * (1 - self.out),)
 
+    def jvp(self, t):
+        return t * self.out * (1 - self.out)
+
+
 
 class Tanh(Op):
     """z = tanh(x)    dz/dx = 1 - z**2"""
@@ -363,6 +455,10 @@ class Tanh(Op):
 
     def backward(self, gz):
         return (gz * (1 - self.out * self.out),)
+
+    def jvp(self, t):
+        return t * (1 - self.out * self.out)
+
 
 
 class Clip(Op):
@@ -380,6 +476,10 @@ class Clip(Op):
 
     def backward(self, gz):
         return (gz * self.inside,)
+
+    def jvp(self, t):
+        return t * self.inside
+
 
 
 # ---------------------------------------------------------------- reductions
@@ -407,6 +507,10 @@ class Sum(Op):
     def backward(self, gz):
         return (np.broadcast_to(gz.reshape(self.kept), self.shape),)
 
+    def jvp(self, t):
+        return t.sum(axis=self.options["axis"], keepdims=self.options["keepdims"])
+
+
 
 class Mean(Sum):
     """z = mean of x over `axis`    dz/dx = 1/n, n the number of elements averaged
@@ -423,6 +527,10 @@ class Mean(Sum):
 
     def backward(self, gz):
         return super().backward(gz / self.count if self.count else gz)
+
+    def jvp(self, t):
+        return super().jvp(t) / self.count
+
 
 
 class Max(Op):
@@ -442,6 +550,11 @@ class Max(Op):
 
     def backward(self, gz):
         return (gz.reshape(self.kept) * self.share,)
+
+    def jvp(self, t):                          # the tied elements' mean tangent
+        return (t * self.share).sum(axis=self.options["axis"],
+                                    keepdims=self.options["keepdims"])
+
 
 
 class Min(Max):
@@ -470,6 +583,12 @@ class Norm(Op):
         safe = np.where(_array(norm) == 0, 1, norm)       # x is 0 there: the gradient is 0
         return (gz.reshape(self.kept) * self.x / safe,)
 
+    def jvp(self, t):                          # <x, t> / z
+        norm = self.out.reshape(self.kept)
+        dot = (self.x * t).sum(axis=self.options["axis"], keepdims=True)
+        return (dot / np.where(norm == 0, 1, norm)).reshape(self.out.shape)
+
+
 
 # ---------------------------------------------------------------- shape
 
@@ -485,6 +604,10 @@ class Cast(Op):
     def backward(self, gz):
         return (gz.astype(self.dtype),)
 
+    def jvp(self, t):
+        return t.astype(self.options["dtype"])
+
+
 
 class Reshape(Op):
     """z = x viewed with a new shape    dx = dz viewed with the old shape"""
@@ -497,6 +620,10 @@ class Reshape(Op):
 
     def backward(self, gz):
         return (gz.reshape(self.shape),)
+
+    def jvp(self, t):
+        return t.reshape(self.options["shape"])
+
 
 
 class Transpose(Op):
@@ -511,6 +638,10 @@ class Transpose(Op):
     def backward(self, gz):
         return (gz.transpose(self.inverse),)
 
+    def jvp(self, t):
+        return t.transpose(self.options["axes"])
+
+
 
 class BroadcastTo(Op):
     """z = x repeated along stretched or prepended axes    dx = dz summed back to x's shape"""
@@ -524,6 +655,10 @@ class BroadcastTo(Op):
     def backward(self, gz):
         return (sum_to_shape(gz, self.shape, self.name),)
 
+    def jvp(self, t):
+        return np.broadcast_to(t, self.options["shape"])
+
+
 
 class GetItem(Op):
     """z = x[index]    dx = zeros with dz added at index (repeated indices add up)"""
@@ -536,6 +671,10 @@ class GetItem(Op):
 
     def backward(self, gz):
         return (_index_add(gz, self.index, self.shape, self.advanced),)
+
+    def jvp(self, t):
+        return t[self.index]
+
 
 
 class IndexAdd(Op):
@@ -551,6 +690,10 @@ class IndexAdd(Op):
 
     def backward(self, gz):
         return (gz[self.index],)
+
+    def jvp(self, t):
+        return _index_add(t, self.index, self.options["shape"], self.options["advanced"])
+
 
 
 def _index_add(g, index, shape, advanced):
@@ -581,6 +724,10 @@ class Where(Op):
     def backward(self, gz):
         return gz * self.condition, gz * self.other, None
 
+    def jvp(self, tx, ty, tc):
+        return add_tangents(scale_tangent(tx, self.condition), scale_tangent(ty, self.other))
+
+
 
 class Concat(Op):
     """z = the inputs joined along `axis`    each input gets its own slice of dz"""
@@ -597,6 +744,10 @@ class Concat(Op):
         lead = (slice(None),) * self.axis
         return tuple(gz[lead + (slice(lo, hi),)] for lo, hi in self.bounds)
 
+    def jvp(self, *ts):
+        return np.concatenate(filled_tangents(ts, self.inputs), axis=self.axis)
+
+
 
 class Stack(Op):
     """z = the inputs stacked along a new `axis`    each input gets its own index of dz"""
@@ -610,6 +761,10 @@ class Stack(Op):
     def backward(self, gz):
         lead = (slice(None),) * self.axis
         return tuple(gz[lead + (i,)] for i in range(self.count))
+
+    def jvp(self, *ts):
+        return np.stack(filled_tangents(ts, self.inputs), axis=self.axis)
+
 
 
 # ---------------------------------------------------------------- linear algebra
@@ -637,6 +792,11 @@ class MatMul(Op):
         if gb is not None and self.b.ndim == 1:
             gb = gb.reshape(gb.shape[:-1])                      # drop the promoted column
         return ga, gb
+
+    def jvp(self, ta, tb):
+        return add_tangents(None if ta is None else matmul(ta, self.b),
+                     None if tb is None else matmul(self.a, tb))
+
 
 
 def _no_buffer(name, shape, dtype):
@@ -690,6 +850,11 @@ class Linear(Op):
             gb = g2.sum(axis=0) if out is None else np.add.reduce(g2, axis=0, out=out)
         return gx, gw, gb
 
+    def jvp(self, tx, tw, tb=None):                 # tx W^T + x tW^T + tb
+        return add_tangents(None if tx is None else np.matmul(tx, self.weight.T),
+                     None if tw is None else np.matmul(self.x, tw.T), tb)
+
+
 
 # ---------------------------------------------------------------- softmax and losses
 
@@ -709,6 +874,11 @@ class Softmax(Op):
         z = self.out
         return (z * (gz - (gz * z).sum(axis=self.axis, keepdims=True)),)
 
+    def jvp(self, t):                          # z * (t - sum(z * t))
+        z = self.out
+        return z * (t - (z * t).sum(axis=self.axis, keepdims=True))
+
+
 
 class LogSoftmax(Op):
     """z = x - logsumexp(x)    dx = dz - softmax(x) * sum(dz)"""
@@ -724,6 +894,10 @@ class LogSoftmax(Op):
 
     def backward(self, gz):
         return (gz - np.exp(self.out) * gz.sum(axis=self.axis, keepdims=True),)
+
+    def jvp(self, t):                          # t - sum(softmax * t)
+        return t - (np.exp(self.out) * t).sum(axis=self.axis, keepdims=True)
+
 
 
 def _reduce_loss(losses, reduction):
@@ -794,6 +968,16 @@ class CrossEntropy(Op):
         q.put(self.at_target, q.take(self.at_target) + (1 - self.smoothing))
         return q
 
+    def jvp(self, t_logits, t_targets):   # each row: (softmax - q) . t
+        if t_logits is None:
+            return None
+        g = self.probs * t_logits
+        rows = g.sum(axis=1) - (1 - self.smoothing) * t_logits.take(self.at_target)
+        if self.smoothing:
+            rows -= self.smoothing / t_logits.shape[1] * t_logits.sum(axis=1)
+        return _reduce_loss(rows, self.reduction)
+
+
 
 class BinaryCrossEntropy(Op):
     """loss = -(t log p + (1-t) log(1-p))    dloss/dp = (p - t) / (p (1-p))
@@ -821,6 +1005,14 @@ class BinaryCrossEntropy(Op):
         denominator = np.maximum(p * (1 - p), 1e-12)    # bounded: finite at p = 0 or 1
         return (_loss_gradient(gz, self.reduction, p.size) * (p - t) / denominator, None)
 
+    def jvp(self, tp, tt):
+        if tp is None:
+            return None
+        p, t = self.p, self.t
+        slope = (p - t) / np.maximum(p * (1 - p), 1e-12)
+        return _reduce_loss(tp * slope, self.reduction)
+
+
 
 class DropoutMask(Op):
     """z = x * mask / (1 - p)    dz/dx = mask / (1 - p)   (mask fixed in forward)"""
@@ -833,6 +1025,10 @@ class DropoutMask(Op):
 
     def backward(self, gz):
         return (gz * self.keep,)
+
+    def jvp(self, t, t_keep=None):
+        return None if t is None else t * self.keep
+
 
 
 class Dropout(DropoutMask):

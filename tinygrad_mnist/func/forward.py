@@ -1,0 +1,146 @@
+"""Forward mode: tangents carried through each op's own jvp rule, in the same pass as the
+values, by an observer of the engine (no graph is recorded, no backward runs).
+
+A tangent rides on a tensor: the observer keeps, per tensor made while it is attached, the
+directional derivative of that tensor along the tangents the inputs were given. After each op
+it calls the op's `jvp(*input_tangents)` (ops.py: beside forward and backward). An op without
+one, a user's Op, gets its tangent from its backward by the double-vjp construction: its
+backward applied to a tensor u is the linear map u -> J^T u; the gradient of <J^T u, v> with
+respect to u is J v. That costs a recorded backward and a backward of it, about three times
+the op's own backward, and needs a backward written with operations that work on tensors (as
+create_graph needs too).
+"""
+import threading
+
+import numpy as np
+
+from ..engine import Observer, Tensor, enable_grad, grad, no_grad, observe
+
+_active = threading.local()         # the forward passes running in this thread, innermost last
+
+
+def _stack():
+    if not hasattr(_active, "modes"):
+        _active.modes = []
+    return _active.modes
+
+
+class Tangents(Observer):
+    """The tangent of every tensor made while attached (None: zero)."""
+
+    def __init__(self):
+        self.tangents = {}               # id(tensor) -> (tensor, tangent): the tensor kept alive
+
+    def set(self, tensor, tangent):
+        self.tangents[id(tensor)] = (tensor, tangent)
+
+    def get(self, tensor):
+        entry = self.tangents.get(id(tensor))
+        return None if entry is None or entry[0] is not tensor else entry[1]
+
+    def on_op(self, op, inputs, output):
+        if output.dtype.kind != "f":                # comparisons, argmax, integer draws
+            return
+        tangents = [self.get(t) for t in inputs]
+        if all(t is None for t in tangents):
+            return
+        rule = getattr(op, "jvp", None)
+        tangent = rule(*tangents) if rule is not None else derived_jvp(op, inputs, tangents,
+                                                                      output)
+        if tangent is not None:
+            tangent = np.broadcast_to(np.asarray(tangent), output.shape).astype(output.dtype)
+            self.set(output, tangent)
+
+
+def active():
+    """True while a jvp runs in this thread (gradients inside it must then be recorded, so
+    that their ops carry tangents: forward over reverse)."""
+    return bool(_stack())
+
+
+def share_tangent(new, old):
+    """`new` (a fresh leaf standing for `old`) carries old's tangent in every running jvp."""
+    for mode in _stack():
+        tangent = mode.get(old)
+        if tangent is not None:
+            mode.set(new, tangent)
+
+
+def derived_jvp(op, inputs, tangents, output):
+    """J v from the op's backward (double vjp): see the module docstring."""
+    with enable_grad():
+        u = Tensor(np.zeros(output.shape, output.dtype), requires_grad=True)
+        op.needs_input_grad = tuple(t is not None for t in tangents)
+        try:
+            pulled = op.backward(u)
+        except Exception as error:
+            raise TypeError(
+                f"func.jvp: {op.name} has no jvp rule, and its backward cannot be applied to a "
+                f"Tensor to derive one ({type(error).__name__}: {error}); give {type(op).__name__} "
+                f"a jvp(*tangents) method") from error
+        total = None
+        for g, v in zip(pulled, tangents):
+            if g is None or v is None:
+                continue
+            g = g if isinstance(g, Tensor) else Tensor(np.asarray(g))
+            term = (g * Tensor(v)).sum()
+            total = term if total is None else total + term
+        if total is None or not total.requires_grad:
+            return None                                   # J does not depend on u: zero
+        (jv,) = grad(total, [u], allow_unused=True)
+    return None if jv is None else jv.data
+
+
+def _as_tensors(what, values):
+    if isinstance(values, Tensor):
+        return (values,), True
+    if isinstance(values, (tuple, list)) and all(isinstance(v, Tensor) for v in values):
+        return tuple(values), False
+    raise TypeError(f"func.jvp: {what} must be a Tensor or a tuple of Tensors, got "
+                    f"{type(values).__name__}")
+
+
+def jvp(f, primals, tangents):
+    """(f(*primals), J v): the outputs and their tangents along `tangents` (one per primal, of
+    its shape), in one forward pass. primals and tangents are tuples of Tensors (or single
+    Tensors); outputs may be a Tensor or a tuple of them, and their tangents come the same
+    way (zeros where an output does not depend on the primals)."""
+    if active():
+        raise NotImplementedError(
+            "func.jvp inside func.jvp (forward over forward) is not supported: tangents are "
+            "arrays, not tensors that a second tangent could ride on; use func.hessian "
+            "(forward over reverse), or jacfwd of jacrev")
+    primals, _ = _as_tensors("primals", primals)
+    tangents, _ = _as_tensors("tangents", tangents)
+    if len(primals) != len(tangents):
+        raise ValueError(f"func.jvp: {len(primals)} primals but {len(tangents)} tangents")
+    mode = Tangents()
+    inputs = []
+    for i, (p, t) in enumerate(zip(primals, tangents)):
+        if t.shape != p.shape:
+            raise ValueError(f"func.jvp: tangent {i} has shape {t.shape}, primal {i} has "
+                             f"shape {p.shape}")
+        if p.dtype.kind != "f":
+            raise TypeError(f"func.jvp: primal {i} has dtype {p.dtype}; tangents need "
+                            f"floating-point primals")
+        x = Tensor.from_numpy(p.data)
+        mode.set(x, np.asarray(t.data, dtype=p.dtype))
+        inputs.append(x)
+    stack = _stack()
+    stack.append(mode)
+    try:
+        with no_grad(), observe(mode):           # values and tangents: nothing to record
+            outputs = f(*inputs)
+    finally:
+        stack.pop()
+    single = isinstance(outputs, Tensor)
+    outs = (outputs,) if single else tuple(outputs)
+    results = []
+    for i, out in enumerate(outs):
+        if not isinstance(out, Tensor):
+            raise TypeError(f"func.jvp: f returned a {type(out).__name__} as output {i}; "
+                            f"return Tensors")
+        tangent = mode.get(out)
+        results.append(Tensor(np.zeros(out.shape, out.dtype) if tangent is None else tangent,
+                              dtype=out.dtype))
+    return outputs, (results[0] if single else tuple(results))

@@ -170,3 +170,117 @@ def test_per_parameter_gradients_through_functional_call():
     loss_.backward()
     for name, p in params.items():
         np.testing.assert_allclose(grads[name].data, p.grad, rtol=1e-5, atol=1e-7)
+
+
+# ---------------------------------------------------------------- vmap
+
+# rows vmap refuses, each with the reason's words: they draw random numbers, index by a value
+# computed from the batch, or (batch norm in training) compute statistics over the batch
+REFUSED = {"randn": "random", "rand": "random", "randint": "random", "dropout": "random",
+           "argmax": "index computed from a batched tensor", "batch_norm": "training mode"}
+EXAMPLES = 3
+
+
+def _stacked_inputs(case, shapes, seed):
+    rng = np.random.default_rng(seed)
+    examples = [[x.data for x in case.inputs(shapes, rng)] for _ in range(EXAMPLES)]
+    return examples, [f64(np.stack(column)) for column in zip(*examples)]
+
+
+def _refused(case):
+    if "mask from a comparison" in case.name:       # a result whose shape differs per example
+        return "index computed from a batched tensor"
+    if case.op == "batch_norm" and "eval" in case.name:
+        return None
+    if case.op == "dropout" and "mask" in case.name:
+        return None
+    return REFUSED.get(case.op)
+
+
+@pytest.mark.parametrize("case, shapes", CHECKS)
+def test_vmap_equals_a_loop_over_examples(case, shapes):
+    examples, batched = _stacked_inputs(case, shapes, 5)
+    reason = _refused(case)
+    if reason is not None:
+        with pytest.raises(func.VmapError, match=reason):
+            func.vmap(case.fn)(*batched)
+        return
+    out = func.vmap(case.fn)(*batched)
+    loop = np.stack([case.fn(*[f64(x) for x in example]).data for example in examples])
+    assert out.shape == loop.shape
+    np.testing.assert_allclose(out.data, loop, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("case, shapes", [c for c in CHECKS if len(c.values[1]) > 1])
+def test_vmap_with_shared_arguments(case, shapes):
+    """in_axes=None for every input but the first: those are shared by all examples."""
+    examples, batched = _stacked_inputs(case, shapes, 6)
+    if _refused(case) is not None:
+        return
+    shared = [f64(x) for x in examples[0][1:]]
+    in_axes = (0,) + (None,) * len(shared)
+    out = func.vmap(case.fn, in_axes=in_axes)(batched[0], *shared)
+    loop = np.stack([case.fn(f64(example[0]), *shared).data for example in examples])
+    np.testing.assert_allclose(out.data, loop, rtol=1e-12, atol=1e-12)
+
+
+def test_nested_vmap_in_and_out_axes():
+    rng = np.random.default_rng(7)
+    a, b = f64(rng.normal(size=(4, 3, 5))), f64(rng.normal(size=(5, 2)))
+
+    def f(x, w):                                     # one row of 5 times a (5, 2) matrix
+        return (x @ w).tanh()
+    out = func.vmap(func.vmap(f, in_axes=(0, None)), in_axes=(1, None), out_axes=1)(a, b)
+    expected = np.tanh(a.data @ b.data)              # (4, 3, 2): rows of every matrix
+    np.testing.assert_allclose(out.data, expected.transpose(0, 1, 2), rtol=1e-12)
+    assert out.shape == (4, 3, 2)
+
+
+def _mlp_loss(model):
+    def loss(params, x, y):
+        logits = func.functional_call(model, params, (x[None],))
+        return nn.cross_entropy(logits, y[None])
+    return loss
+
+
+@pytest.mark.parametrize("arch", ["mlp", "lenet5"])
+def test_per_example_gradients_equal_a_loop(arch):
+    from tinygrad_mnist.mnist import models
+    manual_seed(0)
+    model = models.build(arch, hidden=[16])
+    params = {k: Tensor(p.data, dtype=np.float64) for k, p in model.named_parameters()}
+    for p in model.parameters():
+        p.data = p.data.astype(np.float64)
+    rng = np.random.default_rng(8)
+    xs, ys = f64(rng.normal(size=(4, 784))), Tensor(rng.integers(0, 10, 4))
+    loss = _mlp_loss(model)
+    per_example = func.vmap(func.grad(loss), in_axes=(None, 0, 0))(params, xs, ys)
+    for i in range(4):
+        one = func.grad(loss)(params, f64(xs.data[i]), Tensor(ys.data[i]))
+        for name in params:
+            np.testing.assert_allclose(per_example[name].data[i], one[name].data,
+                                       rtol=1e-10, atol=1e-12, err_msg=f"{name}, example {i}")
+    assert per_example["features.0.weight"].shape[0] == 4 if arch == "lenet5" else True
+
+
+def test_vmap_refuses_what_it_cannot_batch():
+    from tinygrad_mnist.ops import Op
+
+    class Twice(Op):
+        def forward(self, x):
+            return 2 * x
+
+        def backward(self, gz):
+            return (2 * gz,)
+    xs = f64(np.arange(6.0).reshape(3, 2))
+    with pytest.raises(func.VmapError, match=r"no batching rule for the op twice"):
+        func.vmap(lambda x: Twice.apply(x))(xs)
+    with pytest.raises(func.VmapError, match="reads the value of a batched tensor"):
+        func.vmap(lambda x: x * 2 if x.sum().item() > 0 else x)(xs)
+    w = Tensor(np.ones(2), requires_grad=True, dtype=np.float64)
+    with pytest.raises(func.VmapError, match="backward"):
+        func.vmap(lambda x: (x * w).sum().backward())(xs)
+    with pytest.raises(ValueError, match="argument 1 has 2 examples"):
+        func.vmap(lambda x, y: x + y)(xs, f64(np.ones((2, 2))))
+    with pytest.raises(NotImplementedError, match="jacrev inside vmap"):
+        func.vmap(func.jacrev(lambda x: x * x))(xs)

@@ -28,9 +28,10 @@ def text_of(notebook):
                      for out in cell.get("outputs", []))
 
 
-def test_there_are_four_notebooks_committed_without_outputs():
+def test_the_notebooks_are_committed_without_outputs():
     assert NOTEBOOKS == ["01_scalars_and_graphs.ipynb", "02_numpy_mlp_checked.ipynb",
-                         "03_train_mnist.ipynb", "04_conv_net.ipynb"]
+                         "03_train_mnist.ipynb", "04_conv_net.ipynb",
+                         "05_forward_vs_reverse.ipynb"]
     for name in NOTEBOOKS:
         for cell in nbformat.read(EXAMPLES / name, as_version=4).cells:
             if cell.cell_type == "code":
@@ -76,3 +77,14 @@ def test_conv_net_notebook(execute):
     images = [out for cell in notebook.cells for out in cell.get("outputs", [])
               if "image/png" in out.get("data", {})]
     assert len(images) == 2                                 # the columns; filters and maps
+
+
+def test_forward_vs_reverse_notebook(execute):
+    notebook = execute("05_forward_vs_reverse.ipynb")
+    text = text_of(notebook)
+    assert "dual numbers: f = 6.909297, df/dx = 2.583853" in text
+    assert "func.jvp:     f = 6.909297, df/dx = 2.583853" in text
+    assert text.count("same Jacobian") == 7
+    images = [out for cell in notebook.cells for out in cell.get("outputs", [])
+              if "image/png" in out.get("data", {})]
+    assert len(images) == 1

@@ -74,7 +74,8 @@ def test_svg_is_rendered_without_dot_on_path(tmp_path, monkeypatch):
 def test_gallery_has_every_drawing(tmp_path):
     names = write_gallery(tmp_path)
     assert names == ["scalar_expression.svg", "neuron.svg", "derivative_0_f.svg",
-                     "derivative_1_df.svg", "derivative_2_d2f.svg", "mlp_forward.svg",
+                     "derivative_1_df.svg", "derivative_2_d2f.svg",
+                     "forward_mode_tangents.svg", "mlp_forward.svg",
                      "mlp_gradients.svg", "mlp_collapsed.svg", "lenet5.svg",
                      "lenet5_collapsed.svg"] + [
         f"reference_{n}.svg" for n in ("000", "001", "002")] + [
@@ -83,6 +84,9 @@ def test_gallery_has_every_drawing(tmp_path):
         assert "<svg" in (tmp_path / name).read_text()
     assert "grad" in (tmp_path / "mlp_gradients.svg").read_text()
     assert "grad" not in (tmp_path / "mlp_forward.svg").read_text()
+    dual = (tmp_path / "forward_mode_tangents.svg").read_text()
+    # f = x*y + sin(x) at (2, 3) along x: the tangent of f is y + cos(x) = 2.5839
+    assert "tangent 2.5839" in dual and "tangent 1.0000" in dual and "tangent &#45;0.4161" in dual
     lenet = (tmp_path / "lenet5.svg").read_text()
     # the conv net drawn with its module boxes, each conv op inside its layer's box
     assert "LeNet&#45;5" in lenet and lenet.count(">Conv2d(") == 2 and lenet.count(">conv2d<") == 2

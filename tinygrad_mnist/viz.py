@@ -123,15 +123,16 @@ def _summary(array):
     return f"norm {np.linalg.norm(array.astype(np.float64)):.4g}"
 
 
-def _tensor_label(t, name):
+def _tensor_label(t, name, tangent=None):
     if not name and t.op is None and not t.requires_grad:
         name = "constant"                      # a number or array the expression used
     head = f"{_escape(name)} | " if name else ""
+    dot = "" if tangent is None else f" | tangent {_summary(np.asarray(tangent))}"
     if t.ndim == 0:
         grad = f" | grad {_number(t.grad.item())}" if t.grad is not None else ""
-        return f"{{{head}data {_number(t.data.item())}{grad}}}"
+        return f"{{{head}data {_number(t.data.item())}{dot}{grad}}}"
     grad = f" | grad {_summary(t.grad)}" if t.grad is not None else ""
-    return f"{{{head}{t.shape} {t.dtype} | {_summary(t.data)}{grad}}}"
+    return f"{{{head}{t.shape} {t.dtype} | {_summary(t.data)}{dot}{grad}}}"
 
 
 def parameter_names(nodes, names):
@@ -163,7 +164,7 @@ def parameter_names(nodes, names):
 
 
 def draw_graph(tensor, path=None, format="svg", collapse_modules=False, names=None,
-               compact=False):
+               compact=False, tangents=None):
     """The graph that produced `tensor` as a graphviz Digraph: a node per tensor (shape, dtype,
     value and grad for scalars, norms for larger tensors) and per op; parameters, inputs and
     the output in their own colours; ops grouped in a labelled box per nn.Module call. A number
@@ -172,7 +173,9 @@ def draw_graph(tensor, path=None, format="svg", collapse_modules=False, names=No
     targets) is drawn as an input. With collapse_modules=True, each module holding parameters
     is drawn as one node (given a collection of modules, only those). With compact=True, each
     op is written into the node of its result (half the height, for long graphs). `names`
-    maps labels to tensors. With `path`, the rendered file is written there too.
+    maps labels to tensors; `tangents(t)` (func.forward.Tangents.get), each tensor's tangent
+    in a forward-mode pass, written under its value. With `path`, the rendered file is written
+    there too.
 
     Draw before backward(), or after backward(retain_graph=True) to see gradients: by default
     backward frees the graph it walked. With `path`, the file gets the format's extension
@@ -248,7 +251,8 @@ def draw_graph(tensor, path=None, format="svg", collapse_modules=False, names=No
             value = f"{n.data.item():.4g}" if n.ndim == 0 else str(n.shape)
             label = f"{_escape(what)} | {_escape(value)}"
         else:
-            label = _tensor_label(n, labels.get(id(n), ""))
+            label = _tensor_label(n, labels.get(id(n), ""),
+                                  tangents(n) if tangents is not None else None)
         target.node(nid, label, shape="record", style="filled", fillcolor=_STYLE[kind])
         if n.op is not None and n.op.inputs and not compact:
             target.node(f"{nid}op", op_label(n), shape="ellipse", style="filled",

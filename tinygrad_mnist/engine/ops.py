@@ -785,8 +785,8 @@ class MatMul(Op):
         if a.ndim == 1:
             a, gz = a[None, :], gz[..., None, :]          # (n,) -> (1, n); dz gains its row
         need_a, need_b = self.needs_input_grad
-        ga = matmul(gz, b.swapaxes(-1, -2)) if need_a else None
-        gb = matmul(a.swapaxes(-1, -2), gz) if need_b else None
+        ga = _product(gz, b.swapaxes(-1, -2)) if need_a else None
+        gb = _product(a.swapaxes(-1, -2), gz) if need_b else None
         if ga is not None and self.a.ndim == 1:
             ga = ga.reshape(ga.shape[:-2] + ga.shape[-1:])     # drop the promoted row
         if gb is not None and self.b.ndim == 1:
@@ -797,6 +797,16 @@ class MatMul(Op):
         return add_tangents(None if ta is None else matmul(ta, self.b),
                      None if tb is None else matmul(self.a, tb))
 
+
+
+def _product(a, b):
+    """a @ b; an outer product (one shared axis of size 1) of arrays as a broadcast multiply,
+    which NumPy runs a few times faster than a stack of one-column products (per-example
+    gradients under vmap are stacks of them)."""
+    if a.shape[-1] == 1 and a.ndim > 2 and isinstance(a, np.ndarray) and \
+            isinstance(b, np.ndarray):
+        return a * b
+    return matmul(a, b)
 
 
 def _no_buffer(name, shape, dtype):

@@ -48,7 +48,9 @@ class Tangents(Observer):
         tangent = rule(*tangents) if rule is not None else derived_jvp(op, inputs, tangents,
                                                                       output)
         if tangent is not None:
-            tangent = np.broadcast_to(np.asarray(tangent), output.shape).astype(output.dtype)
+            tangent = np.asarray(tangent)
+            if tangent.shape != output.shape or tangent.dtype != output.dtype:
+                tangent = np.broadcast_to(tangent, output.shape).astype(output.dtype)
             self.set(output, tangent)
 
 
@@ -105,6 +107,10 @@ def jvp(f, primals, tangents):
     its shape), in one forward pass. primals and tangents are tuples of Tensors (or single
     Tensors); outputs may be a Tensor or a tuple of them, and their tangents come the same
     way (zeros where an output does not depend on the primals)."""
+    from .vmap import tracing
+    if tracing() is not None:
+        raise NotImplementedError("func.jvp inside vmap has no batching rule: take the jvp "
+                                  "of the vmapped function instead")
     if active():
         raise NotImplementedError(
             "func.jvp inside func.jvp (forward over forward) is not supported: tangents are "

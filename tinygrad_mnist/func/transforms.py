@@ -3,7 +3,7 @@ forward mode (forward.py): grad, vjp, jacrev, jacfwd, hessian, functional_call."
 import numpy as np
 
 from ..engine import Tensor, enable_grad, grad as _reverse
-from . import forward
+from . import forward, vmap as _vmap
 
 
 def _argnums(argnums, n, name):
@@ -57,6 +57,9 @@ def _call(name, f, args, argnums):
     """f called with the arguments in argnums tracked (each a Tensor, or a dict, list or tuple
     of them: parameters by name). Returns (output, the tracked arguments, whether argnums was
     one int, whether gradients must be recorded)."""
+    if _vmap.tracing() is not None:
+        raise NotImplementedError(f"vmap: func.{name} inside vmap has no batching; "
+                                  f"func.grad does (per-example gradients)")
     args = list(args)
     nums, single = _argnums(argnums, len(args), name)
     create = _nested([t for a in args for t in _leaves(a)])
@@ -88,6 +91,12 @@ def grad(f, argnums=0, has_aux=False):
     tuple of them for several, giving a tuple); with has_aux, f returns (value, aux) and the
     function returns (gradient, aux). JAX's jax.grad, torch.func.grad."""
     def gradient(*args):
+        trace = _vmap.tracing()
+        if trace is not None:              # inside vmap: every example's gradient at once
+            nums, single = _argnums(argnums, len(args), "grad")
+            results, aux = _vmap.traced_grad(trace, f, args, nums, has_aux)
+            result = results[0] if single else tuple(results)
+            return (result, aux) if has_aux else result
         out, xs, single, create = _call("grad", f, args, argnums)
         aux = None
         if has_aux:

@@ -104,6 +104,21 @@ def _derivatives():
             ("derivative_2_d2f.svg", d2f, names)]
 
 
+def _dual_numbers():
+    """f = x*y + sin(x) at x = 2, y = 3 in forward mode, with tangents 1 for x and 0 for y:
+    every tensor carries its derivative by x along, as a dual number a + b*eps does."""
+    from ..func.forward import Tangents
+    from ..engine import observe
+    x = Tensor(2.0, requires_grad=True, dtype=np.float64)
+    y = Tensor(3.0, requires_grad=True, dtype=np.float64)
+    mode = Tangents()
+    mode.set(x, np.float64(1.0))
+    mode.set(y, np.float64(0.0))
+    with observe(mode):               # the graph recorded too, so that it can be drawn
+        f = x * y + x.sin()
+    return f, {"x": x, "y": y, "f": f}, mode.get
+
+
 def write_gallery(directory, html=False):
     """Write the gallery's SVGs into directory, and with html the graph explorer's pages of
     the scalar expression, the neuron, the MNIST MLP, LeNet-5 and the reference notebooks
@@ -132,6 +147,8 @@ def write_gallery(directory, html=False):
         save(f"{name}.svg", out, names=names)
     for name, tensor, names in _derivatives():
         save(name, tensor, names=names)
+    out, names, tangents = _dual_numbers()
+    save("forward_mode_tangents.svg", out, names=names, tangents=tangents)
 
     manual_seed(0)
     config = Config()

@@ -284,3 +284,15 @@ def test_vmap_refuses_what_it_cannot_batch():
         func.vmap(lambda x, y: x + y)(xs, f64(np.ones((2, 2))))
     with pytest.raises(NotImplementedError, match="jacrev inside vmap"):
         func.vmap(func.jacrev(lambda x: x * x))(xs)
+
+
+def test_the_per_example_gradients_example_agrees_with_its_loop(mnist_dir, capsys):
+    import runpy
+    from conftest import ROOT
+    example = runpy.run_path(str(ROOT / "examples" / "per_example_gradients.py"))
+    largest = example["main"](["--data-dir", str(mnist_dir), "--batch", "16"])
+    printed = capsys.readouterr().out
+    assert largest < 1e-6
+    assert "16 of 16 clipped" in printed or "clipped to 1.0" in printed
+    before, after = map(float, printed.split("batch loss ")[1].split(" -> "))
+    assert after < before                      # the private step still descends

@@ -284,7 +284,7 @@ class Conv2d(Op):
     def jvp(self, tx, tw, tb=None):              # conv(tx, w) + conv(x, tw) + tb
         x, w, geometry = self.x, self.weight, self.geometry
         out = add_tangents(None if tx is None else _conv(tx, w, geometry)[0],
-                    None if tw is None else _conv(x, tw, geometry, self.columns)[0])
+                           None if tw is None else _conv(x, tw, geometry, self.columns)[0])
         return add_tangents(out, None if tb is None else tb.reshape(1, -1, 1, 1))
 
 

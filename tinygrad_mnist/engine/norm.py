@@ -102,4 +102,4 @@ class BatchNorm(Op):
                     self.x_hat * t_x_hat).mean(axis=axes, keepdims=True)
             t_x_hat = t_x_hat * _channels(self.weight, ndim)
         return add_tangents(t_x_hat, None if tw is None else self.x_hat * _channels(tw, ndim),
-                     None if tb is None else _channels(tb, ndim))
+                            None if tb is None else _channels(tb, ndim))

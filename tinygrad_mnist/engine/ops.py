@@ -185,7 +185,8 @@ class Div(Op):
         return ga, (-ga * self.out if self.needs_input_grad[1] else None)
 
     def jvp(self, ta, tb):                          # ta / b - z tb / b
-        return add_tangents(scale_tangent(ta, 1 / self.b), scale_tangent(tb, -self.out / self.b))
+        return add_tangents(scale_tangent(ta, 1 / self.b),
+                            scale_tangent(tb, -self.out / self.b))
 
 
 
@@ -240,7 +241,8 @@ class Maximum(Op):
         return gz * self.share_a, gz * (1 - self.share_a)
 
     def jvp(self, ta, tb):
-        return add_tangents(scale_tangent(ta, self.share_a), scale_tangent(tb, 1 - self.share_a))
+        return add_tangents(scale_tangent(ta, self.share_a),
+                            scale_tangent(tb, 1 - self.share_a))
 
 
 
@@ -795,7 +797,7 @@ class MatMul(Op):
 
     def jvp(self, ta, tb):
         return add_tangents(None if ta is None else matmul(ta, self.b),
-                     None if tb is None else matmul(self.a, tb))
+                            None if tb is None else matmul(self.a, tb))
 
 
 
@@ -861,8 +863,10 @@ class Linear(Op):
         return gx, gw, gb
 
     def jvp(self, tx, tw, tb=None):                 # tx W^T + x tW^T + tb
-        return add_tangents(None if tx is None else np.matmul(tx, self.weight.T),
-                     None if tw is None else np.matmul(self.x, tw.T), tb)
+        shape = self.x.shape[:-1] + self.weight.shape[:1]
+        return add_tangents(
+            None if tx is None else matmul(_rows(tx), self.weight.T).reshape(shape),
+            None if tw is None else matmul(_rows(self.x), tw.T).reshape(shape), tb)
 
 
 

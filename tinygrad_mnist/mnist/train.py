@@ -496,8 +496,9 @@ def _finish(config, info, model, x_test, test_images, test_labels, history, elap
             meta={"dataset": config.dataset, "arch": config.arch, "hidden": config.hidden,
                   "activation": config.activation, "data_dir": _absolute(config.data_dir)})
     network = models.describe(config.arch, config.hidden, config.activation)
+    dataset = report.DATASET_TITLES.get(info.name, info.name)
     report.curves(history, os.path.join(out, "curves.png"),
-                  title=f"{report.DATASET_TITLES.get(info.name, info.name)}, {network}, {config.optimizer}: "
+                  title=f"{dataset}, {network}, {config.optimizer}: "
                         f"test accuracy {accuracy * 100:.2f}% after {len(history)} "
                         f"epoch{'s' if len(history) != 1 else ''}")
     report.confusion(matrix, info.classes, os.path.join(out, "confusion.png"))

@@ -179,6 +179,9 @@ def _flipped(w, groups):
     return flipped.transpose(0, 2, 1, 3, 4).reshape(groups * cg, o // groups, kh, kw)
 
 
+_COL2IM_BYTES = 16 * 2 ** 20     # the columns col2im adds back, per chunk of images
+
+
 def _input_grad(g, w, geometry, input_shape):
     """A_w^T g: the gradient of conv2d with respect to its input. With stride 1 it is itself
     a convolution (of g, padded, with the turned kernel); otherwise, or where that costs
@@ -191,17 +194,26 @@ def _input_grad(g, w, geometry, input_shape):
         turned = Geometry(geometry.kernel, (1, 1), full, geometry.dilation, geometry.groups)
         return _conv(g, _flipped(w, geometry.groups), turned)[0]
     groups = geometry.groups
-    gcols = matmul(_output_rows(g, groups), _grouped_weights(w, groups))    # (G, M, K)
+    wg = _grouped_weights(w, groups)
     n, c = input_shape[:2]
     out_hw = g.shape[2:]
-    # (G, M, KH*KW*C/G) -> (N, OH, OW, KH, KW, C): each offset's columns, a strided view
-    gwin = gcols.reshape(groups, n, out_hw[0], out_hw[1], kh, kw, c // groups)
-    gwin = gwin[0] if groups == 1 else gwin.transpose(1, 2, 3, 4, 5, 0, 6).reshape(
-        n, out_hw[0], out_hw[1], kh, kw, c)
+    offsets = _offsets(geometry, out_hw)
     gxp = np.zeros((n, input_shape[2] + 2 * ph, input_shape[3] + 2 * pw, c), g.dtype)
-    for k, (rows, cols) in enumerate(_offsets(geometry, out_hw)):
-        i, j = divmod(k, kw)
-        gxp[:, rows, cols, :] += gwin[:, :, :, i, j, :]
+    # a few images at a time, so that their columns are still in cache when they are added
+    # back (measured: a third faster than one product for the whole batch)
+    per_image = out_hw[0] * out_hw[1] * kh * kw * c * g.itemsize
+    chunk = max(1, _COL2IM_BYTES // max(per_image, 1))
+    for start in range(0, n, chunk):
+        part = slice(start, min(n, start + chunk))
+        gcols = matmul(_output_rows(g[part], groups), wg)                  # (G, M, K)
+        # (G, M, KH*KW*C/G) -> (n, OH, OW, KH, KW, C): each offset's columns, a strided view
+        gwin = gcols.reshape(groups, -1, out_hw[0], out_hw[1], kh, kw, c // groups)
+        gwin = gwin[0] if groups == 1 else gwin.transpose(1, 2, 3, 4, 5, 0, 6).reshape(
+            -1, out_hw[0], out_hw[1], kh, kw, c)
+        target = gxp[part]
+        for k, (rows, cols) in enumerate(offsets):
+            i, j = divmod(k, kw)
+            target[:, rows, cols, :] += gwin[:, :, :, i, j, :]
     return _crop(gxp.transpose(0, 3, 1, 2), geometry.padding, input_shape)
 
 

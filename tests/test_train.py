@@ -119,6 +119,13 @@ def test_learning_rate_schedules():
     assert [learning_rate(s, t, 100) for t in (0, 49, 50, 74, 75, 99)] == pytest.approx(
         [0.1, 0.1, 0.01, 0.01, 0.001, 0.001])
     assert learning_rate(Config(lr=0.1, lr_schedule="constant"), 70, 100) == 0.1
+    # one cycle: lr/25 at the start, lr at a quarter, a half cosine down to lr/25/1e4
+    onecycle = Config(lr=0.1, lr_schedule="onecycle")
+    assert learning_rate(onecycle, 0, 100) == pytest.approx(0.004)
+    assert learning_rate(onecycle, 24, 100) == pytest.approx(0.1)
+    middle = 0.1 / 25e4 + (0.1 - 0.1 / 25e4) / 2 * (1 + np.cos(np.pi * 38 / 75))
+    assert learning_rate(onecycle, 62, 100) == pytest.approx(middle)
+    assert learning_rate(onecycle, 99, 100) == pytest.approx(0.1 / 25e4)
 
 
 # the MLP on 12,000 images; the CNN (batch norm's running statistics, elastic distortions)

@@ -1,0 +1,259 @@
+"""Conv nets against PyTorch's CPU eager mode, side by side in one process, with the same
+threads: LeNet-5's and the default CNN's training step at batch 128, each conv layer's forward
+and backward alone, and where a CNN step's time goes (im2col, BLAS, the rest).
+
+    python -m benchmarks.conv [--out DIR] [--rounds 7]
+
+Writes CONV.md into --out (default runs/benchmarks; `--out benchmarks` updates the committed
+copy the README shows). Every figure is a median over rounds that take turns, with the range
+of the per-round medians.
+"""
+import argparse
+import contextlib
+import os
+import statistics
+import sys
+import time
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+from tinygrad_mnist import Tensor, jit, manual_seed, nn, no_grad, optim  # noqa: E402
+from tinygrad_mnist.engine import blas, conv as conv_module, ops as ops_module  # noqa: E402
+from tinygrad_mnist.mnist import models  # noqa: E402
+from benchmarks.report import write_report  # noqa: E402
+from benchmarks.run import machine_line  # noqa: E402
+
+BATCH, LR, MOMENTUM = 128, 0.05, 0.9
+STEPS_PER_TURN = 5
+# each conv layer of the two nets: (net, input shape, weight shape, padding)
+LAYERS = [("LeNet-5 conv1", (BATCH, 1, 28, 28), (6, 1, 5, 5), 2),
+          ("LeNet-5 conv2", (BATCH, 6, 14, 14), (16, 6, 5, 5), 0),
+          ("CNN conv1", (BATCH, 1, 28, 28), (32, 1, 5, 5), 2),
+          ("CNN conv2", (BATCH, 32, 14, 14), (64, 32, 5, 5), 2)]
+
+
+# ---------------------------------------------------------------- the same nets in PyTorch
+
+def torch_model(arch, ours):
+    """PyTorch's layers for `arch`, holding our model's initial weights."""
+    import torch
+    T = torch.nn
+    if arch == "lenet5":
+        features = [T.Conv2d(1, 6, 5, padding=2), T.ReLU(), T.MaxPool2d(2),
+                    T.Conv2d(6, 16, 5), T.ReLU(), T.MaxPool2d(2)]
+        classifier = [T.Flatten(), T.Linear(400, 120), T.ReLU(), T.Linear(120, 84), T.ReLU(),
+                      T.Linear(84, 10)]
+    else:
+        features = [T.Conv2d(1, 32, 5, padding=2), T.BatchNorm2d(32), T.ReLU(), T.MaxPool2d(2),
+                    T.Conv2d(32, 64, 5, padding=2), T.BatchNorm2d(64), T.ReLU(),
+                    T.MaxPool2d(2)]
+        classifier = [T.Flatten(), T.Linear(64 * 49, 256), T.ReLU(), T.Linear(256, 10)]
+    model = T.Sequential(T.Sequential(*features), T.Sequential(*classifier))
+    theirs = dict(model.state_dict())
+    names = {"features": "0", "classifier": "1"}
+    with torch.no_grad():
+        for name, value in ours.state_dict().items():
+            part, rest = name.split(".", 1)
+            theirs[f"{names[part]}.{rest}"].copy_(torch.from_numpy(np.array(value)))
+    return model
+
+
+class OurStep:
+    def __init__(self, arch, use_jit):
+        manual_seed(0)
+        self.name = "ours, jit" if use_jit else "ours, eager"
+        self.model = models.build(arch)
+        opt = optim.SGD(self.model.parameters(), LR, momentum=MOMENTUM)
+
+        def step(x, y):
+            opt.zero_grad()
+            loss = nn.cross_entropy(self.model(Tensor.from_numpy(x)), y)
+            loss.backward()
+            opt.step()
+            return loss
+        self.step = jit(step) if use_jit else step
+
+
+class TorchStep:
+    name = "PyTorch"
+
+    def __init__(self, arch, ours):
+        import torch
+        self.torch = torch
+        self.model = torch_model(arch, ours)
+        opt = torch.optim.SGD(self.model.parameters(), lr=LR, momentum=MOMENTUM)
+
+        def step(x, y):
+            opt.zero_grad()
+            out = self.model(torch.from_numpy(x).reshape(-1, 1, 28, 28))
+            torch.nn.functional.cross_entropy(out, torch.from_numpy(y)).backward()
+            opt.step()
+        self.step = step
+
+
+def _turns(runners, work, rounds):
+    """Per runner: every round's median seconds of `work(runner)`, the runners taking turns."""
+    times = {r.name: [] for r in runners}
+    for _ in range(rounds):
+        for runner in runners:
+            spent = []
+            for _ in range(STEPS_PER_TURN):
+                started = time.perf_counter()
+                work(runner)
+                spent.append(time.perf_counter() - started)
+            times[runner.name].append(statistics.median(spent))
+    return times
+
+
+def fmt_ms(rounds):
+    ms = [t * 1e3 for t in rounds]
+    return f"{statistics.median(ms):.1f} ({min(ms):.1f}–{max(ms):.1f})"
+
+
+def step_times(arch, rounds):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((BATCH, 784)).astype(np.float32)
+    y = rng.integers(0, 10, BATCH)
+    ours = [OurStep(arch, True), OurStep(arch, False)]
+    runners = ours + [TorchStep(arch, ours[0].model)]
+    for runner in runners:                                  # record, warm up
+        for _ in range(3):
+            runner.step(x, y)
+    return _turns(runners, lambda r: r.step(x, y), rounds)
+
+
+# ---------------------------------------------------------------- one conv layer alone
+
+class OurLayer:
+    name = "ours"
+
+    def __init__(self, x, w, padding):
+        self.x = Tensor(x, requires_grad=True)
+        self.w = Tensor(w, requires_grad=True)
+        self.padding = padding
+
+    def forward(self):
+        with no_grad():
+            self.x.conv2d(self.w, padding=self.padding)
+
+    def forward_backward(self):
+        self.x.grad = self.w.grad = None
+        self.x.conv2d(self.w, padding=self.padding).sum().backward()
+
+
+class TorchLayer:
+    name = "PyTorch"
+
+    def __init__(self, x, w, padding):
+        import torch
+        self.torch = torch
+        self.x = torch.from_numpy(x).requires_grad_()
+        self.w = torch.from_numpy(w).requires_grad_()
+        self.padding = padding
+
+    def forward(self):
+        with self.torch.no_grad():
+            self.torch.nn.functional.conv2d(self.x, self.w, padding=self.padding)
+
+    def forward_backward(self):
+        self.x.grad = self.w.grad = None
+        self.torch.nn.functional.conv2d(self.x, self.w, padding=self.padding).sum().backward()
+
+
+def layer_times(rounds):
+    rng = np.random.default_rng(1)
+    rows = []
+    for label, x_shape, w_shape, padding in LAYERS:
+        x = rng.standard_normal(x_shape).astype(np.float32)
+        w = rng.standard_normal(w_shape).astype(np.float32)
+        runners = [OurLayer(x, w, padding), TorchLayer(x, w, padding)]
+        forward = _turns(runners, lambda r: r.forward(), rounds)
+        both = _turns(runners, lambda r: r.forward_backward(), rounds)
+        backward = {k: [max(b - f, 0.0) for b, f in zip(both[k], forward[k])] for k in both}
+        ratio_f = statistics.median(forward["ours"]) / statistics.median(forward["PyTorch"])
+        ratio_b = statistics.median(backward["ours"]) / statistics.median(backward["PyTorch"])
+        rows.append(f"| {label} | {x_shape} * {w_shape}, padding {padding} | "
+                    f"{fmt_ms(forward['ours'])} | {fmt_ms(forward['PyTorch'])} | "
+                    f"{ratio_f:.2f}x | {fmt_ms(backward['ours'])} | "
+                    f"{fmt_ms(backward['PyTorch'])} | {ratio_b:.2f}x |")
+    return rows
+
+
+# ---------------------------------------------------------------- where a step's time goes
+
+@contextlib.contextmanager
+def _timed(module, name, spent, key):
+    """Time every call of module.name into spent[key] (for this measurement only)."""
+    original = getattr(module, name)
+
+    def timed(*args, **kwargs):
+        started = time.perf_counter()
+        try:
+            return original(*args, **kwargs)
+        finally:
+            spent[key] += time.perf_counter() - started
+    setattr(module, name, timed)
+    try:
+        yield
+    finally:
+        setattr(module, name, original)
+
+
+def step_shares(arch, steps=20):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((BATCH, 784)).astype(np.float32)
+    y = rng.integers(0, 10, BATCH)
+    runner = OurStep(arch, True)
+    for _ in range(3):
+        runner.step(x, y)
+    spent = {"im2col": 0.0, "BLAS": 0.0}
+    with _timed(conv_module, "_columns", spent, "im2col"), \
+            _timed(conv_module, "matmul", spent, "BLAS"), \
+            _timed(ops_module, "matmul", spent, "BLAS"):
+        started = time.perf_counter()
+        for _ in range(steps):
+            runner.step(x, y)
+        total = time.perf_counter() - started
+    shares = {k: v / total for k, v in spent.items()}
+    shares["the rest (col2im adds, pooling, batch norm, elementwise, optimizer, Python)"] = (
+        1 - sum(shares.values()))
+    return total / steps, shares
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", default=os.path.join("runs", "benchmarks"))
+    parser.add_argument("--rounds", type=int, default=7)
+    args = parser.parse_args(argv)
+    import torch
+    threads = blas.get_num_threads()
+    blas.set_num_threads(threads)
+    torch.set_num_threads(threads)
+    lines = ["# Conv nets against PyTorch", "",
+             f"{machine_line()}; both at {threads} threads. `python -m benchmarks.conv` "
+             f"({args.rounds} rounds taking turns, {STEPS_PER_TURN} steps each; medians, "
+             "in parentheses the range of the rounds' medians).", "",
+             "## A training step (batch 128, SGD with momentum)", "",
+             "| network | ours, jit ms | ours, eager ms | PyTorch ms | jit / PyTorch |",
+             "| --- | --- | --- | --- | --- |"]
+    for arch, label in (("lenet5", "LeNet-5"), ("cnn", "CNN (32-64 5x5, batch norm, 256)")):
+        t = step_times(arch, args.rounds)
+        ratio = statistics.median(t["ours, jit"]) / statistics.median(t["PyTorch"])
+        lines.append(f"| {label} | {fmt_ms(t['ours, jit'])} | {fmt_ms(t['ours, eager'])} | "
+                     f"{fmt_ms(t['PyTorch'])} | {ratio:.2f}x |")
+    lines += ["", "## Each conv layer alone (batch 128, float32)", "",
+              "| layer | shapes | ours forward ms | PyTorch forward ms | ratio | ours backward ms "
+              "| PyTorch backward ms | ratio |",
+              "| --- | --- | --- | --- | --- | --- | --- | --- |"] + layer_times(args.rounds)
+    lines += ["", "## Where a CNN training step's time goes (ours, jit)", ""]
+    per_step, shares = step_shares("cnn")
+    lines += [f"{per_step * 1e3:.0f} ms per step, of which:", "",
+              "| part | share |", "| --- | --- |"]
+    lines += [f"| {k} | {v:.0%} |" for k, v in shares.items()]
+    write_report(args.out, "CONV.md", "\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

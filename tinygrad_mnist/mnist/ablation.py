@@ -19,7 +19,8 @@ from . import data, report
 from ..files import atomic_write
 from ..tables import markdown_table
 from ..engine import manual_seed
-from .train import (Config, TrainingData, accuracy, make_model, make_optimizer, train_epoch)
+from .train import (Config, TrainingData, accuracy, make_model, make_optimizer, train_epoch,
+                    training_step_for)
 
 # learning rates tried for each optimizer (with momentum SGD's also used by the groups below)
 SWEEP = {"sgd": [0.1, 0.3, 1.0], "momentum": [0.01, 0.03, 0.1, 0.3],
@@ -91,8 +92,9 @@ def run_one(split, config, test=True):
     optimizer = make_optimizer(config, model.parameters())
     train_data = split.train_aug if config.augment else split.train
     curve, seconds, best = [], [], (-1.0, 0, None)
+    step = training_step_for(model, optimizer, config)
     for epoch in range(1, config.epochs + 1):
-        _, _, spent = train_epoch(model, optimizer, config, epoch, train_data)
+        _, _, spent = train_epoch(model, optimizer, config, epoch, train_data, step=step)
         seconds.append(spent)
         val = accuracy(model, split.val_x, split.val_y)
         curve.append(val)

@@ -5,8 +5,9 @@ and backward alone, and where a CNN step's time goes (im2col, BLAS, the rest).
     python -m benchmarks.conv [--out DIR] [--rounds 7]
 
 Writes CONV.md into --out (default runs/benchmarks; `--out benchmarks` updates the committed
-copy the README shows). Every figure is a median over rounds that take turns, with the range
-of the per-round medians.
+copy the README shows). Every figure is a median over rounds, with the range of the per-round
+medians; our runners take turns, and PyTorch runs after them (not interleaved: on 2 cores its
+OpenMP threads and OpenBLAS's spin against each other).
 """
 import argparse
 import contextlib
@@ -94,17 +95,25 @@ class TorchStep:
 
 
 def _turns(runners, work, rounds):
-    """Per runner: every round's median seconds of `work(runner)`, the runners taking turns."""
+    """Per runner: every round's median seconds of `work(runner)`, the runners taking turns.
+    `work` may return the seconds it measured itself (a backward after an untimed forward)."""
     times = {r.name: [] for r in runners}
     for _ in range(rounds):
         for runner in runners:
             spent = []
             for _ in range(STEPS_PER_TURN):
                 started = time.perf_counter()
-                work(runner)
-                spent.append(time.perf_counter() - started)
+                measured = work(runner)
+                spent.append(time.perf_counter() - started if measured is None else measured)
             times[runner.name].append(statistics.median(spent))
     return times
+
+
+def _timed_backward(runner):
+    runner.prepare()                                  # the forward, not timed
+    started = time.perf_counter()
+    runner.backward()
+    return time.perf_counter() - started
 
 
 def fmt_ms(rounds):
@@ -112,16 +121,27 @@ def fmt_ms(rounds):
     return f"{statistics.median(ms):.1f} ({min(ms):.1f}–{max(ms):.1f})"
 
 
+def _ours_then_theirs(ours, theirs, work, rounds):
+    """Our runners taking turns, then PyTorch's by themselves: PyTorch's OpenMP threads keep
+    spinning after each call, and on 2 cores they slow whatever OpenBLAS runs next (and the
+    other way round), so the two are not interleaved."""
+    times = _turns(ours, work, rounds)
+    times.update(_turns(theirs, work, rounds))
+    return times
+
+
 def step_times(arch, rounds):
     rng = np.random.default_rng(0)
     x = rng.standard_normal((BATCH, 784)).astype(np.float32)
     y = rng.integers(0, 10, BATCH)
     ours = [OurStep(arch, True), OurStep(arch, False)]
-    runners = ours + [TorchStep(arch, ours[0].model)]
-    for runner in runners:                                  # record, warm up
+    theirs = [TorchStep(arch, ours[0].model)]
+    for runner in ours + theirs:                            # record, warm up
         for _ in range(3):
             runner.step(x, y)
-    return _turns(runners, lambda r: r.step(x, y), rounds)
+    def one_step(runner):
+        runner.step(x, y)                 # its loss is not a time: _turns times the call
+    return _ours_then_theirs(ours, theirs, one_step, rounds)
 
 
 # ---------------------------------------------------------------- one conv layer alone
@@ -138,9 +158,13 @@ class OurLayer:
         with no_grad():
             self.x.conv2d(self.w, padding=self.padding)
 
-    def forward_backward(self):
+    def prepare(self):
         self.x.grad = self.w.grad = None
-        self.x.conv2d(self.w, padding=self.padding).sum().backward()
+        self.out = self.x.conv2d(self.w, padding=self.padding)
+        self.seed = np.ones(self.out.shape, np.float32)
+
+    def backward(self):
+        self.out.backward(self.seed)
 
 
 class TorchLayer:
@@ -157,9 +181,13 @@ class TorchLayer:
         with self.torch.no_grad():
             self.torch.nn.functional.conv2d(self.x, self.w, padding=self.padding)
 
-    def forward_backward(self):
+    def prepare(self):
         self.x.grad = self.w.grad = None
-        self.torch.nn.functional.conv2d(self.x, self.w, padding=self.padding).sum().backward()
+        self.out = self.torch.nn.functional.conv2d(self.x, self.w, padding=self.padding)
+        self.seed = self.torch.ones_like(self.out)
+
+    def backward(self):
+        self.out.backward(self.seed)
 
 
 def layer_times(rounds):
@@ -168,10 +196,9 @@ def layer_times(rounds):
     for label, x_shape, w_shape, padding in LAYERS:
         x = rng.standard_normal(x_shape).astype(np.float32)
         w = rng.standard_normal(w_shape).astype(np.float32)
-        runners = [OurLayer(x, w, padding), TorchLayer(x, w, padding)]
-        forward = _turns(runners, lambda r: r.forward(), rounds)
-        both = _turns(runners, lambda r: r.forward_backward(), rounds)
-        backward = {k: [max(b - f, 0.0) for b, f in zip(both[k], forward[k])] for k in both}
+        ours, theirs = [OurLayer(x, w, padding)], [TorchLayer(x, w, padding)]
+        forward = _ours_then_theirs(ours, theirs, lambda r: r.forward(), rounds)
+        backward = _ours_then_theirs(ours, theirs, _timed_backward, rounds)
         ratio_f = statistics.median(forward["ours"]) / statistics.median(forward["PyTorch"])
         ratio_b = statistics.median(backward["ours"]) / statistics.median(backward["PyTorch"])
         rows.append(f"| {label} | {x_shape} * {w_shape}, padding {padding} | "
@@ -233,8 +260,9 @@ def main(argv=None):
     torch.set_num_threads(threads)
     lines = ["# Conv nets against PyTorch", "",
              f"{machine_line()}; both at {threads} threads. `python -m benchmarks.conv` "
-             f"({args.rounds} rounds taking turns, {STEPS_PER_TURN} steps each; medians, "
-             "in parentheses the range of the rounds' medians).", "",
+             f"({args.rounds} rounds, {STEPS_PER_TURN} steps each; ours taking turns, then "
+             f"PyTorch's by themselves; medians, in parentheses the range of the rounds' "
+             f"medians; a backward is timed after an untimed forward).", "",
              "## A training step (batch 128, SGD with momentum)", "",
              "| network | ours, jit ms | ours, eager ms | PyTorch ms | jit / PyTorch |",
              "| --- | --- | --- | --- | --- |"]

@@ -1,4 +1,5 @@
-"""The `tinygrad-mnist` command line: train, eval, predict, graph, gradcheck, ablate, sweep.
+"""The `tinygrad-mnist` command line: train, eval, predict, graph, gradcheck, ablate, sweep,
+speedrun.
 
 Every mistake is one line, `tinygrad-mnist COMMAND: error: ...`, naming the option, file or
 value and what to do; usage errors exit with 2, a run that cannot finish with 1, Ctrl-C with 130.
@@ -300,12 +301,20 @@ def _cmd_ablate(args):
     return 0
 
 
+def _cmd_speedrun(args):
+    from .speedrun import run
+    summary = run(args.arch, args.target, args.seeds, args.data_dir, args.out,
+                  progress=not args.quiet)
+    return 0 if summary["reached"] else 1
+
+
 def _cmd_sweep(args):
     import time
     from .sweep import run_sweep
-    lists = {"dataset": args.dataset, "arch": args.arch, "hidden": args.hidden, "activation": args.activation,
-             "optimizer": args.optimizer, "lr": args.lr, "momentum": args.momentum,
+    lists = {"dataset": args.dataset, "arch": args.arch, "hidden": args.hidden,
+             "activation": args.activation, "optimizer": args.optimizer, "lr": args.lr, "momentum": args.momentum,
              "weight_decay": args.weight_decay, "dropout": args.dropout,
+             "label_smoothing": args.label_smoothing, "elastic": args.elastic,
              "batch_size": args.batch_size, "epochs": args.epochs,
              "lr_schedule": args.lr_schedule, "seed": args.seeds}
     out = args.out or f"runs/sweeps/{time.strftime('%Y%m%d-%H%M%S')}"
@@ -368,6 +377,10 @@ def _add_sweep(sub):
            "L2 penalties")
     listed("--dropout", _number(float, low=0, high=1), "numbers", d.dropout,
            "dropout probabilities")
+    listed("--label-smoothing", _number(float, low=0, high=1), "numbers", d.label_smoothing,
+           "label smoothings")
+    listed("--elastic", _number(float, low=0), "numbers", d.elastic,
+           "elastic distortion strengths (0: none)")
     listed("--batch-size", POSITIVE_INT, "integers", d.batch_size, "batch sizes")
     listed("--epochs", POSITIVE_INT, "integers", d.epochs, "epoch counts")
     listed("--lr-schedule", _one_of(SCHEDULES), "schedules", d.lr_schedule,
@@ -422,6 +435,18 @@ def build_parser():
     p.add_argument("--out", default="runs/ablation", help="directory for the report")
     _add_executor_options(p)
     _add_sweep(sub)
+    p = _parser(sub, "speedrun", "time a fixed recipe to a test accuracy over several seeds "
+                                 "and write the record (speedrun.md, speedrun.json)")
+    p.add_argument("--target", type=_number(float, low=0, high=1), default=0.98,
+                   help="the test accuracy the mean over seeds must reach")
+    p.add_argument("--arch", choices=["mlp", "cnn"], default="mlp",
+                   help="the MLP's recipe or the convolutional one")
+    p.add_argument("--seeds", type=POSITIVE_INT, default=10, help="seeds 0..N-1")
+    p.add_argument("--data-dir", default=None,
+                   help="read the IDX files from DIR instead of downloading them")
+    p.add_argument("--out", default=None,
+                   help="the record's folder (default: runs/speedrun/ARCH-TARGET)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser
 
 
@@ -441,7 +466,7 @@ def _unrecognized(parser, command, unknown):
 
 COMMANDS = {"train": _cmd_train, "eval": _cmd_eval, "predict": _cmd_predict,
             "graph": _cmd_graph, "gradcheck": _cmd_gradcheck, "ablate": _cmd_ablate,
-            "sweep": _cmd_sweep}
+            "sweep": _cmd_sweep, "speedrun": _cmd_speedrun}
 
 
 def main(argv=None):

@@ -19,7 +19,7 @@ from .train import Config
 
 # the options a sweep varies, in the order the table shows them
 SWEPT = ("dataset", "arch", "hidden", "activation", "optimizer", "lr", "momentum", "weight_decay",
-         "dropout", "batch_size", "epochs", "lr_schedule", "seed")
+         "dropout", "label_smoothing", "elastic", "batch_size", "epochs", "lr_schedule", "seed")
 
 
 def plan_trials(options, data_dir=None, subset=None, augment=False):

@@ -86,7 +86,8 @@ class _Sites(ast.NodeTransformer):
         for i, element in enumerate(elements):
             if isinstance(element, ast.Constant) and element.value is None:
                 continue
-            label = "the gradient" if single else f"gradient {i + 1}"
+            label = ("the tangent" if self.where.endswith(".jvp") else "the gradient") \
+                if single else f"gradient {i + 1}"
             for kind, make in (("negated", lambda e: ast.UnaryOp(ast.USub(), e)),
                                ("doubled", lambda e: ast.BinOp(ast.Constant(2), ast.Mult(),
                                                                 e))):

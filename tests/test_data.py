@@ -266,3 +266,23 @@ def test_augment_keeps_digits_recognizable(mnist_dir):
     acc_moved = (model(Tensor(data.standardize(moved, info))).data.argmax(1)
                  == ds.test_labels[:2000]).mean()
     assert acc_plain > 0.9 and acc_moved > 0.6, (acc_plain, acc_moved)
+
+
+def test_elastic_distortion_keeps_a_strokes_mass_and_place():
+    """A drawn stroke (a bar of ones, 3 px wide, 14 long) moved by elastic distortions at
+    Simard's strength: its ink (the sum of pixels) is kept on average, as a displacement field
+    of mean zero keeps area, and its centre of mass stays within a few pixels, so the digit it
+    belongs to stays where it was."""
+    stroke = np.zeros((1, 28, 28), np.float32)
+    stroke[0, 7:21, 13:16] = 1.0
+    rng = np.random.default_rng(0)
+    moved = np.concatenate([data.augment(stroke, rng, max_shift=0, max_degrees=0, elastic=34)
+                            for _ in range(200)])
+    masses = moved.sum(axis=(1, 2)) / stroke.sum()
+    assert masses.mean() == pytest.approx(1.0, abs=0.03)          # each draw: 0.5 to 2
+    assert 0.4 < masses.min() and masses.max() < 2.5
+    ys, xs = np.mgrid[0:28, 0:28]
+    centres = [((m * ys).sum() / m.sum(), (m * xs).sum() / m.sum()) for m in moved]
+    shift = np.hypot(*(np.array(centres) - [13.5, 14.0]).T)
+    assert np.median(shift) < 2.0 and shift.max() < 4.0
+    assert ((moved >= -1e-6) & (moved <= 1 + 1e-6)).all()       # still pixels in [0, 1]

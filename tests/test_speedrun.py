@@ -51,3 +51,27 @@ def test_flops_of_an_mlp_are_its_products():
 def test_an_unknown_recipe_lists_the_known_ones():
     with pytest.raises(ValueError, match="no recipe for --arch cnn --target 0.5; there are: "):
         speedrun.recipe("cnn", 0.5)
+
+
+def test_the_time_excludes_loading_and_evaluation(tiny_recipe, monkeypatch, tmp_path,
+                                                   mnist_dir):
+    """A data loader and an evaluation made slow on purpose: the wall time grows by seconds,
+    the recorded training time does not."""
+    import time
+    from tinygrad_mnist.mnist import data, train
+    load, evaluate = data.load, train.evaluate
+
+    def slow_load(*args, **kwargs):
+        time.sleep(1.0)
+        return load(*args, **kwargs)
+
+    def slow_evaluate(*args, **kwargs):
+        time.sleep(1.0)
+        return evaluate(*args, **kwargs)
+    monkeypatch.setattr(data, "load", slow_load)
+    monkeypatch.setattr(train, "evaluate", slow_evaluate)
+    started = time.perf_counter()
+    summary = speedrun.run("mlp", 0.5, seeds=1, data_dir=str(mnist_dir), out=str(tmp_path),
+                           log=lambda *a: None)
+    assert time.perf_counter() - started > 2.0
+    assert summary["seconds_mean"] < 1.0 and summary["runs"][0]["train_seconds"] < 1.0

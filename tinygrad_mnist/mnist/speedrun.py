@@ -121,19 +121,20 @@ def _summary(values):
     return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
-def run(arch="mlp", target=0.98, seeds=10, data_dir=None, out=None, dataset="mnist",
-        log=print, progress=False):
+def run(arch="mlp", target=0.98, seeds=10, data_dir=None, out=None, log=print,
+        progress=False):
     """Train the recipe for seeds 0..seeds-1; write speedrun.md and speedrun.json to out.
-    Returns the summary dict."""
+    Returns the summary dict. A recipe names its dataset when it is not MNIST."""
     options = recipe(arch, target)
+    dataset = options.get("dataset", "mnist")
     out = out or os.path.join("runs", "speedrun", f"{arch}-{target}")
     os.makedirs(out, exist_ok=True)
     log(f"speedrun: {arch} to {target:.2%} on {dataset}, {seeds} seeds: "
         f"tinygrad-mnist train {as_options(options)} --seed S")
     runs = []
     for seed in range(seeds):
-        config = Config(**options, dataset=dataset, data_dir=data_dir, seed=seed, force=True,
-                        out=os.path.join(out, f"seed-{seed}"))
+        config = Config(**{"dataset": dataset, **options}, data_dir=data_dir, seed=seed,
+                        force=True, out=os.path.join(out, f"seed-{seed}"))
         metrics = train(config, log=lambda *a: None, progress=progress)
         runs.append({"seed": seed, "test_accuracy": metrics["test_accuracy"],
                      "train_seconds": metrics["train_seconds"],

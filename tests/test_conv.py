@@ -349,7 +349,7 @@ def test_elastic_distortion_is_seeded_smooth_and_of_the_stated_size():
     assert not np.allclose(a, images)
     np.testing.assert_allclose(data.augment(images, np.random.default_rng(1), 0, 0, elastic=0),
                                images, atol=1e-6)
-    smooth = data._smoothing_matrix(4.0)
+    smooth = data.smoothing_matrix(4.0)
     np.testing.assert_allclose(smooth.sum(axis=1), 1, rtol=1e-6)
     # a constant image is not changed by any displacement that stays inside it
     flat = np.full((4, 28, 28), 0.5, np.float32)
@@ -364,7 +364,7 @@ def test_elastic_displacement_of_an_image_that_is_a_ramp():
     ramp = np.tile(np.arange(28, dtype=np.float32) / 27, (256, 28, 1))
     moved = data.augment(ramp, np.random.default_rng(3), 0, 0, elastic=34)
     field = (moved - ramp)[:, 6:22, 6:22] * 27            # pixels, away from the border
-    smooth = data._smoothing_matrix(4.0)
+    smooth = data.smoothing_matrix(4.0)
     draws = np.random.default_rng(0).uniform(-1, 1, (2000, 28, 28)).astype(np.float32)
     expected_std = (smooth @ draws @ smooth.T * 34)[:, 6:22, 6:22].std()
     assert field.std() == pytest.approx(expected_std, rel=0.1)
@@ -403,8 +403,10 @@ def test_train_arch_lenet5_learns_and_saves_what_eval_and_predict_read(lenet_run
 
 def _saved_model_accuracy(out, mnist_dir):
     """The saved LeNet's accuracy on all 10,000 test images, computed here directly."""
-    from tinygrad_mnist.mnist.cli import _load_model
-    model, _ = _load_model(str(out / "model.npz"))
+    meta = nn.load_meta(out / "model.npz")
+    model = models.build(meta["arch"], meta["hidden"], meta["activation"])
+    nn.load(model, out / "model.npz")
+    model.eval()
     ds = data.load("mnist", str(mnist_dir), progress=False, splits=("test",))
     with no_grad():
         logits = np.concatenate([model(Tensor(ds.normalized(ds.test_images[i:i + 2000]))).data

@@ -29,21 +29,21 @@ def _tracked(name, x, i):
     return leaf
 
 
-def _leaves(tree):
+def tree_leaves(tree):
     """The tensors of an argument: itself, or those in a dict, list or tuple (nested)."""
     if isinstance(tree, dict):
-        return [t for v in tree.values() for t in _leaves(v)]
+        return [t for v in tree.values() for t in tree_leaves(v)]
     if isinstance(tree, (list, tuple)):
-        return [t for v in tree for t in _leaves(v)]
+        return [t for v in tree for t in tree_leaves(v)]
     return [tree]
 
 
-def _rebuild(tree, leaves):
+def tree_rebuild(tree, leaves):
     """`tree` with its tensors replaced, in order, by those of the iterator `leaves`."""
     if isinstance(tree, dict):
-        return {k: _rebuild(v, leaves) for k, v in tree.items()}
+        return {k: tree_rebuild(v, leaves) for k, v in tree.items()}
     if isinstance(tree, (list, tuple)):
-        return type(tree)(_rebuild(v, leaves) for v in tree)
+        return type(tree)(tree_rebuild(v, leaves) for v in tree)
     return next(leaves)
 
 
@@ -62,9 +62,9 @@ def _call(name, f, args, argnums):
                                   f"func.grad does (per-example gradients)")
     args = list(args)
     nums, single = _argnums(argnums, len(args), name)
-    create = _nested([t for a in args for t in _leaves(a)])
+    create = _nested([t for a in args for t in tree_leaves(a)])
     for a in nums:
-        args[a] = _rebuild(args[a], iter([_tracked(name, t, a) for t in _leaves(args[a])]))
+        args[a] = tree_rebuild(args[a], iter([_tracked(name, t, a) for t in tree_leaves(args[a])]))
     with enable_grad():
         out = f(*args)
     return out, [args[a] for a in nums], single, create
@@ -73,12 +73,12 @@ def _call(name, f, args, argnums):
 def _gradients(tracked, outputs, seeds, create):
     """The gradients of the outputs (with `seeds`) for each tracked argument, in its own
     structure; zeros where an output does not depend on it."""
-    leaves = [t for arg in tracked for t in _leaves(arg)]
+    leaves = [t for arg in tracked for t in tree_leaves(arg)]
     live = [(o, s) for o, s in zip(outputs, seeds) if o.requires_grad]
     grads = (_reverse([o for o, _ in live], leaves, [s for _, s in live], retain_graph=True,
                       create_graph=create, allow_unused=True) if live else [None] * len(leaves))
     filled = iter(_zeros_for(leaves, grads))
-    return [_rebuild(arg, filled) for arg in tracked]
+    return [tree_rebuild(arg, filled) for arg in tracked]
 
 
 def _zeros_for(xs, grads):

@@ -119,14 +119,14 @@ def _index_arrays(options):
 def traced_grad(trace, f, args, nums, has_aux):
     """func.grad(f)(*args) inside a vmap trace: the example's gradients, noted so that the
     replay computes every example's."""
-    from .transforms import _leaves, _rebuild
+    from .transforms import tree_leaves, tree_rebuild
     if trace.in_grad:
         raise NotImplementedError("vmap: func.grad of func.grad inside vmap (per-example "
                                   "second derivatives) is not supported")
     args = list(args)
     sources, leaves = [], []
     for a in nums:
-        tensors = _leaves(args[a])
+        tensors = tree_leaves(args[a])
         fresh = []
         for t in tensors:
             if not isinstance(t, Tensor) or t.dtype.kind != "f":
@@ -138,7 +138,7 @@ def traced_grad(trace, f, args, nums, has_aux):
             sources.append(t)
             fresh.append(leaf)
         leaves += fresh
-        args[a] = _rebuild(args[a], iter(fresh))
+        args[a] = tree_rebuild(args[a], iter(fresh))
     start = len(trace.steps)
     trace.in_grad = True
     try:
@@ -164,7 +164,7 @@ def traced_grad(trace, f, args, nums, has_aux):
             trace.mark(g)
     tracked = [args[a] for a in nums]
     filled = iter(grads)
-    results = [_rebuild(arg, filled) for arg in tracked]
+    results = [tree_rebuild(arg, filled) for arg in tracked]
     return results, aux
 
 
@@ -538,7 +538,7 @@ def vmap(f, in_axes=0, out_axes=0):
     argument; None: shared by every example), its outputs stacked on `out_axes`. A
     differentiated argument (func.grad inside) may be a dict, list or tuple of Tensors; an
     argument with an int axis is a Tensor, or such a collection of them."""
-    from .transforms import _leaves, _rebuild
+    from .transforms import tree_leaves, tree_rebuild
 
     def batched(*args):
         axes = _axes_for(in_axes, args)
@@ -548,7 +548,7 @@ def vmap(f, in_axes=0, out_axes=0):
                 examples.append(arg)
                 continue
             leaves = []
-            for t in _leaves(arg):
+            for t in tree_leaves(arg):
                 if not isinstance(t, Tensor):
                     raise TypeError(f"vmap: argument {i} is mapped (in_axes {axis}) but holds "
                                     f"a {type(t).__name__}, not a Tensor")
@@ -566,7 +566,7 @@ def vmap(f, in_axes=0, out_axes=0):
                 example = physical[0]
                 sources.append((example, physical))
                 leaves.append(example)
-            examples.append(_rebuild(arg, iter(leaves)))
+            examples.append(tree_rebuild(arg, iter(leaves)))
         if size is None:
             raise ValueError("vmap: no argument is mapped (every in_axes is None)")
         if size == 0:
@@ -584,7 +584,7 @@ def vmap(f, in_axes=0, out_axes=0):
         for example, physical in sources:
             replay.env[id(example)] = (physical, True)
         replay.run()
-        outs = _leaves(outputs)
+        outs = tree_leaves(outputs)
         out_axis_list = [out_axes] * len(outs) if isinstance(out_axes, int) else list(out_axes)
         if len(out_axis_list) != len(outs):
             raise ValueError(f"vmap: out_axes has {len(out_axis_list)} entries for "
@@ -600,5 +600,5 @@ def vmap(f, in_axes=0, out_axes=0):
                 order = tuple(range(1, axis + 1)) + (0,) + tuple(range(axis + 1, value.ndim))
                 value = ops.Transpose.apply(value, axes=order)
             results.append(value)
-        return _rebuild(outputs, iter(results))        # the outputs' own structure
+        return tree_rebuild(outputs, iter(results))        # the outputs' own structure
     return batched

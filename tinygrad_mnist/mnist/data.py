@@ -305,7 +305,7 @@ _CENTRE = 13.5                                    # the middle of a 28-pixel axi
 _GRID_Y, _GRID_X = np.mgrid[0:28, 0:28].astype(np.float32) - _CENTRE
 
 
-def _smoothing_matrix(sigma, n=28):
+def smoothing_matrix(sigma, n=28):
     """G with G @ field @ G.T a Gaussian blur (std sigma pixels) of an n x n field; each row
     sums to 1, so the border is averaged over the pixels there are (no fading to zero)."""
     offsets = np.arange(n)[:, None] - np.arange(n)[None, :]
@@ -331,7 +331,7 @@ def augment(images, rng, max_shift=2.0, max_degrees=10.0, elastic=0.0, sigma=4.0
     src_y = cos * dy + sin * dx + _CENTRE
     src_x = -sin * dy + cos * dx + _CENTRE
     if elastic:
-        smooth = _smoothing_matrix(sigma)
+        smooth = smoothing_matrix(sigma)
         field = rng.uniform(-1, 1, size=(2, b, 28, 28)).astype(np.float32)
         field = smooth @ field @ smooth.T * np.float32(elastic)
         src_y, src_x = src_y + field[0], src_x + field[1]

@@ -240,7 +240,10 @@ def test_ctrl_c_says_how_to_resume(tmp_path, mnist_dir):
         [sys.executable, "-m", "tinygrad_mnist", "train", "--data-dir", str(mnist_dir),
          "--subset", "20000", "--hidden", "256", "--epochs", "40", "--quiet", "--out",
          str(out)], cwd=tmp_path, env=dict(os.environ, PYTHONPATH=str(ROOT)),
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        # as from a terminal: a shell that runs the suite in the background passes its
+        # children SIGINT ignored, and Python then never turns it into KeyboardInterrupt
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 60
     while not (out / "checkpoint.npz").exists() and time.time() < deadline:
         time.sleep(0.05)

@@ -23,7 +23,7 @@ sys.path.insert(0, ROOT)
 from tinygrad_mnist import Tensor, jit, manual_seed, nn, no_grad, optim  # noqa: E402
 from tinygrad_mnist.engine import blas, conv as conv_module, ops as ops_module  # noqa: E402
 from tinygrad_mnist.mnist import models  # noqa: E402
-from benchmarks.report import write_report  # noqa: E402
+from benchmarks.report import ms_range, take_turns, write_report  # noqa: E402
 from benchmarks.run import machine_line  # noqa: E402
 
 BATCH, LR, MOMENTUM = 128, 0.05, 0.9
@@ -95,18 +95,8 @@ class TorchStep:
 
 
 def _turns(runners, work, rounds):
-    """Per runner: every round's median seconds of `work(runner)`, the runners taking turns.
-    `work` may return the seconds it measured itself (a backward after an untimed forward)."""
-    times = {r.name: [] for r in runners}
-    for _ in range(rounds):
-        for runner in runners:
-            spent = []
-            for _ in range(STEPS_PER_TURN):
-                started = time.perf_counter()
-                measured = work(runner)
-                spent.append(time.perf_counter() - started if measured is None else measured)
-            times[runner.name].append(statistics.median(spent))
-    return times
+    """Per runner: every round's median seconds of `work(runner)`, the runners taking turns."""
+    return take_turns({r.name: (lambda r=r: work(r)) for r in runners}, rounds, STEPS_PER_TURN)
 
 
 def _timed_backward(runner):
@@ -114,11 +104,6 @@ def _timed_backward(runner):
     started = time.perf_counter()
     runner.backward()
     return time.perf_counter() - started
-
-
-def fmt_ms(rounds):
-    ms = [t * 1e3 for t in rounds]
-    return f"{statistics.median(ms):.1f} ({min(ms):.1f}–{max(ms):.1f})"
 
 
 def _ours_then_theirs(ours, theirs, work, rounds):
@@ -140,7 +125,7 @@ def step_times(arch, rounds):
         for _ in range(3):
             runner.step(x, y)
     def one_step(runner):
-        runner.step(x, y)                 # its loss is not a time: _turns times the call
+        runner.step(x, y)
     return _ours_then_theirs(ours, theirs, one_step, rounds)
 
 
@@ -202,9 +187,9 @@ def layer_times(rounds):
         ratio_f = statistics.median(forward["ours"]) / statistics.median(forward["PyTorch"])
         ratio_b = statistics.median(backward["ours"]) / statistics.median(backward["PyTorch"])
         rows.append(f"| {label} | {x_shape} * {w_shape}, padding {padding} | "
-                    f"{fmt_ms(forward['ours'])} | {fmt_ms(forward['PyTorch'])} | "
-                    f"{ratio_f:.2f}x | {fmt_ms(backward['ours'])} | "
-                    f"{fmt_ms(backward['PyTorch'])} | {ratio_b:.2f}x |")
+                    f"{ms_range(forward['ours'])} | {ms_range(forward['PyTorch'])} | "
+                    f"{ratio_f:.2f}x | {ms_range(backward['ours'])} | "
+                    f"{ms_range(backward['PyTorch'])} | {ratio_b:.2f}x |")
     return rows
 
 
@@ -269,8 +254,8 @@ def main(argv=None):
     for arch, label in (("lenet5", "LeNet-5"), ("cnn", "CNN (32-64 5x5, batch norm, 256)")):
         t = step_times(arch, args.rounds)
         ratio = statistics.median(t["ours, jit"]) / statistics.median(t["PyTorch"])
-        lines.append(f"| {label} | {fmt_ms(t['ours, jit'])} | {fmt_ms(t['ours, eager'])} | "
-                     f"{fmt_ms(t['PyTorch'])} | {ratio:.2f}x |")
+        lines.append(f"| {label} | {ms_range(t['ours, jit'])} | {ms_range(t['ours, eager'])} | "
+                     f"{ms_range(t['PyTorch'])} | {ratio:.2f}x |")
     lines += ["", "## Each conv layer alone (batch 128, float32)", "",
               "| layer | shapes | ours forward ms | PyTorch forward ms | ratio | ours backward ms "
               "| PyTorch backward ms | ratio |",

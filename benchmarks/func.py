@@ -12,36 +12,16 @@ import argparse
 import os
 import statistics
 import sys
-import time
 
 import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 from tinygrad_mnist import Tensor, func, hessian, manual_seed, nn  # noqa: E402
-from benchmarks.report import write_report  # noqa: E402
+from benchmarks.report import ms_range, take_turns, write_report  # noqa: E402
 from benchmarks.run import machine_line  # noqa: E402
 
 BATCH = 128
-
-
-def _turns(work, rounds, repeats=3):
-    """name -> per-round medians of seconds, the entries of `work` taking turns."""
-    times = {name: [] for name in work}
-    for _ in range(rounds):
-        for name, call in work.items():
-            spent = []
-            for _ in range(repeats):
-                started = time.perf_counter()
-                call()
-                spent.append(time.perf_counter() - started)
-            times[name].append(statistics.median(spent))
-    return times
-
-
-def fmt(rounds):
-    ms = [t * 1e3 for t in rounds]
-    return f"{statistics.median(ms):.2f} ({min(ms):.2f}–{max(ms):.2f})"
 
 
 def per_example(rounds):
@@ -82,12 +62,12 @@ def per_example(rounds):
         theirs = {}
     for call in work.values():
         call()
-    times = _turns(work, rounds)
+    times = take_turns(work, rounds)
     # PyTorch after ours, not in turns: its OpenMP threads keep spinning after a call and
     # slow whatever OpenBLAS runs next on 2 cores
     for call in theirs.values():
         call()
-    times.update(_turns(theirs, rounds))
+    times.update(take_turns(theirs, rounds))
     return times
 
 
@@ -99,7 +79,7 @@ def forward_mode(rounds):
     v = Tensor(rng.normal(size=(BATCH, 784)).astype(np.float32))
     work = {"forward pass": lambda: model(x), "jvp (forward and tangent)":
             lambda: func.jvp(model, (x,), (v,))}
-    return _turns(work, rounds)
+    return take_turns(work, rounds)
 
 
 def hessians(rounds):
@@ -111,7 +91,7 @@ def hessians(rounds):
         return ((x @ w.T).tanh().sum(axis=1) ** 2).mean()
     work = {"reverse over reverse (hessian)": lambda: hessian(f, w),
             "forward over reverse (func.hessian)": lambda: func.hessian(f)(w)}
-    return _turns(work, rounds, repeats=1)
+    return take_turns(work, rounds, repeats=1)
 
 
 def main(argv=None):
@@ -126,7 +106,7 @@ def main(argv=None):
     base = statistics.median(t["one batched gradient"])
     lines += ["## Per-example gradients, 784-128-10 MLP, 128 examples", "",
               "| method | ms | / one batched gradient |", "| --- | --- | --- |"]
-    lines += [f"| {name} | {fmt(v)} | {statistics.median(v) / base:.1f}x |"
+    lines += [f"| {name} | {ms_range(v, 2)} | {statistics.median(v) / base:.1f}x |"
               for name, v in t.items()]
     loop = statistics.median(t["Python loop of grad"]) / statistics.median(t["vmap(grad)"])
     lines += ["", f"vmap(grad) is {loop:.1f}x faster than the loop. Each example's gradient "
@@ -136,13 +116,13 @@ def main(argv=None):
     ratio = statistics.median(t["jvp (forward and tangent)"]) / statistics.median(
         t["forward pass"])
     lines += ["## Forward mode, 784-512-256-10 MLP, batch 128", "", "| pass | ms |",
-              "| --- | --- |"] + [f"| {name} | {fmt(v)} |" for name, v in t.items()]
+              "| --- | --- |"] + [f"| {name} | {ms_range(v, 2)} |" for name, v in t.items()]
     lines += ["", f"jvp / forward: {ratio:.2f}x.", ""]
     t = hessians(args.rounds)
     names = list(t)
     ratio = statistics.median(t[names[1]]) / statistics.median(t[names[0]])
     lines += ["## The Hessian of a small network's loss (48 weights)", "", "| method | ms |",
-              "| --- | --- |"] + [f"| {name} | {fmt(v)} |" for name, v in t.items()]
+              "| --- | --- |"] + [f"| {name} | {ms_range(v, 2)} |" for name, v in t.items()]
     lines += ["", f"forward over reverse / reverse over reverse: {ratio:.2f}x."]
     write_report(args.out, "FUNC.md", "\n".join(lines))
 

@@ -26,6 +26,21 @@ def _channels(array, ndim):
     return array.reshape((1, -1) + (1,) * (ndim - 2))
 
 
+def _image_rows(x, axes):
+    """NCHW images normalized over (N, H, W) whose memory is channels last: their values as
+    (N*H*W, C) rows (a view); None for anything else."""
+    if not isinstance(x, np.ndarray) or x.ndim != 4 or tuple(axes) != (0, 2, 3):
+        return None
+    nhwc = x.transpose(0, 2, 3, 1)
+    return nhwc.reshape(-1, x.shape[1]) if nhwc.flags.c_contiguous else None
+
+
+def _as_nchw(flat, shape):
+    """(N, H*W*C) rows of images as an NCHW view."""
+    n, c, h, w = shape
+    return flat.reshape(n, h, w, c).transpose(0, 3, 1, 2)
+
+
 def _einsum_squares(ndim, axes):
     """The einsum that sums x * x over `axes`, keeping the others: "abcd,abcd->b"."""
     letters = "abcdefgh"[:ndim]
@@ -42,6 +57,9 @@ class BatchNorm(Op):
     def forward(self, x, weight, bias, running_mean, running_var, axes=(0,), eps=1e-5,
                 momentum=0.1, training=True):
         self.x, self.weight, self.axes, self.eps, self.training = x, weight, axes, eps, training
+        if _image_rows(x, axes) is not None:
+            return self._forward_channels_last(x, weight, bias, running_mean, running_var,
+                                               eps, momentum, training)
         if training:
             mean = x.mean(axis=axes, keepdims=True)
             centered = x - mean
@@ -62,9 +80,66 @@ class BatchNorm(Op):
         self.x_hat *= self.inv_std                # in place: centered is not needed again
         return self.x_hat * _channels(weight, x.ndim) + _channels(bias, x.ndim)
 
+    def _forward_channels_last(self, x, weight, bias, running_mean, running_var, eps,
+                               momentum, training):
+        """The forward on NCHW images whose memory is channels last (what conv2d returns),
+        as the arithmetic of one long row per image: per-channel sums as products with ones,
+        per-channel factors tiled along the row (3x faster than broadcasting over C)."""
+        n, c, h, w = x.shape
+        rows = _image_rows(x, self.axes)                        # (N*H*W, C), a view
+        ones = np.ones(rows.shape[0], x.dtype)
+        if training:
+            mean = ones @ rows / rows.shape[0]
+            centered = x.transpose(0, 2, 3, 1).reshape(n, -1) - np.tile(mean, h * w)
+            var = ones @ np.square(centered).reshape(-1, c) / rows.shape[0]
+            if momentum:                     # the running statistics, in place
+                count = rows.shape[0]
+                running_mean *= 1 - momentum
+                running_mean += momentum * mean
+                running_var *= 1 - momentum
+                running_var += momentum * var * (count / max(count - 1, 1))
+        else:
+            self.shift = _channels(running_mean, 4).copy()
+            centered = (x.transpose(0, 2, 3, 1).reshape(n, -1)
+                        - np.tile(running_mean.astype(x.dtype, copy=False), h * w))
+            var = running_var
+        inv_std = (1.0 / np.sqrt(var + eps)).astype(x.dtype, copy=False)
+        self.inv_std = _channels(inv_std, 4)
+        centered *= np.tile(inv_std, h * w)                     # x_hat, in place
+        out = centered * np.tile(weight.astype(x.dtype, copy=False), h * w)
+        out += np.tile(bias.astype(x.dtype, copy=False), h * w)
+        self.x_hat = _as_nchw(centered, x.shape)
+        return _as_nchw(out, x.shape)
+
+    def _backward_channels_last(self, gz):
+        x_hat, inv_std = self.x_hat, self.inv_std.reshape(-1)
+        n, c, h, w = gz.shape
+        g = np.ascontiguousarray(gz.transpose(0, 2, 3, 1)).reshape(n, -1)
+        xh = x_hat.transpose(0, 2, 3, 1).reshape(n, -1)        # a view: made channels last
+        ones = np.ones(g.size // c, gz.dtype)
+        need = self.needs_input_grad
+        sum_gz = ones @ g.reshape(-1, c)
+        product = g * xh
+        sum_gz_x_hat = ones @ product.reshape(-1, c)
+        gx = None
+        if need[0]:
+            scale = self.weight.astype(gz.dtype, copy=False) * inv_std
+            gx = g * np.tile(scale, h * w)
+            if self.training:
+                count = g.size // c
+                np.multiply(xh, np.tile(sum_gz_x_hat * scale / count, h * w), out=product)
+                gx -= product
+                gx -= np.tile(sum_gz * scale / count, h * w)
+            gx = _as_nchw(gx, gz.shape)
+        return (gx, sum_gz_x_hat if need[1] else None, sum_gz if need[2] else None,
+                None, None)
+
     def backward(self, gz):
         x, axes = self.x, self.axes
         x_hat, inv_std = self.x_hat, self.inv_std
+        if (isinstance(x, np.ndarray) and isinstance(gz, np.ndarray)
+                and _image_rows(x_hat, axes) is not None):
+            return self._backward_channels_last(gz)
         if not isinstance(x, np.ndarray):          # create_graph: x_hat as a function of x
             if self.training:
                 centered = x - x.mean(axis=axes, keepdims=True)

@@ -252,6 +252,33 @@ def test_batch_norm_gradients_to_second_order(training):
     assert gradgradcheck(f, (x, w, b))
 
 
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("channels", [1, 3])
+def test_batch_norm_on_channels_last_memory_equals_the_plain_layout(training, channels):
+    """What conv2d returns (NCHW seen over channels-last memory) takes a faster path: its
+    output, running statistics and gradients equal those of the same values laid out NCHW
+    (float32, so to its rounding)."""
+    rng = np.random.default_rng(7)
+    nhwc = rng.standard_normal((4, 5, 6, channels)) * 2 + 0.5
+    gz = rng.standard_normal((4, channels, 5, 6))
+    results = []
+    for x in (nhwc.transpose(0, 3, 1, 2), np.ascontiguousarray(nhwc.transpose(0, 3, 1, 2))):
+        bn = nn.BatchNorm2d(channels, momentum=0.3)
+        bn.weight.data[:] = np.linspace(0.5, 2, channels)
+        bn.bias.data[:] = np.linspace(-1, 1, channels)
+        bn.running_mean.data[:] = np.linspace(0.1, 0.2, channels)
+        bn.running_var.data[:] = np.linspace(0.8, 1.5, channels)
+        bn.train(training)
+        xt = Tensor(x, requires_grad=True)
+        out = bn(xt)
+        (out * Tensor(gz)).sum().backward()
+        results.append([out.data, xt.grad, bn.weight.grad, bn.bias.grad,
+                        bn.running_mean.data.copy(), bn.running_var.data.copy()])
+    for fast, plain in zip(*results):
+        assert fast.dtype == plain.dtype == np.float32
+        np.testing.assert_allclose(fast, plain, rtol=2e-5, atol=2e-6)
+
+
 def test_batch_norm_statistics_are_saved_and_loaded(tmp_path):
     manual_seed(0)
     model = models.cnn()
@@ -402,9 +429,10 @@ def test_train_arch_lenet5_learns_and_saves_what_eval_and_predict_read(lenet_run
 
 
 def _saved_model_accuracy(out, mnist_dir):
-    """The saved LeNet's accuracy on all 10,000 test images, computed here directly."""
+    """A saved conv net's accuracy on all 10,000 test images, computed here directly."""
     meta = nn.load_meta(out / "model.npz")
-    model = models.build(meta["arch"], meta["hidden"], meta["activation"])
+    model = models.build(meta["arch"], meta["hidden"], meta["activation"],
+                         meta.get("dropout", 0.0), cnn_kernel=meta.get("cnn_kernel", 5))
     nn.load(model, out / "model.npz")
     model.eval()
     ds = data.load("mnist", str(mnist_dir), progress=False, splits=("test",))
@@ -422,6 +450,40 @@ def test_train_profile_of_a_conv_net_shows_its_ops(tmp_path, mnist_dir, capsys):
     for row in ("conv2d", "batch_norm", "max_pool2d", "linear", "cross_entropy"):
         assert row in table, row
     assert "2 steps:" in table                                    # 256 images / 128
+
+
+def test_a_3x3_cnn_trains_and_eval_rebuilds_it(tmp_path, mnist_dir, capsys):
+    from tinygrad_mnist.mnist import cli
+    model = models.cnn(kernel=3)
+    sizes = {name: p.shape for name, p in model.named_parameters()}
+    assert sum(p.size for p in model.parameters()) == (
+        32 * 9 + 32 + 2 * 32 + 64 * 32 * 9 + 64 + 2 * 64 + 3136 * 256 + 256 + 2570)
+    assert (32, 1, 3, 3) in sizes.values() and (64, 32, 3, 3) in sizes.values()
+    assert cli.main(["train", "--arch", "cnn", "--cnn-kernel", "3", "--data-dir",
+                     str(mnist_dir), "--subset", "512", "--epochs", "1", "--quiet",
+                     "--out", str(tmp_path)]) == 0
+    capsys.readouterr()
+    assert nn.load_meta(tmp_path / "model.npz")["cnn_kernel"] == 3
+    assert cli.main(["eval", "--model", str(tmp_path / "model.npz"), "--data-dir",
+                     str(mnist_dir), "--quiet"]) == 0
+    expected = _saved_model_accuracy(tmp_path, mnist_dir)
+    assert f"test accuracy: {expected * 100:.2f}%" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="--cnn-kernel is an option of --arch cnn"):
+        models.build("lenet5", cnn_kernel=3)
+
+
+@pytest.mark.parametrize("stored", [{}, {"dropout": 0.3}])
+def test_eval_reads_a_conv_net_trained_with_dropout(stored, tmp_path):
+    """A conv net's layer names depend on whether it has dropout: eval rebuilds it from the
+    stored dropout, or, for a model saved before the dropout was stored, from its layout."""
+    from tinygrad_mnist.mnist import cli
+    model = models.cnn(dropout=0.3)
+    path = tmp_path / "model.npz"
+    nn.save(model, path, meta={"arch": "cnn", "hidden": [512, 256], "activation": "relu",
+                               **stored})
+    loaded, _ = cli.load_model(path)
+    x = Tensor(np.random.default_rng(8).standard_normal((4, 784)).astype(np.float32))
+    np.testing.assert_allclose(loaded(x).data, model.eval()(x).data, rtol=1e-6)
 
 
 def test_sweep_over_architectures(tmp_path, mnist_dir):

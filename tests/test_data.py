@@ -286,3 +286,16 @@ def test_elastic_distortion_keeps_a_strokes_mass_and_place():
     shift = np.hypot(*(np.array(centres) - [13.5, 14.0]).T)
     assert np.median(shift) < 2.0 and shift.max() < 4.0
     assert ((moved >= -1e-6) & (moved <= 1 + 1e-6)).all()       # still pixels in [0, 1]
+
+
+def test_flip_mirrors_about_half_the_images_exactly_and_moves_nothing_else():
+    rng = np.random.default_rng(0)
+    images = rng.random((64, 28, 28)).astype(np.float32)       # no image is its own mirror
+    out = data.augment(images, np.random.default_rng(1), max_shift=0, max_degrees=0,
+                       flip=True)
+    mirrored = [np.allclose(o, i[:, ::-1], atol=1e-6) for o, i in zip(out, images)]
+    kept = [np.allclose(o, i, atol=1e-6) for o, i in zip(out, images)]
+    assert all(m != k for m, k in zip(mirrored, kept))        # each one or the other, exactly
+    assert 20 <= sum(mirrored) <= 44                            # about half (p = 0.5, n = 64)
+    same = data.augment(images, np.random.default_rng(1), max_shift=0, max_degrees=0)
+    np.testing.assert_array_equal(same, images)               # without flip: untouched

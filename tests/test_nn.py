@@ -285,3 +285,23 @@ def test_load_refuses_pickle_and_bad_state_without_changing_the_model(tmp_path):
 
     for k, v in model.state_dict().items():
         np.testing.assert_array_equal(v, before[k])            # nothing was half-loaded
+
+
+def test_mlp_input_dropout_drops_pixels_in_training_only():
+    """One linear layer and one image: d sum(out) / d W[:, j] = mask_j * x_j / (1 - p), so a
+    dropped pixel's column is zero and a kept one is x_j scaled by 1/(1-p); eval is untouched."""
+    p = 0.25
+    x = np.random.default_rng(0).random((1, 400)) + 0.5          # no zero pixels
+    plain = nn.MLP([400, 3])
+    noisy = nn.MLP([400, 3], input_dropout=p)
+    noisy.load_state_dict(plain.state_dict())
+    manual_seed(3)
+    noisy(Tensor(x)).sum().backward()
+    grad = noisy.layers[0].weight.grad                            # (3, 400)
+    dropped = np.all(grad == 0, axis=0)
+    assert 0.15 < dropped.mean() < 0.35                           # about p of the pixels
+    expected = np.where(dropped, 0.0, x[0] / (1 - p))
+    np.testing.assert_allclose(grad, np.broadcast_to(expected, grad.shape), rtol=1e-6)
+    noisy.eval(), plain.eval()
+    np.testing.assert_allclose(noisy(Tensor(x)).data, plain(Tensor(x)).data)
+    assert "input_dropout=0.25" in repr(noisy)

@@ -313,7 +313,7 @@ def smoothing_matrix(sigma, n=28):
     return (weights / weights.sum(axis=1, keepdims=True)).astype(np.float32)
 
 
-def augment(images, rng, max_shift=2.0, max_degrees=10.0, elastic=0.0, sigma=4.0):
+def augment(images, rng, max_shift=2.0, max_degrees=10.0, elastic=0.0, sigma=4.0, flip=False):
     """Random rotation (up to max_degrees) and translation (up to max_shift pixels) of a batch
     of (B, 28, 28) images in [0, 1], with bilinear interpolation and zero fill, vectorized over
     the batch. Labels are unchanged by construction.
@@ -321,7 +321,9 @@ def augment(images, rng, max_shift=2.0, max_degrees=10.0, elastic=0.0, sigma=4.0
     elastic > 0 adds Simard et al. 2003's elastic distortion: a field of uniform(-1, 1)
     displacements per pixel, smoothed by a Gaussian of std `sigma` and scaled by `elastic`
     (their alpha; 34 with sigma 4 in the paper), moves each source point; two matrix products
-    per image do the smoothing (G @ field @ G.T), so the batch needs no Python loop."""
+    per image do the smoothing (G @ field @ G.T), so the batch needs no Python loop.
+
+    flip mirrors a random half of the images left to right (for clothes, not digits)."""
     b = len(images)
     angle = np.deg2rad(rng.uniform(-max_degrees, max_degrees, size=(b, 1, 1)))
     shift_y, shift_x = rng.uniform(-max_shift, max_shift, size=(2, b, 1, 1)).astype(np.float32)
@@ -335,6 +337,9 @@ def augment(images, rng, max_shift=2.0, max_degrees=10.0, elastic=0.0, sigma=4.0
         field = rng.uniform(-1, 1, size=(2, b, 28, 28)).astype(np.float32)
         field = smooth @ field @ smooth.T * np.float32(elastic)
         src_y, src_x = src_y + field[0], src_x + field[1]
+    if flip:                         # drawn last: the other draws stay those of a run without
+        mirrored = rng.random((b, 1, 1)) < 0.5
+        src_x = np.where(mirrored, 2 * _CENTRE - src_x, src_x)
     y0, x0 = np.floor(src_y), np.floor(src_x)
     wy, wx = src_y - y0, src_x - x0
     # two rows and columns of zeros around each image: a source outside reads 0, and after

@@ -19,10 +19,11 @@ from .train import Config
 
 # the options a sweep varies, in the order the table shows them
 SWEPT = ("dataset", "arch", "hidden", "activation", "optimizer", "lr", "momentum", "weight_decay",
-         "dropout", "label_smoothing", "elastic", "batch_size", "epochs", "lr_schedule", "seed")
+         "dropout", "input_dropout", "label_smoothing", "elastic", "batch_size", "epochs",
+         "lr_schedule", "seed")
 
 
-def plan_trials(options, data_dir=None, subset=None, augment=False):
+def plan_trials(options, data_dir=None, subset=None, augment=False, flip=False):
     """The product of `options` (name -> list of values) as trial dicts, in a fixed order."""
     names = [n for n in SWEPT if n in options]
     trials = []
@@ -30,7 +31,7 @@ def plan_trials(options, data_dir=None, subset=None, augment=False):
         chosen = dict(zip(names, values))
         trials.append({"key": f"trial-{i:03d}", "options": chosen,
                        "config": dict(chosen, data_dir=data_dir, subset=subset,
-                                      augment=augment)})
+                                      augment=augment, flip=flip)})
     return trials
 
 
@@ -52,11 +53,12 @@ def sweep_trial(trial):
 
 
 def run_sweep(options, out, data_dir=None, subset=None, augment=False, executor="serial",
-              workers=None, ray_address=None, resume=False, progress=True, log=print):
+              workers=None, ray_address=None, resume=False, progress=True, log=print,
+              flip=False):
     from .executors import check_executor, run_trials
     check_executor(executor, ray_address)
     spec_path = os.path.join(out, "sweep.json")
-    trials = plan_trials(options, data_dir, subset, augment)
+    trials = plan_trials(options, data_dir, subset, augment, flip)
     if resume:
         if not os.path.exists(spec_path):
             raise ValueError(f"--resume: {out} holds no sweep.json to continue; start a new "

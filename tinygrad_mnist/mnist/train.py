@@ -37,9 +37,12 @@ class Config:
     momentum: float = 0.9
     weight_decay: float = 0.0
     dropout: float = 0.2
+    input_dropout: float = 0.0  # MLP only: dropout of the input pixels
+    cnn_kernel: int = 5         # CNN only: 5x5 or 3x3 convolutions
     label_smoothing: float = 0.0  # the training loss's targets: 1 - s on the label, s spread
     augment: bool = False
     elastic: float = 0.0        # > 0: also elastic distortions of this strength (implies augment)
+    flip: bool = False          # mirror a random half of the images left to right
     batch_size: int = 128
     epochs: int = 15
     lr_schedule: str = "cosine"
@@ -78,7 +81,8 @@ class Interrupted(TrainingError):
 
 
 def make_model(config):
-    return models.build(config.arch, config.hidden, config.activation, config.dropout)
+    return models.build(config.arch, config.hidden, config.activation, config.dropout,
+                        config.input_dropout, config.cnn_kernel)
 
 
 def parameter_count(config):
@@ -101,7 +105,7 @@ def memory_needed(config, train_size):
     params = parameter_count(config)
     model = 4 * params * _STATE_BUFFERS.get(config.optimizer, 5)
     per_image = (models.activation_sizes(config.arch, config.hidden) * 6
-                 + models.im2col_sizes(config.arch) * 2)
+                 + models.im2col_sizes(config.arch, config.cnn_kernel) * 2)
     batch = 4 * config.batch_size * per_image
     data = 4 * 784 * (train_size + 10_000)
     return model, batch, data
@@ -290,9 +294,10 @@ class TrainingData:
     augmentation, kept as pixels in [0, 1] so each batch is moved first and standardized
     after (`prepare`)."""
 
-    def __init__(self, images, labels, info, augment, elastic=0.0):
-        self.labels, self.info, self.elastic = labels, info, elastic
-        self.augment = augment or elastic > 0
+    def __init__(self, images, labels, info, augment, elastic=0.0, flip=False):
+        self.labels, self.info, self.elastic, self.flip = labels, info, elastic, flip
+        self.moves = augment or elastic > 0             # shifts and rotations
+        self.augment = self.moves or flip
         self.source = data.to_unit(images) if self.augment else data.normalize(images, info)
 
     def __len__(self):
@@ -306,7 +311,9 @@ class TrainingData:
         """A batch of source rows as network inputs (moved, then standardized, when
         augmenting)."""
         if self.augment:
-            return data.standardize(data.augment(rows, rng, elastic=self.elastic), self.info)
+            still = {} if self.moves else {"max_shift": 0.0, "max_degrees": 0.0}
+            moved = data.augment(rows, rng, elastic=self.elastic, flip=self.flip, **still)
+            return data.standardize(moved, self.info)
         return rows
 
 
@@ -405,7 +412,7 @@ def train(config, log=print, progress=True, profiler=None):
         train_images, train_labels = train_images[:config.subset], train_labels[:config.subset]
         test_images, test_labels = test_images[:config.subset], test_labels[:config.subset]
     train_data = TrainingData(train_images, train_labels, ds.info, config.augment,
-                              config.elastic)
+                              config.elastic, config.flip)
     x_test = ds.normalized(test_images)
 
     manual_seed(config.seed)
@@ -515,8 +522,11 @@ def _finish(config, info, model, x_test, test_images, test_labels, history, elap
         json.dump(metrics, f, indent=2)
     nn.save(model, os.path.join(out, "model.npz"),
             meta={"dataset": config.dataset, "arch": config.arch, "hidden": config.hidden,
-                  "activation": config.activation, "data_dir": _absolute(config.data_dir)})
-    network = models.describe(config.arch, config.hidden, config.activation)
+                  "activation": config.activation, "cnn_kernel": config.cnn_kernel,
+                  "dropout": config.dropout,
+                  "data_dir": _absolute(config.data_dir)})
+    network = models.describe(config.arch, config.hidden, config.activation,
+                              config.cnn_kernel)
     dataset = report.DATASET_TITLES.get(info.name, info.name)
     report.curves(history, os.path.join(out, "curves.png"),
                   title=f"{dataset}, {network}, {config.optimizer}: "

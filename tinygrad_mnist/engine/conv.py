@@ -22,7 +22,7 @@ gradient spreads dz/(KH*KW) over each window (avg_pool_scatter, whose gradient i
 import numpy as np
 
 from . import tensor as _tensor
-from .blas import matmul
+from .blas import column_sums, matmul
 from .ops import Op, add_tangents
 
 
@@ -281,10 +281,8 @@ def _add_channel_bias(out, bias):
 
 
 def _channel_sums(g):
-    """g (N, C, H, W) summed over all but C: a product with ones, 10x faster than NumPy's
-    reduction over the leading axes of channels-last rows."""
-    rows = _channels_last(g).reshape(-1, g.shape[1])
-    return matmul(np.ones(rows.shape[0], g.dtype), rows)
+    """g (N, C, H, W) summed over all but C, as sums of its channels-last rows."""
+    return column_sums(_channels_last(g).reshape(-1, g.shape[1]))
 
 
 # ---------------------------------------------------------------- the three conv ops

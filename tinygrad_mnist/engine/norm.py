@@ -18,6 +18,7 @@ can be differentiated again through the batch statistics.
 """
 import numpy as np
 
+from .blas import column_sums
 from .ops import Op, add_tangents
 
 
@@ -57,9 +58,10 @@ class BatchNorm(Op):
     def forward(self, x, weight, bias, running_mean, running_var, axes=(0,), eps=1e-5,
                 momentum=0.1, training=True):
         self.x, self.weight, self.axes, self.eps, self.training = x, weight, axes, eps, training
-        if _image_rows(x, axes) is not None:
-            return self._forward_channels_last(x, weight, bias, running_mean, running_var,
-                                               eps, momentum, training)
+        rows = _image_rows(x, axes)
+        if rows is not None:
+            return self._forward_channels_last(x, rows, weight, bias, running_mean,
+                                               running_var, eps, momentum, training)
         if training:
             mean = x.mean(axis=axes, keepdims=True)
             centered = x - mean
@@ -80,18 +82,16 @@ class BatchNorm(Op):
         self.x_hat *= self.inv_std                # in place: centered is not needed again
         return self.x_hat * _channels(weight, x.ndim) + _channels(bias, x.ndim)
 
-    def _forward_channels_last(self, x, weight, bias, running_mean, running_var, eps,
+    def _forward_channels_last(self, x, rows, weight, bias, running_mean, running_var, eps,
                                momentum, training):
         """The forward on NCHW images whose memory is channels last (what conv2d returns),
         as the arithmetic of one long row per image: per-channel sums as products with ones,
         per-channel factors tiled along the row (3x faster than broadcasting over C)."""
-        n, c, h, w = x.shape
-        rows = _image_rows(x, self.axes)                        # (N*H*W, C), a view
-        ones = np.ones(rows.shape[0], x.dtype)
+        n, c, h, w = x.shape                                   # rows: (N*H*W, C), a view
         if training:
-            mean = ones @ rows / rows.shape[0]
+            mean = column_sums(rows) / rows.shape[0]
             centered = x.transpose(0, 2, 3, 1).reshape(n, -1) - np.tile(mean, h * w)
-            var = ones @ np.square(centered).reshape(-1, c) / rows.shape[0]
+            var = column_sums(np.square(centered).reshape(-1, c)) / rows.shape[0]
             if momentum:                     # the running statistics, in place
                 count = rows.shape[0]
                 running_mean *= 1 - momentum
@@ -116,11 +116,10 @@ class BatchNorm(Op):
         n, c, h, w = gz.shape
         g = np.ascontiguousarray(gz.transpose(0, 2, 3, 1)).reshape(n, -1)
         xh = x_hat.transpose(0, 2, 3, 1).reshape(n, -1)        # a view: made channels last
-        ones = np.ones(g.size // c, gz.dtype)
         need = self.needs_input_grad
-        sum_gz = ones @ g.reshape(-1, c)
+        sum_gz = column_sums(g.reshape(-1, c))
         product = g * xh
-        sum_gz_x_hat = ones @ product.reshape(-1, c)
+        sum_gz_x_hat = column_sums(product.reshape(-1, c))
         gx = None
         if need[0]:
             scale = self.weight.astype(gz.dtype, copy=False) * inv_std

@@ -193,7 +193,7 @@ def collect(arch, target, run_dirs, dataset="mnist", out=None, log=print):
     elsewhere, say two at a time on one BLAS thread each): every run's metrics.json must hold
     the recipe's options on the full dataset, or a ValueError names what differs."""
     options = recipe(arch, target, dataset)
-    wanted = {**asdict(Config(dataset=dataset, **options))}
+    wanted = asdict(Config(dataset=dataset, **options))
     runs = []
     for run_dir in run_dirs:
         path = os.path.join(run_dir, "metrics.json")

@@ -21,6 +21,7 @@ gradient spreads dz/(KH*KW) over each window (avg_pool_scatter, whose gradient i
 """
 import numpy as np
 
+from . import batching
 from . import tensor as _tensor
 from .blas import column_sums, matmul
 from .ops import Op, add_tangents
@@ -47,6 +48,11 @@ class Geometry:
     def __repr__(self):
         return ("Geometry(kernel={}, stride={}, padding={}, dilation={}, groups={})"
                 .format(*self.key()))
+
+    def grouped(self, factor):
+        """The same geometry with `factor` times the groups (vmap: examples as groups)."""
+        return Geometry(self.kernel, self.stride, self.padding, self.dilation,
+                        self.groups * factor)
 
     def output_size(self, op, height, width):
         (kh, kw), (sh, sw), (ph, pw), (dh, dw) = (self.kernel, self.stride, self.padding,
@@ -356,6 +362,24 @@ class Conv2d(Op):
                            None if tw is None else _conv(x, tw, geometry, self.columns)[0])
         return add_tangents(out, None if tb is None else tb.reshape(1, -1, 1, 1))
 
+    @classmethod
+    def batch(cls, size, options, args):
+        (x, bx), (w, bw), *rest = args
+        geometry = options["geometry"]
+        x = batching.with_batch(size, x, bx)
+        if not bw:                         # shared weights: every example's images at once
+            out = batching.unimages(size, cls.apply(batching.images(size, x), w,
+                                                    geometry=geometry))
+        else:                              # per-example weights: examples as groups
+            weights = w.reshape((size * w.shape[1],) + w.shape[2:])
+            out = batching.channels_as_examples(size, cls.apply(
+                batching.examples_as_channels(size, x), weights,
+                geometry=geometry.grouped(size)))
+        if rest:
+            (b, bb), = rest
+            out = out + (b.reshape((size, 1, -1, 1, 1)) if bb else b.reshape((-1, 1, 1)))
+        return out
+
 
 
 class ConvInputGrad(Op):
@@ -381,6 +405,21 @@ class ConvInputGrad(Op):
             None if tg is None else _input_grad(tg, self.weight, self.geometry, shape),
             None if tw is None else _input_grad(self.g, tw, self.geometry, shape))
 
+    @classmethod
+    def batch(cls, size, options, args):
+        (g, bg), (w, bw) = args
+        shape, geometry = options["input_shape"], options["geometry"]
+        g = batching.with_batch(size, g, bg)
+        if not bw:
+            return batching.unimages(size, cls.apply(
+                batching.images(size, g), w, geometry=geometry,
+                input_shape=(size * shape[0],) + tuple(shape[1:])))
+        weights = w.reshape((size * w.shape[1],) + w.shape[2:])      # examples as groups
+        out = cls.apply(batching.examples_as_channels(size, g), weights,
+                        geometry=geometry.grouped(size),
+                        input_shape=(shape[0], size * shape[1]) + tuple(shape[2:]))
+        return batching.channels_as_examples(size, out)
+
 
 
 class ConvWeightGrad(Op):
@@ -403,6 +442,16 @@ class ConvWeightGrad(Op):
         return add_tangents(
             None if tx is None else _weight_grad(tx, self.g, self.geometry, shape),
             None if tg is None else _weight_grad(self.x, tg, self.geometry, shape))
+
+    @classmethod
+    def batch(cls, size, options, args):
+        (x, bx), (g, bg) = args
+        x = batching.examples_as_channels(size, batching.with_batch(size, x, bx))
+        g = batching.examples_as_channels(size, batching.with_batch(size, g, bg))
+        o, *rest = options["weight_shape"]
+        out = cls.apply(x, g, geometry=options["geometry"].grouped(size),
+                        weight_shape=(size * o,) + tuple(rest))
+        return out.reshape((size, o) + tuple(rest))
 
 
 
@@ -484,6 +533,8 @@ class MaxPool2d(Op):
     def jvp(self, t):
         return _window_gather(t, self.choice, self.geometry)
 
+    batch = batching.per_image
+
 
 
 class WindowScatter(Op):
@@ -503,6 +554,8 @@ class WindowScatter(Op):
         return _window_scatter(t, self.choice, self.geometry,
                                self.options["input_shape"])
 
+    batch = batching.per_image
+
 
 
 class WindowGather(Op):
@@ -519,6 +572,8 @@ class WindowGather(Op):
 
     def jvp(self, t):
         return _window_gather(t, self.choice, self.geometry)
+
+    batch = batching.per_image
 
 
 
@@ -571,6 +626,8 @@ class AvgPool2d(Op):
     def jvp(self, t):
         return _avg_pool(t, self.geometry)
 
+    batch = batching.per_image
+
 
 
 class AvgPoolScatter(Op):
@@ -588,6 +645,8 @@ class AvgPoolScatter(Op):
 
     def jvp(self, t):
         return _avg_pool_scatter(t, self.geometry, self.options["input_shape"])
+
+    batch = batching.per_image
 
 
 

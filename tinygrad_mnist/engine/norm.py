@@ -18,6 +18,7 @@ can be differentiated again through the batch statistics.
 """
 import numpy as np
 
+from . import batching
 from .blas import column_sums
 from .ops import Op, add_tangents
 
@@ -177,3 +178,25 @@ class BatchNorm(Op):
             t_x_hat = t_x_hat * _channels(self.weight, ndim)
         return add_tangents(t_x_hat, None if tw is None else self.x_hat * _channels(tw, ndim),
                             None if tb is None else _channels(tb, ndim))
+
+    @classmethod
+    def batch(cls, size, options, args):
+        if options.get("training", True):
+            raise batching.VmapError(
+                "vmap: batch_norm in training mode computes statistics over the batch and "
+                "updates running statistics in place: call model.eval() first, or apply it "
+                "outside vmap")
+        (x, bx), *params = args
+        if not any(b for _, b in params):
+            return batching.unimages(size, cls.apply(batching.images(size, x),
+                                                     *[t for t, _ in params], **options))
+        # per-example weights or statistics: eval mode is elementwise, each per-channel vector
+        # shaped to meet the channels (physical axis 2 of a batched x, 1 of a shared one)
+        x = batching.with_batch(size, x, bx)
+        trailing = (1,) * (x.ndim - 3)
+
+        def channels(t, batched):
+            return t.reshape((size, 1, -1) + trailing) if batched else t.reshape((-1,) + trailing)
+        (w, bw), (b, bb), (mean, bm), (var, bv) = params
+        inv_std = 1.0 / (channels(var, bv) + options.get("eps", 1e-5)).sqrt()  # as the op rounds
+        return (x - channels(mean, bm)) * inv_std * channels(w, bw) + channels(b, bb)

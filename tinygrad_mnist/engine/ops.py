@@ -24,6 +24,7 @@ import math
 
 import numpy as np
 
+from . import batching
 from . import tensor as _tensor
 from .blas import matmul
 from .graph import sum_to_shape
@@ -41,6 +42,8 @@ class Op:
     __slots__ = ("inputs", "options", "needs_input_grad", "modules", "created_at")
     name = "op"
     float_result = False     # True: integer inputs are made float first (exp, division, ...)
+    draws_random = False     # True: forward draws random numbers (vmap refuses it)
+    batch = None             # the batching rule vmap runs (engine/batching.py); None: none
     input_names = ()         # what the inputs are, where that helps a drawing ("targets")
 
     def __init_subclass__(cls, **kwargs):
@@ -133,6 +136,8 @@ class Add(Op):
     def jvp(self, ta, tb):
         return add_tangents(ta, tb)
 
+    batch = batching.elementwise
+
 
 
 class Sub(Op):
@@ -148,6 +153,8 @@ class Sub(Op):
 
     def jvp(self, ta, tb):
         return add_tangents(ta, scale_tangent(tb, -1))
+
+    batch = batching.elementwise
 
 
 
@@ -166,6 +173,8 @@ class Mul(Op):
 
     def jvp(self, ta, tb):
         return add_tangents(scale_tangent(ta, self.b), scale_tangent(tb, self.a))
+
+    batch = batching.elementwise
 
 
 
@@ -187,6 +196,8 @@ class Div(Op):
     def jvp(self, ta, tb):                          # ta / b - z tb / b
         return add_tangents(scale_tangent(ta, 1 / self.b),
                             scale_tangent(tb, -self.out / self.b))
+
+    batch = batching.elementwise
 
 
 
@@ -225,6 +236,8 @@ class Pow(Op):
                 np.where((a == 0) & (b >= 0), 1, a))
         return add_tangents(da, db)
 
+    batch = batching.elementwise
+
 
 
 class Maximum(Op):
@@ -243,6 +256,8 @@ class Maximum(Op):
     def jvp(self, ta, tb):
         return add_tangents(scale_tangent(ta, self.share_a),
                             scale_tangent(tb, 1 - self.share_a))
+
+    batch = batching.elementwise
 
 
 
@@ -273,6 +288,8 @@ class Neg(Op):
     def jvp(self, t):
         return -t
 
+    batch = batching.unary
+
 
 
 class PowConst(Op):
@@ -294,6 +311,8 @@ class PowConst(Op):
     def jvp(self, t):
         return None if self.c == 0 else t * self.c * self.x ** (self.c - 1)
 
+    batch = batching.unary
+
 
 
 class Exp(Op):
@@ -311,6 +330,8 @@ class Exp(Op):
 
     def jvp(self, t):
         return t * self.out
+
+    batch = batching.unary
 
 
 
@@ -330,6 +351,8 @@ class Log(Op):
     def jvp(self, t):
         return t / self.x
 
+    batch = batching.unary
+
 
 
 class Sqrt(Op):
@@ -347,6 +370,8 @@ class Sqrt(Op):
 
     def jvp(self, t):
         return t / (2 * self.out)
+
+    batch = batching.unary
 
 
 
@@ -366,6 +391,8 @@ class Sin(Op):
     def jvp(self, t):
         return t * np.cos(self.x)
 
+    batch = batching.unary
+
 
 
 class Cos(Op):
@@ -384,6 +411,8 @@ class Cos(Op):
     def jvp(self, t):
         return -t * np.sin(self.x)
 
+    batch = batching.unary
+
 
 
 class Abs(Op):
@@ -400,6 +429,8 @@ class Abs(Op):
 
     def jvp(self, t):
         return t * self.sign
+
+    batch = batching.unary
 
 
 
@@ -424,6 +455,8 @@ class ReLU(Op):
     def jvp(self, t):
         return t * (self.out > 0)
 
+    batch = batching.unary
+
 
 
 class Sigmoid(Op):
@@ -443,6 +476,8 @@ class Sigmoid(Op):
     def jvp(self, t):
         return t * self.out * (1 - self.out)
 
+    batch = batching.unary
+
 
 
 class Tanh(Op):
@@ -460,6 +495,8 @@ class Tanh(Op):
 
     def jvp(self, t):
         return t * (1 - self.out * self.out)
+
+    batch = batching.unary
 
 
 
@@ -481,6 +518,8 @@ class Clip(Op):
 
     def jvp(self, t):
         return t * self.inside
+
+    batch = batching.unary
 
 
 
@@ -511,6 +550,8 @@ class Sum(Op):
 
     def jvp(self, t):
         return t.sum(axis=self.options["axis"], keepdims=self.options["keepdims"])
+
+    batch = batching.reduction
 
 
 
@@ -557,6 +598,8 @@ class Max(Op):
         return (t * self.share).sum(axis=self.options["axis"],
                                     keepdims=self.options["keepdims"])
 
+    batch = batching.reduction
+
 
 
 class Min(Max):
@@ -590,6 +633,8 @@ class Norm(Op):
         dot = (self.x * t).sum(axis=self.options["axis"], keepdims=True)
         return (dot / np.where(norm == 0, 1, norm)).reshape(self.out.shape)
 
+    batch = batching.reduction
+
 
 
 # ---------------------------------------------------------------- shape
@@ -609,6 +654,8 @@ class Cast(Op):
     def jvp(self, t):
         return t.astype(self.options["dtype"])
 
+    batch = batching.unary
+
 
 
 class Reshape(Op):
@@ -625,6 +672,11 @@ class Reshape(Op):
 
     def jvp(self, t):
         return t.reshape(self.options["shape"])
+
+    @classmethod
+    def batch(cls, size, options, args):
+        (t, _), = args
+        return cls.apply(t, shape=(size,) + tuple(options["shape"]))
 
 
 
@@ -643,6 +695,11 @@ class Transpose(Op):
     def jvp(self, t):
         return t.transpose(self.options["axes"])
 
+    @classmethod
+    def batch(cls, size, options, args):
+        (t, _), = args
+        return cls.apply(t, axes=(0,) + tuple(a + 1 for a in options["axes"]))
+
 
 
 class BroadcastTo(Op):
@@ -660,6 +717,12 @@ class BroadcastTo(Op):
     def jvp(self, t):
         return np.broadcast_to(t, self.options["shape"])
 
+    @classmethod
+    def batch(cls, size, options, args):
+        (t, b), = args
+        shape = tuple(options["shape"])
+        return cls.apply(batching.lift(t, b, len(shape)), shape=(size,) + shape)
+
 
 
 class GetItem(Op):
@@ -676,6 +739,15 @@ class GetItem(Op):
 
     def jvp(self, t):
         return t[self.index]
+
+    @classmethod
+    def batch(cls, size, options, args):
+        (t, _), = args
+        index, where = batching.batched_index(options["index"], options["advanced"])
+        out = cls.apply(t, index=index, advanced=options["advanced"])
+        if where:                  # NumPy moved the indexed axes first: the batch back in front
+            out = out.transpose((where,) + tuple(i for i in range(out.ndim) if i != where))
+        return out
 
 
 
@@ -695,6 +767,16 @@ class IndexAdd(Op):
 
     def jvp(self, t):
         return _index_add(t, self.index, self.options["shape"], self.options["advanced"])
+
+    @classmethod
+    def batch(cls, size, options, args):
+        (t, _), = args
+        index, where = batching.batched_index(options["index"], options["advanced"])
+        if where:
+            raise batching.VmapError("vmap: index_add with non-adjacent integer arrays has no "
+                                     "batching rule")
+        return cls.apply(t, index=index, shape=(size,) + tuple(options["shape"]),
+                         advanced=options["advanced"])
 
 
 
@@ -729,6 +811,8 @@ class Where(Op):
     def jvp(self, tx, ty, tc):
         return add_tangents(scale_tangent(tx, self.condition), scale_tangent(ty, self.other))
 
+    batch = batching.elementwise
+
 
 
 class Concat(Op):
@@ -749,6 +833,11 @@ class Concat(Op):
     def jvp(self, *ts):
         return np.concatenate(filled_tangents(ts, self.inputs), axis=self.axis)
 
+    @classmethod
+    def batch(cls, size, options, args):
+        tensors = [batching.with_batch(size, t, b) for t, b in args]
+        return cls.apply(*tensors, axis=options["axis"] + 1)
+
 
 
 class Stack(Op):
@@ -766,6 +855,11 @@ class Stack(Op):
 
     def jvp(self, *ts):
         return np.stack(filled_tangents(ts, self.inputs), axis=self.axis)
+
+    @classmethod
+    def batch(cls, size, options, args):
+        tensors = [batching.with_batch(size, t, b) for t, b in args]
+        return cls.apply(*tensors, axis=options["axis"] + 1)
 
 
 
@@ -798,6 +892,23 @@ class MatMul(Op):
     def jvp(self, ta, tb):
         return add_tangents(None if ta is None else matmul(ta, self.b),
                             None if tb is None else matmul(self.a, tb))
+
+    @classmethod
+    def batch(cls, size, options, args):
+        (a, ba), (b, bb) = args
+        row = column = False
+        if ba and a.ndim == 2:                        # a batched vector: a row per example
+            a, row = a.reshape(a.shape[0], 1, a.shape[1]), True
+        if bb and b.ndim == 2:                        # ... and a column
+            b, column = b.reshape(b.shape[0], b.shape[1], 1), True
+        ndim = max(batching.logical_ndim(a, ba), batching.logical_ndim(b, bb))
+        out = cls.apply(batching.lift(a, ba, ndim), batching.lift(b, bb, ndim))
+        shape = list(out.shape)
+        if column:
+            del shape[-1]
+        if row:        # the row's axis: before the column's, or last if b was a plain vector
+            del shape[-1 if (b.ndim == 1 and not bb) or column else -2]
+        return out.reshape(tuple(shape)) if len(shape) != out.ndim else out
 
 
 
@@ -868,6 +979,18 @@ class Linear(Op):
             None if tx is None else matmul(_rows(tx), self.weight.T).reshape(shape),
             None if tw is None else matmul(_rows(self.x), tw.T).reshape(shape), tb)
 
+    @classmethod
+    def batch(cls, size, options, args):
+        (x, bx), (w, bw), *rest = args
+        bias = rest[0] if rest else None
+        if not bw and (bias is None or not bias[1]):
+            return cls.apply(x, w, *([bias[0]] if bias else []))      # (B, ..., in) rows
+        wt = (w.transpose(0, 2, 1) if bw else w.T, bw)                 # per-example weights
+        out = MatMul.batch(size, {}, [(x, bx), wt])
+        if bias is not None:
+            out = Add.batch(size, {}, [(out, True), bias])
+        return out
+
 
 
 # ---------------------------------------------------------------- softmax and losses
@@ -892,6 +1015,8 @@ class Softmax(Op):
         z = self.out
         return z * (t - (z * t).sum(axis=self.axis, keepdims=True))
 
+    batch = batching.along_axis
+
 
 
 class LogSoftmax(Op):
@@ -911,6 +1036,8 @@ class LogSoftmax(Op):
 
     def jvp(self, t):                          # t - sum(softmax * t)
         return t - (np.exp(self.out) * t).sum(axis=self.axis, keepdims=True)
+
+    batch = batching.along_axis
 
 
 
@@ -991,6 +1118,17 @@ class CrossEntropy(Op):
             rows -= self.smoothing / t_logits.shape[1] * t_logits.sum(axis=1)
         return _reduce_loss(rows, self.reduction)
 
+    @classmethod
+    def batch(cls, size, options, args):
+        (logits, bl), (targets, bt) = args
+        logits = batching.with_batch(size, logits, bl)
+        targets = batching.with_batch(size, targets, bt)
+        n, classes = logits.shape[1:]
+        per_row = cls.apply(logits.reshape(size * n, classes), targets.reshape(size * n),
+                            reduction="none",
+                            label_smoothing=options.get("label_smoothing", 0.0))
+        return batching.reduced(per_row.reshape(size, n), options.get("reduction", "mean"))
+
 
 
 class BinaryCrossEntropy(Op):
@@ -1026,6 +1164,16 @@ class BinaryCrossEntropy(Op):
         slope = (p - t) / np.maximum(p * (1 - p), 1e-12)
         return _reduce_loss(tp * slope, self.reduction)
 
+    @classmethod
+    def batch(cls, size, options, args):
+        (p, bp), (t, bt) = args
+        ndim = max(batching.logical_ndim(p, bp), batching.logical_ndim(t, bt))
+        p = batching.with_batch(size, batching.lift(p, bp, ndim), bp)
+        t = batching.with_batch(size, batching.lift(t, bt, ndim), bt)
+        shape = np.broadcast_shapes(p.shape, t.shape)
+        losses = cls.apply(p.broadcast_to(shape), t.broadcast_to(shape), reduction="none")
+        return batching.reduced(losses, options.get("reduction", "mean"))
+
 
 
 class DropoutMask(Op):
@@ -1043,6 +1191,8 @@ class DropoutMask(Op):
     def jvp(self, t, t_keep=None):
         return None if t is None else t * self.keep
 
+    batch = batching.elementwise
+
 
 
 class Dropout(DropoutMask):
@@ -1050,6 +1200,7 @@ class Dropout(DropoutMask):
     inside the op, a jit replay draws a new mask every step, as eager execution does."""
     __slots__ = ()
     name = "dropout"
+    draws_random = True
 
     def forward(self, x, p):
         keep = generator().random(x.shape, dtype=np.float32) >= p
@@ -1068,6 +1219,8 @@ class Compare(Op):
     def forward(self, a, b, ufunc):
         return np.asarray(ufunc(a, b))
 
+    batch = batching.elementwise
+
 
 class ArgMax(Op):
     """z = the index of the largest element over `axis` (None: of the flattened array)"""
@@ -1077,12 +1230,20 @@ class ArgMax(Op):
     def forward(self, x, axis):
         return np.asarray(x.argmax(axis=axis))
 
+    @classmethod
+    def batch(cls, size, options, args):
+        (t, _), = args
+        if options.get("axis") is None:
+            return cls.apply(t.reshape(size, -1), axis=1)
+        return cls.apply(t, axis=options["axis"] + 1)
+
 
 class RandomNormal(Op):
     """z ~ N(0, 1) of `shape`, drawn from the generator manual_seed sets (or a fresh one from
     `seed`): drawn inside an op, so that a jit replay draws anew, as eager execution does"""
     __slots__ = ()
     name = "randn"
+    draws_random = True
 
     def forward(self, shape, dtype, seed=None):
         rng = np.random.default_rng(seed) if seed is not None else generator()

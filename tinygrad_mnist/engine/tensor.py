@@ -618,6 +618,16 @@ class Tensor:
     def flatten(self):
         return self.reshape(-1)
 
+    def broadcast_to(self, *shape):
+        """This tensor repeated along stretched or prepended axes (np.broadcast_to, PyTorch's
+        broadcast_to); the gradient sums them back."""
+        shape = sizes("broadcast_to", shape)
+        try:
+            return ops.BroadcastTo.apply(self, shape=shape)
+        except ValueError:
+            raise ValueError(f"broadcast_to: cannot broadcast shape {self.shape} to "
+                             f"{shape}") from None
+
     # ------------------------------------------------------------------ convolution, pooling
 
     def conv2d(self, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):

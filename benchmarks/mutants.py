@@ -3,8 +3,10 @@
     python -m benchmarks.mutants [--workers 2] [--only NAME] [--out benchmarks]
 
 Each mutant is the library with one bug planted in one backward pass or one forward-mode
-(jvp) rule of an op (engine/ops.py, conv.py, norm.py) or in the engine's one helper that
-undoes broadcasting (graph.py's sum_to_shape):
+(jvp) rule of an op (engine/ops.py, conv.py, norm.py), in one kernel (engine/kernels/: the
+array code of convolution, pooling and batch norm, with its layouts and strategies; not the
+plain references the tests check the kernels by) or in the engine's one helper that undoes
+broadcasting (graph.py's sum_to_shape):
 - a sign flipped: a returned gradient negated, a `-x` made `x`, a `-` made `+`;
 - a factor dropped or doubled: `a * b` made `a` or `b`, a returned gradient doubled;
 - a transpose lost: `.T`, `.swapaxes(...)`, `.transpose(...)` removed;
@@ -30,7 +32,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 from benchmarks.report import write_report  # noqa: E402
 # the tests that check derivatives, the quickest catchers first
-TESTS = ["tests/test_func.py", "tests/test_ops.py", "tests/test_edges.py", "tests/test_higher_order.py",
+TESTS = ["tests/test_kernels.py", "tests/test_func.py", "tests/test_ops.py", "tests/test_edges.py", "tests/test_higher_order.py",
          "tests/test_fuzz.py", "tests/test_gradcheck.py", "tests/test_numpy_interop.py",
          "tests/test_tensor.py", "tests/test_nn.py", "tests/test_properties.py",
          "tests/test_reference.py", "tests/test_optim.py"]
@@ -42,8 +44,8 @@ class _Sites(ast.NodeTransformer):
     """Walks the backward passes of a module: counts mutation sites, and when `target` is a
     site number, applies that one mutation. `found` lists (site, where, description)."""
 
-    def __init__(self, functions, target=None):
-        self.functions, self.target = functions, target
+    def __init__(self, functions, target=None, kernels=False):
+        self.functions, self.target, self.kernels = functions, target, kernels
         self.found, self.where = [], None
 
     def _site(self, description, mutated, original):
@@ -60,7 +62,10 @@ class _Sites(ast.NodeTransformer):
 
     def visit_FunctionDef(self, node):
         qualified = f"{self.cls}.{node.name}" if getattr(self, "cls", None) else node.name
-        if node.name not in self.functions and qualified not in self.functions:
+        if self.kernels:                   # every kernel function but the plain references
+            if node.name.startswith(("reference_", "_flat_windows", "_grouped", "__")):
+                return node
+        elif node.name not in self.functions and qualified not in self.functions:
             return node
         outer, self.where = self.where, qualified
         self.generic_visit(node)
@@ -70,6 +75,9 @@ class _Sites(ast.NodeTransformer):
     def _inside(self):
         return self.where is not None
 
+    def visit_JoinedStr(self, node):
+        return node                      # an error message's text: no behaviour to break
+
     # a sign flipped, a gradient doubled
     def visit_Return(self, node):
         self.generic_visit(node)
@@ -77,7 +85,7 @@ class _Sites(ast.NodeTransformer):
             return node
         elements = node.value.elts if isinstance(node.value, ast.Tuple) else None
         if elements is None:
-            if not self.where.endswith(("_loss_gradient", ".jvp")):
+            if not self.kernels and not self.where.endswith(("_loss_gradient", ".jvp")):
                 return node                    # a call that returns the tuple (Mean's)
             elements = [node.value]
             single = True
@@ -169,24 +177,32 @@ class _BroadcastSite(ast.NodeTransformer):
 
 
 OP_FILES = ("engine/ops.py", "engine/conv.py", "engine/norm.py")
+KERNEL_FILES = ("engine/kernels/convolution.py", "engine/kernels/pooling.py",
+                "engine/kernels/batchnorm.py", "engine/kernels/windows.py")
 
 
 def _mutants():
     """[(file, description, tree)] for every planted bug."""
     out = []
     functions = {"backward", "jvp", "_index_add", "_loss_gradient"}
-    for filename in OP_FILES:
+    for filename in OP_FILES + KERNEL_FILES:
+        kernels = filename in KERNEL_FILES
         source = open(os.path.join(ROOT, "tinygrad_mnist", filename)).read()
-        sites = _Sites(functions)
+        sites = _Sites(functions, kernels=kernels)
         sites.visit(ast.parse(source))
         for index, where, description in sites.found:
-            tree = _Sites(functions, target=index).visit(ast.parse(source))
+            tree = _Sites(functions, target=index, kernels=kernels).visit(ast.parse(source))
+            where = f"{filename[len('engine/'):]} {where}" if kernels else where
             out.append((filename, f"{where}: {description}", tree))
     engine = os.path.join(ROOT, "tinygrad_mnist", "engine", "graph.py")
     tree = _BroadcastSite().visit(ast.parse(open(engine).read()))
     out.append(("engine/graph.py", "sum_to_shape: broadcast not undone (the gradient returned "
                                    "as it came)", tree))
     return out
+
+
+def _is_kernel(description):
+    return description.startswith("kernels/")
 
 
 # ---------------------------------------------------------------- running one
@@ -264,7 +280,9 @@ def main(argv=None):
     total = time.perf_counter() - started
     lines = ["# Planted bugs", "",
              f"`python -m benchmarks.mutants` planted {len(results)} bugs, one at a time, in "
-             f"the backward passes and jvp rules of the ops and in the engine's sum_to_shape, "
+             f"the backward passes and jvp rules of the ops "
+             f"({sum(not _is_kernel(d) for d, *_ in results) - 1}), in the kernels "
+             f"({sum(_is_kernel(d) for d, *_ in results)}) and in the engine's sum_to_shape, "
              f"and ran the "
              f"gradient tests against each ({total / 60:.1f} minutes, {args.workers} "
              f"workers).", "",

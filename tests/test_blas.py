@@ -6,7 +6,7 @@ import time
 import numpy as np
 import pytest
 
-from tinygrad_mnist.engine import blas
+from tinygrad_mnist.engine.kernels import blas
 
 
 @pytest.mark.parametrize("sa, sb", [((128, 32), (32, 784)), ((32, 784), (784, 128)),

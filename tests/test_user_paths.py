@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from tinygrad_mnist import get_num_threads, nn, set_num_threads
-from tinygrad_mnist.engine import blas
+from tinygrad_mnist.mnist import threads as load_aware
 from tinygrad_mnist.files import atomic_write
 from tinygrad_mnist.mnist import cli
 
@@ -109,11 +109,11 @@ class _FakeMachine:
 def test_load_aware_threads_use_the_cores_other_programs_leave(monkeypatch):
     machine = _FakeMachine()
     set_calls = []
-    monkeypatch.setattr(blas.LoadAwareThreads, "_sample", staticmethod(machine.sample))
-    monkeypatch.setattr(blas, "_set", set_calls.append)
-    monkeypatch.setattr(blas, "get_num_threads", lambda: 2)
-    monkeypatch.setattr(blas.os.path, "exists", lambda path: True)
-    threads = blas.LoadAwareThreads(interval=0.2)
+    monkeypatch.setattr(load_aware.LoadAwareThreads, "_sample", staticmethod(machine.sample))
+    monkeypatch.setattr(load_aware, "set_num_threads", set_calls.append)
+    monkeypatch.setattr(load_aware, "get_num_threads", lambda: 2)
+    monkeypatch.setattr(load_aware.os.path, "exists", lambda path: True)
+    threads = load_aware.LoadAwareThreads(interval=0.2)
     assert threads.enabled and threads.threads == 2
 
     def steps(n, others):

@@ -8,7 +8,7 @@
 """
 from .engine import (Observer, Tensor, enable_grad, grad, hessian, hvp, is_grad_enabled,
                      manual_seed, no_grad, observe)
-from .engine.blas import get_num_threads, set_num_threads
+from .engine.kernels.blas import get_num_threads, set_num_threads
 from .anomaly import AnomalyError, detect_anomaly
 from .profiler import profile
 from .jit import JitMismatchError, JitWarning, jit

@@ -11,7 +11,7 @@ import threading
 from .engine import (Observer, Tensor, get_rng, notify_attribute, observe, observers, ops,
                      replayable)
 from .engine import norm
-from .engine.conv import pair
+from .engine.arguments import pair
 from .files import atomic_write
 
 

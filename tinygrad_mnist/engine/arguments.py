@@ -38,3 +38,19 @@ def is_basic_index(index):
     parts = index if isinstance(index, tuple) else (index,)
     return all(isinstance(p, (int, np.integer, slice)) or p is None or p is Ellipsis
                for p in parts)
+
+
+def pair(op, name, value, minimum):
+    """An int or a pair of ints, as a (h, w) pair of ints >= minimum; `op` names the call
+    (with its shapes) in an error."""
+    given = value
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        value = (int(value), int(value))
+    elif (isinstance(value, (tuple, list)) and len(value) == 2 and
+          all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in value)):
+        value = (int(value[0]), int(value[1]))
+    else:
+        raise TypeError(f"{op}: {name} must be an int or a pair of ints, got {value!r}")
+    if min(value) < minimum:
+        raise ValueError(f"{op}: {name} must be at least {minimum}, got {given!r}")
+    return value

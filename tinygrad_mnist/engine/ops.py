@@ -1,4 +1,5 @@
-"""Differentiable operations: one class each, forward and backward side by side.
+"""Differentiable operations: one class each, its forward, backward, jvp and batching rule
+side by side.
 
 The protocol, the same for every op (built-in or a user's):
 - `forward(self, *arrays, **options)` takes NumPy arrays and returns a NumPy array; it saves on
@@ -7,6 +8,11 @@ The protocol, the same for every op (built-in or a user's):
   returns a tuple with one gradient per input, in input order (`None` for an input that needs
   none: `self.needs_input_grad` says which do). Ops never undo broadcasting: the engine does
   that once for every gradient, and checks the count and each shape.
+- `jvp(self, *tangents)` (forward mode) gets one tangent per input, an array or None (zero),
+  and returns the output's tangent (None for zero), from what forward saved. An op without
+  one gets a tangent derived from its backward (func/forward.py).
+- `batch` (a classmethod; vmap) computes the op on a batch of examples from its inputs as
+  (tensor, batched) pairs; elementwise ops take one of engine/batching.py's shared rules.
 - `name` is a plain class attribute, used by error messages, drawings and profiles alike.
 - `MyOp.apply(*tensors, **options)` runs forward and records the op when an input requires grad.
 - After apply, `op.inputs` are the input tensors and `op.options` the options, while the graph
@@ -19,6 +25,7 @@ and NumPy functions that arrays and Tensors both understand. Ordinary backward p
 (the fast path); under `create_graph=True` the engine passes Tensors, with the inputs and the
 output that forward saved standing for themselves, so the gradient is recorded and can be
 differentiated again. What forward computed from them (a mask, a count) is a constant.
+Array code chosen for speed lives in kernels/, never here.
 """
 import math
 
@@ -26,7 +33,7 @@ import numpy as np
 
 from . import batching
 from . import tensor as _tensor
-from .blas import matmul
+from .kernels.blas import matmul
 from .graph import sum_to_shape
 from .mode import generator
 
@@ -91,10 +98,7 @@ class Op:
         raise NotImplementedError(f"{self.name}: backward() is not defined")
 
 
-# Forward mode: an op's jvp(*tangents) gets one tangent per input, an array or None (zero: the
-# input carries none), and returns its output's tangent (None for zero), from what its forward
-# saved. func.jvp calls it after each forward; an op without one gets a tangent derived from
-# its backward (func/forward.py).
+# Helpers of the jvp rules: a tangent None is zero.
 
 def add_tangents(*terms):
     """The sum of the terms that are not None; None if none is."""

@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from .. import nn, optim
-from ..engine.blas import LoadAwareThreads, set_num_threads
+from .threads import LoadAwareThreads, fix_threads
 from ..data import DataLoader
 from ..files import atomic_write
 from ..optim import lr_scheduler
@@ -54,7 +54,7 @@ class Config:
     jit: bool = True            # replay each recorded step (same numbers, faster); False: eager
     jit_check: bool = False     # also run each replayed step eagerly and compare (slower)
     threads: int = None         # BLAS threads; None: every core, fewer while other programs
-                                # keep cores busy (blas.LoadAwareThreads)
+                                # keep cores busy (threads.LoadAwareThreads)
 
     def __post_init__(self):
         if self.out is None:
@@ -343,7 +343,7 @@ def train_epoch(model, optimizer, config, epoch, train_data, progress=False, sch
                 threads=None, step=None):
     """One pass over train_data in the epoch's seeded order, the learning rate set by
     `scheduler` (by default config's schedule, from this epoch's first step), the BLAS
-    threads by `threads` (a blas.LoadAwareThreads; by default one for this epoch) and the
+    threads by `threads` (a threads.LoadAwareThreads; by default one for this epoch) and the
     updates by `step` (training_step_for; by default one for this epoch). Returns (mean loss,
     accuracy, seconds)."""
     model.train()
@@ -402,7 +402,7 @@ def train(config, log=print, progress=True, profiler=None):
     config.out. Returns the metrics dict. With `profiler` (a profiler.Profile), the training
     steps, and only they, are profiled into it."""
     check_memory(config, config.subset or 60_000)
-    set_num_threads(config.threads)
+    fix_threads(config.threads)
     if config.resume and config.data_dir is None:
         config.data_dir = stored_data_dir(_checkpoint_path(config.out))
     ds = data.load(config.dataset, config.data_dir, progress=progress)

@@ -11,10 +11,7 @@ products at the same time (NumPy releases the GIL). So the switch is counted: th
 product to start records the count and sets one thread, the last to finish puts the recorded
 count back. The process is never left on fewer threads than it had.
 """
-import math
-import os
 import threading
-import time
 
 import numpy as np
 
@@ -69,10 +66,9 @@ def _needs_switch(m, k, n):
 def matmul(a, b, out=None):
     """a @ b, on one BLAS thread when the product's shape says that is faster.
 
-    Into `out`, a buffer allocated once (jit replays), every thread is used: a replayed
-    784-128-10 batch-32 step, whose weight gradient is such a product, ran 9% faster so
-    (alternating 25-step blocks, three runs: 0.93x, 0.89x, 0.91x). What one thread saved on a
-    fresh result was the cost of OpenBLAS's threads first touching newly mapped pages."""
+    Into `out`, an array allocated once and written again, every thread is used: what one
+    thread saves on a fresh result is the cost of OpenBLAS's threads first touching newly
+    mapped pages, which a reused array does not have."""
     if out is not None:
         return np.matmul(a, b, out=out)
     if a.size * b.shape[-1] < TINY_MACS:     # at least m*k*n: too small for threads anyway
@@ -112,7 +108,6 @@ def _leave_single(put):
 
 # ---------------------------------------------------------------- the process's thread count
 
-_fixed = None              # the count set_num_threads chose (None: the BLAS library's own)
 _original = None           # the count the BLAS library started with
 
 
@@ -149,10 +144,8 @@ def get_num_threads():
 def set_num_threads(n):
     """Run matrix products on n threads (as torch.set_num_threads); None gives the count back
     to the BLAS library's own default (usually one per core)."""
-    global _fixed
     if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
         raise ValueError(f"set_num_threads: expected a positive int or None, got {n!r}")
-    _fixed = n
     if n is not None:
         _set(n)
     elif _original is not None:
@@ -162,75 +155,6 @@ def set_num_threads(n):
 def default_threads():
     """The BLAS library's own thread count, from before anything here changed it."""
     return _original if _original is not None else get_num_threads()
-
-
-class LoadAwareThreads:
-    """The thread count for a loop of steps on a machine shared with other programs.
-
-    OpenBLAS splits every product across its threads and waits for the slowest: when another
-    program holds a core, the thread that shares it stalls the product for a scheduler time
-    slice, and on 2 cores training ran 2.5-4x slower. Every `interval` seconds, `step()`
-    reads how much CPU the other programs used meanwhile (Linux: /proc/stat less this
-    process's own time); with `busy` cores or more of it, products use the cores that are
-    left; once the others are idle again, every core. Without /proc/stat, or with a count
-    fixed by set_num_threads, it does nothing.
-
-    A change of thread count changes the last bits of some products (OpenBLAS's kernels), so
-    a run on a quiet machine is bit-identical to any other run on it; `--threads N` makes a
-    run bit-identical whatever the load.
-    """
-
-    def __init__(self, interval=0.2, busy=0.6, idle=0.3):
-        self.interval, self.busy, self.idle = interval, busy, idle
-        self.cores = get_num_threads()          # the ceiling: what the loop starts with
-        self.threads = self.cores
-        self.reduced_steps = self.steps = 0
-        self.enabled = _fixed is None and self.cores > 1 and os.path.exists("/proc/stat")
-        self._last = self._sample() if self.enabled else None
-
-    @staticmethod
-    def _sample():
-        """(wall seconds, CPU seconds of every program, CPU seconds of this process)."""
-        with open("/proc/stat") as f:
-            fields = f.readline().split()[1:]
-        user, nice, system, _idle, _iowait, irq, softirq, steal = (int(v) for v in fields[:8])
-        busy = (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
-        return time.perf_counter(), busy, time.process_time()
-
-    def others(self):
-        """Cores the other programs used since the last look (None before `interval`)."""
-        now = self._sample()
-        wall = now[0] - self._last[0]
-        if wall < self.interval:
-            return None
-        used = (now[1] - self._last[1]) - (now[2] - self._last[2])
-        self._last = now
-        return max(0.0, used / wall)
-
-    def step(self):
-        """Call once per step: adjusts the thread count at most every `interval` seconds."""
-        self.steps += 1
-        self.reduced_steps += self.threads < self.cores
-        if not self.enabled or time.perf_counter() - self._last[0] < self.interval:
-            return
-        others = self.others()
-        if others is None:
-            return
-        if others >= self.busy:
-            wanted = max(1, self.cores - math.ceil(others - 0.25))
-        elif others <= self.idle:
-            wanted = self.cores
-        else:
-            return                                  # in between: keep what we have
-        if wanted != self.threads:
-            self.threads = wanted
-            _set(wanted)
-
-    def close(self):
-        """Every core again (the loop is over)."""
-        if self.enabled and self.threads != self.cores:
-            self.threads = self.cores
-            _set(self.cores)
 
 
 def column_sums(rows):

@@ -1,0 +1,205 @@
+"""Every fast path of the kernels against the plain formula: each strategy, layout and chunk
+size, over the op table's shapes and shapes that reach every branch (one input channel, more
+than OFFSET_MAJOR_CHANNELS, groups, stride, dilation, padding, chunks of one image)."""
+import numpy as np
+import pytest
+
+from tinygrad_mnist import ops
+from tinygrad_mnist.engine import Tensor
+from tinygrad_mnist.engine.kernels import batchnorm, blas, convolution as kconv, pooling
+from tinygrad_mnist.engine.kernels.windows import Geometry
+
+rng = np.random.default_rng(0)
+LIMIT = kconv.OFFSET_MAJOR_CHANNELS
+
+# (input shape, weight shape, kernel, stride, padding, dilation, groups)
+CONVS = [
+    ((2, 3, 5, 6), (4, 3, 3, 3), (1, 1), (0, 0), (1, 1), 1),           # the op table's
+    ((1, 2, 7, 6), (3, 2, 3, 2), (2, 2), (1, 1), (1, 1), 1),
+    ((2, 2, 7, 7), (2, 2, 2, 3), (2, 1), (0, 2), (2, 2), 1),
+    ((1, 4, 5, 5), (6, 2, 3, 3), (1, 1), (1, 1), (1, 1), 2),
+    ((1, 3, 4, 5), (3, 1, 2, 2), (2, 2), (0, 0), (1, 1), 3),
+    ((2, 1, 6, 6), (2, 1, 3, 3), (1, 1), (2, 2), (2, 2), 1),
+    ((3, 1, 9, 9), (6, 1, 5, 5), (1, 1), (0, 0), (1, 1), 1),           # LeNet's conv1: one channel
+    ((3, 6, 8, 8), (16, 6, 5, 5), (1, 1), (0, 0), (1, 1), 1),          # LeNet's conv2: few channels
+    ((2, LIMIT + 4, 7, 7), (LIMIT + 2, LIMIT + 4, 3, 3), (1, 1), (1, 1), (1, 1), 1),  # many
+    ((2, LIMIT + 1, 6, 6), (LIMIT + 8, LIMIT + 1, 5, 5), (1, 1), (2, 2), (1, 1), 1),  # more out
+    ((2, LIMIT + 2, 7, 6), (4, LIMIT + 2, 3, 3), (2, 2), (1, 1), (1, 1), 1),          # stride
+    ((2, 8, 6, 6), (8, 2, 3, 3), (1, 1), (1, 1), (1, 1), 4),           # groups, stride 1
+]
+
+
+def _case(case, dtype=np.float64):
+    xs, ws, stride, padding, dilation, groups = case
+    geometry = Geometry(ws[2:], stride, padding, dilation, groups)
+    x, w = rng.normal(size=xs).astype(dtype), rng.normal(size=ws).astype(dtype)
+    out_hw = geometry.output_size("test", *xs[2:])
+    g = rng.normal(size=(xs[0], ws[0]) + out_hw).astype(dtype)
+    return x, w, g, geometry
+
+
+def _channels_last(a):
+    """The same values with channels-last memory, as conv2d returns them."""
+    return np.ascontiguousarray(a.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
+
+
+def _methods(geometry, input_shape, weight_shape):
+    out = ["col2im"]
+    (kh, kw), (ph, pw), (dh, dw) = geometry.kernel, geometry.padding, geometry.dilation
+    if geometry.stride == (1, 1) and min(dh * (kh - 1) - ph, dw * (kw - 1) - pw) >= 0:
+        out.append("turned")
+    if geometry.groups == 1:
+        out.append("col2im_offset_major")
+    return out
+
+
+@pytest.mark.parametrize("case", CONVS, ids=str)
+@pytest.mark.parametrize("layout", ["nchw", "channels last"])
+def test_conv_forward_equals_the_definition(case, layout):
+    x, w, _, geometry = _case(case)
+    x = _channels_last(x) if layout == "channels last" else x
+    out, cols = kconv.conv(x, w, geometry)
+    np.testing.assert_allclose(out, kconv.reference_conv(x, w, geometry), rtol=1e-10,
+                               atol=1e-10)
+    assert cols.offset_major == (x.shape[1] == 1)
+
+
+@pytest.mark.parametrize("case", CONVS, ids=str)
+def test_every_input_gradient_strategy_and_chunking_equals_the_definition(case):
+    x, w, g, geometry = _case(case)
+    expected = kconv.reference_input_grad(g, w, geometry, x.shape)
+    per_image = int(np.prod(g.shape[2:])) * int(np.prod(w.shape[1:])) * geometry.groups * 8
+    methods = _methods(geometry, x.shape, w.shape)
+    assert kconv.input_grad_method(geometry, x.shape, w.shape) in methods
+    for method in methods:
+        for chunk_bytes in (kconv.COL2IM_BYTES, per_image, 1):     # whole batch, 1 image each
+            got = kconv.input_grad(g, w, geometry, x.shape, method=method,
+                                   chunk_bytes=chunk_bytes)
+            np.testing.assert_allclose(got, expected, rtol=1e-10, atol=1e-10,
+                                       err_msg=f"{method}, chunks of {chunk_bytes} bytes")
+
+
+def test_the_chosen_strategies_cover_every_branch():
+    chosen = {kconv.input_grad_method(Geometry(ws[2:], s, p, d, gr), xs, ws)
+              for xs, ws, s, p, d, gr in CONVS}
+    assert chosen == {"turned", "col2im", "col2im_offset_major"}
+
+
+def test_a_strategy_that_does_not_apply_is_an_error_naming_it():
+    x, w, g, geometry = _case(CONVS[1])                       # stride 2
+    with pytest.raises(ValueError, match="turned convolution needs stride 1"):
+        kconv.input_grad(g, w, geometry, x.shape, method="turned")
+    x, w, g, geometry = _case(CONVS[3])                       # groups 2
+    with pytest.raises(ValueError, match="offset-major col2im needs groups=1"):
+        kconv.input_grad(g, w, geometry, x.shape, method="col2im_offset_major")
+
+
+@pytest.mark.parametrize("case", CONVS, ids=str)
+def test_weight_gradient_from_its_own_columns_and_the_forwards_equals_the_definition(case):
+    x, w, g, geometry = _case(case)
+    expected = kconv.reference_weight_grad(x, g, geometry, w.shape)
+    np.testing.assert_allclose(kconv.weight_grad(x, g, geometry, w.shape), expected,
+                               rtol=1e-10, atol=1e-10)
+    _, cols = kconv.conv(x, w, geometry)                     # as Conv2d's backward reuses them
+    np.testing.assert_allclose(kconv.weight_grad(x, g, geometry, w.shape, cols), expected,
+                               rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("layout", ["nchw", "channels last"])
+def test_bias_added_and_summed_per_channel_on_either_layout(layout):
+    out = rng.normal(size=(3, 5, 4, 6))
+    out = _channels_last(out) if layout == "channels last" else out.copy()
+    bias = rng.normal(size=5)
+    expected = out + bias.reshape(1, -1, 1, 1)
+    kconv.add_channel_bias(out, bias)
+    np.testing.assert_allclose(out, expected, rtol=1e-12)
+    np.testing.assert_allclose(kconv.channel_sums(out), out.sum(axis=(0, 2, 3)), rtol=1e-10)
+
+
+def test_column_sums_are_sums_over_rows():
+    rows = rng.normal(size=(1000, 7))
+    np.testing.assert_allclose(blas.column_sums(rows), rows.sum(axis=0), rtol=1e-10)
+
+
+# ---------------------------------------------------------------- pooling
+
+# (input shape, kernel, stride, padding)
+POOLS = [((2, 3, 6, 6), (2, 2), (2, 2), (0, 0)), ((1, 2, 7, 5), (3, 3), (2, 2), (1, 1)),
+         ((1, 2, 5, 6), (2, 3), (1, 2), (0, 0)), ((2, 5, 5, 5), (2, 2), (1, 1), (0, 0)),
+         ((2, 4, 9, 9), (3, 3), (3, 3), (1, 1))]
+
+
+@pytest.mark.parametrize("case", POOLS, ids=str)
+@pytest.mark.parametrize("ties", [False, True])
+def test_max_pool_picks_the_first_largest_and_its_gradient_goes_there(case, ties):
+    shape, kernel, stride, padding = case
+    geometry = Geometry(kernel, stride, padding)
+    x = rng.normal(size=shape)
+    if ties:
+        x = np.round(x)                                     # many equal maxima
+    x = _channels_last(x)
+    out, choice = pooling.max_pool(x, geometry)
+    ref_out, ref_choice = pooling.reference_max_pool(x, geometry)
+    np.testing.assert_array_equal(out, ref_out)
+    np.testing.assert_array_equal(choice, ref_choice)
+    g = rng.normal(size=out.shape)
+    np.testing.assert_allclose(pooling.window_scatter(g, choice, geometry, shape),
+                               pooling.reference_window_scatter(g, ref_choice, geometry, shape),
+                               rtol=1e-12, atol=1e-12)
+    np.testing.assert_array_equal(pooling.window_gather(x, choice, geometry),
+                                  pooling.reference_window_gather(x, ref_choice, geometry))
+
+
+@pytest.mark.parametrize("case", POOLS, ids=str)
+def test_average_pool_and_its_gradient_equal_the_definition(case):
+    shape, kernel, stride, padding = case
+    geometry = Geometry(kernel, stride, padding)
+    x = _channels_last(rng.normal(size=shape))
+    out = pooling.avg_pool(x, geometry)
+    np.testing.assert_allclose(out, pooling.reference_avg_pool(x, geometry), rtol=1e-12)
+    g = rng.normal(size=out.shape)
+    np.testing.assert_allclose(pooling.avg_pool_scatter(g, geometry, shape),
+                               pooling.reference_avg_pool_scatter(g, geometry, shape),
+                               rtol=1e-12, atol=1e-12)
+
+
+# ---------------------------------------------------------------- batch norm's layouts
+
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("shape", [(4, 3, 5, 6), (2, LIMIT + 3, 7, 7), (1, 1, 4, 4)])
+def test_batch_norm_on_channels_last_images_equals_the_per_channel_layout(training, shape):
+    x = rng.normal(size=shape) * 2 + 0.5
+    c = shape[1]
+    weight, bias = rng.normal(size=c), rng.normal(size=c)
+    g = rng.normal(size=shape)
+    results = []
+    for memory in (x.copy(), _channels_last(x)):
+        layout = batchnorm.layout_for(memory, (0, 2, 3))
+        nhwc = memory.transpose(0, 2, 3, 1).flags.c_contiguous
+        assert isinstance(layout, batchnorm.ChannelsLast) == nhwc
+        op = ops.BatchNorm()
+        mean, var = np.linspace(-0.5, 0.5, c), np.linspace(0.5, 2.0, c)
+        out = op.forward(memory, weight, bias, mean, var, axes=(0, 2, 3), training=training)
+        op.needs_input_grad = (True, True, True, False, False)
+        results.append((out, op.backward(g)[:3], mean, var))
+    (out_a, grads_a, mean_a, var_a), (out_b, grads_b, mean_b, var_b) = results
+    np.testing.assert_allclose(out_a, out_b, rtol=1e-10, atol=1e-10)
+    for a, b in zip(grads_a, grads_b):
+        np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-10)
+    np.testing.assert_allclose(mean_a, mean_b, rtol=1e-12)            # running statistics
+    np.testing.assert_allclose(var_a, var_b, rtol=1e-12)
+
+
+def test_batch_norm_gradient_on_channels_last_images_equals_finite_differences():
+    from tinygrad_mnist.gradcheck import gradcheck
+    x = Tensor.from_numpy(_channels_last(rng.normal(size=(3, 2, 4, 4))), requires_grad=True)
+    w = Tensor(rng.normal(size=2), requires_grad=True, dtype=np.float64)
+    b = Tensor(rng.normal(size=2), requires_grad=True, dtype=np.float64)
+    weights = rng.normal(size=(3, 2, 4, 4))
+
+    def f(x, w, b):
+        out = ops.BatchNorm.apply(x, w, b, Tensor(np.zeros(2), dtype=np.float64),
+                                  Tensor(np.ones(2), dtype=np.float64), axes=(0, 2, 3),
+                                  momentum=0.0)
+        return (out * weights).sum()
+    assert gradcheck(f, [x, w, b])

@@ -1,0 +1,257 @@
+"""Convolution kernels on NCHW arrays: the forward product and the two gradients, each with
+the layouts and strategies chosen for speed, and a plain reference of each to check them by.
+
+im2col: a convolution is one matrix product. The input's windows are laid out as rows (one
+per output pixel) of columns (one per input channel and kernel offset); the weights are a
+(out channels, columns) matrix:
+
+    out[n, o, y, x] = sum over c, i, j of w[o, c, i, j] * xp[n, c, y*sh + i*dh, x*sw + j*dw]
+    rows (N*OH*OW, C*KH*KW) @ weights^T (C*KH*KW, O) -> (N*OH*OW, O) -> NCHW
+
+The input gradient (A_w^T g, a transposed convolution) has three strategies, chosen by
+`input_grad_method` (the thresholds were measured on 2 cores):
+- "turned": with stride 1 it is a convolution of g, padded, with the turned kernel;
+- "col2im": each kernel offset's columns are added back into the input as one strided
+  slice, a few images at a time so the columns are still in cache;
+- "col2im_offset_major": the same with the columns computed transposed, so each offset adds
+  blocks whose runs are image rows (few input channels).
+"""
+import numpy as np
+
+from .blas import column_sums, matmul
+from .windows import Geometry, channels_last, crop, offsets, pad_nhwc, windows
+
+OFFSET_MAJOR_CHANNELS = 12      # at most this many input channels: col2im offset-major
+COL2IM_BYTES = 16 * 2 ** 20     # the columns col2im adds back, per chunk of images
+
+
+class Columns:
+    """im2col's matrix, (M, G, K): a row per output pixel, each group's K columns in (kernel
+    row, kernel column, channel) order. offset_major: its memory is (K, M), a column per
+    kernel offset along the image rows (one input channel), which the weight gradient reads
+    as it is."""
+    __slots__ = ("matrix", "offset_major")
+
+    def __init__(self, matrix, offset_major):
+        self.matrix, self.offset_major = matrix, offset_major
+
+
+def columns(x, geometry, out_hw):
+    """im2col of x; one copy, of whole runs of channels (or, for one channel, of whole runs
+    along the image's rows, 6x faster than runs of KW)."""
+    xp = pad_nhwc(channels_last(x), geometry.padding)
+    n, c = xp.shape[0], xp.shape[3]
+    (kh, kw), (sh, sw), (dh, dw) = geometry.kernel, geometry.stride, geometry.dilation
+    s = xp.strides
+    m, g = n * out_hw[0] * out_hw[1], geometry.groups
+    if c == 1:
+        offset_major = np.lib.stride_tricks.as_strided(
+            xp, (kh, kw, n) + tuple(out_hw),
+            (s[1] * dh, s[2] * dw, s[0], s[1] * sh, s[2] * sw), writeable=False)
+        return Columns(offset_major.reshape(kh * kw, m).T[:, None, :], True)
+    win = np.lib.stride_tricks.as_strided(
+        xp, (n,) + tuple(out_hw) + (kh, kw, c),
+        (s[0], s[1] * sh, s[2] * sw, s[1] * dh, s[2] * dw, s[3]), writeable=False)
+    if g == 1:
+        return Columns(win.reshape(m, 1, kh * kw * c), False)
+    return Columns(win.reshape(m, kh * kw, g, c // g).transpose(0, 2, 1, 3)
+                   .reshape(m, g, kh * kw * (c // g)), False)
+
+
+def grouped_weights(w, groups):
+    """(O, C/G, KH, KW) -> (G, O/G, KH*KW*C/G), in the columns' order."""
+    o, cg, kh, kw = w.shape
+    return w.reshape(groups, o // groups, cg, kh, kw).transpose(0, 1, 3, 4, 2).reshape(
+        groups, o // groups, kh * kw * cg)
+
+
+def _from_rows(rows, n, out_hw):
+    """(N*OH*OW, O) rows as an NCHW array (NHWC memory: no copy)."""
+    return rows.reshape((n,) + tuple(out_hw) + (-1,)).transpose(0, 3, 1, 2)
+
+
+def conv(x, w, geometry, cols=None):
+    """The convolution (N, O, OH, OW) of x and w, and the Columns it used."""
+    out_hw = geometry.output_size("conv2d", *x.shape[2:])
+    cols = columns(x, geometry, out_hw) if cols is None else cols
+    matrix, wg = cols.matrix, grouped_weights(w, geometry.groups)
+    if geometry.groups == 1:
+        rows = matmul(matrix[:, 0], wg[0].T)                          # (M, K) @ (K, O)
+    else:                                      # (G, M, K) @ (G, K, O/G) -> (G, M, O/G)
+        rows = matmul(matrix.transpose(1, 0, 2), wg.transpose(0, 2, 1)).transpose(1, 0, 2)
+        rows = rows.reshape(rows.shape[0], -1)
+    return _from_rows(rows, x.shape[0], out_hw), cols
+
+
+def _output_rows(g, groups):
+    """dz (N, O, OH, OW) as rows per output pixel, grouped: (G, M, O/G)."""
+    o = g.shape[1]
+    return channels_last(g).reshape(-1, groups, o // groups).transpose(1, 0, 2)
+
+
+def _turned(w, groups):
+    """The weights of the transposed convolution: (C, O/G, KH, KW), each group's in and out
+    channels exchanged and the kernel turned by 180 degrees."""
+    o, cg, kh, kw = w.shape
+    turned = w.reshape(groups, o // groups, cg, kh, kw)[:, :, :, ::-1, ::-1]
+    return turned.transpose(0, 2, 1, 3, 4).reshape(groups * cg, o // groups, kh, kw)
+
+
+def input_grad_method(geometry, input_shape, weight_shape):
+    """The fastest strategy for this shape. The turned convolution copies O*KH*KW columns per
+    input pixel, col2im C*KH*KW per output pixel: col2im wins where there are more out
+    channels than in; offset-major wins for few input channels."""
+    (kh, kw), (ph, pw), (dh, dw) = geometry.kernel, geometry.padding, geometry.dilation
+    if (geometry.stride == (1, 1) and min(dh * (kh - 1) - ph, dw * (kw - 1) - pw) >= 0
+            and input_shape[1] >= weight_shape[0]):
+        return "turned"
+    if geometry.groups == 1 and input_shape[1] <= OFFSET_MAJOR_CHANNELS:
+        return "col2im_offset_major"
+    return "col2im"
+
+
+def input_grad(g, w, geometry, input_shape, method=None, chunk_bytes=COL2IM_BYTES):
+    """A_w^T g: the gradient of conv(x, w) with respect to x (of input_shape)."""
+    method = method or input_grad_method(geometry, input_shape, w.shape)
+    if method == "turned":
+        (kh, kw), (ph, pw), (dh, dw) = geometry.kernel, geometry.padding, geometry.dilation
+        full = (dh * (kh - 1) - ph, dw * (kw - 1) - pw)
+        if geometry.stride != (1, 1) or min(full) < 0:
+            raise ValueError(f"conv2d input gradient: the turned convolution needs stride 1 "
+                             f"and padding at most the kernel's span, got {geometry}")
+        turned = Geometry(geometry.kernel, (1, 1), full, geometry.dilation, geometry.groups)
+        return conv(g, _turned(w, geometry.groups), turned)[0]
+    if method == "col2im_offset_major":
+        if geometry.groups != 1:
+            raise ValueError(f"conv2d input gradient: offset-major col2im needs groups=1, "
+                             f"got {geometry}")
+        return _col2im_offset_major(g, w, geometry, input_shape, chunk_bytes)
+    if method == "col2im":
+        return _col2im(g, w, geometry, input_shape, chunk_bytes)
+    raise ValueError(f"conv2d input gradient: unknown method {method!r}")
+
+
+def _chunk(n_images, per_image_bytes, chunk_bytes):
+    """Images per chunk, so that a chunk's columns take about chunk_bytes."""
+    return max(1, min(n_images, chunk_bytes // max(per_image_bytes, 1)))
+
+
+def _col2im(g, w, geometry, input_shape, chunk_bytes):
+    """Each kernel offset's columns added back into the input as one strided slice, a few
+    images at a time (a third faster than one product for the whole batch: the columns are
+    still in cache when they are added)."""
+    (kh, kw), (ph, pw), groups = geometry.kernel, geometry.padding, geometry.groups
+    n, c = input_shape[:2]
+    out_hw = g.shape[2:]
+    wg = grouped_weights(w, groups)
+    at = offsets(geometry, out_hw)
+    gxp = np.zeros((n, input_shape[2] + 2 * ph, input_shape[3] + 2 * pw, c), g.dtype)
+    chunk = _chunk(n, out_hw[0] * out_hw[1] * kh * kw * c * g.itemsize, chunk_bytes)
+    for start in range(0, n, chunk):
+        part = slice(start, min(n, start + chunk))
+        gcols = matmul(_output_rows(g[part], groups), wg)                  # (G, M, K)
+        # (G, M, KH*KW*C/G) -> (n, OH, OW, KH, KW, C): each offset's columns, a strided view
+        gwin = gcols.reshape(groups, -1, out_hw[0], out_hw[1], kh, kw, c // groups)
+        gwin = gwin[0] if groups == 1 else gwin.transpose(1, 2, 3, 4, 5, 0, 6).reshape(
+            -1, out_hw[0], out_hw[1], kh, kw, c)
+        target = gxp[part]
+        for k, (rows, cols) in enumerate(at):
+            i, j = divmod(k, kw)
+            target[:, rows, cols, :] += gwin[:, :, :, i, j, :]
+    return crop(gxp.transpose(0, 3, 1, 2), geometry.padding, input_shape)
+
+
+def _col2im_offset_major(g, w, geometry, input_shape, chunk_bytes):
+    """col2im for few input channels: the columns computed transposed, (KH*KW*C, M), so each
+    kernel offset adds a (C, N, OH, OW) block whose runs are image rows, not runs of a few
+    channels (2.4x faster for LeNet-5's second convolution); the sum is laid out back to
+    channels last once at the end."""
+    (kh, kw), (ph, pw) = geometry.kernel, geometry.padding
+    n, c, height, width = input_shape
+    o, out_hw = w.shape[0], g.shape[2:]
+    weights = w.transpose(2, 3, 1, 0).reshape(kh * kw * c, o)          # (K, O), K = (i, j, c)
+    gxp = np.zeros((c, n, height + 2 * ph, width + 2 * pw), g.dtype)
+    at = offsets(geometry, out_hw)
+    chunk = _chunk(n, out_hw[0] * out_hw[1] * kh * kw * c * g.itemsize, chunk_bytes)
+    for start in range(0, n, chunk):
+        part = slice(start, min(n, start + chunk))
+        rows = channels_last(g[part]).reshape(-1, o)                   # (m, O)
+        gwin = matmul(weights, rows.T).reshape(kh, kw, c, -1, *out_hw)  # (KH, KW, C, n, OH, OW)
+        target = gxp[:, part]
+        for k, (rows_at, cols_at) in enumerate(at):
+            i, j = divmod(k, kw)
+            target[:, :, rows_at, cols_at] += gwin[i, j]
+    nhwc = np.ascontiguousarray(gxp.transpose(1, 2, 3, 0)[:, ph:ph + height, pw:pw + width])
+    return nhwc.transpose(0, 3, 1, 2)
+
+
+def weight_grad(x, g, geometry, weight_shape, cols=None):
+    """B_x^T g: the gradient of conv(x, w) with respect to w (of weight_shape)."""
+    cols = columns(x, geometry, g.shape[2:]) if cols is None else cols
+    groups, matrix = geometry.groups, cols.matrix
+    rows = _output_rows(g, groups)
+    if groups == 1 and cols.offset_major:
+        gw = matmul(matrix[:, 0].T, rows[0]).T                         # ((K, M) @ (M, O))^T
+    elif groups == 1:
+        gw = matmul(rows[0].T, matrix[:, 0])                           # (O, M) @ (M, K)
+    else:
+        gw = matmul(rows.transpose(0, 2, 1), matrix.transpose(1, 0, 2))  # (G, O/G, M) @ (G, M, K)
+    o, cg, kh, kw = weight_shape
+    return np.ascontiguousarray(gw.reshape(groups, o // groups, kh, kw, cg)
+                                .transpose(0, 1, 4, 2, 3).reshape(weight_shape))
+
+
+def add_channel_bias(out, bias):
+    """out (N, C, H, W) += bias (C,) in place. On channels-last memory each image is one
+    row of H*W*C values and the bias is tiled along it: NumPy broadcasts over a short inner
+    axis of C 3-7x slower."""
+    nhwc = channels_last(out)
+    if not nhwc.flags.c_contiguous:
+        out += bias.reshape(1, -1, 1, 1)
+        return
+    flat = nhwc.reshape(out.shape[0], -1)
+    flat += np.tile(bias, flat.shape[1] // bias.shape[0])
+
+
+def channel_sums(g):
+    """g (N, C, H, W) summed over all but C, as sums of its channels-last rows."""
+    return column_sums(channels_last(g).reshape(-1, g.shape[1]))
+
+
+# ---------------------------------------------------------------- references
+# The same three maps written plainly from their definitions (einsum over a windows view),
+# with no layout or strategy: what the tests check every kernel above against.
+
+def _grouped(x, w, geometry, out_hw):
+    groups = geometry.groups
+    n, c = x.shape[:2]
+    view = windows(x, geometry, out_hw)                       # (N, C, OH, OW, KH, KW)
+    view = view.reshape((n, groups, c // groups) + view.shape[2:])
+    return view, w.reshape((groups, w.shape[0] // groups) + w.shape[1:])
+
+
+def reference_conv(x, w, geometry):
+    out_hw = geometry.output_size("conv2d", *x.shape[2:])
+    view, wg = _grouped(x, w, geometry, out_hw)
+    out = np.einsum("ngcyxij,gocij->ngoyx", view, wg)
+    return out.reshape((x.shape[0], w.shape[0]) + tuple(out_hw))
+
+
+def reference_input_grad(g, w, geometry, input_shape):
+    groups, (kh, kw), (ph, pw) = geometry.groups, geometry.kernel, geometry.padding
+    n, c, height, width = input_shape
+    gg = g.reshape((n, groups, g.shape[1] // groups) + g.shape[2:])
+    wg = w.reshape((groups, w.shape[0] // groups) + w.shape[1:])
+    gxp = np.zeros((n, groups, c // groups, height + 2 * ph, width + 2 * pw), g.dtype)
+    for k, (rows, cols) in enumerate(offsets(geometry, g.shape[2:])):
+        i, j = divmod(k, kw)
+        gxp[:, :, :, rows, cols] += np.einsum("ngoyx,goc->ngcyx", gg, wg[:, :, :, i, j])
+    return gxp.reshape(n, c, height + 2 * ph, width + 2 * pw)[:, :, ph:ph + height,
+                                                                pw:pw + width]
+
+
+def reference_weight_grad(x, g, geometry, weight_shape):
+    view, _ = _grouped(x, np.zeros(weight_shape, x.dtype), geometry, g.shape[2:])
+    groups = geometry.groups
+    gg = g.reshape((g.shape[0], groups, g.shape[1] // groups) + g.shape[2:])
+    return np.einsum("ngcyxij,ngoyx->gocij", view, gg).reshape(weight_shape)

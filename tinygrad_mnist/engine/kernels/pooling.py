@@ -1,0 +1,125 @@
+"""Pooling kernels on NCHW arrays: one pass per kernel offset over strided views of the
+padded input (never a loop over pixels), and a plain reference of each.
+
+Max-pooling notes which element of each window won (`choice`, the first largest in
+row-major window order, one byte per output), so that its gradient is one write per offset.
+"""
+import numpy as np
+
+from .windows import crop, offsets, pad, windows, zeros
+
+
+def _views(x, geometry, out_hw, fill=0.0):
+    """Per kernel offset (row-major), its strided (N, C, OH, OW) view of the padded input."""
+    xp = pad(x, geometry.padding, fill)
+    return [xp[:, :, rows, cols] for rows, cols in offsets(geometry, out_hw)]
+
+
+def max_pool(x, geometry):
+    """Each window's largest element (padding never wins), and which one it was."""
+    out_hw = geometry.output_size("max_pool2d", *x.shape[2:])
+    fill = -np.inf if x.dtype.kind == "f" else np.iinfo(x.dtype).min
+    views = _views(x, geometry, out_hw, fill)
+    out = views[0].copy(order="K")          # the input's memory order (channels last)
+    for view in views[1:]:
+        np.maximum(out, view, out=out)
+    # the first offset equal to the largest: counted in bytes, without fancy indexing
+    dtype = np.int8 if len(views) < 128 else np.int64
+    choice = np.zeros_like(out, dtype=dtype)
+    taken = views[0] == out
+    for k, view in enumerate(views[1:], 1):
+        hit = view == out
+        hit &= ~taken
+        choice += hit.astype(dtype) * dtype(k)
+        taken |= hit
+    return out, choice
+
+
+def window_gather(x, choice, geometry):
+    """Each window's element number `choice` (N, C, OH, OW)."""
+    views = _views(x, geometry, choice.shape[2:])
+    out = np.zeros_like(views[0])
+    for k, view in enumerate(views):
+        np.copyto(out, view, where=choice == k)
+    return out
+
+
+def window_scatter(g, choice, geometry, input_shape):
+    """Zeros of the input's shape with g[n, c, y, x] added at its window's element `choice`.
+    Windows that neither overlap nor pad (stride = kernel: the usual pooling) are written
+    directly; others add up."""
+    gxp = pad(zeros(input_shape, g), geometry.padding)
+    tiled = geometry.stride == geometry.kernel and geometry.padding == (0, 0)
+    for k, (rows, cols) in enumerate(offsets(geometry, choice.shape[2:])):
+        if tiled:
+            np.multiply(g, choice == k, out=gxp[:, :, rows, cols])
+        else:
+            gxp[:, :, rows, cols] += np.where(choice == k, g, 0)
+    return crop(gxp, geometry.padding, input_shape)
+
+
+def avg_pool(x, geometry):
+    """Each window's mean (padding counts as zeros, PyTorch's default)."""
+    out_hw = geometry.output_size("avg_pool2d", *x.shape[2:])
+    views = _views(x, geometry, out_hw)
+    out = views[0].astype(x.dtype, order="K", copy=True)
+    for view in views[1:]:
+        out += view
+    out /= np.prod(geometry.kernel)
+    return out
+
+
+def avg_pool_scatter(g, geometry, input_shape):
+    """g / (KH*KW) added to every element of its window: avg_pool's gradient."""
+    gxp = pad(zeros(input_shape, g), geometry.padding)
+    share = g / np.prod(geometry.kernel)
+    for rows, cols in offsets(geometry, g.shape[2:]):
+        gxp[:, :, rows, cols] += share
+    return crop(gxp, geometry.padding, input_shape)
+
+
+# ---------------------------------------------------------------- references
+# From a (N, C, OH, OW, KH, KW) windows view, with argmax and np.add.at: no per-offset
+# passes, no layout choices.
+
+def _flat_windows(x, geometry, fill=0.0):
+    out_hw = geometry.output_size("pool", *x.shape[2:])
+    view = windows(x, geometry, out_hw, fill)
+    return view.reshape(view.shape[:4] + (-1,))
+
+
+def reference_max_pool(x, geometry):
+    fill = -np.inf if x.dtype.kind == "f" else np.iinfo(x.dtype).min
+    view = _flat_windows(x, geometry, fill)
+    choice = view.argmax(axis=-1)                 # the first largest, row-major
+    return np.take_along_axis(view, choice[..., None], -1)[..., 0], choice
+
+
+def reference_window_scatter(g, choice, geometry, input_shape):
+    (ph, pw), (sh, sw), (dh, dw) = geometry.padding, geometry.stride, geometry.dilation
+    kw = geometry.kernel[1]
+    n, c, height, width = input_shape
+    gxp = np.zeros((n, c, height + 2 * ph, width + 2 * pw), g.dtype)
+    ni, ci, yi, xi = np.indices(g.shape)
+    rows = yi * sh + (choice // kw) * dh
+    cols = xi * sw + (choice % kw) * dw
+    np.add.at(gxp, (ni, ci, rows, cols), g)
+    return gxp[:, :, ph:ph + height, pw:pw + width]
+
+
+def reference_window_gather(x, choice, geometry):
+    view = _flat_windows(x, geometry)
+    return np.take_along_axis(view, choice[..., None].astype(np.int64), -1)[..., 0]
+
+
+def reference_avg_pool(x, geometry):
+    return _flat_windows(x, geometry).mean(axis=-1)
+
+
+def reference_avg_pool_scatter(g, geometry, input_shape):
+    kh, kw = geometry.kernel
+    total = np.zeros(input_shape, g.dtype)
+    for k in range(kh * kw):
+        choice = np.full(g.shape, k)
+        total += reference_window_scatter(g / (kh * kw), choice, geometry, input_shape)
+    return total

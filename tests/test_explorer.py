@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from tinygrad_mnist import Tensor, manual_seed, nn
-from tinygrad_mnist.viz import explore
+from tinygrad_mnist.viz import explore, record_modules
 
 webdriver = pytest.importorskip("selenium.webdriver")
 from selenium.webdriver.common.by import By  # noqa: E402
@@ -86,7 +86,8 @@ def test_module_boxes_collapse_and_expand_and_the_mlp_steps_to_grad(browser, tmp
     model = nn.MLP([12, 8, 6, 3], dropout=0.25)
     x = Tensor(np.random.default_rng(0).normal(size=(5, 12)))
     manual_seed(1)                                        # the dropout masks of this forward
-    loss = nn.cross_entropy(model(x), np.array([0, 1, 2, 1, 0]))
+    with record_modules():
+        loss = nn.cross_entropy(model(x), np.array([0, 1, 2, 1, 0]))
     explore(loss, tmp_path / "mlp.html", names={"images": x})
     open_page(browser, tmp_path / "mlp.html")
 
@@ -117,7 +118,7 @@ def test_module_boxes_collapse_and_expand_and_the_mlp_steps_to_grad(browser, tmp
 
 
 def test_both_operands_of_a_square_are_counted_as_two_contributions():
-    from tinygrad_mnist.explorer import page_data
+    from tinygrad_mnist.viz.explorer import page_data
     a = Tensor(3.0, requires_grad=True)
     data = page_data(a * a, {"a": a}, "square")
     first = data["events"][0]                          # mul passes 3 to a, twice
@@ -167,7 +168,8 @@ def test_statistics_shown_for_the_mlp_are_the_engines_and_consistent(browser, tm
     manual_seed(0)
     model = nn.MLP([12, 8, 6, 3])
     x = Tensor(np.random.default_rng(0).normal(size=(5, 12)) * 3e-9)     # grads near 1e-10
-    loss = nn.cross_entropy(model(x), np.array([0, 1, 2, 1, 0]))
+    with record_modules():                                # parameter names and boxes
+        loss = nn.cross_entropy(model(x), np.array([0, 1, 2, 1, 0]))
     explore(loss, tmp_path / "stats.html", names={"images": x})
     open_page(browser, tmp_path / "stats.html")
     browser.find_element(By.ID, "last").click()
@@ -187,7 +189,8 @@ def test_stepping_scrolls_the_running_op_into_view(browser, tmp_path):
     manual_seed(0)
     model = nn.MLP([12, 8, 8, 8, 8, 3])                 # tall: the top and bottom do not fit
     x = Tensor(np.random.default_rng(0).normal(size=(5, 12)))
-    loss = nn.cross_entropy(model(x), np.array([0, 1, 2, 1, 0]))
+    with record_modules():                                # parameter names and boxes
+        loss = nn.cross_entropy(model(x), np.array([0, 1, 2, 1, 0]))
     explore(loss, tmp_path / "tall.html", names={"images": x})
     browser.set_window_size(1000, 500)
     try:

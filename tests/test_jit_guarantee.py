@@ -419,8 +419,30 @@ def test_an_effect_a_replay_cannot_repeat_runs_eagerly_with_a_warning(effect, ca
         return step
     step, warned = twins(make, calls=4)
     assert len(warned) == 1
-    # frozen by the first call, the layer stays frozen: the second recording has no effect
-    assert step.replays == (2 if effect == "requires_grad_" else 0)
+    # a write that sets what the first call already set (a frozen layer stays frozen, eval
+    # stays eval, an attribute keeps its value) changes nothing: the second recording sees
+    # no effect, and its replays equal eager execution (twins compares every call)
+    idempotent = {"requires_grad_", "eval inside", "module attribute", "optimizer attribute",
+                  "parameter group"}
+    assert step.replays == (2 if effect in idempotent else 0)
+
+
+@pytest.mark.parametrize("target", ["optimizer", "parameter group", "module"])
+def test_a_write_that_changes_every_call_is_never_replayed(target):
+    writes = {"optimizer": lambda w: setattr(w.opt, "note", getattr(w.opt, "note", 0) + 1),
+              "parameter group": lambda w: w.opt.param_groups[0].__setitem__(
+                  "lr", w.opt.param_groups[0]["lr"] * 0.5),
+              "module": lambda w: setattr(w.model, "calls", getattr(w.model, "calls", 0) + 1)}
+
+    def make(w):
+        def step(x, y):
+            loss = train_step(w)(x, y)
+            writes[target](w)
+            return loss
+        return step
+    step, warned = twins(make, calls=4)
+    assert len(warned) == 1 and "writes" in str(warned[0].message)
+    assert step.replays == 0
 
 
 READS = {
@@ -524,3 +546,60 @@ def test_the_trainer_checks_its_replays_with_jit_check(tmp_path, mnist_dir, caps
                      "16", "--epochs", "1", "--batch-size", "100", "--dropout", "0.2",
                      "--quiet", "--jit-check", "--out", str(out)]) == 0
     assert (out / "model.npz").exists()
+
+
+SCALE = 2.0
+SETTINGS = {"scale": 2.0, "nested": {"scale": 2.0}}
+
+
+class _Config:
+    def __init__(self):
+        self.values = {"scale": 2.0}
+
+
+CONFIG = _Config()
+
+
+@pytest.mark.parametrize("where", ["a global number", "an item of a global dict",
+                                   "an item of a nested dict", "a dict on a plain object"])
+def test_values_read_from_globals_and_containers_are_followed_alike(where):
+    read = {"a global number": lambda: SCALE,
+            "an item of a global dict": lambda: SETTINGS["scale"],
+            "an item of a nested dict": lambda: SETTINGS["nested"]["scale"],
+            "a dict on a plain object": lambda: CONFIG.values["scale"]}[where]
+
+    def write(value):
+        global SCALE
+        if where == "a global number":
+            SCALE = value
+        elif where == "an item of a global dict":
+            SETTINGS["scale"] = value
+        elif where == "an item of a nested dict":
+            SETTINGS["nested"]["scale"] = value
+        else:
+            CONFIG.values["scale"] = value
+
+    @jit
+    def step(x):
+        return x * read()
+    x = Tensor([1.0, 2.0])
+    try:
+        for value in (2.0, 2.0, 2.0, 3.0, 3.0, 5.0):
+            write(value)
+            np.testing.assert_array_equal(step(x).numpy(), [value, 2 * value])
+        assert step.replays == 3 and step.recordings == 3     # each new value: recorded anew
+    finally:
+        write(2.0)
+
+
+def test_recording_leaves_other_threads_stdout_alone():
+    import sys
+    seen = []
+
+    @jit
+    def step(x):
+        seen.append(sys.stdout)
+        return x * 2
+    original = sys.stdout
+    step(Tensor([1.0]))
+    assert seen[0] is original

@@ -4,9 +4,10 @@ import re
 import numpy as np
 import pytest
 
-from tinygrad_mnist import Tensor, manual_seed, nn, viz
+from tinygrad_mnist import Tensor, manual_seed, nn
+from tinygrad_mnist.viz import drawing as viz
 from tinygrad_mnist.mnist.checks import write_gallery
-from tinygrad_mnist.viz import draw_graph
+from tinygrad_mnist.viz import draw_graph, record_modules
 
 
 def op_labels(graph):
@@ -36,7 +37,10 @@ def test_mlp_ops_are_grouped_by_module_and_collapse():
     manual_seed(0)
     model = nn.MLP([784, 32, 10], dropout=0.1)
     x = Tensor(np.random.default_rng(0).random((4, 784)))
-    loss = nn.cross_entropy(model(x), [1, 2, 3, 4])
+    assert draw_graph(nn.cross_entropy(model(x), [1, 2, 3, 4])).source.count(
+        "subgraph cluster_") == 0                            # not recorded: no boxes
+    with record_modules():
+        loss = nn.cross_entropy(model(x), [1, 2, 3, 4])
     g = draw_graph(loss, names={"x": x})
     assert sorted(op_labels(g)) == ["cross_entropy", "dropout", "linear", "linear", "relu"]
     assert g.source.count("subgraph cluster_") == 3           # MLP, and a Linear box each

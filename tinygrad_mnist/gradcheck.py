@@ -258,12 +258,3 @@ def gradgradcheck(f, inputs, grad_outputs=None, eps=1e-6, atol=1e-5, rtol=1e-3, 
     copies = _float64_copies(inputs, requires_grad=wanted if any(wanted) else floats)
     return gradcheck(first_derivatives, copies, eps=eps, atol=atol, rtol=rtol,
                      raise_exception=raise_exception)
-
-
-def __getattr__(name):
-    """compare_manual and its report moved to handcheck.py; importing them from here still
-    works (examples and users' code written before the split)."""
-    if name in ("compare_manual", "ManualReport", "ParamComparison"):
-        from . import handcheck
-        return getattr(handcheck, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,15 +1,11 @@
 """Neural-network building blocks: Module, layers, losses, and saving weights to .npz."""
 import json
-import operator
 import os
 import zipfile
 
 import numpy as np
 
-import threading
-
-from .engine import (Observer, Tensor, get_rng, notify_attribute, observe, observers, ops,
-                     replayable)
+from .engine import Tensor, get_rng, notify_module, observers, ops
 from .engine import norm
 from .engine.arguments import pair
 from .files import atomic_write
@@ -17,9 +13,6 @@ from .files import atomic_write
 
 def _as_tensor(x):
     return x if isinstance(x, Tensor) else Tensor(x)
-
-
-_WRITES = [0]      # module attributes written so far, in any module (cheap guards)
 
 
 class Module:
@@ -32,16 +25,14 @@ class Module:
     registered; a sub-module assigned then (a layer built lazily on the first call) is. The
     module knows it is inside its own forward from a counter its __call__ keeps.
 
-    Calling a module tells observers that define on_module_call(module) (a jit guards the
-    module's train/eval mode and parameters), and the ops it runs note the module calls they
-    ran in (op.modules, outermost first), which the drawings use for their boxes. One walk of the module tree, which visits each module once (a child may refer
-    back to its parent), serves parameters, modules, train/eval and state_dict.
+    Calling a module tells the attached observers (on_module_call and on_module_return, the
+    seam the drawings' module boxes use). One walk of the module tree, which visits each
+    module once (a child may refer back to its parent), serves parameters, modules,
+    train/eval and state_dict.
     """
     training = True
 
     def __setattr__(self, name, value):
-        notify_attribute(self, name)
-        _WRITES[0] += 1
         object.__setattr__(self, name, value)
         registered = self.__dict__.get("_registered")
         if registered is None:          # subclasses need not call Module.__init__
@@ -53,55 +44,24 @@ class Module:
             registered[name] = None      # a dict keeps assignment order
 
     def __delattr__(self, name):
-        notify_attribute(self, name)
-        _WRITES[0] += 1
         object.__delattr__(self, name)
         self.__dict__.get("_registered", {}).pop(name, None)
 
     def __call__(self, *args, **kwargs):
-        for o in observers():
-            hook = getattr(o, "on_module_call", None)
-            if hook is not None:
-                hook(self)
-        calls = _CALLS.stack
-        _CALLS.stack = calls + (self,)
         inside = self.__dict__.get("_in_forward", 0)
         self.__dict__["_in_forward"] = inside + 1
+        told = bool(observers())
+        if told:
+            notify_module("on_module_call", self)
         try:
-            if calls:                         # an inner call: the outermost one is observing
-                return self.forward(*args, **kwargs)
-            with observe(_NOTE_MODULES):
-                return self.forward(*args, **kwargs)
+            return self.forward(*args, **kwargs)
         finally:
             self.__dict__["_in_forward"] = inside
-            _CALLS.stack = calls
+            if told:
+                notify_module("on_module_return", self)
 
     def forward(self, *args, **kwargs):
         raise NotImplementedError(f"{type(self).__name__} must define forward()")
-
-    def guard(self):
-        """A function that says, cheaply, whether this module is still as it is now: every
-        attribute (the train/eval mode, hyperparameters, parameters, sub-modules) the same
-        object, none added or removed, and its lists, tuples and dicts holding the same
-        objects. A jit checks it before each replay."""
-        values = self.__dict__
-        registered = values.get("_registered", {})
-        names = tuple(registered)
-        members = tuple(values.get(name) for name in names)
-        containers = [(v, _identities(v)) for v in members if isinstance(v, (list, dict))]
-        count, same, get = len(names), operator.is_, values.get
-        seen = [_WRITES[0]]        # no module attribute written since: only lists can differ
-
-        def holds():
-            if _WRITES[0] != seen[0]:
-                if len(registered) != count or not all(map(same, map(get, names), members)):
-                    return False
-                seen[0] = _WRITES[0]
-            for container, ids in containers:
-                if _identities(container) != ids:
-                    return False
-            return True
-        return holds
 
     def _members(self):
         """(name, value) for each registered attribute, in assignment order."""
@@ -166,7 +126,6 @@ class Module:
         return [v for _, v in self._members() if isinstance(v, Tensor) and v.requires_grad
                 and v.is_leaf]
 
-    @replayable
     def zero_grad(self):
         for p in self.parameters():
             p.grad = None
@@ -212,30 +171,6 @@ class Module:
 
     def __repr__(self):
         return f"{type(self).__name__}()"
-
-
-class _Calls(threading.local):
-    stack = ()                # the module calls under way in this thread, outermost first
-
-
-_CALLS = _Calls()
-
-
-class _ModuleNotes(Observer):
-    """Notes on every op the module calls under way (op.modules), for the drawings' boxes."""
-
-    def before_op(self, op, inputs):
-        op.modules = _CALLS.stack
-
-
-_NOTE_MODULES = _ModuleNotes()
-
-
-def _identities(container):
-    """The identities of a list's items, or of a dict's keys and values, in order."""
-    if isinstance(container, dict):
-        return tuple(map(id, container)) + tuple(map(id, container.values()))
-    return tuple(map(id, container))
 
 
 def _holds_module(value):

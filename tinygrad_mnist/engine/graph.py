@@ -23,10 +23,12 @@ class _Released:
 RELEASED = _Released()
 
 
-def topo_order(roots, constants=False):
+def topo_order(roots, constants=False, freed=None):
     """Every tensor behind `roots` (a tensor or a sequence of them) that requires grad (with
-    constants=True, every one), each after the inputs of its op: the one order that backward,
-    the drawings, the explorer and the tests all use."""
+    constants=True, every one), each after the inputs of its op: the one depth-first walk
+    that backward, the drawings, the explorer and the tests all use. `freed`: the message of
+    the error raised on reaching a graph an earlier backward freed (otherwise the walk ends
+    there)."""
     roots = roots if isinstance(roots, (list, tuple)) else (roots,)
     order, seen = [], set()
     stack = [(root, False) for root in reversed(roots)]
@@ -40,6 +42,8 @@ def topo_order(roots, constants=False):
         seen.add(id(node))
         stack.append((node, True))
         op = node._ctx
+        if op is RELEASED and freed is not None:
+            raise RuntimeError(freed)
         if op is not None and op is not RELEASED:
             for parent in reversed(op.inputs):
                 if id(parent) not in seen and (constants or parent.requires_grad):
@@ -67,50 +71,25 @@ def _protocol_error(op, input_grads, inputs):
                      f"({len(inputs)}), got {got}")
 
 
-class Holder:
-    """Where a jit's replay of a backward pass gathers one node's gradient: what the node's
-    tensor is to an eager backward (`_pending`, its shape through `_data`). With `argument`,
-    a leaf standing for the replay's argument at that position."""
-    __slots__ = ("_pending", "_data", "_ctx", "requires_grad", "argument")
-
-    def __init__(self, shape, dtype, argument=None):
-        self._pending, self.requires_grad, self.argument = None, True, argument
-        self._ctx = None if argument is not None else False     # a leaf, or made by an op
-        self._data = np.broadcast_to(np.zeros((), dtype), shape)     # the shape, no memory
-
-
 def backward_plan(roots):
     """The backward pass behind `roots`: steps in reverse topological order (each node after
     every node that consumes it). A step is (op, node, inputs) for a node made by an op, and
-    (None, leaf, None) for a leaf. One depth-first pass, as topo_order's; a graph that an
-    earlier backward freed is an error. A node's gradient gathers in its `_pending` slot
-    while the pass runs (a leaf's, shared between graphs, in a dict of the pass)."""
-    steps, seen = [], set()
-    stack = [(root, False) for root in reversed(roots)]
-    while stack:
-        node, inputs_done = stack.pop()
+    (None, leaf, None) for a leaf; a graph that an earlier backward freed is an error. A
+    node's gradient gathers in its `_pending` slot while the pass runs (a leaf's, shared
+    between graphs, in a dict of the pass)."""
+    steps = []
+    for node in reversed(topo_order(roots, freed=_FREED)):
         op = node._ctx
-        if inputs_done:
-            if op is None:
-                steps.append((None, node, None))
-            else:
-                node._pending = None
-                steps.append((op, node, op.inputs))
-            continue
-        if id(node) in seen:
-            continue
-        seen.add(id(node))
-        stack.append((node, True))
-        if op is not None:
-            if op is RELEASED:
-                raise RuntimeError("backward: the graph behind this tensor was already freed "
-                                   "by an earlier backward(); pass retain_graph=True to the "
-                                   "first call to run backward twice")
-            for parent in reversed(op.inputs):
-                if parent.requires_grad and id(parent) not in seen:
-                    stack.append((parent, False))
-    steps.reverse()
+        if op is None:
+            steps.append((None, node, None))
+        else:
+            node._pending = None
+            steps.append((op, node, op.inputs))
     return steps
+
+
+_FREED = ("backward: the graph behind this tensor was already freed by an earlier backward(); "
+          "pass retain_graph=True to the first call to run backward twice")
 
 
 def run_backward(roots, seeds, retain_graph, create_graph=False, capture=None):
@@ -142,11 +121,11 @@ def run_backward(roots, seeds, retain_graph, create_graph=False, capture=None):
 
 
 def run_plan(steps, roots, seeds, retain_graph=False, create_graph=False, capture=None,
-             observers=(), leaves=None, release=True):
+             observers=()):
     """Run a backward plan (backward_plan's steps) from seeds[i] at roots[i]: the one backward
-    loop, for backward(), grad() and a jit's replays. For a replay, nodes are Holders, a leaf
-    Holder with an argument position stands for leaves[position] (an argument of the call),
-    and release=False keeps the ops."""
+    loop, for backward(), grad() and a jit's replays. A node is anything with a tensor's
+    `_pending`, `_ctx`, `_data` (for its shape) and `requires_grad`, and a leaf also
+    `_accumulate(g, owned)`: a replay runs the loop on stand-ins of its own."""
     at_leaves = {}                    # id(leaf) -> its gradient so far
     try:
         for root, seed in zip(roots, seeds):
@@ -155,8 +134,7 @@ def run_plan(steps, roots, seeds, retain_graph=False, create_graph=False, captur
                 at_leaves[id(root)] = seed if previous is None else previous + seed
             else:
                 root._pending = seed if root._pending is None else root._pending + seed
-        return _run(steps, retain_graph, create_graph, capture, observers, leaves, release,
-                    at_leaves)
+        return _run(steps, retain_graph, create_graph, capture, observers, at_leaves)
     except BaseException:
         for op, node, _ in steps:       # nothing half-gathered stays behind for the next pass
             if op is not None:
@@ -164,26 +142,25 @@ def run_plan(steps, roots, seeds, retain_graph=False, create_graph=False, captur
         raise
 
 
-def _run(steps, retain_graph, create_graph, capture, observers, leaves, release, at_leaves):
+def _run(steps, retain_graph, create_graph, capture, observers, at_leaves):
     captured = {}
     owned = set()            # arrays already stored as some leaf's .grad in this pass
-    ndarray, holder = np.ndarray, Holder
-    free = release and not retain_graph         # drop each op once it has run
+    ndarray = np.ndarray
+    free = not retain_graph                     # drop each op once it has run
     keep = retain_graph and capture is None     # every node keeps its .grad
     for op, node, inputs in steps:
         if op is None:                                    # a leaf: its gradient is complete
             g = at_leaves.pop(id(node), None)
             if g is None:
                 continue
-            leaf = leaves[node.argument] if type(node) is holder else node
             if type(g) is not ndarray and not create_graph:
                 g = np.asarray(g)
             if capture is None:
-                leaf._accumulate(g, owned)
-            elif id(leaf) in capture:
-                captured[id(leaf)] = g
+                node._accumulate(g, owned)
+            elif id(node) in capture:
+                captured[id(node)] = g
             if observers:
-                tell(observers, "on_gradient", leaf, g)
+                tell(observers, "on_gradient", node, g)
             continue
         g = node._pending
         if free:
@@ -257,13 +234,13 @@ _BASE_SLOTS = ("inputs", "options", "needs_input_grad", "modules", "created_at")
 
 def saved_names(op):
     """The attributes an op can have saved: its classes' __slots__, and its __dict__."""
-    return _slot_names(type(op)) + [n for n in getattr(op, "__dict__", ()) if n != "buffers"]
+    return _slot_names(type(op)) + list(getattr(op, "__dict__", ()))
 
 
 @functools.lru_cache(maxsize=None)
 def _slot_names(cls):
     return [n for c in cls.__mro__ for n in c.__dict__.get("__slots__", ())
-            if n not in ("__dict__", "__weakref__", "buffers") and n not in _BASE_SLOTS]
+            if n not in ("__dict__", "__weakref__") and n not in _BASE_SLOTS]
 
 
 def keep_output(op, scalar, array):

@@ -1,8 +1,8 @@
 """The engine's only mutable state: one thread-local mode (is the graph being recorded, which
 observers listen) and the random generator that ops draw from.
 
-An Observer is the engine's one seam: the tools (jit, the profiler, anomaly detection, the
-explorer's trace, the drawings' module boxes) are observers, and so can yours be. The engine
+An Observer is the engine's one seam: the tools (jit, the profiler, anomaly detection, vmap's
+trace, the drawings' module boxes) are observers, and so can yours be. The engine
 calls each attached observer's methods where things happen; a method not overridden does
 nothing. With no observer attached the engine tests one attribute per op.
 """
@@ -67,13 +67,14 @@ class Observer:
       numpy(), np.asarray(t), .data, .grad, printing).
     - on_array(function, arrays, result): array work the engine does outside ops on arrays
       it was given (a Tensor made from an array, an operand converted to a tensor's dtype).
-    - on_effect(kind, target, value): a change outside the graph: "grad" (t.grad = value),
-      "data" (t.data = value), "requires_grad" (t.requires_grad_(value)), "in_place"
-      (t += value under no_grad), "attribute" (target.value = ...: an attribute of a module,
-      an optimizer, a parameter group or a scheduler written), "random" (a draw from the
-      generator outside an op, value says which), "call" (target(*args, **kwargs) with
-      value = (args, kwargs): a library function whose effects live outside the graph, an
-      optimizer's step).
+    - on_effect(kind, target, value): a change of a tensor outside the graph: "grad"
+      (t.grad = value), "data" (t.data = value), "requires_grad" (t.requires_grad_(value)),
+      "in_place" (t += value under no_grad); or "random" (a draw from the generator outside
+      an op, value says which).
+
+    For tools that draw or name what a model does:
+    - on_module_call(module) and on_module_return(module): around each call of an
+      nn.Module (nested calls nest), so that the ops in between are the module's.
     """
 
     def before_op(self, op, inputs):
@@ -104,6 +105,12 @@ class Observer:
         pass
 
     def on_effect(self, kind, target, value):
+        pass
+
+    def on_module_call(self, module):
+        pass
+
+    def on_module_return(self, module):
         pass
 
 
@@ -188,12 +195,9 @@ def notify_effect(kind, target, value):
     tell(MODE.observers, "on_effect", kind, target, value)
 
 
-def notify_attribute(obj, name):
-    """Library objects whose attributes steer what the graph computes (modules, optimizers,
-    parameter groups, schedulers) call this when one is written: observers are told
-    ("attribute"), since no op records it."""
-    if MODE.observers:
-        notify_effect("attribute", obj, name)
+def notify_module(event, module):
+    """nn.Module.__call__ tells observers ("on_module_call", "on_module_return")."""
+    tell(MODE.observers, event, module)
 
 
 def derived(function, *arrays):
@@ -210,25 +214,6 @@ def derived(function, *arrays):
 _RNG = [np.random.default_rng()]
 
 
-def replayable(function):
-    """A library function or method whose effects live outside the graph (an optimizer's step,
-    zero_grad, a scheduler's step, manual_seed): observers are told of the call as one event
-    ("call") and see nothing inside it, so that a replay can call it again."""
-    @functools.wraps(function)
-    def wrapper(*args, **kwargs):
-        observers = MODE.observers
-        if not observers:
-            return function(*args, **kwargs)
-        tell(observers, "on_effect", "call", function, (args, kwargs))
-        MODE.observers = ()
-        try:
-            return function(*args, **kwargs)
-        finally:
-            MODE.observers = observers
-    return wrapper
-
-
-@replayable
 def manual_seed(seed):
     """Seed the generator behind Tensor.randn/rand/randint, nn.Linear's initialization and
     nn.Dropout."""

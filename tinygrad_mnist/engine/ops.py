@@ -37,9 +37,6 @@ from .kernels.blas import matmul
 from .graph import sum_to_shape
 from .mode import generator
 
-BUFFER_MIN = 2048     # elements: below this an op allocates its result (see Op.buffer)
-
-
 class Op:
     """Base class of every operation. Ops keep their saved arrays in __slots__: a graph of a
     million nodes holds a million of them. Besides what forward saves: the inputs and
@@ -66,33 +63,6 @@ class Op:
 
     def forward(self, *arrays, **options):
         raise NotImplementedError(f"{self.name}: forward() is not defined")
-
-    def buffer(self, name, shape, dtype):
-        """An array to write a result into (out=): None in eager execution, where results are
-        allocated as usual; in a jit's replays, the same array every time, allocated once
-        (and a matrix product into it uses every BLAS thread). An op that declares a
-        `buffers` slot may ask, for arrays of BUFFER_MIN elements or more: below that, a
-        fresh array costs less than finding the one to reuse."""
-        buffers = getattr(self, "buffers", None)
-        if buffers is None:
-            return None
-        array = buffers.get(name)
-        if array is None or array.shape != shape or array.dtype != dtype:
-            array = buffers[name] = np.empty(shape, dtype)
-        return array
-
-    def buffer_like(self, name, like, dtype=None):
-        """buffer() of `like`'s shape and memory order (a channels-last image stays so: an
-        elementwise op between two memory orders is several times slower)."""
-        buffers = getattr(self, "buffers", None)
-        if buffers is None:
-            return None
-        dtype = like.dtype if dtype is None else np.dtype(dtype)
-        array = buffers.get(name)
-        if (array is None or array.shape != like.shape or array.dtype != dtype or
-                array.strides != like.strides and like.dtype == dtype):
-            array = buffers[name] = np.empty_like(like, dtype=dtype)
-        return array
 
     def backward(self, gz):
         raise NotImplementedError(f"{self.name}: backward() is not defined")
@@ -440,21 +410,15 @@ class Abs(Op):
 
 class ReLU(Op):
     """z = max(x, 0)    dz/dx = [x > 0]   (0 at x = 0)"""
-    __slots__ = ("out", "buffers")
+    __slots__ = ("out",)
     name = "relu"
 
     def forward(self, x):
-        if x.size < BUFFER_MIN:
-            self.out = np.maximum(x, 0)
-        else:
-            self.out = np.maximum(x, 0, out=self.buffer_like("out", x))
+        self.out = np.maximum(x, 0)
         return self.out
 
     def backward(self, gz):
-        if type(gz) is not np.ndarray or gz.size < BUFFER_MIN:   # create_graph, or small
-            return (gz * (self.out > 0),)
-        mask = np.greater(self.out, 0, out=self.buffer_like("mask", self.out, bool))
-        return (np.multiply(gz, mask, out=self.buffer_like("gx", gz)),)
+        return (gz * (self.out > 0),)
 
     def jvp(self, t):
         return t * (self.out > 0)
@@ -926,10 +890,6 @@ def _product(a, b):
     return matmul(a, b)
 
 
-def _no_buffer(name, shape, dtype):
-    return None
-
-
 def _rows(x):
     """(..., n) -> (B, n): every leading axis as one (0 columns included)."""
     return x if x.ndim == 2 else x.reshape(math.prod(x.shape[:-1]), x.shape[-1])
@@ -941,41 +901,25 @@ class Linear(Op):
     W has PyTorch's layout (out_features, in_features). Fused so that one node does the
     matrix product and the bias, and dx is skipped for the network's input.
     """
-    __slots__ = ("x", "weight", "buffers")
+    __slots__ = ("x", "weight")
     name = "linear"
     float_result = True
 
     def forward(self, x, weight, bias=None):
         self.x, self.weight = x, weight
-        x2 = x if x.ndim == 2 else _rows(x)          # (..., in) -> (B, in)
-        shape = (x2.shape[0], weight.shape[0])
-        out = None
-        if shape[0] * shape[1] >= BUFFER_MIN:
-            out = self.buffer("out", shape, np.result_type(x2.dtype, weight.dtype))
-        out = matmul(x2, weight.T, out=out)          # (B, in) @ (in, out) -> (B, out)
+        out = matmul(_rows(x), weight.T)              # (B, in) @ (in, out) -> (B, out)
         if bias is not None:
             out += bias
-        return out if x.ndim == 2 else out.reshape(x.shape[:-1] + shape[1:])
+        return out if x.ndim == 2 else out.reshape(x.shape[:-1] + out.shape[1:])
 
     def backward(self, gz):
-        g2 = gz if gz.ndim == 2 else _rows(gz)       # (B, out)
+        g2 = _rows(gz)                                 # (B, out)
         need_x, need_w = self.needs_input_grad[:2]
-        # arrays (not create_graph's tensors) of some size: a jit's buffers may take them
-        buffer = self.buffer if (type(gz) is np.ndarray and max(
-            g2.size, self.weight.size) >= BUFFER_MIN) else _no_buffer
-        gx = gw = gb = None
-        if need_x:
-            gx = matmul(g2, self.weight,
-                        out=buffer("gx", (g2.shape[0], self.weight.shape[1]), g2.dtype))
-            gx = gx.reshape(self.x.shape)
-        if need_w:
-            gw = matmul(g2.T, _rows(self.x), out=buffer("gw", self.weight.shape, g2.dtype))
+        gx = matmul(g2, self.weight).reshape(self.x.shape) if need_x else None
+        gw = matmul(g2.T, _rows(self.x)) if need_w else None
         if len(self.needs_input_grad) == 2:
             return gx, gw
-        if self.needs_input_grad[2]:
-            out = buffer("gb", g2.shape[1:], g2.dtype)
-            gb = g2.sum(axis=0) if out is None else np.add.reduce(g2, axis=0, out=out)
-        return gx, gw, gb
+        return gx, gw, (g2.sum(axis=0) if self.needs_input_grad[2] else None)
 
     def jvp(self, tx, tw, tb=None):                 # tx W^T + x tW^T + tb
         shape = self.x.shape[:-1] + self.weight.shape[:1]

@@ -9,7 +9,7 @@ import numpy as np
 from . import ops
 from .arguments import axes, is_basic_index, single_axis, sizes
 from .graph import RELEASED, keep_output, run_backward, saved_names
-from .mode import MODE, derived, notify_effect, notify_read, replayable, tell
+from .mode import MODE, derived, notify_effect, notify_read, tell
 
 _FLOAT_DEFAULT = np.dtype(np.float32)
 _CONSTANTS = {}    # (Python number, dtype) -> constant tensor; never written to, so shareable
@@ -395,7 +395,6 @@ class Tensor:
         """The same data (shared, same dtype), cut from the graph: no gradient flows back."""
         return Tensor._wrap(self._data)
 
-    @replayable
     def zero_grad(self):
         self._grad = None
 

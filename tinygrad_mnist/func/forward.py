@@ -15,6 +15,7 @@ import threading
 import numpy as np
 
 from ..engine import Observer, Tensor, enable_grad, grad, no_grad, observe
+from .trees import tracing
 
 _active = threading.local()         # the forward passes running in this thread, innermost last
 
@@ -107,7 +108,6 @@ def jvp(f, primals, tangents):
     its shape), in one forward pass. primals and tangents are tuples of Tensors (or single
     Tensors); outputs may be a Tensor or a tuple of them, and their tangents come the same
     way (zeros where an output does not depend on the primals)."""
-    from .vmap import tracing
     if tracing() is not None:
         raise NotImplementedError("func.jvp inside vmap has no batching rule: take the jvp "
                                   "of the vmapped function instead")

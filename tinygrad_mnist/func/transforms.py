@@ -4,6 +4,7 @@ import numpy as np
 
 from ..engine import Tensor, enable_grad, grad as _reverse
 from . import forward, vmap as _vmap
+from .trees import tracing, tree_leaves, tree_rebuild
 
 
 def _argnums(argnums, n, name):
@@ -29,24 +30,6 @@ def _tracked(name, x, i):
     return leaf
 
 
-def tree_leaves(tree):
-    """The tensors of an argument: itself, or those in a dict, list or tuple (nested)."""
-    if isinstance(tree, dict):
-        return [t for v in tree.values() for t in tree_leaves(v)]
-    if isinstance(tree, (list, tuple)):
-        return [t for v in tree for t in tree_leaves(v)]
-    return [tree]
-
-
-def tree_rebuild(tree, leaves):
-    """`tree` with its tensors replaced, in order, by those of the iterator `leaves`."""
-    if isinstance(tree, dict):
-        return {k: tree_rebuild(v, leaves) for k, v in tree.items()}
-    if isinstance(tree, (list, tuple)):
-        return type(tree)(tree_rebuild(v, leaves) for v in tree)
-    return next(leaves)
-
-
 def _nested(args):
     """Whether the gradients must be recorded: a jvp runs (forward over reverse) or an outer
     gradient differentiates through the arguments (reverse over reverse)."""
@@ -57,7 +40,7 @@ def _call(name, f, args, argnums):
     """f called with the arguments in argnums tracked (each a Tensor, or a dict, list or tuple
     of them: parameters by name). Returns (output, the tracked arguments, whether argnums was
     one int, whether gradients must be recorded)."""
-    if _vmap.tracing() is not None:
+    if tracing() is not None:
         raise NotImplementedError(f"vmap: func.{name} inside vmap has no batching; "
                                   f"func.grad does (per-example gradients)")
     args = list(args)
@@ -91,7 +74,7 @@ def grad(f, argnums=0, has_aux=False):
     tuple of them for several, giving a tuple); with has_aux, f returns (value, aux) and the
     function returns (gradient, aux). JAX's jax.grad, torch.func.grad."""
     def gradient(*args):
-        trace = _vmap.tracing()
+        trace = tracing()
         if trace is not None:              # inside vmap: every example's gradient at once
             nums, single = _argnums(argnums, len(args), "grad")
             results, aux = _vmap.traced_grad(trace, f, args, nums, has_aux)

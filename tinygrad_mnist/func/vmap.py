@@ -19,27 +19,11 @@ What cannot be batched is refused while tracing: reading a batched value (item()
 bool), an index computed from a batched tensor, random draws (dropout in training mode),
 batch norm in training mode, backward() and other transforms inside vmap besides func.grad.
 """
-import threading
-
 import numpy as np
 
 from ..engine import Observer, Tensor, enable_grad, grad as _reverse, observe
 from ..engine.batching import VmapError, with_batch
-
-_active = threading.local()
-
-
-def _traces():
-    if not hasattr(_active, "traces"):
-        _active.traces = []
-    return _active.traces
-
-
-def tracing():
-    """The innermost vmap trace running in this thread, or None."""
-    traces = _traces()
-    return traces[-1] if traces else None
-
+from .trees import tree_leaves, tree_rebuild, vmap_traces
 
 # ---------------------------------------------------------------- the trace
 
@@ -113,7 +97,6 @@ def _index_arrays(options):
 def traced_grad(trace, f, args, nums, has_aux):
     """func.grad(f)(*args) inside a vmap trace: the example's gradients, noted so that the
     replay computes every example's."""
-    from .transforms import tree_leaves, tree_rebuild
     if trace.in_grad:
         raise NotImplementedError("vmap: func.grad of func.grad inside vmap (per-example "
                                   "second derivatives) is not supported")
@@ -237,7 +220,6 @@ def vmap(f, in_axes=0, out_axes=0):
     argument; None: shared by every example), its outputs stacked on `out_axes`. A
     differentiated argument (func.grad inside) may be a dict, list or tuple of Tensors; an
     argument with an int axis is a Tensor, or such a collection of them."""
-    from .transforms import tree_leaves, tree_rebuild
 
     def batched(*args):
         axes = _axes_for(in_axes, args)
@@ -272,12 +254,12 @@ def vmap(f, in_axes=0, out_axes=0):
         trace = _Trace()
         for example, _ in sources:
             trace.mark(example)
-        _traces().append(trace)
+        vmap_traces().append(trace)
         try:
             with observe(trace):
                 outputs = f(*examples)
         finally:
-            _traces().pop()
+            vmap_traces().pop()
         replay = _Replay(trace, size)
         for example, physical in sources:
             replay.env[id(example)] = (physical, True)

@@ -10,11 +10,20 @@
 
 The first call with given arguments runs eagerly while a recorder, an observer of the engine
 (engine.Observer), writes down what happens: each op with its inputs and options, each
-backward pass (the engine's own plan of it), array work on the arguments outside ops, and the
-effects outside the graph. That becomes a Program (program.py): a flat list of steps over
-numbered array slots. A replay binds the new arguments to their slots, runs each recorded op's
-own forward, the engine's own backward loop (graph.run_plan) over the recorded plan, and the
-effects again: each op's math exists once, in its class.
+backward pass (the engine's own plan of it), array work on the arguments outside ops, and
+tensors changed outside the graph. What the engine does not see, the jit watches itself
+(watch.py): the library calls whose effects live outside the graph (an optimizer's or a
+scheduler's step, zero_grad, manual_seed), the modules called, attribute writes and printing.
+Nothing in nn, optim or the ops knows the jit. That becomes a Program (program.py): a flat
+list of steps over numbered array slots. A replay binds the new arguments to their slots,
+runs each recorded op's own forward, the engine's own backward loop (graph.run_plan) over the
+recorded plan, and the effects again: each op's math exists once, in its class.
+
+    recorder.py   the observer that records, and what it refuses
+    watch.py      effect calls, module calls, attribute writes, printing, global generators
+    guards.py     what must still hold for a replay: the environment, each module
+    program.py    a recording as flat steps, and its replay
+    check.py      check=True: each replay against eager execution
 
 The guarantee: a replay gives what eager execution of the same call would give, or the call is
 not replayed. Everything a replay depends on is an argument, is guarded, or is refused.
@@ -24,6 +33,12 @@ Guarded (checked before every replay; a failed guard records again):
   the same object (or the same array) as which others;
 - the values of the step's Python-number and string arguments (and the identity of other
   objects passed: a model, an optimizer);
+- what the step reads from outside its arguments (guards.py): the globals its code names,
+  its closure's variables, a bound method's instance, and through them the attributes of
+  plain objects and the items of dicts, lists and tuples at any depth. Numbers and strings
+  must be equal, other objects the same object: a global learning rate and an item of a
+  global dict are followed alike (a change records again). A step that reads more than
+  guards.MAX_CHECKS such values is refused;
 - whether gradients are being recorded (no_grad);
 - each module the step calls: its train/eval mode and every attribute (hyperparameters such as
   Dropout's p, parameters, sub-modules, the items of its lists and dicts) the same object, so a
@@ -42,18 +57,17 @@ file and line, records once more at the next call, and if that is refused too, r
 for those arguments from then on):
 - reading a value in any form: .data, .grad, item(), tolist(), numpy(), float(t), int(t),
   bool(t), np.asarray(t), printing a tensor;
-- writing an attribute of a module, an optimizer, a parameter group or a scheduler (opt.lr =
-  ..., model.eval()) or a tensor's .data or requires_grad, inside the step;
+- changing an attribute of a module, an optimizer, a parameter group or a scheduler (opt.lr =
+  ..., model.eval()) or a tensor's .data or requires_grad, inside the step (a write that
+  leaves the value as it was changes nothing and is not refused);
 - a random draw outside an op (a layer created in the step), or from NumPy's or Python's global
   generators; printing;
 - grad() or create_graph=True; a boolean mask computed in the step; backward through a graph
   built outside the step; returning a tensor that still has its graph.
 
-Not seen, as in JAX: other Python side effects (appending to a list, a counter) run only when
-the step records; plain Python values the step reads from globals, closures or objects that are
-not modules (a learning rate in a global, an `if` on a global flag) are constants of the
-recording, as is the model object a global names (rebinding `model = ...` is not followed: pass
-it as an argument). Module attributes are followed, as above.
+Not seen, as in JAX: other Python side effects of the user's own (appending to a list, a
+counter) run only when the step records. Names the step reads from other Python modules
+(`config.LR` after `import config`) are not followed: pass them as arguments.
 
 The cache is bounded: at most `cache_size` argument signatures per jitted function (least
 recently used dropped first), at most VARIANTS recordings per signature (guards that failed),
@@ -74,9 +88,14 @@ import warnings
 import numpy as np
 
 from ..engine import Tensor, is_grad_enabled, observe, observers
+from ..nn import Module
+from ..optim import Optimizer
+from ..optim.lr_scheduler import LRScheduler
 from .check import JitMismatchError, Snapshot, compare
+from .guards import TooMuchState, environment_guard
 from .program import Program
-from .recorder import Recorder, Watch, environment_guard, leaves
+from .recorder import Recorder, leaves
+from .watch import Watch
 
 CACHE_SIZE = 8          # argument signatures kept per jitted function (shapes seen lately)
 VARIANTS = 4            # recordings kept per signature (after guards that failed)
@@ -158,18 +177,27 @@ class Jit:
 
     def _record(self, entry, args, kwargs):
         recorder = Recorder(args, kwargs)
+        library = (Tensor, np.ndarray, Module, Optimizer, LRScheduler, Jit)
+        try:
+            environment, reachable = environment_guard(self.fn, library)
+        except TooMuchState:
+            environment, reachable = None, []
+            recorder.refuse_late("reads more values from globals, closures and the objects "
+                                 "and containers they hold than a replay's guard can check; "
+                                 "pass them as arguments")
+        reachable += [a for a in args + tuple(kwargs.values()) if isinstance(a, library)]
         # the recorder keeps every object of the step alive until the program is compiled,
         # so the cyclic collector could only walk them again and again: it is paused (as
         # backward pauses it), and finds any garbage of the step once recording ends
         collecting = gc.isenabled()
         gc.disable()
         try:
-            with Watch(recorder), observe(recorder):
+            with Watch(recorder, reachable), observe(recorder):
                 result = self.fn(*args, **kwargs)
             recorder.finish(result)
             self.recordings += 1
             if recorder.refusal is None:
-                entry.programs.append(Program(recorder, result, environment_guard(self.fn)))
+                entry.programs.append(Program(recorder, result, environment))
                 if len(entry.programs) > VARIANTS:
                     entry.programs.pop(0)
         finally:

@@ -5,8 +5,7 @@ import types
 import numpy as np
 
 from ..engine import Tensor, freed_output, run_plan
-from ..engine.graph import Holder
-from .recorder import leaves
+from .recorder import Holder, leaves
 
 
 def _has_state(obj):
@@ -14,19 +13,6 @@ def _has_state(obj):
     number or a class)."""
     return hasattr(obj, "__dict__") and not isinstance(obj, (
         Tensor, np.ndarray, type, types.FunctionType, types.MethodType, types.ModuleType))
-
-
-class _Buffers(dict):
-    """An op's buffers in a jit program; a new array tells the program to recount them."""
-    __slots__ = ("program",)
-
-    def __init__(self, program):
-        super().__init__()
-        self.program = program
-
-    def __setitem__(self, name, array):
-        super().__setitem__(name, array)
-        self.program._buffer_ids = None
 
 
 class Program:
@@ -43,13 +29,6 @@ class Program:
                             and _has_state(step[2][0][1])}.values())
         self.captured = [(t, t.data, requires_grad)
                          for t, _, _, requires_grad in recorder.captured.values()]
-        self.ops = [step[1] for step in recorder.steps if step[0] == "op"]
-        self._buffer_ids = None
-        for op in self.ops:            # results written into arrays allocated once, where
-            try:                           # the op asks for them (see Op.buffer)
-                op.buffers = _Buffers(self)
-            except AttributeError:         # an op without a buffers slot
-                pass
         self.captured_slot, self.loads = {}, []     # tensors from outside the step: slots
         self.steps = [self._compile(step) for step in recorder.steps]
         self.output = self._template(result, recorder.slot_of)
@@ -201,27 +180,15 @@ class Program:
         program = self
         resolvers = [self._resolver(ref) for ref in seeds]
         constant = [ref[0] == "value" for ref in seeds]
-        parameters = [node for op, node, _ in plan if op is None and type(node) is not Holder]
+        arguments = [node for op, node, _ in plan
+                     if op is None and type(node) is Holder and node.argument is not None]
 
         def run():
-            # a parameter whose .grad is still a buffer (not zeroed since the last replay)
-            # keeps its sum: a copy, before this replay writes the buffer again
-            buffers = program.buffer_ids()
-            if buffers:
-                for p in parameters:
-                    g = p.grad
-                    if g is not None and id(g) in buffers:
-                        p.grad = g.copy()
+            for holder in arguments:           # this call's argument tensors take theirs
+                holder.target = program.arguments[holder.argument]
             seeds_now = [r().copy() if c else r() for r, c in zip(resolvers, constant)]
-            run_plan(plan, roots, seeds_now, leaves=program.arguments, release=False)
+            run_plan(plan, roots, seeds_now)
         return run
-
-    def buffer_ids(self):
-        """The ids of every op's buffers, recomputed only after a buffer was (re)allocated."""
-        if self._buffer_ids is None:
-            self._buffer_ids = {id(a) for op in self.ops
-                                for a in getattr(op, "buffers", {}).values()}
-        return self._buffer_ids
 
     # outputs -------------------------------------------------------------------------
 

@@ -1,16 +1,10 @@
 """The recording call: an observer that writes down what the step does, and refuses what a
 replay could not do again."""
-import dis
-import functools
-import random
-import sys
-import types
-
 import numpy as np
 
 from ..callsite import user_site
 from ..engine import Observer, Tensor, backward_plan
-from ..engine.graph import Holder
+from .guards import module_guard
 
 
 def leaves(values):
@@ -22,15 +16,34 @@ def leaves(values):
             yield value
 
 
+class Holder:
+    """Where a replay of a backward pass gathers one node's gradient: what the node's tensor
+    is to an eager backward (`_pending`, its shape through `_data`), for the engine's own
+    backward loop (graph.run_plan). With `argument`, a leaf standing for the replay's
+    argument at that position: its gradient goes to `target`, that argument's tensor."""
+    __slots__ = ("_pending", "_data", "_ctx", "requires_grad", "argument", "target")
+
+    def __init__(self, shape, dtype, argument=None):
+        self._pending, self.requires_grad, self.argument = None, True, argument
+        self._ctx = None if argument is not None else False     # a leaf, or made by an op
+        self._data = np.broadcast_to(np.zeros((), dtype), shape)     # the shape, no memory
+        self.target = None
+
+    def _accumulate(self, g, owned):
+        self.target._accumulate(g, owned)
+
+
 class Recorder(Observer):
     """Listens to the engine during the first call and numbers every array it sees: the
     arguments' arrays and what ops and array work produce get slots (replayed); any other
     array is a constant, and a tensor from outside the step (a parameter) is read again at
     every replay, so that it follows updates. Steps are ("op", op, inputs, options, slot),
-    ("call", function, arguments, kwargs, slot or None) and ("backward", plan, roots, seeds)."""
+    ("call", function, arguments, kwargs, slot or None) and ("backward", plan, roots, seeds).
+    While an effect call runs (watch.py), its events are its own: none is recorded."""
 
     def __init__(self, args, kwargs):
         self.refusal = None            # (what, where) once the step did something unreplayable
+        self.inside_effect = False     # an effect call (an optimizer's step) is running
         self.slot_of = {}              # id(array) -> slot
         self.alive = []                # keeps recorded objects alive, so ids stay unique
         self.constants = []            # slot -> constant array, or None for a computed one
@@ -74,11 +87,11 @@ class Recorder(Observer):
             value = value.data
         return isinstance(value, np.ndarray) and id(value) in self.slot_of
 
-    def _refuse(self, what):
+    def refuse(self, what):
         if self.refusal is None:
             self.refusal = (what, user_site())
 
-    def _refuse_late(self, what):
+    def refuse_late(self, what):
         """A refusal found after the call, which names no line in it."""
         if self.refusal is None:
             self.refusal = (what, None)
@@ -86,11 +99,13 @@ class Recorder(Observer):
     # the engine's events -----------------------------------------------------------------
 
     def on_op(self, op, inputs, output):
+        if self.inside_effect:
+            return
         options = op.options
         index = options.get("index") if options else None
         if any(isinstance(i, np.ndarray) and i.dtype == bool and id(i) in self.slot_of
                for i in (index if isinstance(index, tuple) else (index,))):
-            self._refuse("uses a boolean mask computed in the step, whose result's shape "
+            self.refuse("uses a boolean mask computed in the step, whose result's shape "
                          "depends on the values, which is not recorded")
         refs = {k: self._ref(v) for k, v in options.items()} if options else {}
         self.alive.append(output)
@@ -101,20 +116,30 @@ class Recorder(Observer):
     def on_array(self, function, arrays, result):
         """Array work outside ops: replayed when it reads an array the step computes or
         receives; a constant otherwise."""
-        if id(result) in self.slot_of or not any(
+        if self.inside_effect or id(result) in self.slot_of or not any(
                 isinstance(a, np.ndarray) and id(a) in self.slot_of for a in arrays):
             return
         self.steps.append(("call", function, [self._ref(a) for a in arrays], {},
                            self._new_slot(result)))
 
+    def effect_call(self, function, args):
+        """A library call whose effects live outside the graph (an optimizer's or a
+        scheduler's step, zero_grad, manual_seed), seen by the watch: called again."""
+        self.inside_effect = True           # what this looks at is no read of the step's
+        if any(self._computed(a) for a in args):
+            self.refuse(f"passes a value computed in the step to {function.__qualname__}(), "
+                        f"which is not recorded")
+        self.steps.append(("call", function, [("value", a) for a in args], {}, None))
+
+    def module_called(self, module):
+        """A module called in the step: guarded before every replay."""
+        if id(module) not in self.modules:
+            self.modules[id(module)] = (module, module_guard(module))
+
     def on_effect(self, kind, target, value):
-        if kind == "call":            # an optimizer's or a scheduler's step, zero_grad, a seed
-            args, kwargs = value
-            if any(self._computed(a) for a in args + tuple(kwargs.values())):
-                self._refuse(f"passes a value computed in the step to "
-                             f"{target.__qualname__}(), which is not recorded")
-            self.steps.append(("call", target, [("value", a) for a in args], kwargs, None))
-        elif kind == "in_place":      # t += v under no_grad: done again
+        if self.inside_effect:
+            return
+        if kind == "in_place":        # t += v under no_grad: done again
             ufunc, operand = value
             self.steps.append(("call", _in_place(ufunc), [self._ref(target), self._ref(operand)],
                                {}, None))
@@ -127,38 +152,34 @@ class Recorder(Observer):
             self.steps.append(("call", _set_grad, [("value", target), ref], {}, None))
         elif kind == "requires_grad":
             if not self._computed(target):
-                self._refuse("changes requires_grad of a tensor from outside the step; "
+                self.refuse("changes requires_grad of a tensor from outside the step; "
                              "freeze or unfreeze between calls")
-        elif kind == "attribute":
-            self._refuse(f"writes {type(target).__name__}.{value}; a replay would not write "
-                         f"it again: change it between calls")
         elif kind == "random":
-            self._refuse(f"makes {value} (a new layer's initialization?), which a replay "
+            self.refuse(f"makes {value} (a new layer's initialization?), which a replay "
                          f"would not draw again")
         elif kind == "data":
-            self._refuse("assigns a tensor's .data; assign it between calls")
+            self.refuse("assigns a tensor's .data; assign it between calls")
         else:
-            self._refuse(f"assigns a tensor's .{kind} to a {type(value).__name__}, which is "
+            self.refuse(f"assigns a tensor's .{kind} to a {type(value).__name__}, which is "
                          f"not recorded")
 
     def on_read(self, tensor, what):
-        self._refuse(f"reads a tensor's value ({what})")
-
-    def on_module_call(self, module):
-        if id(module) not in self.modules:
-            self.modules[id(module)] = (module, module.guard())
+        if not self.inside_effect:
+            self.refuse(f"reads a tensor's value ({what})")
 
     def on_backward_start(self, outputs, grads, create_graph, capture):
         """One backward pass: the engine's plan of it, recorded before it runs (and frees the
         graph), with a Holder for each node's gradient; its seeds as the replay finds them."""
+        if self.inside_effect:
+            return
         if capture is not None or create_graph:
-            self._refuse("uses grad() or create_graph=True, which is not recorded")
+            self.refuse("uses grad() or create_graph=True, which is not recorded")
             return
         if self.refusal is not None:
             return
         for t in outputs:
             if not self._computed(t):
-                self._refuse("runs backward from a graph built outside the step")
+                self.refuse("runs backward from a graph built outside the step")
                 return
         holders = {}
 
@@ -180,7 +201,7 @@ class Recorder(Observer):
                 plan.append((None, holder(node), None))
                 continue
             if id(op) not in self.recorded_ops:
-                self._refuse("runs backward into a graph built outside the step")
+                self.refuse("runs backward into a graph built outside the step")
                 return
             plan.append((op, holder(node), tuple(holder(t) if t.requires_grad else t
                                                  for t in inputs)))
@@ -196,56 +217,14 @@ class Recorder(Observer):
         requires_grad the step changed, and a result that still has its graph."""
         for t, _, _, requires_grad in self.captured.values():
             if t.requires_grad != requires_grad:
-                self._refuse_late("changes requires_grad of a tensor from outside the step; "
+                self.refuse_late("changes requires_grad of a tensor from outside the step; "
                              "freeze or unfreeze between calls")
         for value in leaves(result if isinstance(result, tuple) else (result,)):
             if isinstance(value, Tensor) and value.op is not None:
-                self._refuse_late("returns a tensor that still has its graph (no backward ran "
+                self.refuse_late("returns a tensor that still has its graph (no backward ran "
                              "through it in the step); a replay keeps no graph. Call "
                              "backward inside the step, return .detach(), or run it under "
                              "no_grad()")
-
-
-class Watch:
-    """Around the recording call, what a replay could not do again and no observer sees: a
-    draw from NumPy's or Python's global random generator, and printing."""
-
-    def __init__(self, recorder):
-        self.recorder = recorder
-
-    def __enter__(self):
-        self.numpy_state, self.python_state = np.random.get_state(), random.getstate()
-        self.stdout = sys.stdout
-        sys.stdout = _Printing(self.stdout, self.recorder)
-        return self
-
-    def __exit__(self, *exc):
-        sys.stdout = self.stdout
-        state = np.random.get_state()
-        if (state[2:] != self.numpy_state[2:] or
-                not np.array_equal(state[1], self.numpy_state[1])):
-            self.recorder._refuse_late("draws from NumPy's global random generator "
-                                       "(np.random...), which a replay would not draw again; "
-                                       "use Tensor.randn, rand or randint")
-        if random.getstate() != self.python_state:
-            self.recorder._refuse_late("draws from Python's random module, which a replay "
-                                       "would not draw again; use Tensor.randn, rand or "
-                                       "randint")
-        return False
-
-
-class _Printing:
-    """sys.stdout while a step records: printing is passed on, and refused for replays."""
-
-    def __init__(self, stream, recorder):
-        self._stream, self._recorder = stream, recorder
-
-    def write(self, text):
-        self._recorder._refuse("prints, which a replay would not do again")
-        return self._stream.write(text)
-
-    def __getattr__(self, name):
-        return getattr(self._stream, name)
 
 
 def _in_place(ufunc):
@@ -258,90 +237,3 @@ def _set_grad(tensor, value):
     tensor.grad = None if value is None else np.array(value, dtype=tensor.dtype)
 
 
-# ---------------------------------------------------------------- what the function reads
-
-_MISSING = object()
-_PLAIN = (int, float, complex, str, bytes, bool, type(None))
-_CODE_AND_CLASSES = (types.FunctionType, types.BuiltinFunctionType, types.MethodType,
-                     types.ModuleType, type, functools.partial)
-
-
-def environment_guard(fn):
-    """A function that says whether what `fn` reads from outside its arguments is still what
-    it was: the globals its code names, the variables of its closure, the instance of a bound
-    method, and one level of attributes of plain objects among them (a namespace holding the
-    model and the optimizer). Objects must be the same object; numbers and strings equal.
-    Functions reached this way are looked into the same way (a step calling a helper)."""
-    checks, seen = [], set()
-
-    def watch(get, value, depth):
-        checks.append((get, value))
-        if (depth == 0 and hasattr(value, "__dict__") and not isinstance(value, _PLAIN)
-                and not isinstance(value, _CODE_AND_CLASSES) and not _library(value)):
-            attributes = vars(value)
-            for name, item in list(attributes.items()):
-                if not isinstance(item, _CODE_AND_CLASSES):
-                    watch(functools.partial(attributes.get, name, _MISSING), item, 1)
-
-    def look_into(function):
-        function = getattr(function, "__func__", function)
-        if not isinstance(function, types.FunctionType) or id(function) in seen:
-            return
-        seen.add(id(function))
-        names = _names(function.__code__)
-        globals_ = function.__globals__
-        for name in sorted(names & globals_.keys()):
-            value = globals_[name]
-            if isinstance(value, types.FunctionType):
-                look_into(value)
-            elif not isinstance(value, _CODE_AND_CLASSES):
-                watch(functools.partial(globals_.get, name, _MISSING), value, 0)
-        for cell in function.__closure__ or ():
-            try:
-                value = cell.cell_contents
-            except ValueError:                       # not yet assigned
-                continue
-            if isinstance(value, types.FunctionType):
-                look_into(value)
-            elif not isinstance(value, _CODE_AND_CLASSES):
-                watch(functools.partial(getattr, cell, "cell_contents"), value, 0)
-
-    target = fn
-    if isinstance(fn, functools.partial):
-        target = fn.func
-        for value in fn.args:
-            watch(lambda value=value: value, value, 0)
-    if isinstance(target, types.MethodType):
-        watch(lambda: target.__self__, target.__self__, 0)
-    look_into(target)
-
-    def holds():
-        for get, value in checks:
-            now = get()
-            if now is not value and not (isinstance(value, _PLAIN) and type(now) is type(value)
-                                         and now == value):
-                return False
-        return True
-    return holds
-
-
-@functools.lru_cache(maxsize=256)
-def _names(code):
-    """The global names a code object (and the functions and lambdas inside it) reads (not
-    the attribute names, which co_names lists too)."""
-    names = {i.argval for i in dis.get_instructions(code)
-             if i.opname in ("LOAD_GLOBAL", "LOAD_NAME")}
-    for const in code.co_consts:
-        if isinstance(const, types.CodeType):
-            names |= _names(const)
-    return frozenset(names)
-
-
-def _library(value):
-    """A tensor, array, module, optimizer or scheduler: guarded by identity only (a module's
-    own attributes are guarded when it is called; tensors are read at every replay)."""
-    from ..nn import Module
-    from ..optim import Optimizer
-    from ..optim.lr_scheduler import LRScheduler
-    from . import Jit
-    return isinstance(value, (Tensor, np.ndarray, Module, Optimizer, LRScheduler, Jit))

@@ -126,7 +126,7 @@ def write_gallery(directory, html=False):
     names."""
     from .train import Config, make_model
     from ..engine import manual_seed, topo_order
-    from ..viz import draw_graph, explore
+    from ..viz import draw_graph, explore, record_modules
     os.makedirs(directory, exist_ok=True)
     written = []
 
@@ -155,7 +155,8 @@ def write_gallery(directory, html=False):
     model = make_model(config)
     rng = np.random.default_rng(0)
     x = Tensor(rng.normal(size=(config.batch_size, 784)).astype(np.float32))
-    loss = nn.cross_entropy(model(x), rng.integers(0, 10, size=config.batch_size))
+    with record_modules():
+        loss = nn.cross_entropy(model(x), rng.integers(0, 10, size=config.batch_size))
     save("mlp_forward.svg", loss, names={"images": x})
     page("mlp.html", loss, {"images": x}, "The default MNIST MLP and its cross-entropy loss")
     loss.backward(retain_graph=True)
@@ -165,7 +166,8 @@ def write_gallery(directory, html=False):
     manual_seed(0)                          # the conv net: a small batch keeps numbers legible
     model = make_model(Config(arch="lenet5", dropout=0.0))
     x = Tensor(rng.normal(size=(8, 784)).astype(np.float32))
-    loss = nn.cross_entropy(model(x), rng.integers(0, 10, size=8))
+    with record_modules():
+        loss = nn.cross_entropy(model(x), rng.integers(0, 10, size=8))
     page("lenet5.html", loss, {"images": x}, "LeNet-5 and its cross-entropy loss")
     loss.backward(retain_graph=True)
     save("lenet5.svg", loss, names={"images": x})

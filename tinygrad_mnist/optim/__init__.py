@@ -12,36 +12,10 @@ import math
 
 import numpy as np
 
-from ..engine import Tensor, notify_attribute, replayable
+from ..engine import Tensor
 
 FLUSH_EVERY = 64
 FLUSH_CAP = 1e-15
-
-
-class ParamGroup(dict):
-    """One parameter group: a dict ("params", "lr", ...) whose writes observers are told of (a
-    learning rate changed inside a jitted step is not part of its graph)."""
-
-    def __setitem__(self, key, value):
-        notify_attribute(self, key)
-        super().__setitem__(key, value)
-
-    def __delitem__(self, key):
-        notify_attribute(self, key)
-        super().__delitem__(key)
-
-    def update(self, *args, **kwargs):
-        notify_attribute(self, "update")
-        super().update(*args, **kwargs)
-
-    def setdefault(self, key, default=None):
-        if key not in self:
-            notify_attribute(self, key)
-        return super().setdefault(key, default)
-
-    def pop(self, *args):
-        notify_attribute(self, args[0] if args else "pop")
-        return super().pop(*args)
 
 
 class Optimizer:
@@ -63,7 +37,7 @@ class Optimizer:
             if unknown:
                 raise ValueError(f"{name}: param group {k} has unknown options {sorted(unknown)}; "
                                  f"it takes {sorted(defaults)}")
-            group = ParamGroup({**defaults, **group, "params": list(group["params"])})
+            group = {**defaults, **group, "params": list(group["params"])}
             self._check(group, k)
             for p in group["params"]:
                 if not isinstance(p, Tensor) or not p.requires_grad:
@@ -85,10 +59,6 @@ class Optimizer:
             raise ValueError(f"{type(self).__name__}: lr ({group['lr']}) and weight_decay "
                              f"({group['weight_decay']}) must not be negative")
 
-    def __setattr__(self, name, value):
-        notify_attribute(self, name)
-        object.__setattr__(self, name, value)
-
     def __getattr__(self, name):
         """opt.momentum, opt.betas, ...: the first group's hyperparameter."""
         groups = self.__dict__.get("param_groups")
@@ -106,12 +76,10 @@ class Optimizer:
         for group in self.param_groups:
             group["lr"] = value
 
-    @replayable
     def zero_grad(self):
         for p in self.params:
             p.grad = None
 
-    @replayable
     def step(self):
         update, state, works, i = self._update, self.state, self._work, 0
         for group in self.param_groups:

@@ -17,8 +17,6 @@ import math
 
 import numpy as np
 
-from ..engine import notify_attribute, replayable
-
 
 class LRScheduler:
     """Base class: subclasses give `lr_at(base_lr, step)`. With last_epoch (as PyTorch's), the
@@ -35,11 +33,6 @@ class LRScheduler:
     def lr_at(self, base_lr, step):
         raise NotImplementedError
 
-    def __setattr__(self, name, value):
-        notify_attribute(self, name)
-        object.__setattr__(self, name, value)
-
-    @replayable
     def step(self):
         """Advance one step and set each group's learning rate for it."""
         self.last_epoch += 1

@@ -14,8 +14,8 @@ import json
 
 import numpy as np
 
-from .engine import Observer, grad, observe, sum_to_shape, topo_order
-from .viz import draw_graph, owns_parameters, parameter_names, write_file
+from ..engine import Observer, grad, observe, sum_to_shape, topo_order
+from .drawing import draw_graph, owns_parameters, parameter_names, write_file
 
 MAX_VARIANTS_MODULES = 4     # up to this many module boxes, each expands and collapses alone
 

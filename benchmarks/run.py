@@ -184,7 +184,8 @@ def epoch_times(ds, repeats):
 # ---------------------------------------------------------------- 2. time to 98%
 
 def time_to_98(data_dir):
-    from tinygrad_mnist.mnist.train import Config, train
+    from tinygrad_mnist.mnist.options import Config
+    from tinygrad_mnist.mnist.train import train
     import tempfile
     with tempfile.TemporaryDirectory() as out:
         config = Config(data_dir=data_dir, out=out)

@@ -4,6 +4,8 @@ Each Value holds a float, its gradient, its children and a closure that passes i
 on, as in micrograd; the topological sort is iterative so that a graph of a million nodes does
 not hit Python's recursion limit.
 """
+import math
+
 
 
 class Value:
@@ -19,6 +21,25 @@ class Value:
         def backward():
             self.grad += out.grad
             other.grad += out.grad
+        out._backward = backward
+        return out
+
+    def __mul__(self, other):
+        other = other if isinstance(other, Value) else Value(other)
+        out = Value(self.data * other.data, (self, other))
+
+        def backward():
+            self.grad += other.data * out.grad
+            other.grad += self.data * out.grad
+        out._backward = backward
+        return out
+
+    def tanh(self):
+        t = math.tanh(self.data)
+        out = Value(t, (self,))
+
+        def backward():
+            self.grad += (1 - t * t) * out.grad
         out._backward = backward
         return out
 

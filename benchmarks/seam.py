@@ -1,5 +1,7 @@
-"""The engine's cost per op, and what its seam costs: a chain of scalar additions against the
-micrograd-style Value (benchmarks/scalar_value.py) in the same process, with no observer, and
+"""The engine's cost per op, and what its seam costs, against the micrograd-style Value
+(benchmarks/scalar_value.py) in the same process: a chain of scalar additions, and what a
+micrograd user writes, a neuron chain y = tanh(y * w + b) with w and b leaves shared by every
+step (mul, add, tanh; gradients accumulating into the shared leaves); with no observer, and
 with one observer attached that does nothing.
 
     python -m benchmarks.seam [--ops 200000] [--rounds 5] [--out benchmarks]
@@ -13,10 +15,16 @@ import statistics
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import gc  # noqa: E402
+import time  # noqa: E402
+
 from benchmarks.run import scalar_graph  # noqa: E402
 from benchmarks.scalar_value import Value  # noqa: E402
 from benchmarks.report import write_report  # noqa: E402
-from tinygrad_mnist import Observer, Tensor  # noqa: E402
+import contextlib  # noqa: E402
+import math  # noqa: E402
+
+from tinygrad_mnist import Observer, Tensor, observe  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -29,6 +37,46 @@ def chain(kind, n, observer=None):
     """Microseconds per op of y = x + 1 + 1 + ... (n additions): forward, then backward."""
     forward, backward = scalar_graph(n, Tensor if kind == "tensor" else Value, observer)
     return forward / n * 1e6, backward / n * 1e6
+
+
+def neuron_chain(kind, n, observer=None):
+    """Microseconds per op of n/3 neurons y = tanh(y * w + b), w and b shared leaves: forward,
+    then backward. Checked against the closed form of the chain's derivatives."""
+    gc.collect()
+    steps = n // 3
+    if kind == "tensor":
+        x, w, b = (Tensor(v, requires_grad=True, dtype="float64") for v in (0.5, 0.9, 0.1))
+    else:
+        x, w, b = Value(0.5), Value(0.9), Value(0.1)
+    context = observe(observer) if observer is not None else contextlib.nullcontext()
+    with context:
+        start = time.perf_counter()
+        y = x
+        for _ in range(steps):
+            y = (y * w + b).tanh()
+        forward = time.perf_counter() - start
+        start = time.perf_counter()
+        y.backward()
+        backward = time.perf_counter() - start
+    _check_neuron_chain(steps, x, w, b)
+    return forward / (3 * steps) * 1e6, backward / (3 * steps) * 1e6
+
+
+def _check_neuron_chain(steps, x, w, b):
+    """dy/dx, dy/dw, dy/db by the chain rule in plain floats, against the gradients."""
+    value = lambda t: float(t.data)
+    ys, y = [value(x)], value(x)
+    for _ in range(steps):
+        y = math.tanh(y * value(w) + value(b))
+        ys.append(y)
+    gy, gw, gb = 1.0, 0.0, 0.0
+    for k in range(steps, 0, -1):                 # y_k = tanh(y_{k-1} w + b)
+        local = gy * (1 - ys[k] ** 2)
+        gw += local * ys[k - 1]
+        gb += local
+        gy = local * value(w)
+    for got, want in ((x.grad, gy), (w.grad, gw), (b.grad, gb)):
+        assert abs(float(got) - want) <= 1e-9 * max(1.0, abs(want)), (got, want)
 
 
 def main(argv=None):

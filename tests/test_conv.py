@@ -403,7 +403,8 @@ def test_elastic_displacement_of_an_image_that_is_a_ramp():
 
 @pytest.fixture(scope="module")
 def lenet_run(tmp_path_factory, mnist_dir):
-    from tinygrad_mnist.mnist.train import Config, train
+    from tinygrad_mnist.mnist.options import Config
+    from tinygrad_mnist.mnist.train import train
     out = tmp_path_factory.mktemp("lenet")
     config = Config(arch="lenet5", data_dir=str(mnist_dir), subset=3000, epochs=2,
                     dropout=0.0, out=str(out))
@@ -502,11 +503,12 @@ def test_sweep_over_architectures(tmp_path, mnist_dir):
 
 
 def test_memory_check_counts_a_conv_nets_activations():
-    from tinygrad_mnist.mnist.train import Config, memory_needed
+    from tinygrad_mnist.mnist.memory import memory_needed
+    from tinygrad_mnist.mnist.options import Config
     model, batch, _ = memory_needed(Config(arch="cnn", batch_size=128), 60000)
     assert model == 4 * 857_930 * 4                               # momentum: 4 copies
     # the cnn's first block alone keeps 32 x 28 x 28 floats per image several times over
     assert batch > 128 * 4 * 32 * 28 * 28 * 4
     with pytest.raises(ValueError, match="--arch cnn with --batch-size 100000000"):
-        from tinygrad_mnist.mnist.train import check_memory
+        from tinygrad_mnist.mnist.memory import check_memory
         check_memory(Config(arch="cnn", batch_size=100_000_000), 60000)

@@ -8,7 +8,8 @@ import pytest
 
 from tinygrad_mnist import JitWarning, Tensor, jit, manual_seed, nn, no_grad, ops, optim
 from tinygrad_mnist.mnist import cli
-from tinygrad_mnist.mnist.train import Config, learning_rate
+from tinygrad_mnist.mnist.factories import learning_rate
+from tinygrad_mnist.mnist.options import Config
 
 # replay and eager run the same float operations in the same order; a tolerance keeps the
 # comparison independent of how a BLAS build treats an output buffer

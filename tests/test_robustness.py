@@ -7,8 +7,9 @@ import pytest
 
 from tinygrad_mnist import AnomalyError, Tensor, detect_anomaly, nn, optim
 from tinygrad_mnist.mnist import cli
-from tinygrad_mnist.mnist.train import Config, load_checkpoint, make_model, make_optimizer, \
-    save_checkpoint
+from tinygrad_mnist.mnist.checkpoints import load_checkpoint, save_checkpoint
+from tinygrad_mnist.mnist.factories import make_model, make_optimizer
+from tinygrad_mnist.mnist.options import Config
 
 
 pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")   # NaN and inf on purpose

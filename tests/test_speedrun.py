@@ -5,6 +5,7 @@ import statistics
 import pytest
 
 from tinygrad_mnist.mnist import cli, speedrun
+from tinygrad_mnist.mnist.options import check_recipe
 
 
 @pytest.fixture
@@ -43,15 +44,15 @@ def test_a_mean_below_the_target_does_not_count(monkeypatch, tmp_path, mnist_dir
 
 
 def test_flops_of_an_mlp_are_its_products():
-    from tinygrad_mnist.mnist.train import Config
+    from tinygrad_mnist.mnist.options import Config
     per_image = speedrun.training_flops_per_image(Config(hidden=[512, 256]))
     assert per_image == 6 * (784 * 512 + 512 * 256 + 256 * 10)
 
 
 def test_an_unknown_recipe_lists_the_known_ones():
-    with pytest.raises(ValueError, match="no recipe for --dataset mnist --arch cnn --target "
+    with pytest.raises(ValueError, match="no recipe for --dataset mnist --arch lenet5 --target "
                                          "0.5; there are: --dataset "):
-        speedrun.recipe("cnn", 0.5)
+        speedrun.recipe("lenet5", 0.5)
 
 
 @pytest.mark.parametrize("argv, expected", [
@@ -116,13 +117,21 @@ def test_the_time_excludes_loading_and_evaluation(tiny_recipe, monkeypatch, tmp_
 def test_every_recipe_is_a_plain_train_command(key):
     """The printed command, parsed by `tinygrad-mnist train`, is the recipe's own Config."""
     from dataclasses import asdict
-    from tinygrad_mnist.mnist.train import Config
+    from tinygrad_mnist.mnist.options import Config
     dataset, arch, target = key
     options = speedrun.recipe(arch, target, dataset)
     args = cli.build_parser().parse_args(
         ["train", *speedrun.command_options(dataset, options).split()])
     parsed = Config(**{k: v for k, v in vars(args).items() if k in Config.__dataclass_fields__})
     assert asdict(parsed) == asdict(Config(dataset=dataset, **options))
+    check_recipe(options)                          # each option and value the table's
+
+
+def test_a_recipe_with_an_option_train_does_not_have_is_refused():
+    with pytest.raises(ValueError, match="'learning_rate' is not a train option"):
+        check_recipe({"learning_rate": 0.1})
+    with pytest.raises(ValueError, match="recipe option 'lr': must be > 0"):
+        check_recipe({"lr": -0.1})
 
 
 def test_collect_writes_the_record_of_runs_made_elsewhere_and_refuses_other_runs(

@@ -12,7 +12,9 @@ import pytest
 
 from tinygrad_mnist import Tensor, nn
 from tinygrad_mnist.mnist import cli, data
-from tinygrad_mnist.mnist.train import Config, learning_rate, train
+from tinygrad_mnist.mnist.factories import learning_rate
+from tinygrad_mnist.mnist.options import Config
+from tinygrad_mnist.mnist.train import train
 
 from conftest import ROOT
 

@@ -133,7 +133,7 @@ def test_load_aware_threads_use_the_cores_other_programs_leave(monkeypatch):
 
 
 def test_threads_is_a_train_option_left_out_of_the_resume_fingerprint():
-    from tinygrad_mnist.mnist.train import Config
+    from tinygrad_mnist.mnist.options import Config
     args = cli.build_parser().parse_args(["train", "--threads", "1"])
     assert args.threads == 1
     assert "threads" not in Config(threads=1).fingerprint()

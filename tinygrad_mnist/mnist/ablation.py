@@ -19,8 +19,10 @@ from . import data, report
 from ..files import atomic_write
 from ..tables import markdown_table
 from ..engine import manual_seed
-from .train import (Config, TrainingData, accuracy, make_model, make_optimizer, train_epoch,
-                    training_step_for)
+from .evaluation import accuracy
+from .factories import make_model, make_optimizer
+from .options import Config
+from .train import TrainingData, train_epoch, training_step_for
 
 # learning rates tried for each optimizer (with momentum SGD's also used by the groups below)
 SWEEP = {"sgd": [0.1, 0.3, 1.0], "momentum": [0.01, 0.03, 0.1, 0.3],

@@ -124,7 +124,8 @@ def write_gallery(directory, html=False):
     the scalar expression, the neuron, the MNIST MLP, LeNet-5 and the reference notebooks
     (each made before backward, so its stepper reveals the gradients); returns the file
     names."""
-    from .train import Config, make_model
+    from .factories import make_model
+    from .options import Config
     from ..engine import manual_seed, topo_order
     from ..viz import draw_graph, explore, record_modules
     os.makedirs(directory, exist_ok=True)

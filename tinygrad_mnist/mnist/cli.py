@@ -5,98 +5,20 @@ Every mistake is one line, `tinygrad-mnist COMMAND: error: ...`, naming the opti
 value and what to do; usage errors exit with 2, a run that cannot finish with 1, Ctrl-C with 130.
 """
 import argparse
-import math
 import sys
 
 import numpy as np
 
 from .. import __version__
 from .console import stderr_line
-
-# ---------------------------------------------------------------- option values, checked
-
-
-def _number(kind, low=None, high=None, low_open=False, high_open=True):
-    """An argparse type: a finite `kind` within [low, high) (ends as given), or a message that
-    names the value and the range."""
-    def parse(text):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}"
-                                             f", got {text!r}") from None
-        if kind is float and not math.isfinite(value):
-            raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
-        below = low is not None and (value <= low if low_open else value < low)
-        above = high is not None and (value >= high if high_open else value > high)
-        if below or above:
-            lo = "" if low is None else f"{'>' if low_open else '>='} {low}"
-            hi = "" if high is None else f"{'<' if high_open else '<='} {high}"
-            raise argparse.ArgumentTypeError(f"must be {' and '.join(x for x in (lo, hi) if x)}"
-                                             f", got {text!r}")
-        return value
-    parse.__name__ = kind.__name__        # argparse names the type in its messages
-    return parse
-
-
-POSITIVE_INT = _number(int, low=1)
-NON_NEGATIVE_INT = _number(int, low=0)
-
-
-def _hidden(text):
-    parts = text.split(",")
-    if not text.strip() or any(not p.strip() for p in parts):
-        raise argparse.ArgumentTypeError(f"takes layer sizes like 512,256, got {text!r}")
-    try:
-        sizes = [int(p) for p in parts]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"takes layer sizes like 512,256, got {text!r}") \
-            from None
-    if any(s <= 0 for s in sizes):
-        raise argparse.ArgumentTypeError(f"sizes must be positive, got {text!r}")
-    return sizes
-
-
-def _listed(parse_one, what):
-    """An argparse type for a sweep: a comma-separated list, each item checked by parse_one;
-    a bad item is named with its position."""
-    def parse(text):
-        items = text.split(",")
-        if not text.strip() or any(not item.strip() for item in items):
-            raise argparse.ArgumentTypeError(f"takes a comma-separated list of {what}, got "
-                                             f"{text!r}")
-        values = []
-        for i, item in enumerate(items, 1):
-            try:
-                values.append(parse_one(item.strip()))
-            except argparse.ArgumentTypeError as error:
-                raise argparse.ArgumentTypeError(f"item {i} of {text!r}: {error}") from None
-        return values
-    parse.__name__ = f"list of {what}"
-    return parse
-
-
-def _one_of(choices):
-    def parse(text):
-        if text not in choices:
-            raise argparse.ArgumentTypeError(f"{text!r} is not one of {', '.join(choices)}")
-        return text
-    return parse
-
+from .options import (NON_NEGATIVE_INT, POSITIVE_INT, add_sweep_options, add_train_options,
+                      config_from, listed, number, one_of, shown, swept_lists)
 
 class _Parser(argparse.ArgumentParser):
     """Every mistake is one line, `tinygrad-mnist CMD: error: ...`, never the usage block."""
 
     def error(self, message):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
-
-
-def _shown(value):
-    """A default as the user would type it: 512,256 for a list of sizes."""
-    if isinstance(value, (list, tuple)):
-        return " ".join(_shown(v) for v in value) if value and isinstance(
-            value[0], (list, tuple)) else ",".join(map(str, value))
-    return str(value)
 
 
 class _Help(argparse.HelpFormatter):
@@ -108,7 +30,7 @@ class _Help(argparse.HelpFormatter):
         if (not action.option_strings or action.nargs == 0 or "default" in text
                 or any(action.default is v for v in (None, False, True, argparse.SUPPRESS))):
             return text
-        return f"{text} (default: {_shown(action.default)})"
+        return f"{text} (default: {shown(action.default)})"
 
 
 def _parser(sub, name, help_text):
@@ -118,91 +40,21 @@ def _parser(sub, name, help_text):
 # ---------------------------------------------------------------- train
 
 def _add_train(sub):
-    from .train import Config, OPTIMIZERS, SCHEDULES
-    from .data import DATASETS
-    from .models import ARCHS
-    d = Config()
     p = _parser(sub, "train", "train a network and write metrics, plots and the model")
-    p.add_argument("--dataset", choices=sorted(DATASETS), default=d.dataset, help="dataset")
-    p.add_argument("--arch", choices=ARCHS, default=d.arch,
-                   help="network: the MLP of --hidden, LeNet-5, or the CNN (two 5x5 "
-                        "convolutions with batch norm and pooling, 256 hidden)")
-    p.add_argument("--data-dir", default=None,
-                   help="read the four IDX files from DIR instead of downloading them into "
-                        "~/.cache/tinygrad_mnist")
-    p.add_argument("--cnn-kernel", type=int, choices=[3, 5], default=d.cnn_kernel,
-                   help="--arch cnn: 5x5 or 3x3 convolutions (3x3: a step 1.8x faster)")
-    p.add_argument("--hidden", type=_hidden, default=d.hidden,
-                   help="hidden layer sizes of the MLP, comma separated")
-    p.add_argument("--activation", choices=["relu", "sigmoid", "tanh"], default=d.activation,
-                   help="hidden activation")
-    p.add_argument("--optimizer", choices=OPTIMIZERS, default=d.optimizer, help="optimizer")
-    p.add_argument("--lr", type=_number(float, low=0, low_open=True), default=d.lr,
-                   help="learning rate (the peak of --lr-schedule)")
-    p.add_argument("--momentum", type=_number(float, low=0, high=1), default=d.momentum,
-                   help="for --optimizer momentum and nesterov")
-    p.add_argument("--weight-decay", type=_number(float, low=0), default=d.weight_decay,
-                   help="L2 penalty (decoupled for adamw)")
-    p.add_argument("--dropout", type=_number(float, low=0, high=1), default=d.dropout,
-                   help="dropout probability after each hidden (fully connected) layer")
-    p.add_argument("--input-dropout", type=_number(float, low=0, high=1),
-                   default=d.input_dropout, metavar="P",
-                   help="MLP only: also drop input pixels with probability P (0.2 in "
-                        "Srivastava et al. 2014)")
-    p.add_argument("--label-smoothing", type=_number(float, low=0, high=1),
-                   default=d.label_smoothing, metavar="S",
-                   help="train against targets of 1 - S on the label and S spread over all "
-                        "classes (the training loss it reports too)")
-    p.add_argument("--augment", action="store_true",
-                   help="random shifts (up to 2 px) and rotations (up to 10 degrees)")
-    p.add_argument("--elastic", type=_number(float, low=0), default=d.elastic, metavar="ALPHA",
-                   help="also elastic distortions (Simard et al. 2003: a random field smoothed "
-                        "by a Gaussian of 4 px, scaled by ALPHA, 34 in the paper); implies "
-                        "--augment")
-    p.add_argument("--flip", action="store_true",
-                   help="mirror a random half of the images left to right (for "
-                        "Fashion-MNIST's clothes; a mirrored digit is another symbol); with "
-                        "--augment as well as the shifts and rotations")
-    p.add_argument("--batch-size", type=POSITIVE_INT, default=d.batch_size, help="batch size")
-    p.add_argument("--epochs", type=POSITIVE_INT, default=d.epochs,
-                   help="epochs in all; with --resume, more than the run has extends it")
-    p.add_argument("--lr-schedule", choices=SCHEDULES, default=d.lr_schedule,
-                   help="learning-rate schedule over all epochs")
-    p.add_argument("--seed", type=NON_NEGATIVE_INT, default=d.seed,
-                   help="seed of the initialization, batch order, dropout and augmentation")
-    p.add_argument("--out", default=None,
-                   help="directory for checkpoints and results (default: runs/DATASET)")
-    p.add_argument("--resume", action="store_true",
-                   help="continue the run in --out from its last complete epoch")
-    p.add_argument("--force", action="store_true",
-                   help="replace a run already in --out")
-    p.add_argument("--subset", type=POSITIVE_INT, default=None,
-                   help="use only the first N training and test images (quick runs)")
+    add_train_options(p)                       # the options table (options.py)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--detect-anomaly", action="store_true",
                    help="stop at the first op producing NaN or inf, naming it and its line")
     p.add_argument("--profile", action="store_true",
                    help="time every op's forward and backward in the training steps and print "
                         "the table (calls, ms, share of the step) at the end")
-    p.add_argument("--threads", type=POSITIVE_INT, default=None,
-                   help="BLAS threads for the matrix products (default: every core, and fewer "
-                        "while other programs keep cores busy; a fixed count gives the same "
-                        "last bits whatever the load)")
-    p.add_argument("--no-jit", dest="jit", action="store_false",
-                   help="run every step eagerly instead of replaying the recorded step (same "
-                        "results; --detect-anomaly and --profile always run eagerly)")
-    p.add_argument("--jit-check", action="store_true",
-                   help="also run every replayed step eagerly and stop with JitMismatchError "
-                        "if any parameter, gradient or optimizer state differs (about twice "
-                        "as slow)")
 
 
 def _cmd_train(args):
     from contextlib import nullcontext
     from ..anomaly import detect_anomaly
-    from .train import Config, train
-    fields = Config.__dataclass_fields__
-    config = Config(**{k: v for k, v in vars(args).items() if k in fields})
+    from .train import train
+    config = config_from(args)
     if args.detect_anomaly or args.profile:
         config.jit = False            # every op checked or timed as it runs
     from ..profiler import Profile
@@ -246,8 +98,8 @@ def load_model(path):
 
 def _cmd_eval(args):
     from . import data
-    from .train import confusion_matrix, format_confusion, predict_logits
-    from .train import stored_data_dir
+    from .evaluation import confusion_matrix, format_confusion, predict_logits
+    from .checkpoints import stored_data_dir
     model, meta = load_model(args.model)
     data_dir = args.data_dir or stored_data_dir(args.model)     # the run's own, if it exists
     ds = data.load(args.dataset or meta.get("dataset", "mnist"), data_dir,
@@ -331,13 +183,7 @@ def _cmd_speedrun(args):
 def _cmd_sweep(args):
     import time
     from .sweep import run_sweep
-    lists = {"dataset": args.dataset, "arch": args.arch, "hidden": args.hidden,
-             "activation": args.activation, "optimizer": args.optimizer, "lr": args.lr, "momentum": args.momentum,
-             "weight_decay": args.weight_decay, "dropout": args.dropout,
-             "input_dropout": args.input_dropout,
-             "label_smoothing": args.label_smoothing, "elastic": args.elastic,
-             "batch_size": args.batch_size, "epochs": args.epochs,
-             "lr_schedule": args.lr_schedule, "seed": args.seeds}
+    lists = swept_lists(args)
     out = args.out or f"runs/sweeps/{time.strftime('%Y%m%d-%H%M%S')}"
     try:
         results = run_sweep(lists, out, args.data_dir, args.subset, args.augment,
@@ -369,47 +215,11 @@ def _add_executor_options(p):
 
 
 def _add_sweep(sub):
-    from .data import DATASETS
-    from .models import ARCHS
-    from .train import Config, OPTIMIZERS, SCHEDULES
-    d = Config()
     p = _parser(sub, "sweep", "train every combination of the listed options (comma-separated "
                               "lists) and write a results table and a plot")
-    def listed(option, parse, what, default, help_text, metavar="LIST"):
-        p.add_argument(option, type=_listed(parse, what), default=[default], metavar=metavar,
-                       help=f"{help_text}: a comma-separated list, one trial per item")
-
-    listed("--dataset", _one_of(sorted(DATASETS)), "datasets", d.dataset, "datasets",
-           "{" + ",".join(sorted(DATASETS)) + "}")
+    add_sweep_options(p)                       # a list for each swept option (options.py)
     p.add_argument("--data-dir", default=None,
                    help="read the IDX files from DIR (the dataset's own folder)")
-    listed("--arch", _one_of(ARCHS), "architectures", d.arch, "networks",
-           "{" + ",".join(ARCHS) + "}")
-    p.add_argument("--hidden", type=_hidden, nargs="+", default=[d.hidden], metavar="SIZES",
-                   help="one or more MLPs, each a comma list of layer sizes: "
-                        "--hidden 128 512,256")
-    listed("--activation", _one_of(["relu", "sigmoid", "tanh"]), "activations", d.activation,
-           "hidden activations", "{relu,sigmoid,tanh}")
-    listed("--optimizer", _one_of(OPTIMIZERS), "optimizers", d.optimizer, "optimizers",
-           "{" + ",".join(OPTIMIZERS) + "}")
-    listed("--lr", _number(float, low=0, low_open=True), "numbers", d.lr, "learning rates")
-    listed("--momentum", _number(float, low=0, high=1), "numbers", d.momentum, "momenta")
-    listed("--weight-decay", _number(float, low=0), "numbers", d.weight_decay,
-           "L2 penalties")
-    listed("--dropout", _number(float, low=0, high=1), "numbers", d.dropout,
-           "dropout probabilities")
-    listed("--input-dropout", _number(float, low=0, high=1), "numbers", d.input_dropout,
-           "input dropout probabilities (MLP)")
-    listed("--label-smoothing", _number(float, low=0, high=1), "numbers", d.label_smoothing,
-           "label smoothings")
-    listed("--elastic", _number(float, low=0), "numbers", d.elastic,
-           "elastic distortion strengths (0: none)")
-    listed("--batch-size", POSITIVE_INT, "integers", d.batch_size, "batch sizes")
-    listed("--epochs", POSITIVE_INT, "integers", d.epochs, "epoch counts")
-    listed("--lr-schedule", _one_of(SCHEDULES), "schedules", d.lr_schedule,
-           "learning-rate schedules", "{" + ",".join(SCHEDULES) + "}")
-    p.add_argument("--seeds", type=_listed(NON_NEGATIVE_INT, "integers"), default=[d.seed],
-                   help="one trial per seed (and per combination of the other lists)")
     p.add_argument("--augment", action="store_true", help="augment in every trial")
     p.add_argument("--flip", action="store_true",
                    help="also mirror half the images in every trial (Fashion-MNIST)")
@@ -453,7 +263,7 @@ def build_parser():
     p.add_argument("--data-dir", default=None,
                    help="directory holding mnist/ and fashion-mnist/ (with one dataset, its "
                         "own directory); default: the download cache")
-    p.add_argument("--arch", type=_listed(_one_of(ARCHS), "architectures"), default=None,
+    p.add_argument("--arch", type=listed(one_of(ARCHS), "architectures"), default=None,
                    metavar="{" + ",".join(ARCHS) + "}",
                    help="kinds of network in the architecture group, comma separated "
                         "(default: all; with --quick: mlp,lenet5)")
@@ -462,10 +272,10 @@ def build_parser():
     _add_sweep(sub)
     p = _parser(sub, "speedrun", "time a fixed recipe to a test accuracy over several seeds "
                                  "and write the record (speedrun.md, speedrun.json)")
-    p.add_argument("--target", type=_number(float, low=0, high=1), default=0.98,
+    p.add_argument("--target", type=number(float, low=0, high=1), default=0.98,
                    help="the test accuracy the mean over seeds must reach")
-    p.add_argument("--arch", choices=["mlp", "cnn"], default="mlp",
-                   help="the MLP's recipe or the convolutional one")
+    p.add_argument("--arch", choices=ARCHS, default="mlp",
+                   help="the network of the recipe, as train --arch names it")
     p.add_argument("--dataset", choices=["mnist", "fashion-mnist"], default="mnist",
                    help="the dataset of the record")
     p.add_argument("--seeds", type=POSITIVE_INT, default=10, help="seeds 0..N-1")

@@ -27,6 +27,13 @@ class DatasetInfo:
     std: float
     classes: tuple
     test_label_counts: tuple   # images per class in the official test split: a fingerprint
+    image_shape: tuple = (28, 28)
+    train_size: int = 60_000   # images in the official training split
+    test_size: int = 10_000
+
+    @property
+    def pixels(self):
+        return self.image_shape[0] * self.image_shape[1]
 
 
 DATASETS = {

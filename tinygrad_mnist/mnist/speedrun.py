@@ -18,54 +18,58 @@ import numpy as np
 
 from ..files import atomic_write
 from ..tables import markdown_table
-from .train import Config, make_model, train
+from .factories import make_model
+from .options import Config
+from .train import train
 
-# (dataset, arch, target) -> train options. Each was chosen by sweeps and single runs (README:
-# the speedrun; docs/speedrun.md); the command line prints it, so a record is one readable
-# command. A recipe whose record does not reach its target is kept as the best attempt.
+# (dataset, arch, target) -> train options besides --arch (arch takes train's names: mlp,
+# lenet5, cnn). Each was chosen by sweeps and single runs (docs/speedrun.md); the command line
+# prints it, so a record is one readable command. A recipe whose record does not reach its
+# target is kept as the best attempt.
 RECIPES = {
     # 784-256-10 beat 784-512-256-10 per second in a sweep of width, batch (128, 256), epochs
     # (2-4) and rate (0.1-0.3) under the one-cycle schedule; 3 epochs leave a margin that 2
     # (98.16%, seed 0) did not
     ("mnist", "mlp", 0.98): {
-        "arch": "mlp", "hidden": [256], "optimizer": "momentum", "lr": 0.2, "momentum": 0.9,
+        "hidden": [256], "optimizer": "momentum", "lr": 0.2, "momentum": 0.9,
         "dropout": 0.0, "label_smoothing": 0.1, "batch_size": 128, "epochs": 3,
         "lr_schedule": "onecycle"},
     # LeNet-5 in 2 epochs: the one-cycle schedule at 4x the conv-net table's rate and label
     # smoothing took seed 0 from 98.71% (Adam 0.003, no smoothing) to 99.07%
-    ("mnist", "cnn", 0.99): {
-        "arch": "lenet5", "optimizer": "adam", "lr": 0.008, "dropout": 0.0,
+    ("mnist", "lenet5", 0.99): {
+        "optimizer": "adam", "lr": 0.008, "dropout": 0.0,
         "label_smoothing": 0.1, "batch_size": 128, "epochs": 2, "lr_schedule": "onecycle"},
     # the best MLP without augmentation found (98.63%, seed 0: short of 98.8%); dropout 0.5
     # and input dropout 0.2 did worse in 30 epochs (docs/speedrun.md)
     ("mnist", "mlp", 0.988): {
-        "arch": "mlp", "hidden": [1024, 1024], "optimizer": "momentum", "lr": 0.1,
+        "hidden": [1024, 1024], "optimizer": "momentum", "lr": 0.1,
         "momentum": 0.9, "dropout": 0.4, "label_smoothing": 0.1, "batch_size": 128,
         "epochs": 40, "lr_schedule": "onecycle"},
     # Simard's elastic distortions (alpha 24) on top of the shifts and rotations; little
     # dropout, as the distortions regularize: 99.49% in 140 epochs, seed 0
     ("mnist", "mlp", 0.994): {
-        "arch": "mlp", "hidden": [1024, 1024], "optimizer": "momentum", "lr": 0.1,
+        "hidden": [1024, 1024], "optimizer": "momentum", "lr": 0.1,
         "momentum": 0.9, "dropout": 0.1, "label_smoothing": 0.1, "elastic": 24.0,
         "batch_size": 128, "epochs": 140, "lr_schedule": "onecycle"},
-    # the no-augmentation MLP recipe on clothes (90.73%, seed 0: short of 91.0%); shifts and
-    # rotations made it worse (89.28%), and so did mirroring (90.34%)
     # the CNN with 3x3 convolutions (a step 1.6x faster than 5x5) and mirrored clothes: 19
     # epochs fill the 15 minutes; shifts and rotations as well did worse (92.40%, 18 epochs)
     ("fashion-mnist", "cnn", 0.935): {
-        "arch": "cnn", "cnn_kernel": 3, "flip": True, "optimizer": "adam", "lr": 0.003,
+        "cnn_kernel": 3, "flip": True, "optimizer": "adam", "lr": 0.003,
         "dropout": 0.3, "label_smoothing": 0.1, "batch_size": 128, "epochs": 19,
         "lr_schedule": "onecycle"},
+    # the no-augmentation MLP recipe on clothes (90.73%, seed 0: short of 91.0%); shifts and
+    # rotations made it worse (89.28%), and so did mirroring (90.34%)
     ("fashion-mnist", "mlp", 0.91): {
-        "arch": "mlp", "hidden": [1024, 1024], "optimizer": "momentum", "lr": 0.1,
+        "hidden": [1024, 1024], "optimizer": "momentum", "lr": 0.1,
         "momentum": 0.9, "dropout": 0.4, "label_smoothing": 0.1, "batch_size": 128,
         "epochs": 40, "lr_schedule": "onecycle"},
 }
 
 
 def recipe(arch, target, dataset="mnist"):
+    """The `train` options of the record (dataset, arch, target), --arch first."""
     try:
-        return dict(RECIPES[(dataset, arch, target)])
+        return {"arch": arch, **RECIPES[(dataset, arch, target)]}
     except KeyError:
         known = ", ".join(f"--dataset {d} --arch {a} --target {t}"
                           for d, a, t in sorted(RECIPES))

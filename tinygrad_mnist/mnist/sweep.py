@@ -15,12 +15,7 @@ import time
 
 from ..files import atomic_write
 from ..tables import markdown_table
-from .train import Config
-
-# the options a sweep varies, in the order the table shows them
-SWEPT = ("dataset", "arch", "hidden", "activation", "optimizer", "lr", "momentum", "weight_decay",
-         "dropout", "input_dropout", "label_smoothing", "elastic", "batch_size", "epochs",
-         "lr_schedule", "seed")
+from .options import SWEPT, Config       # the options a sweep varies, in the table's order
 
 
 def plan_trials(options, data_dir=None, subset=None, augment=False, flip=False):

@@ -14,8 +14,13 @@ import warnings
 import numpy as np
 
 from tinygrad_mnist import Tensor, nn, ops
+from tinygrad_mnist.op_cases import OP_CASES, UNARY_SHAPES
 
-ENV = {"np": np, "Tensor": Tensor, "ops": ops, "nn": nn}
+# the op table's elementwise one-input rows on any input (no domain, no kink): the fuzzer
+# writes those _unary does not spell out as ROW[name](x), so a new one is fuzzed as it is added
+ROW = {case.name: case.fn for case in OP_CASES if case.shapes == UNARY_SHAPES and
+       all(d is None for d in case.domains) and not case.kinks}
+ENV = {"np": np, "Tensor": Tensor, "ops": ops, "nn": nn, "ROW": ROW}
 
 
 def literal(array):
@@ -62,7 +67,9 @@ class Program:
                            for i, a in enumerate(self.inputs))
         args = ", ".join(f"x{i}" for i in range(len(self.inputs)))
         return (f"import numpy as np\nfrom tinygrad_mnist import Tensor, nn, ops\n"
-                f"from tinygrad_mnist.gradcheck import gradcheck\n\n{self.source()}\n{inputs}\n"
+                f"from tinygrad_mnist.gradcheck import gradcheck\n"
+                f"from tinygrad_mnist.op_cases import OP_CASES\n"
+                f"ROW = {{case.name: case.fn for case in OP_CASES}}\n\n{self.source()}\n{inputs}\n"
                 f"gradcheck(f, [{args}])\n")
 
     def without(self, k):
@@ -288,6 +295,7 @@ def _unary(b):
              "cos": f"{a}.cos()", "clip": f"{a}.clip(-0.7, 0.4)",
              "numpy exp": f"np.exp(np.sum({a}, axis=-1) * 0.1)" if b.shapes[a] else
              f"np.exp({a})"}
+    forms.update({name: f"ROW[{name!r}]({a})" for name in ROW if name not in forms})
     return forms[list(forms)[b.rng.integers(len(forms))]]
 
 

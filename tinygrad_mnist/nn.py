@@ -271,6 +271,22 @@ class Sigmoid(Module):
         return "Sigmoid()"
 
 
+class GELU(Module):
+    def forward(self, x):
+        return _as_tensor(x).gelu()
+
+    def __repr__(self):
+        return "GELU()"
+
+
+class SiLU(Module):
+    def forward(self, x):
+        return _as_tensor(x).silu()
+
+    def __repr__(self):
+        return "SiLU()"
+
+
 class Tanh(Module):
     def forward(self, x):
         return _as_tensor(x).tanh()

@@ -123,7 +123,9 @@ def _unary_rows():
              "abs": (lambda x: abs(x), None, (0.0,)), "relu": (lambda x: x.relu(), None, (0.0,)),
              "sigmoid": (lambda x: x.sigmoid(), None, ()), "tanh": (lambda x: x.tanh(), None, ()),
              "clip": (lambda x: x.clip(-0.5, 0.7), None, (-0.5, 0.7)),
-             "sin": (lambda x: x.sin(), None, ()), "cos": (lambda x: x.cos(), None, ())}
+             "sin": (lambda x: x.sin(), None, ()), "cos": (lambda x: x.cos(), None, ()),
+             "gelu": (lambda x: x.gelu(), None, ()), "silu": (lambda x: x.silu(), None, ()),
+             "normal_cdf": (lambda x: ops.NormalCDF.apply(x), None, ())}
     return [OpCase(op, op, fn, UNARY_SHAPES, (domain,), kinks, _any_shape)
             for op, (fn, domain, kinks) in unary.items()]
 

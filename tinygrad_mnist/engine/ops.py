@@ -468,6 +468,85 @@ class Tanh(Op):
 
 
 
+class GELU(Op):
+    """z = x Phi(x), Phi(x) = (1 + erf(x / sqrt 2)) / 2, the normal distribution's CDF (the
+    exact form, PyTorch's default)    dz/dx = Phi(x) + x phi(x), phi(x) = exp(-x^2/2) / sqrt(2 pi)"""
+    __slots__ = ("x", "cdf")
+    name = "gelu"
+    float_result = True
+
+    def forward(self, x):
+        self.x, self.cdf = x, _normal_cdf(x)
+        return x * self.cdf
+
+    def backward(self, gz):
+        x = self.x      # under create_graph a Tensor: Phi(x) differentiable too (NormalCDF)
+        cdf = self.cdf if isinstance(x, np.ndarray) else NormalCDF.apply(x)
+        return (gz * (cdf + x * _normal_pdf(x)),)
+
+    def jvp(self, t):
+        return t * (self.cdf + self.x * _normal_pdf(self.x))
+
+    batch = batching.unary
+
+
+class NormalCDF(Op):
+    """z = Phi(x) = (1 + erf(x / sqrt 2)) / 2    dz/dx = phi(x) = exp(-x^2/2) / sqrt(2 pi)
+    (GELU's backward under create_graph, so that its gradient can be differentiated again)"""
+    __slots__ = ("x",)
+    name = "normal_cdf"
+    float_result = True
+
+    def forward(self, x):
+        self.x = x
+        return _normal_cdf(x)
+
+    def backward(self, gz):
+        return (gz * _normal_pdf(self.x),)
+
+    def jvp(self, t):
+        return t * _normal_pdf(self.x)
+
+    batch = batching.unary
+
+
+_erf = np.frompyfunc(math.erf, 1, 1)      # the C library's erf, element by element
+
+
+def _normal_cdf(x):
+    return (0.5 * (1.0 + np.asarray(_erf(x * (1 / math.sqrt(2))), dtype=np.float64))).astype(
+        x.dtype, copy=False)
+
+
+def _normal_pdf(x):
+    """phi(x), for arrays and (under create_graph) Tensors alike."""
+    return np.exp(-0.5 * x * x) * (1 / math.sqrt(2 * math.pi))
+
+
+class SiLU(Op):
+    """z = x sigmoid(x)    dz/dx = s (1 + x (1 - s)), s = sigmoid(x)"""
+    __slots__ = ("x", "sig")
+    name = "silu"
+    float_result = True
+
+    def forward(self, x):
+        e = np.exp(-np.abs(x))                       # never exp of a large positive number
+        self.x = x
+        self.sig = np.where(x >= 0, 1 / (1 + e), e / (1 + e)).astype(x.dtype, copy=False)
+        return x * self.sig
+
+    def backward(self, gz):
+        x = self.x      # under create_graph a Tensor: its sigmoid is differentiated too
+        s = self.sig if isinstance(x, np.ndarray) else x.sigmoid()
+        return (gz * (s * (1 + x * (1 - s))),)
+
+    def jvp(self, t):
+        s = self.sig
+        return t * (s * (1 + self.x * (1 - s)))
+
+    batch = batching.unary
+
+
 class Clip(Op):
     """z = min(max(x, lo), hi)    dz/dx = [lo <= x <= hi]"""
     __slots__ = ("inside",)

@@ -538,6 +538,8 @@ class Tensor:
     def relu(self): return ops.ReLU.apply(self)
     def sigmoid(self): return ops.Sigmoid.apply(self)
     def tanh(self): return ops.Tanh.apply(self)
+    def gelu(self): return ops.GELU.apply(self)            # x Phi(x), the exact erf form
+    def silu(self): return ops.SiLU.apply(self)            # x sigmoid(x)
 
     def clip(self, lo=None, hi=None):
         if lo is not None and hi is not None and lo > hi:

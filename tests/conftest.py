@@ -16,6 +16,15 @@ def shared_data_dir(name):
     return path
 
 
+def shared_reference_dir():
+    """The reference notebooks in ../shared/reference (or $TINYGRAD_MNIST_REFERENCE)."""
+    path = Path(os.environ.get("TINYGRAD_MNIST_REFERENCE", ROOT.parent / "shared" / "reference"))
+    if not path.is_dir():
+        pytest.fail(f"reference notebooks not found at {path}: put shared/ beside the "
+                    f"repository or set TINYGRAD_MNIST_REFERENCE")
+    return path
+
+
 @pytest.fixture(scope="session")
 def mnist_dir():
     return shared_data_dir("mnist")
@@ -24,6 +33,11 @@ def mnist_dir():
 @pytest.fixture(scope="session")
 def fashion_dir():
     return shared_data_dir("fashion-mnist")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: trains a network or runs the command line in a "
+                                       "subprocess; `pytest -m \"not slow\"` leaves them out")
 
 
 def pytest_addoption(parser):

@@ -10,6 +10,8 @@ from dataclasses import replace
 
 from tinygrad_mnist.mnist.ablation import ARCHITECTURES, QUICK, REGULARIZERS, ablate
 
+pytestmark = pytest.mark.slow        # trains, or runs the command line (pytest -m "not slow" skips it)
+
 
 @pytest.fixture(scope="module")
 def quick_grid(tmp_path_factory, mnist_dir):

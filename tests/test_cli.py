@@ -16,6 +16,8 @@ from tinygrad_mnist.mnist import cli, data, report
 
 from conftest import ROOT
 
+pytestmark = pytest.mark.slow        # trains, or runs the command line (pytest -m "not slow" skips it)
+
 SMALL = ["--subset", "600", "--hidden", "16", "--epochs", "1", "--quiet"]
 
 

@@ -315,6 +315,7 @@ def digits(mnist_dir):
     return ds.normalized(ds.test_images[:512]), ds.test_labels[:512].astype(np.int64)
 
 
+@pytest.mark.slow
 def test_lenet_learns(digits):
     x, y = digits
     manual_seed(0)
@@ -411,6 +412,7 @@ def lenet_run(tmp_path_factory, mnist_dir):
     return out, train(config, log=lambda *a: None, progress=False)
 
 
+@pytest.mark.slow
 def test_train_arch_lenet5_learns_and_saves_what_eval_and_predict_read(lenet_run, mnist_dir,
                                                                        tmp_path, capsys):
     from PIL import Image
@@ -443,6 +445,7 @@ def _saved_model_accuracy(out, mnist_dir):
     return (logits.argmax(1) == ds.test_labels).mean()
 
 
+@pytest.mark.slow
 def test_train_profile_of_a_conv_net_shows_its_ops(tmp_path, mnist_dir, capsys):
     from tinygrad_mnist.mnist import cli
     assert cli.main(["train", "--arch", "cnn", "--data-dir", str(mnist_dir), "--subset", "256",
@@ -453,6 +456,7 @@ def test_train_profile_of_a_conv_net_shows_its_ops(tmp_path, mnist_dir, capsys):
     assert "2 steps:" in table                                    # 256 images / 128
 
 
+@pytest.mark.slow
 def test_a_3x3_cnn_trains_and_eval_rebuilds_it(tmp_path, mnist_dir, capsys):
     from tinygrad_mnist.mnist import cli
     model = models.cnn(kernel=3)
@@ -487,6 +491,7 @@ def test_eval_reads_a_conv_net_trained_with_dropout(stored, tmp_path):
     np.testing.assert_allclose(loaded(x).data, model.eval()(x).data, rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_sweep_over_architectures(tmp_path, mnist_dir):
     from tinygrad_mnist.mnist import cli
     out = tmp_path / "sweep"

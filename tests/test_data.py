@@ -13,6 +13,8 @@ import pytest
 from tinygrad_mnist.mnist import data
 from tinygrad_mnist.mnist.data import DataError
 
+pytestmark = pytest.mark.slow        # reads whole datasets, serves downloads (pytest -m "not slow" skips it)
+
 
 def write_idx(path, array, magic=None, gz=True, extra=b"", cut=0):
     header = magic if magic is not None else bytes([0, 0, 8, array.ndim])

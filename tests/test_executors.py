@@ -14,6 +14,8 @@ from tinygrad_mnist.mnist.sweep import plan_trials, sweep_trial
 
 import executor_faults
 
+pytestmark = pytest.mark.slow        # trains, or runs the command line (pytest -m "not slow" skips it)
+
 # the --quick grid, shrunk: every optimizer's sweep, regularizer and architecture, two seeds
 TINY = replace(QUICK, epochs=1, seeds=(0, 1), train_size=300, val_size=200, test_size=300,
                sweep={"sgd": [0.1], "momentum": [0.03, 0.1], "nesterov": [0.1],

@@ -10,6 +10,8 @@ import pytest
 from tinygrad_mnist import Tensor, manual_seed, nn
 from tinygrad_mnist.viz import explore, record_modules
 
+pytestmark = pytest.mark.slow        # drives a headless browser (pytest -m "not slow" skips it)
+
 webdriver = pytest.importorskip("selenium.webdriver")
 from selenium.webdriver.common.by import By  # noqa: E402
 

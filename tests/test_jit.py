@@ -279,6 +279,7 @@ def test_inference_under_no_grad_and_the_train_eval_mode():
     assert predict.recordings == 2
 
 
+@pytest.mark.slow
 def test_the_trainer_gives_the_same_run_with_and_without_jit(tmp_path, mnist_dir):
     runs = {}
     for name, extra in (("jit", []), ("eager", ["--no-jit"])):

@@ -540,6 +540,7 @@ def test_check_catches_an_op_whose_forward_is_not_a_function_of_its_inputs():
             f(w.x)
 
 
+@pytest.mark.slow
 def test_the_trainer_checks_its_replays_with_jit_check(tmp_path, mnist_dir, capsys):
     out = tmp_path / "run"
     assert cli.main(["train", "--data-dir", str(mnist_dir), "--subset", "500", "--hidden",

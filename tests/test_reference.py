@@ -11,7 +11,7 @@ from tinygrad_mnist.handcheck import compare_manual
 from tinygrad_mnist.op_cases import OP_CASES
 from tinygrad_mnist.mnist.reference import check_mlp_backprop, check_notebook
 
-from conftest import ROOT
+from conftest import shared_reference_dir
 
 
 @pytest.mark.parametrize("sizes", [(20, 3), (784, 16, 10), (30, 12, 8, 6, 4)])
@@ -83,6 +83,7 @@ def test_compare_manual_reports_numbers_and_worst_element():
     assert "transposed" in transposed["a"].cause
 
 
+@pytest.mark.slow
 def test_gradcheck_command_prints_tables(capsys):
     assert cli.main(["gradcheck"]) == 0
     out = capsys.readouterr().out
@@ -109,7 +110,7 @@ def test_each_notebooks_own_forward_runs_on_tensors(name):
 
 def test_notebook_code_is_the_notebooks_own():
     from tinygrad_mnist.mnist.notebook_code import nb000, nb002, nb003
-    text = (ROOT.parent / "shared" / "reference" / "002_6029dbfb20e98c4a.txt").read_text()
+    text = (shared_reference_dir() / "002_6029dbfb20e98c4a.txt").read_text()
     for line in ("    soft = np.exp(Z) / sum(np.exp(Z))", "    db3 = 1 / m * np.sum(dZ3)",
                  "    Z1 = W1.dot(X) + b1"):
         assert line in text and line in inspect.getsource(nb002)

@@ -7,6 +7,8 @@ import pytest
 from tinygrad_mnist.mnist import cli, speedrun
 from tinygrad_mnist.mnist.options import check_recipe
 
+pytestmark = pytest.mark.slow        # trains, or runs the command line (pytest -m "not slow" skips it)
+
 
 @pytest.fixture
 def tiny_recipe(monkeypatch):

@@ -18,6 +18,8 @@ from tinygrad_mnist.mnist.train import train
 
 from conftest import ROOT
 
+pytestmark = pytest.mark.slow        # trains, or runs the command line (pytest -m "not slow" skips it)
+
 
 @pytest.fixture(scope="module")
 def short_run(tmp_path_factory, mnist_dir):

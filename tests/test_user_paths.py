@@ -23,6 +23,8 @@ from tinygrad_mnist.mnist import cli
 from conftest import ROOT
 from test_cli import SMALL, one_error_line, run
 
+pytestmark = pytest.mark.slow        # trains, or runs the command line (pytest -m "not slow" skips it)
+
 OFFLINE = {"https_proxy": "http://127.0.0.1:9", "http_proxy": "http://127.0.0.1:9",
            "HTTPS_PROXY": "http://127.0.0.1:9", "HTTP_PROXY": "http://127.0.0.1:9"}
 

@@ -30,24 +30,28 @@ def topo_order(roots, constants=False, freed=None):
     the error raised on reaching a graph an earlier backward freed (otherwise the walk ends
     there)."""
     roots = roots if isinstance(roots, (list, tuple)) else (roots,)
-    order, seen = [], set()
+    order, seen = [], set()                    # tensors hash by identity
+    append, add = order.append, seen.add
     stack = [(root, False) for root in reversed(roots)]
+    pop, push = stack.pop, stack.append
     while stack:
-        node, inputs_done = stack.pop()
+        node, inputs_done = pop()
         if inputs_done:
-            order.append(node)                 # every input is already in `order`
+            append(node)                       # every input is already in `order`
             continue
-        if id(node) in seen:
+        if node in seen:
             continue
-        seen.add(id(node))
-        stack.append((node, True))
+        add(node)
+        push((node, True))
         op = node._ctx
-        if op is RELEASED and freed is not None:
-            raise RuntimeError(freed)
-        if op is not None and op is not RELEASED:
+        if op is not None:
+            if op is RELEASED:
+                if freed is not None:
+                    raise RuntimeError(freed)
+                continue
             for parent in reversed(op.inputs):
-                if id(parent) not in seen and (constants or parent.requires_grad):
-                    stack.append((parent, False))
+                if parent not in seen and (constants or parent.requires_grad):
+                    push((parent, False))
     return order
 
 
@@ -78,13 +82,14 @@ def backward_plan(roots):
     node's gradient gathers in its `_pending` slot while the pass runs (a leaf's, shared
     between graphs, in a dict of the pass)."""
     steps = []
+    append = steps.append
     for node in reversed(topo_order(roots, freed=_FREED)):
         op = node._ctx
         if op is None:
-            steps.append((None, node, None))
+            append((None, node, None))
         else:
             node._pending = None
-            steps.append((op, node, op.inputs))
+            append((op, node, op.inputs))
     return steps
 
 
@@ -126,12 +131,12 @@ def run_plan(steps, roots, seeds, retain_graph=False, create_graph=False, captur
     loop, for backward(), grad() and a jit's replays. A node is anything with a tensor's
     `_pending`, `_ctx`, `_data` (for its shape) and `requires_grad`, and a leaf also
     `_accumulate(g, owned)`: a replay runs the loop on stand-ins of its own."""
-    at_leaves = {}                    # id(leaf) -> its gradient so far
+    at_leaves = {}                    # leaf -> its gradient so far (nodes hash by identity)
     try:
         for root, seed in zip(roots, seeds):
             if root._ctx is None:
-                previous = at_leaves.get(id(root))
-                at_leaves[id(root)] = seed if previous is None else previous + seed
+                previous = at_leaves.get(root)
+                at_leaves[root] = seed if previous is None else previous + seed
             else:
                 root._pending = seed if root._pending is None else root._pending + seed
         return _run(steps, retain_graph, create_graph, capture, observers, at_leaves)
@@ -142,19 +147,24 @@ def run_plan(steps, roots, seeds, retain_graph=False, create_graph=False, captur
         raise
 
 
+# what ops return for 0-d results besides arrays: kept as they are until a node's gradient is
+# complete (then made an array once), instead of an array per contribution
+_NUMPY_SCALARS = frozenset({np.float64, np.float32, np.float16, np.longdouble})
+
+
 def _run(steps, retain_graph, create_graph, capture, observers, at_leaves):
     captured = {}
     owned = set()            # arrays already stored as some leaf's .grad in this pass
-    ndarray = np.ndarray
+    ndarray, asarray, scalars, released = np.ndarray, np.asarray, _NUMPY_SCALARS, RELEASED
     free = not retain_graph                     # drop each op once it has run
     keep = retain_graph and capture is None     # every node keeps its .grad
     for op, node, inputs in steps:
         if op is None:                                    # a leaf: its gradient is complete
-            g = at_leaves.pop(id(node), None)
+            g = at_leaves.pop(node, None)
             if g is None:
                 continue
             if type(g) is not ndarray and not create_graph:
-                g = np.asarray(g)
+                g = asarray(g)
             if capture is None:
                 node._accumulate(g, owned)
             elif id(node) in capture:
@@ -164,12 +174,12 @@ def _run(steps, retain_graph, create_graph, capture, observers, at_leaves):
             continue
         g = node._pending
         if free:
-            node._ctx = RELEASED                  # the op, and what it saved, can go
+            node._ctx = released                  # the op, and what it saved, can go
         if g is None:                             # nothing reached it
             continue
         node._pending = None
         if type(g) is not ndarray and not create_graph:
-            g = np.asarray(g)        # 0-d arrays added together give a NumPy scalar
+            g = asarray(g)           # 0-d arrays added together give a NumPy scalar
         if capture is not None:
             if id(node) in capture:
                 captured[id(node)] = g
@@ -187,14 +197,15 @@ def _run(steps, retain_graph, create_graph, capture, observers, at_leaves):
                 continue
             if create_graph:
                 if not hasattr(pg, "_ctx"):                   # a constant: wrap it
-                    pg = type(g)._wrap(np.asarray(pg))
-            elif type(pg) is not ndarray:
-                pg = np.asarray(pg)
+                    pg = type(g)._wrap(asarray(pg))
+            elif type(pg) is not ndarray and type(pg) not in scalars:
+                pg = asarray(pg)
             if pg.shape != parent._data.shape:
-                pg = sum_to_shape(pg, parent._data.shape, op.name)
+                pg = sum_to_shape(asarray(pg) if not create_graph else pg,
+                                  parent._data.shape, op.name)
             if parent._ctx is None:
-                previous = at_leaves.get(id(parent))
-                at_leaves[id(parent)] = pg if previous is None else previous + pg
+                previous = at_leaves.get(parent)
+                at_leaves[parent] = pg if previous is None else previous + pg
             else:
                 previous = parent._pending
                 parent._pending = pg if previous is None else previous + pg
@@ -234,21 +245,24 @@ _BASE_SLOTS = ("inputs", "options", "needs_input_grad", "modules", "created_at")
 
 def saved_names(op):
     """The attributes an op can have saved: its classes' __slots__, and its __dict__."""
-    return _slot_names(type(op)) + list(getattr(op, "__dict__", ()))
+    return list(_slot_names(type(op))) + list(getattr(op, "__dict__", ()))
 
 
 @functools.lru_cache(maxsize=None)
 def _slot_names(cls):
-    return [n for c in cls.__mro__ for n in c.__dict__.get("__slots__", ())
-            if n not in ("__dict__", "__weakref__") and n not in _BASE_SLOTS]
+    return tuple(n for c in cls.__mro__ for n in c.__dict__.get("__slots__", ())
+                 if n not in ("__dict__", "__weakref__") and n not in _BASE_SLOTS)
 
 
 def keep_output(op, scalar, array):
     """NumPy returns a scalar, not a 0-d array, for some 0-d results (np.exp of a 0-d array).
     The output tensor holds `array`; whatever the op saved of `scalar` becomes `array` too, so
     that the saved output stands for the output tensor under create_graph."""
-    if not _slot_names(type(op)) and not hasattr(op, "__dict__"):
-        return                                 # an op that saves nothing (add, sub, neg)
-    for name in saved_names(op):
+    for name in _slot_names(type(op)):
         if getattr(op, name, None) is scalar:
             setattr(op, name, array)
+    extra = getattr(op, "__dict__", None)            # a user's op without __slots__
+    if extra:
+        for name, value in list(extra.items()):
+            if value is scalar:
+                extra[name] = array

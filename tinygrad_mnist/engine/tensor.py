@@ -13,6 +13,9 @@ from .mode import MODE, derived, notify_effect, notify_read, tell
 
 _FLOAT_DEFAULT = np.dtype(np.float32)
 _CONSTANTS = {}    # (Python number, dtype) -> constant tensor; never written to, so shareable
+# needs_input_grad of one or two inputs, made once: a graph of millions of ops holds no tuple
+# of its own per op for them
+_NEEDS = {a: {None: (a,), **{b: (a, b) for b in (False, True)}} for a in (False, True)}
 
 
 def _common_float(tensors, force=False):
@@ -44,29 +47,31 @@ def record(op_class, inputs, options):
                 inputs = _common_float(inputs, force=True)
                 break
     op = op_class()
-    observers = MODE.observers
+    mode = MODE
+    observers = mode.observers
     if observers:
         op.inputs, op.options = inputs, options
         if "before_op" in observers.hooks:
             tell(observers, "before_op", op, inputs)
     # the common arities called directly: this is the hot path of every op
-    if len(inputs) == 2 and not options:
-        data = op.forward(inputs[0]._data, inputs[1]._data)
+    if len(inputs) == 2:
+        a, b = inputs
+        data = op.forward(a._data, b._data, **options) if options else \
+            op.forward(a._data, b._data)
+        needs = _NEEDS[a.requires_grad][b.requires_grad]
     elif len(inputs) == 1:
         data = op.forward(inputs[0]._data, **options)
+        needs = _NEEDS[inputs[0].requires_grad][None]
     else:
         data = op.forward(*[t._data for t in inputs], **options)
+        needs = tuple([t.requires_grad for t in inputs])
     if type(data) is not np.ndarray:
         scalar, data = data, np.asarray(data)
         keep_output(op, scalar, data)
     out = Tensor.__new__(Tensor)
     out._data = data
     out._grad = None
-    if len(inputs) == 2:
-        needs = (inputs[0].requires_grad, inputs[1].requires_grad)
-    else:
-        needs = tuple([t.requires_grad for t in inputs])
-    if True in needs and MODE.grad_enabled and data.dtype.kind == "f":
+    if True in needs and mode.grad_enabled and data.dtype.kind == "f":
         op.inputs, op.options, op.needs_input_grad = inputs, options, needs
         out.requires_grad, out._ctx = True, op
     else:
@@ -194,12 +199,13 @@ class Tensor:
         return Tensor._wrap(array)
 
     def _binary(self, op_class, other, reverse=False):
-        other = self._operand(other)
+        if type(other) is not Tensor:
+            other = self._operand(other)
         a, b = (other, self) if reverse else (self, other)
         if a._data.dtype.kind != "f" or b._data.dtype.kind != "f":
             a, b = _common_float((a, b), force=op_class.float_result)
         try:
-            return op_class.apply(a, b)
+            return record(op_class, (a, b), {})
         except ValueError as error:
             if "broadcast" in str(error):
                 raise ValueError(f"{op_class.name}: shapes {a.shape} and {b.shape} cannot be "

@@ -1,6 +1,7 @@
 """The training step of this tree against an earlier revision's, side by side: separate
 processes, alternating, several rounds; medians per network and their ratio, eager and (where
-the revision has it) jitted.
+the revision has it) jitted: MLPs, LeNet-5 and the CNN (Adam), and the scalar neuron chain a
+micrograd user writes (forward and backward, µs per op).
 
     python -m benchmarks.compare REV [--rounds 5] [--out DIR]
 
@@ -29,10 +30,29 @@ from tinygrad_mnist import Tensor, manual_seed, nn, optim
 sizes, batch, steps, mode = eval(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 if mode == "jit" and not hasattr(tinygrad_mnist, "jit"):
     print("nan"); sys.exit()
+if sizes in ("neuron forward", "neuron backward"):     # y = tanh(y * w + b): µs per op
+    import gc
+    x, w, b = (Tensor(v, requires_grad=True, dtype=np.float64) for v in (0.5, 0.9, 0.1))
+    gc.collect()
+    start = time.perf_counter()
+    y = x
+    for _ in range(steps // 3):
+        y = (y * w + b).tanh()
+    middle = time.perf_counter()
+    y.backward()
+    end = time.perf_counter()
+    print(((middle - start) if sizes == "neuron forward" else (end - middle)) / steps * 1e6)
+    sys.exit()
 manual_seed(0)
-model = nn.MLP(sizes)
-opt = optim.SGD(model.parameters(), 0.01, momentum=0.9)
 rng = np.random.default_rng(0)
+if sizes in ("lenet5", "cnn"):                   # a conv net of the trainer, with Adam
+    from tinygrad_mnist.mnist.models import build
+    model = build(sizes, dropout=0.0)
+    opt = optim.Adam(model.parameters(), 0.001)
+    sizes = [784, 10]
+else:
+    model = nn.MLP(sizes)
+    opt = optim.SGD(model.parameters(), 0.01, momentum=0.9)
 x_all = rng.standard_normal((steps * batch, sizes[0])).astype(np.float32)
 y_all = rng.integers(0, sizes[-1], steps * batch)
 wrap = getattr(Tensor, "from_numpy", Tensor)       # older revisions: Tensor shared float32
@@ -55,7 +75,8 @@ print(statistics.median(times[steps // 10:]) * 1e6)
 """
 
 NETWORKS = [([4, 4, 3], 8, 4000), ([784, 128, 10], 32, 1000), ([784, 128, 10], 128, 600),
-            ([784, 512, 256, 10], 128, 200)]
+            ([784, 512, 256, 10], 128, 200), ("lenet5", 128, 40), ("cnn", 128, 12),
+            ("neuron forward", 0, 200_000), ("neuron backward", 0, 200_000)]
 
 
 def step_time(path, sizes, batch, steps, mode):
@@ -74,12 +95,13 @@ def compare(revision, rounds=5):
         try:
             results = {}
             for sizes, batch, steps in NETWORKS:
-                for mode in ("eager", "jit"):
+                for mode in (("eager",) if "neuron" in str(sizes) else ("eager", "jit")):
                     pair = ([], [])
                     for _ in range(rounds):                 # alternate: noise hits both
                         pair[0].append(step_time(earlier, sizes, batch, steps, mode))
                         pair[1].append(step_time(ROOT, sizes, batch, steps, mode))
-                    results[("-".join(map(str, sizes)), batch, mode)] = pair
+                    name = sizes if isinstance(sizes, str) else "-".join(map(str, sizes))
+                    results[(name, batch, mode)] = pair
             return results
         finally:
             subprocess.run(["git", "worktree", "remove", "--force", earlier], cwd=ROOT,
@@ -106,9 +128,11 @@ def main(argv=None):
     if args.out:
         head = [f"# The training step against {args.revision}", "",
                 f"`python -m benchmarks.compare {args.revision} --rounds {args.rounds}`: "
-                f"median microseconds per step (forward, backward, SGD with momentum) of each "
-                f"side's runs, separate processes taking turns; ranges in brackets; ratio = this "
-                f"tree / {args.revision} (below 1: faster).", ""]
+                f"median microseconds per step (forward, backward, SGD with momentum for the "
+                f"MLPs, Adam for LeNet-5 and the CNN) of each side's runs, separate processes "
+                f"taking turns; for the neuron chain (batch 0), microseconds per op of its "
+                f"forward and of its backward; ranges in brackets; ratio = this tree / "
+                f"{args.revision} (below 1: faster).", ""]
         write_report(args.out, "COMPARE.md", "\n".join(head + lines), echo=False)
 
 

@@ -2,7 +2,10 @@
 
 One row per op variant. The tests check each row against central finite differences and
 check the op protocol on random shapes; `tinygrad-mnist gradcheck` prints the same rows.
-Adding an op means one class in ops.py, one Tensor method, and one row here.
+Adding an op means one class (forward, backward, jvp and its batching rule side by side, in
+engine/ops.py or its family's file), one Tensor method (and nn layer), and one row here: the
+tests then check its derivatives, forward mode and vmap, and the fuzzer uses it
+(docs/architecture.md).
 """
 from dataclasses import dataclass
 from typing import Callable

@@ -83,8 +83,8 @@ def training_step(model, optimizer, use_jit=True, check=False, label_smoothing=0
 
 def training_step_for(model, optimizer, config):
     """The run's step function: made once per run, so that its recordings serve every epoch
-    (a new jit per epoch recorded again, and kept the old recordings' arrays alive until the
-    garbage collector found their cycles: 300 MB more per CNN epoch)."""
+    (a jit per epoch would record again, and keep the old recordings' arrays alive until the
+    garbage collector finds their cycles)."""
     return training_step(model, optimizer, config.jit, config.jit_check, config.label_smoothing)
 
 

@@ -93,3 +93,10 @@ def subtract_(a, b):
         a -= b
         return a
     return a - b
+
+
+def multiply_into(out, a, b):
+    """a * b, written into `out` where all are arrays (a scratch array of a's shape)."""
+    if isinstance(out, np.ndarray) and isinstance(a, np.ndarray):
+        return np.multiply(a, b, out=out)
+    return a * b

@@ -7,6 +7,7 @@ import pytest
 
 from tinygrad_mnist import Tensor, func, hessian as reverse_hessian, manual_seed, nn
 from tinygrad_mnist.op_cases import OP_CASES
+from tinygrad_mnist.ops import Op
 
 CHECKS = [pytest.param(case, shapes, id=f"{case.name} {shapes}")
           for case in OP_CASES for shapes in case.shapes]
@@ -295,3 +296,40 @@ def test_the_per_example_gradients_example_agrees_with_its_loop(mnist_dir, capsy
     assert "16 of 16 clipped" in printed or "clipped to 1.0" in printed
     before, after = map(float, printed.split("batch loss ")[1].split(" -> "))
     assert after < before                      # the private step still descends
+
+
+def test_a_user_jvp_rule_of_the_wrong_shape_is_an_error_naming_the_op():
+    class Doubled(Op):
+        def forward(self, x):
+            return x * 2
+
+        def backward(self, gz):
+            return (gz * 2,)
+
+        def jvp(self, t):
+            return t[:1] * 2                       # (1,) for an output of (3,)
+    x = f64(np.arange(3.0))
+    with pytest.raises(ValueError, match=r"doubled's jvp rule returned a tangent of shape "
+                                         r"\(1,\) for an output of shape \(3,\)"):
+        func.jvp(lambda x: Doubled.apply(x), (x,), (x,))
+
+    class Broken(Doubled):
+        def jvp(self, t):
+            return t @ np.ones((5, 5))              # fails inside NumPy
+    with pytest.raises(ValueError, match="func.jvp: broken's jvp rule failed on tangents of "
+                                         r"shapes \[\(3,\)\]"):
+        func.jvp(lambda x: Broken.apply(x), (x,), (x,))
+
+
+def test_the_jvp_derived_for_a_user_op_keeps_float64_precision():
+    class Cube(Op):                                # no jvp rule: derived from backward
+        def forward(self, x):
+            self.x = x
+            return x ** 3
+
+        def backward(self, gz):
+            return (gz * 3 * self.x ** 2,)
+    x = f64([0.1234567891234, 2.0, -3.0])
+    out, tangent = func.jvp(lambda x: Cube.apply(x), (x,), (f64(np.ones(3)),))
+    assert tangent.dtype == np.float64
+    np.testing.assert_allclose(tangent.data, 3 * x.data ** 2, rtol=1e-14)

@@ -91,7 +91,12 @@ class Conv2d(Op):
         x, w, geometry = self.x, self.weight, self.geometry
         out = add_tangents(None if tx is None else kconv.conv(tx, w, geometry)[0],
                            None if tw is None else kconv.conv(x, tw, geometry, self.columns)[0])
-        return add_tangents(out, None if tb is None else tb.reshape(1, -1, 1, 1))
+        if tb is None:
+            return out
+        if out is None:                          # the bias's tangent alone: every pixel's
+            out_hw = geometry.output_size("conv2d", *x.shape[2:])
+            return np.broadcast_to(tb.reshape(1, -1, 1, 1), (x.shape[0], len(tb)) + out_hw)
+        return out + tb.reshape(1, -1, 1, 1)
 
     @classmethod
     def batch(cls, size, options, args):

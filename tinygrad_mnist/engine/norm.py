@@ -115,7 +115,8 @@ class BatchNorm(Op):
                     self.x_hat * t_x_hat).mean(axis=axes, keepdims=True)
             t_x_hat = t_x_hat * channels(self.weight)
         return add_tangents(t_x_hat, None if tw is None else self.x_hat * channels(tw),
-                            None if tb is None else channels(tb))
+                            None if tb is None else np.broadcast_to(channels(tb),
+                                                                    self.x_hat.shape))
 
     @classmethod
     def batch(cls, size, options, args):

@@ -46,13 +46,36 @@ class Tangents(Observer):
         if all(t is None for t in tangents):
             return
         rule = getattr(op, "jvp", None)
-        tangent = rule(*tangents) if rule is not None else derived_jvp(op, inputs, tangents,
-                                                                      output)
+        if rule is None:
+            tangent = derived_jvp(op, inputs, tangents, output)
+        else:
+            try:
+                tangent = rule(*tangents)
+            except (ValueError, TypeError, IndexError) as error:
+                raise type(error)(f"func.jvp: {op.name}'s jvp rule failed on tangents of "
+                                  f"shapes {[None if t is None else t.shape for t in tangents]}"
+                                  f": {error}") from error
         if tangent is not None:
             tangent = np.asarray(tangent)
-            if tangent.shape != output.shape or tangent.dtype != output.dtype:
-                tangent = np.broadcast_to(tangent, output.shape).astype(output.dtype)
+            if tangent.shape != output.shape:
+                # an input's own tangent, broadcast as the forward broadcast that input (add's
+                # rule returns tb alone), is the output's; any other shape is a wrong rule
+                if tangent.shape not in [t.shape for t in inputs] or not _broadcasts(
+                        tangent.shape, output.shape):
+                    raise ValueError(f"func.jvp: {op.name}'s jvp rule returned a tangent of "
+                                     f"shape {tangent.shape} for an output of shape "
+                                     f"{output.shape}")
+                tangent = np.broadcast_to(tangent, output.shape)
+            if tangent.dtype != output.dtype:
+                tangent = tangent.astype(output.dtype)
             self.set(output, tangent)
+
+
+def _broadcasts(shape, target):
+    try:
+        return np.broadcast_shapes(shape, target) == tuple(target)
+    except ValueError:
+        return False
 
 
 def active():
@@ -72,7 +95,8 @@ def share_tangent(new, old):
 def derived_jvp(op, inputs, tangents, output):
     """J v from the op's backward (double vjp): see the module docstring."""
     with enable_grad():
-        u = Tensor(np.zeros(output.shape, output.dtype), requires_grad=True)
+        u = Tensor(np.zeros(output.shape, output.dtype), requires_grad=True,
+                   dtype=output.dtype)
         op.needs_input_grad = tuple(t is not None for t in tangents)
         try:
             pulled = op.backward(u)
@@ -85,8 +109,8 @@ def derived_jvp(op, inputs, tangents, output):
         for g, v in zip(pulled, tangents):
             if g is None or v is None:
                 continue
-            g = g if isinstance(g, Tensor) else Tensor(np.asarray(g))
-            term = (g * Tensor(v)).sum()
+            g = g if isinstance(g, Tensor) else Tensor(np.asarray(g), dtype=np.asarray(g).dtype)
+            term = (g * Tensor(v, dtype=v.dtype)).sum()     # the tangent keeps its precision
             total = term if total is None else total + term
         if total is None or not total.requires_grad:
             return None                                   # J does not depend on u: zero

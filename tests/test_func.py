@@ -333,3 +333,30 @@ def test_the_jvp_derived_for_a_user_op_keeps_float64_precision():
     out, tangent = func.jvp(lambda x: Cube.apply(x), (x,), (f64(np.ones(3)),))
     assert tangent.dtype == np.float64
     np.testing.assert_allclose(tangent.data, 3 * x.data ** 2, rtol=1e-14)
+
+
+def test_functional_call_replaces_a_tied_weight_at_every_use():
+    class Tied(nn.Module):
+        def __init__(self):
+            self.encode, self.decode = nn.Linear(4, 4, bias=False), nn.Linear(4, 4, bias=False)
+            self.decode.weight = self.encode.weight          # one tensor, two places
+
+        def forward(self, x):
+            return self.decode(self.encode(x).tanh())
+    manual_seed(0)
+    model = Tied()
+    x = f64(np.random.default_rng(0).normal(size=(3, 4)))
+    assert [n for n, _ in model.named_parameters()] == ["encode.weight"]
+
+    def loss(params):
+        return (func.functional_call(model, params, (x,)) ** 2).sum()
+    params = {name: f64(p.data) for name, p in model.named_parameters()}
+    grads = func.grad(loss)(params)
+    w = Tensor(model.encode.weight.data, requires_grad=True, dtype=np.float64)
+    model.encode.weight = model.decode.weight = w           # the module's own backward
+    (model(x) ** 2).sum().backward()
+    np.testing.assert_allclose(grads["encode.weight"].data, w.grad, rtol=1e-10, atol=1e-12)
+    other = f64(np.ones((4, 4)))                             # and the value is the given one
+    out = func.functional_call(model, {"encode.weight": other}, (x,))
+    np.testing.assert_allclose(out.data, np.tanh(x.data @ other.data.T) @ other.data.T)
+    assert model.encode.weight is w and model.decode.weight is w         # restored

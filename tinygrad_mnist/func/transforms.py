@@ -165,12 +165,14 @@ def hessian(f, argnums=0):
     return jacfwd(jacrev(f, argnums), argnums)
 
 
-def functional_call(module, params, args, kwargs=None):
+def functional_call(module, params, args, kwargs=None, tie_weights=True):
     """module(*args) with its parameters and buffers named in `params` (a dict as
     module.state_dict() names them, of Tensors) replaced for this call only, as
-    torch.func.functional_call; the module is left as it was."""
+    torch.func.functional_call; the module is left as it was. With tie_weights (torch.func's
+    default), a tensor the module holds in several places (decode.weight = encode.weight) is
+    replaced at every one of them, whichever name the dict gives it."""
     args = args if isinstance(args, tuple) else (args,)
-    owners = {}
+    replaced = {}                      # id(original tensor) -> (original, its replacement)
     for name, value in params.items():
         *path, attribute = name.split(".")
         owner = module
@@ -186,11 +188,27 @@ def functional_call(module, params, args, kwargs=None):
             raise ValueError(f"func.functional_call: {name} must be a Tensor of shape "
                              f"{getattr(original, 'shape', None)}, got "
                              f"{getattr(value, 'shape', type(value).__name__)}")
-        owners[name] = (owner, attribute, original)
+        if id(original) in replaced and replaced[id(original)][1] is not value:
+            raise ValueError(f"func.functional_call: {name} is tied to another name in params "
+                             f"that is given another tensor")
+        replaced[id(original)] = (original, value)
+    places = []                        # (owner, attribute, original): every use of each
+    if tie_weights:
+        for owner in module.modules():
+            for attribute, held in list(vars(owner).items()):
+                if isinstance(held, Tensor) and id(held) in replaced:
+                    places.append((owner, attribute, held))
+    else:
+        for name in params:
+            *path, attribute = name.split(".")
+            owner = module
+            for part in path:
+                owner = owner[int(part)] if part.isdigit() else getattr(owner, part)
+            places.append((owner, attribute, getattr(owner, attribute)))
     try:
-        for name, (owner, attribute, _) in owners.items():
-            object.__setattr__(owner, attribute, params[name])
+        for owner, attribute, original in places:
+            object.__setattr__(owner, attribute, replaced[id(original)][1])
         return module(*args, **(kwargs or {}))
     finally:
-        for owner, attribute, original in owners.values():
+        for owner, attribute, original in places:
             object.__setattr__(owner, attribute, original)

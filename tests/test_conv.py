@@ -517,3 +517,25 @@ def test_memory_check_counts_a_conv_nets_activations():
     with pytest.raises(ValueError, match="--arch cnn with --batch-size 100000000"):
         from tinygrad_mnist.mnist.memory import check_memory
         check_memory(Config(arch="cnn", batch_size=100_000_000), 60000)
+
+
+@pytest.mark.parametrize("arch", ["lenet5", "cnn"])
+def test_an_empty_batch_goes_through_a_conv_net_and_its_gradients_are_zeros(arch):
+    """conv2d, pooling and batch norm (eval) on a batch of 0, forward and backward, as
+    PyTorch: empty outputs, and zero gradients for the weights."""
+    from tinygrad_mnist.mnist.models import build
+    manual_seed(0)
+    model = build(arch, dropout=0.0).eval()
+    x = Tensor(np.zeros((0, 784), np.float32), requires_grad=True)
+    logits = model(x)
+    assert logits.shape == (0, 10)
+    (logits * 1.0).sum().backward()
+    assert x.grad.shape == (0, 784)
+    for name, p in model.named_parameters():
+        assert p.grad is not None and p.grad.shape == p.shape and not p.grad.any(), name
+
+
+def test_batch_norm_refuses_to_train_on_an_empty_batch():
+    with pytest.raises(ValueError, match=r"BatchNorm2d: training needs more than one value per "
+                                         r"channel, got input of shape \(0, 3, 4, 4\)"):
+        nn.BatchNorm2d(3)(Tensor(np.zeros((0, 3, 4, 4), np.float32)))

@@ -1,5 +1,6 @@
 """Neural-network building blocks: Module, layers, losses, and saving weights to .npz."""
 import json
+import math
 import os
 import zipfile
 
@@ -381,8 +382,8 @@ class Flatten(Module):
         self.start_dim = start_dim
 
     def forward(self, x):
-        x = _as_tensor(x)
-        return x.reshape(x.shape[:self.start_dim] + (-1,))
+        x = _as_tensor(x)          # the size counted, not -1: an empty batch flattens too
+        return x.reshape(x.shape[:self.start_dim] + (math.prod(x.shape[self.start_dim:]),))
 
     def __repr__(self):
         return "Flatten()"
@@ -409,9 +410,10 @@ class _BatchNorm(Module):
             raise ValueError(f"{name}: input of shape {x.shape} does not fit {self!r}: it "
                              f"must have {' or '.join(map(str, self.dims))} dimensions and "
                              f"{self.num_features} channels on axis 1")
-        if self.training and x.size == x.shape[1]:
+        if self.training and x.size <= x.shape[1]:
             raise ValueError(f"{name}: training needs more than one value per channel, got "
-                             f"input of shape {x.shape}")
+                             f"input of shape {x.shape} (an empty batch normalizes in eval "
+                             f"mode)")
         axes = (0,) + tuple(range(2, x.ndim))
         return norm.BatchNorm.apply(x, self.weight, self.bias, self.running_mean,
                                     self.running_var, axes=axes, eps=self.eps,

@@ -53,7 +53,7 @@ class ChannelsLast:
         nhwc = a.transpose(0, 2, 3, 1)
         if not nhwc.flags.c_contiguous:
             nhwc = np.ascontiguousarray(nhwc)
-        return nhwc.reshape(self.shape[0], -1)
+        return nhwc.reshape(self.shape[0], self.pixels * self.channels)
 
     def image(self, rows):
         n, c, h, w = self.shape

@@ -67,7 +67,7 @@ def grouped_weights(w, groups):
 
 def _from_rows(rows, n, out_hw):
     """(N*OH*OW, O) rows as an NCHW array (NHWC memory: no copy)."""
-    return rows.reshape((n,) + tuple(out_hw) + (-1,)).transpose(0, 3, 1, 2)
+    return rows.reshape((n,) + tuple(out_hw) + (rows.shape[1],)).transpose(0, 3, 1, 2)
 
 
 def conv(x, w, geometry, cols=None):
@@ -79,7 +79,7 @@ def conv(x, w, geometry, cols=None):
         rows = matmul(matrix[:, 0], wg[0].T)                          # (M, K) @ (K, O)
     else:                                      # (G, M, K) @ (G, K, O/G) -> (G, M, O/G)
         rows = matmul(matrix.transpose(1, 0, 2), wg.transpose(0, 2, 1)).transpose(1, 0, 2)
-        rows = rows.reshape(rows.shape[0], -1)
+        rows = rows.reshape(rows.shape[0], rows.shape[1] * rows.shape[2])
     return _from_rows(rows, x.shape[0], out_hw), cols
 
 
@@ -209,7 +209,7 @@ def add_channel_bias(out, bias):
     if not nhwc.flags.c_contiguous:
         out += bias.reshape(1, -1, 1, 1)
         return
-    flat = nhwc.reshape(out.shape[0], -1)
+    flat = nhwc.reshape(out.shape[0], out.shape[1] * out.shape[2] * out.shape[3])
     flat += np.tile(bias, flat.shape[1] // bias.shape[0])
 
 

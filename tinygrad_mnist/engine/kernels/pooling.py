@@ -85,7 +85,7 @@ def avg_pool_scatter(g, geometry, input_shape):
 def _flat_windows(x, geometry, fill=0.0):
     out_hw = geometry.output_size("pool", *x.shape[2:])
     view = windows(x, geometry, out_hw, fill)
-    return view.reshape(view.shape[:4] + (-1,))
+    return view.reshape(view.shape[:4] + (view.shape[4] * view.shape[5],))
 
 
 def reference_max_pool(x, geometry):

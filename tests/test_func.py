@@ -360,3 +360,19 @@ def test_functional_call_replaces_a_tied_weight_at_every_use():
     out = func.functional_call(model, {"encode.weight": other}, (x,))
     np.testing.assert_allclose(out.data, np.tanh(x.data @ other.data.T) @ other.data.T)
     assert model.encode.weight is w and model.decode.weight is w         # restored
+
+
+@pytest.mark.parametrize("case, shapes", [c for c in CHECKS if _refused(c.values[0]) is None])
+def test_vmap_over_an_empty_batch_gives_empty_results_of_an_examples_shape(case, shapes):
+    examples, _ = _stacked_inputs(case, shapes, 8)
+    one = case.fn(*[f64(x) for x in examples[0]])
+    empty = [f64(np.zeros((0,) + np.shape(x))) for x in examples[0]]
+    out = func.vmap(case.fn)(*empty)
+    assert out.shape == (0,) + one.shape and out.dtype == one.dtype
+
+
+def test_per_example_gradients_of_an_empty_batch_are_empty():
+    w = f64(np.ones((3, 2)))
+    grads = func.vmap(func.grad(lambda w, x: (x @ w).tanh().sum()), in_axes=(None, 0))(
+        w, f64(np.zeros((0, 3))))
+    assert grads.shape == (0, 3, 2)

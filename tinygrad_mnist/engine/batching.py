@@ -72,9 +72,10 @@ def images(size, t):
     return t.reshape((size * t.shape[1],) + t.shape[2:])
 
 
-def unimages(size, t):
-    """(B*N, ...) back to (B, N, ...)."""
-    return t.reshape((size, t.shape[0] // size) + t.shape[1:])
+def unimages(size, t, count):
+    """(B*N, ...) back to (B, N, ...), N = `count` images per example (given: with no
+    examples it cannot be read off the shape)."""
+    return t.reshape((size, count) + t.shape[1:])
 
 
 def examples_as_channels(size, t):
@@ -83,10 +84,10 @@ def examples_as_channels(size, t):
     return t.transpose(1, 0, 2, 3, 4).reshape((n, size * t.shape[2]) + t.shape[3:])
 
 
-def channels_as_examples(size, t):
-    """(N, B*O, H, W) back to (B, N, O, H, W)."""
+def channels_as_examples(size, t, channels):
+    """(N, B*O, H, W) back to (B, N, O, H, W), O = `channels` per example."""
     n = t.shape[0]
-    return t.reshape((n, size, t.shape[1] // size) + t.shape[2:]).transpose(1, 0, 2, 3, 4)
+    return t.reshape((n, size, channels) + t.shape[2:]).transpose(1, 0, 2, 3, 4)
 
 
 # ---------------------------------------------------------------- rules shared by many ops
@@ -129,7 +130,7 @@ def _per_image(op, size, options, args):
             options["input_shape"][1:])
     if "choice" in options:
         options["choice"] = np.tile(options["choice"], (size, 1, 1, 1))
-    return unimages(size, op.apply(images(size, t), **options))
+    return unimages(size, op.apply(images(size, t), **options), t.shape[1])
 
 
 elementwise = classmethod(_elementwise)

@@ -105,12 +105,12 @@ class Conv2d(Op):
         x = batching.with_batch(size, x, bx)
         if not bw:                         # shared weights: every example's images at once
             out = batching.unimages(size, cls.apply(batching.images(size, x), w,
-                                                    geometry=geometry))
+                                                    geometry=geometry), x.shape[1])
         else:                              # per-example weights: examples as groups
             weights = w.reshape((size * w.shape[1],) + w.shape[2:])
             out = batching.channels_as_examples(size, cls.apply(
                 batching.examples_as_channels(size, x), weights,
-                geometry=geometry.grouped(size)))
+                geometry=geometry.grouped(size)), w.shape[1])
         if rest:
             (b, bb), = rest
             out = out + (b.reshape((size, 1, -1, 1, 1)) if bb else b.reshape((-1, 1, 1)))
@@ -149,12 +149,12 @@ class ConvInputGrad(Op):
         if not bw:
             return batching.unimages(size, cls.apply(
                 batching.images(size, g), w, geometry=geometry,
-                input_shape=(size * shape[0],) + tuple(shape[1:])))
+                input_shape=(size * shape[0],) + tuple(shape[1:])), g.shape[1])
         weights = w.reshape((size * w.shape[1],) + w.shape[2:])      # examples as groups
         out = cls.apply(batching.examples_as_channels(size, g), weights,
                         geometry=geometry.grouped(size),
                         input_shape=(shape[0], size * shape[1]) + tuple(shape[2:]))
-        return batching.channels_as_examples(size, out)
+        return batching.channels_as_examples(size, out, shape[1])
 
 
 

@@ -128,7 +128,8 @@ class BatchNorm(Op):
         (x, bx), *params = args
         if not any(b for _, b in params):
             return batching.unimages(size, cls.apply(batching.images(size, x),
-                                                     *[t for t, _ in params], **options))
+                                                     *[t for t, _ in params], **options),
+                                     x.shape[1])
         # per-example weights or statistics: eval mode is elementwise, each per-channel vector
         # shaped to meet the channels (physical axis 2 of a batched x, 1 of a shared one)
         x = batching.with_batch(size, x, bx)

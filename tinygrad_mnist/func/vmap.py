@@ -243,14 +243,17 @@ def vmap(f, in_axes=0, out_axes=0):
                 elif physical.shape[0] != size:
                     raise ValueError(f"vmap: argument {i} has {physical.shape[0]} examples "
                                      f"along axis {axis}, another argument {size}")
+                if physical.shape[0] == 0:
+                    # no example: f runs on a batch of one stand-in (ones), and every result
+                    # keeps none of it
+                    physical = Tensor.from_numpy(np.ones((1,) + physical.shape[1:],
+                                                         physical.dtype))
                 example = physical[0]
                 sources.append((example, physical))
                 leaves.append(example)
             examples.append(tree_rebuild(arg, iter(leaves)))
         if size is None:
             raise ValueError("vmap: no argument is mapped (every in_axes is None)")
-        if size == 0:
-            raise ValueError("vmap: the mapped axis has no examples")
         trace = _Trace()
         for example, _ in sources:
             trace.mark(example)
@@ -260,7 +263,7 @@ def vmap(f, in_axes=0, out_axes=0):
                 outputs = f(*examples)
         finally:
             vmap_traces().pop()
-        replay = _Replay(trace, size)
+        replay = _Replay(trace, size or 1)            # an empty batch runs one stand-in
         for example, physical in sources:
             replay.env[id(example)] = (physical, True)
         replay.run()
@@ -274,7 +277,9 @@ def vmap(f, in_axes=0, out_axes=0):
             if not isinstance(out, Tensor):
                 raise TypeError(f"vmap: f returned a {type(out).__name__}; return Tensors")
             value, is_batched = replay.lookup(out)
-            value = with_batch(size, value, is_batched)
+            value = with_batch(size or 1, value, is_batched)
+            if size == 0:
+                value = value[:0]
             axis = axis % value.ndim
             if axis:
                 order = tuple(range(1, axis + 1)) + (0,) + tuple(range(axis + 1, value.ndim))

@@ -376,3 +376,39 @@ def test_per_example_gradients_of_an_empty_batch_are_empty():
     grads = func.vmap(func.grad(lambda w, x: (x @ w).tanh().sum()), in_axes=(None, 0))(
         w, f64(np.zeros((0, 3))))
     assert grads.shape == (0, 3, 2)
+
+
+def test_vmap_takes_in_axes_of_an_arguments_own_structure_and_passes_keywords():
+    rng = np.random.default_rng(9)
+    params = {"w": f64(rng.normal(size=(3, 2))), "b": f64(rng.normal(size=(4, 2)))}
+    xs = f64(rng.normal(size=(4, 3)))
+
+    def f(p, x, scale=1.0):
+        return (x @ p["w"] + p["b"]) * scale
+    out = func.vmap(f, in_axes=({"w": None, "b": 0}, 0))(params, xs, scale=2.0)
+    loop = np.stack([(xs.data[i] @ params["w"].data + params["b"].data[i]) * 2.0
+                     for i in range(4)])
+    np.testing.assert_allclose(out.data, loop, rtol=1e-12)
+    pair = (f64(rng.normal(size=(4, 3))), f64(rng.normal(size=(3,))))
+    out = func.vmap(lambda ab: ab[0] * ab[1], in_axes=((0, None),))(pair)
+    np.testing.assert_allclose(out.data, pair[0].data * pair[1].data, rtol=1e-12)
+
+
+@pytest.mark.parametrize("in_axes, message", [
+    (({"w": None}, 0), r"in_axes for argument 0 is a dict with keys \['w'\]; the argument is a "
+                       r"dict with keys \['b', 'w'\]"),
+    (((0, None), 0), r"in_axes for argument 0 has 2 entries; the argument is a dict"),
+    (({"w": None, "b": "0"}, 0), r"in_axes for argument 0\['b'\] must be an int, None, or"),
+])
+def test_nested_in_axes_that_do_not_fit_name_the_argument(in_axes, message):
+    params = {"w": f64(np.ones((3, 2))), "b": f64(np.ones((4, 2)))}
+    with pytest.raises((ValueError, TypeError), match=message):
+        func.vmap(lambda p, x: x @ p["w"] + p["b"], in_axes=in_axes)(params, f64(np.ones((4, 3))))
+
+
+def test_out_axes_of_the_outputs_own_structure():
+    xs = f64(np.arange(12.0).reshape(4, 3))
+    out = func.vmap(lambda x: {"a": x * 2, "b": (x.sum(), x + 1)},
+                    out_axes={"a": 1, "b": (0, 1)})(xs)
+    assert out["a"].shape == (3, 4) and out["b"][0].shape == (4,) and out["b"][1].shape == (3, 4)
+    np.testing.assert_allclose(out["b"][1].data, (xs.data + 1).T)

@@ -208,28 +208,65 @@ class _Replay:
 # ---------------------------------------------------------------- vmap
 
 def _axes_for(in_axes, args):
+    """One in_axes entry per positional argument (each an int, None, or a tree)."""
     if isinstance(in_axes, (int, type(None))):
         return [in_axes] * len(args)
+    if not isinstance(in_axes, (tuple, list)):
+        raise TypeError(f"vmap: in_axes must be an int, None, or a tuple or list with one entry "
+                        f"per argument, got {type(in_axes).__name__}")
     if len(in_axes) != len(args):
         raise ValueError(f"vmap: in_axes has {len(in_axes)} entries for {len(args)} arguments")
     return list(in_axes)
 
 
-def vmap(f, in_axes=0, out_axes=0):
-    """f mapped over axis `in_axes` of its arguments (an int for all, or one int or None per
-    argument; None: shared by every example), its outputs stacked on `out_axes`. A
-    differentiated argument (func.grad inside) may be a dict, list or tuple of Tensors; an
-    argument with an int axis is a Tensor, or such a collection of them."""
+def _spread(axes, tree, where):
+    """An axis (int or None) for every leaf of `tree`: `axes` is one for all its leaves, or a
+    tuple, list or dict of the tree's own structure (as JAX and torch.func take them)."""
+    if axes is None or (isinstance(axes, int) and not isinstance(axes, bool)):
+        return [axes] * len(tree_leaves(tree))
+    if isinstance(axes, dict):
+        if not isinstance(tree, dict) or set(axes) != set(tree):
+            raise ValueError(f"vmap: in_axes for {where} is a dict with keys {sorted(axes)}; "
+                             f"the argument is {_structure(tree)}")
+        return [a for k in tree for a in _spread(axes[k], tree[k], f"{where}[{k!r}]")]
+    if isinstance(axes, (tuple, list)):
+        if not isinstance(tree, (tuple, list)) or len(tree) != len(axes):
+            raise ValueError(f"vmap: in_axes for {where} has {len(axes)} entries; the argument "
+                             f"is {_structure(tree)}")
+        return [a for k, (ax, t) in enumerate(zip(axes, tree))
+                for a in _spread(ax, t, f"{where}[{k}]")]
+    raise TypeError(f"vmap: in_axes for {where} must be an int, None, or a tuple, list or dict "
+                    f"of the argument's structure, got {axes!r}")
 
-    def batched(*args):
+
+def _structure(tree):
+    if isinstance(tree, dict):
+        return f"a dict with keys {sorted(tree)}"
+    if isinstance(tree, (tuple, list)):
+        return f"a {type(tree).__name__} of {len(tree)}"
+    return f"a {type(tree).__name__}"
+
+
+def vmap(f, in_axes=0, out_axes=0):
+    """f mapped over axis `in_axes` of its arguments, its outputs stacked on `out_axes`.
+    in_axes is an int for every argument, or one entry per argument: an int, None (shared by
+    every example), or a tuple, list or dict of the argument's own structure giving each leaf
+    its axis. Keyword arguments pass through unmapped. out_axes is an int for every output,
+    or one per output leaf."""
+
+    def batched(*args, **kwargs):
         axes = _axes_for(in_axes, args)
         size, examples, sources = None, [], []
         for i, (arg, axis) in enumerate(zip(args, axes)):
-            if axis is None:
+            leaf_axes = _spread(axis, arg, f"argument {i}")
+            if all(a is None for a in leaf_axes):
                 examples.append(arg)
                 continue
             leaves = []
-            for t in tree_leaves(arg):
+            for t, axis in zip(tree_leaves(arg), leaf_axes):
+                if axis is None:
+                    leaves.append(t)
+                    continue
                 if not isinstance(t, Tensor):
                     raise TypeError(f"vmap: argument {i} is mapped (in_axes {axis}) but holds "
                                     f"a {type(t).__name__}, not a Tensor")
@@ -260,7 +297,7 @@ def vmap(f, in_axes=0, out_axes=0):
         vmap_traces().append(trace)
         try:
             with observe(trace):
-                outputs = f(*examples)
+                outputs = f(*examples, **kwargs)
         finally:
             vmap_traces().pop()
         replay = _Replay(trace, size or 1)            # an empty batch runs one stand-in
@@ -268,10 +305,16 @@ def vmap(f, in_axes=0, out_axes=0):
             replay.env[id(example)] = (physical, True)
         replay.run()
         outs = tree_leaves(outputs)
-        out_axis_list = [out_axes] * len(outs) if isinstance(out_axes, int) else list(out_axes)
-        if len(out_axis_list) != len(outs):
-            raise ValueError(f"vmap: out_axes has {len(out_axis_list)} entries for "
-                             f"{len(outs)} outputs")
+        if isinstance(out_axes, int):
+            out_axis_list = [out_axes] * len(outs)
+        elif isinstance(out_axes, (tuple, list)) and len(out_axes) == len(outs) and all(
+                isinstance(a, int) for a in out_axes):
+            out_axis_list = list(out_axes)          # one per output leaf, in order
+        else:                                       # a tree of the outputs' structure
+            out_axis_list = _spread(out_axes, outputs, "the outputs")
+            if any(a is None for a in out_axis_list):
+                raise ValueError("vmap: out_axes None is not supported: every output is "
+                                 "stacked along an axis")
         results = []
         for out, axis in zip(outs, out_axis_list):
             if not isinstance(out, Tensor):

@@ -412,3 +412,68 @@ def test_out_axes_of_the_outputs_own_structure():
                     out_axes={"a": 1, "b": (0, 1)})(xs)
     assert out["a"].shape == (3, 4) and out["b"][0].shape == (4,) and out["b"][1].shape == (3, 4)
     np.testing.assert_allclose(out["b"][1].data, (xs.data + 1).T)
+
+
+def _numerical_jacobian(f, x, eps=1e-6):
+    """d f(x) / dx by central differences: f of an array returns an array."""
+    flat = x.reshape(-1)
+    columns = []
+    for i in range(flat.size):
+        step = np.zeros_like(flat)
+        step[i] = eps
+        columns.append((f((flat + step).reshape(x.shape)) - f((flat - step).reshape(x.shape)))
+                       / (2 * eps))
+    return np.stack(columns, axis=-1).reshape(np.shape(columns[0]) + x.shape)
+
+
+def test_jacobians_of_several_outputs_and_arguments_come_in_their_structure():
+    rng = np.random.default_rng(11)
+    x, y = f64(rng.normal(size=(3,))), f64(rng.normal(size=(2,)))
+
+    def f(x, y):
+        return (x * x).sum() * y, (x.sin(), y.exp())
+    for transform in (func.jacfwd, func.jacrev):
+        (jy_x, jy_y), ((js_x, js_y), (je_x, je_y)) = transform(f, argnums=(0, 1))(x, y)
+        assert jy_x.shape == (2, 3) and js_y.shape == (3, 2) and je_y.shape == (2, 2)
+        np.testing.assert_allclose(jy_x.data, np.outer(y.data, 2 * x.data), rtol=1e-10)
+        np.testing.assert_allclose(js_x.data, np.diag(np.cos(x.data)), rtol=1e-10)
+        np.testing.assert_allclose(je_y.data, np.diag(np.exp(y.data)), rtol=1e-10)
+        assert not js_y.data.any() and not je_x.data.any()
+
+
+def test_jacobian_and_hessian_of_a_dict_argument():
+    rng = np.random.default_rng(12)
+    params = {"w": f64(rng.normal(size=(3, 2))), "b": f64(rng.normal(size=(2,)))}
+    x = f64(rng.normal(size=(4, 3)))
+
+    def loss(p):
+        return ((x @ p["w"] + p["b"]).tanh() ** 2).sum()
+    hess = func.hessian(loss)(params)
+    assert set(hess) == {"w", "b"} and set(hess["w"]) == {"w", "b"}
+    assert hess["w"]["b"].shape == (3, 2, 2) and hess["b"]["b"].shape == (2, 2)
+
+    def grad_b_of_w(w):                        # d/dw of dloss/db, by finite differences
+        p = {"w": Tensor(w, dtype=np.float64), "b": Tensor(params["b"].data, dtype=np.float64)}
+        return func.grad(loss)(p)["b"].data
+    np.testing.assert_allclose(hess["b"]["w"].data, _numerical_jacobian(grad_b_of_w,
+                                                                        params["w"].data),
+                               rtol=1e-6, atol=1e-8)
+    jac = func.jacfwd(lambda p: (x @ p["w"] + p["b"]).tanh())(params)
+    np.testing.assert_allclose(jac["b"].data, func.jacrev(
+        lambda p: (x @ p["w"] + p["b"]).tanh())(params)["b"].data, rtol=1e-10)
+
+
+def test_hessian_of_two_arguments_is_a_tuple_of_tuples():
+    rng = np.random.default_rng(13)
+    x, y = f64(rng.normal(size=(3,))), f64(rng.normal(size=(2,)))
+
+    def f(x, y):
+        return (x.sin().sum() * y * y).sum()
+    (hxx, hxy), (hyx, hyy) = func.hessian(f, argnums=(0, 1))(x, y)
+    assert hxx.shape == (3, 3) and hxy.shape == (3, 2) and hyx.shape == (2, 3)
+    s = np.sin(x.data).sum()
+    np.testing.assert_allclose(hxx.data, -np.diag(np.sin(x.data)) * (y.data ** 2).sum(),
+                               rtol=1e-10)
+    np.testing.assert_allclose(hxy.data, np.outer(np.cos(x.data), 2 * y.data), rtol=1e-10)
+    np.testing.assert_allclose(hyx.data, hxy.data.T, rtol=1e-10)
+    np.testing.assert_allclose(hyy.data, 2 * s * np.eye(2), rtol=1e-10)

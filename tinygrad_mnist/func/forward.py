@@ -15,7 +15,7 @@ import threading
 import numpy as np
 
 from ..engine import Observer, Tensor, enable_grad, grad, no_grad, observe
-from .trees import tracing
+from .trees import tracing, tree_leaves, tree_rebuild
 
 _active = threading.local()         # the forward passes running in this thread, innermost last
 
@@ -130,8 +130,8 @@ def _as_tensors(what, values):
 def jvp(f, primals, tangents):
     """(f(*primals), J v): the outputs and their tangents along `tangents` (one per primal, of
     its shape), in one forward pass. primals and tangents are tuples of Tensors (or single
-    Tensors); outputs may be a Tensor or a tuple of them, and their tangents come the same
-    way (zeros where an output does not depend on the primals)."""
+    Tensors); outputs may be a Tensor or tuples, lists and dicts of them, and their tangents
+    come in the same structure (zeros where an output does not depend on the primals)."""
     if tracing() is not None:
         raise NotImplementedError("func.jvp inside vmap has no batching rule: take the jvp "
                                   "of the vmapped function instead")
@@ -163,8 +163,7 @@ def jvp(f, primals, tangents):
             outputs = f(*inputs)
     finally:
         stack.pop()
-    single = isinstance(outputs, Tensor)
-    outs = (outputs,) if single else tuple(outputs)
+    outs = tree_leaves(outputs)
     results = []
     for i, out in enumerate(outs):
         if not isinstance(out, Tensor):
@@ -173,4 +172,4 @@ def jvp(f, primals, tangents):
         tangent = mode.get(out)
         results.append(Tensor(np.zeros(out.shape, out.dtype) if tangent is None else tangent,
                               dtype=out.dtype))
-    return outputs, (results[0] if single else tuple(results))
+    return outputs, tree_rebuild(outputs, iter(results))   # the outputs' own structure

@@ -110,52 +110,103 @@ def vjp(f, *primals):
     return out, vjp_fn
 
 
+def _jacobians(outputs, args, nums, single, blocks):
+    """The Jacobians in torch.func's structure: the outputs' own (a tuple for a tuple of
+    outputs), each output's entry the differentiated arguments' (one, or a tuple for a tuple of
+    argnums), each argument's its own (a dict of blocks for a dict of tensors). blocks[o][k]
+    lists the blocks of output leaf o for the leaves of argument nums[k]."""
+    per_output = []
+    for o in range(len(blocks)):
+        per_arg = [tree_rebuild(args[a], iter(blocks[o][k])) for k, a in enumerate(nums)]
+        per_output.append(per_arg[0] if single else tuple(per_arg))
+    return tree_rebuild(outputs, iter(per_output))
+
+
+def _output_leaves(name, out):
+    outs = tree_leaves(out)
+    if not all(isinstance(o, Tensor) for o in outs):
+        raise TypeError(f"func.{name}: f must return Tensors (or tuples, lists and dicts of "
+                        f"them)")
+    return outs
+
+
 def jacrev(f, argnums=0):
-    """The Jacobian of f by reverse mode, one backward per output element: shape
-    output.shape + input.shape (a tuple of them for a tuple of argnums)."""
+    """The Jacobian of f by reverse mode, one backward per output element: for each output
+    and differentiated input, shape output.shape + input.shape, in the structure of the
+    outputs and of the arguments (torch.func.jacrev)."""
     def jacobian(*args):
         out, xs, single, create = _call("jacrev", f, args, argnums)
-        if not isinstance(out, Tensor) or not all(isinstance(x, Tensor) for x in xs):
-            raise TypeError("func.jacrev: f must return one Tensor, and the arguments it is "
-                            "differentiated by must be Tensors")
-        rows = [[] for _ in xs]
-        flat = np.eye(out.size, dtype=out.dtype)
-        for k in range(out.size):
-            seed = Tensor(flat[k].reshape(out.shape), dtype=out.dtype)
-            for row, g in zip(rows, _gradients(xs, [out], [seed], create)):
-                row.append(g)
-        blocks = tuple(Tensor.stack(row).reshape(out.shape + x.shape) if out.size else
-                       Tensor(np.zeros(out.shape + x.shape, out.dtype))
-                       for row, x in zip(rows, xs))
-        return blocks[0] if single else blocks
+        nums, _ = _argnums(argnums, len(args), "jacrev")
+        outs = _output_leaves("jacrev", out)
+        leaves = [tree_leaves(x) for x in xs]
+        blocks = []
+        for o in outs:
+            rows = [[[] for _ in arg] for arg in leaves]
+            flat = np.eye(o.size, dtype=o.dtype)
+            for k in range(o.size):
+                seeds = [Tensor(flat[k].reshape(o.shape), dtype=o.dtype) if other is o else
+                         Tensor(np.zeros(other.shape, other.dtype), dtype=other.dtype)
+                         for other in outs]
+                grads = _gradients(xs, outs, seeds, create)
+                for arg_rows, g in zip(rows, grads):
+                    for leaf_row, gl in zip(arg_rows, tree_leaves(g)):
+                        leaf_row.append(gl)
+            blocks.append([[Tensor.stack(row).reshape(o.shape + x.shape) if o.size else
+                            Tensor(np.zeros(o.shape + x.shape, o.dtype), dtype=o.dtype)
+                            for row, x in zip(arg_rows, arg_leaves)]
+                           for arg_rows, arg_leaves in zip(rows, leaves)])
+        return _jacobians(out, args, nums, single, blocks)
     return jacobian
 
 
 def jacfwd(f, argnums=0):
-    """The Jacobian of f by forward mode, one jvp per input element: shape
-    output.shape + input.shape (a tuple of them for a tuple of argnums)."""
+    """The Jacobian of f by forward mode, one jvp per input element: for each output and
+    differentiated input, shape output.shape + input.shape, in the structure of the outputs and
+    of the arguments (torch.func.jacfwd)."""
     def jacobian(*args):
         args = list(args)
         nums, single = _argnums(argnums, len(args), "jacfwd")
-        blocks = []
-        for a in nums:
-            x = args[a]
+        trees = [args[a] for a in nums]
+        leaves = [tree_leaves(t) for t in trees]
+        flat = [x for arg in leaves for x in arg]
+        for x in flat:
+            if not isinstance(x, Tensor) or x.dtype.kind != "f":
+                raise TypeError("func.jacfwd: the differentiated arguments must be "
+                                "floating-point Tensors (or tuples, lists and dicts of them)")
 
-            def of_x(value, a=a):
-                return f(*args[:a], value, *args[a + 1:])
-            columns = []
+        def of_leaves(*values):
+            given, filled = list(args), iter(values)
+            for a, tree in zip(nums, trees):
+                given[a] = tree_rebuild(tree, filled)
+            return f(*given)
+        columns, out = [], None                   # columns[i][o]: tangents of output leaf o
+        zeros = [Tensor(np.zeros(x.shape, x.dtype), dtype=x.dtype) for x in flat]
+        for i, x in enumerate(flat):
             basis = np.eye(x.size, dtype=x.dtype)
-            out = None
+            per_leaf = []
             for j in range(x.size):
-                out, tangent = forward.jvp(of_x, (x,), (Tensor(basis[j].reshape(x.shape),
-                                                               dtype=x.dtype),))
-                columns.append(tangent.data)
-            if out is None:
-                out = of_x(x)
-            stacked = (np.stack(columns, axis=-1) if columns else
-                       np.zeros(out.shape + (0,), out.dtype))
-            blocks.append(Tensor(stacked.reshape(out.shape + x.shape), dtype=out.dtype))
-        return blocks[0] if single else tuple(blocks)
+                tangents = list(zeros)
+                tangents[i] = Tensor(basis[j].reshape(x.shape), dtype=x.dtype)
+                out, tangent = forward.jvp(of_leaves, tuple(flat), tuple(tangents))
+                per_leaf.append([t.data for t in tree_leaves(tangent)])
+            columns.append(per_leaf)
+        if out is None:
+            out = of_leaves(*flat)
+        outs = _output_leaves("jacfwd", out)
+        blocks = []
+        for o, output in enumerate(outs):
+            per_arg, i = [], 0
+            for arg in leaves:
+                row = []
+                for x in arg:
+                    stacked = (np.stack([c[o] for c in columns[i]], axis=-1) if columns[i]
+                               else np.zeros(output.shape + (0,), output.dtype))
+                    row.append(Tensor(stacked.reshape(output.shape + x.shape),
+                                      dtype=output.dtype))
+                    i += 1
+                per_arg.append(row)
+            blocks.append(per_arg)
+        return _jacobians(out, args, nums, single, blocks)
     return jacobian
 
 

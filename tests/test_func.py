@@ -477,3 +477,24 @@ def test_hessian_of_two_arguments_is_a_tuple_of_tuples():
     np.testing.assert_allclose(hxy.data, np.outer(np.cos(x.data), 2 * y.data), rtol=1e-10)
     np.testing.assert_allclose(hyx.data, hxy.data.T, rtol=1e-10)
     np.testing.assert_allclose(hyy.data, 2 * s * np.eye(2), rtol=1e-10)
+
+
+@pytest.mark.parametrize("make", ["detach", "Tensor(x)", "Tensor(x, dtype)", "astype"])
+def test_vmap_sees_tensors_made_without_an_op(make):
+    """x.detach(), Tensor(x) and conversions of a batched value stay batched: every example
+    gets its own, never example 0's (a stop-gradient target inside a per-example loss)."""
+    made = {"detach": lambda x: x.detach(), "Tensor(x)": lambda x: Tensor(x),
+            "Tensor(x, dtype)": lambda x: Tensor(x, dtype=np.float32).double(),
+            "astype": lambda x: x.astype(np.float32).astype(np.float64)}[make]
+    xs = f64(np.arange(6.0).reshape(3, 2) + 1)
+    out = func.vmap(lambda x: x * made(x))(xs)
+    np.testing.assert_allclose(out.data, xs.data ** 2, rtol=1e-6)
+    alone = func.vmap(made)(xs)                       # returned as it is made
+    np.testing.assert_allclose(alone.data, xs.data, rtol=1e-6)
+    w = f64(np.ones(2) * 0.5)                          # no gradient flows through the copy
+
+    def loss(w, x):
+        target = made(x * w)
+        return ((x * w - target) ** 2).sum() + (x * w).sum()
+    grads = func.vmap(func.grad(loss), in_axes=(None, 0))(w, xs)
+    np.testing.assert_allclose(grads.data, xs.data, rtol=1e-6)

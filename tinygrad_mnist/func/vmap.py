@@ -36,11 +36,18 @@ class _GradStep:
         self.leaves, self.sources, self.output, self.grads = leaves, sources, output, grads
 
 
+class _Adopt:
+    """A step of the trace: a tensor made without an op from a batched tensor's array (its
+    detach(), Tensor(x), a conversion) carries the batch from here on."""
+
+
 class _Trace(Observer):
     def __init__(self):
         self.steps = []                  # (op class, options, inputs, output)
         self.batched = set()             # ids of traced tensors that carry the batch
         self.batched_arrays = set()      # ids of their arrays (an index taken from one)
+        self.owner = {}                  # id(batched array) -> the batched tensor holding it
+        self.derived = {}                # id(array) -> (function, sources): made from them
         self.grad_steps = {}             # start index -> _GradStep
         self.in_grad = False
         self.keep = []                   # every traced tensor, alive until the replay
@@ -48,6 +55,22 @@ class _Trace(Observer):
     def mark(self, tensor):
         self.batched.add(id(tensor))
         self.batched_arrays.add(id(tensor._data))
+        self.owner.setdefault(id(tensor._data), tensor)
+
+    def adopt(self, tensor):
+        """A tensor holding a batched array that no op made: it carries the batch."""
+        if id(tensor) not in self.batched and id(tensor._data) in self.batched_arrays:
+            self.steps.append((_Adopt, {}, (), tensor))
+            self.keep.append(tensor)
+            self.mark(tensor)
+
+    def on_array(self, function, arrays, result):
+        """Array work outside ops (Tensor(x) copies x's array): from a batched array, a
+        batched array, made again from every example's in the replay."""
+        if any(isinstance(a, np.ndarray) and id(a) in self.batched_arrays for a in arrays):
+            self.derived[id(result)] = (function, [self.owner.get(id(a), a) for a in arrays])
+            self.batched_arrays.add(id(result))
+            self.keep.append(result)
 
     def is_batched(self, tensor):
         return id(tensor) in self.batched
@@ -63,6 +86,8 @@ class _Trace(Observer):
             if id(value) in self.batched_arrays:
                 raise VmapError(f"vmap: {op.name} takes an index computed from a batched "
                                 f"tensor: a data-dependent index has no batching rule")
+        for t in inputs:
+            self.adopt(t)
         self.steps.append((kind, options, inputs, output))
         self.keep.append(output)
         if any(id(t) in self.batched for t in inputs):
@@ -169,6 +194,10 @@ class _Replay:
                 i = grad_step.end
                 continue
             kind, options, inputs, output = steps[i]
+            if kind is _Adopt:
+                self.env[id(output)] = (self._adopted(output), True)
+                i += 1
+                continue
             args = [self.lookup(t) for t in inputs]
             if any(batched for _, batched in args):
                 if kind.batch is None:
@@ -177,6 +206,16 @@ class _Replay:
                                     f"(docs/architecture.md), or call it outside vmap")
                 self.env[id(output)] = (kind.batch(self.size, options, args), True)
             i += 1
+
+    def _adopted(self, tensor):
+        """Every example's value of a tensor the trace adopted: the same array work on the
+        batch (Tensor(x)), or the batched tensor whose array it shares, detached."""
+        made = self.trace.derived.get(id(tensor._data))
+        if made is not None:
+            function, sources = made
+            arrays = [self.lookup(s)[0]._data if isinstance(s, Tensor) else s for s in sources]
+            return Tensor.from_numpy(function(*arrays))
+        return self.lookup(self.trace.owner[id(tensor._data)])[0].detach()
 
     def _grad(self, step):
         leaves = []
@@ -300,6 +339,9 @@ def vmap(f, in_axes=0, out_axes=0):
                 outputs = f(*examples, **kwargs)
         finally:
             vmap_traces().pop()
+        for out in tree_leaves(outputs):              # returned as made: detach(), Tensor(x)
+            if isinstance(out, Tensor):
+                trace.adopt(out)
         replay = _Replay(trace, size or 1)            # an empty batch runs one stand-in
         for example, physical in sources:
             replay.env[id(example)] = (physical, True)

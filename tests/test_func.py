@@ -86,6 +86,22 @@ def test_hessian_forward_over_reverse_equals_reverse_over_reverse(case, shapes):
                                rtol=1e-9, atol=1e-10)
 
 
+@pytest.mark.parametrize("case, shapes", CHECKS)
+def test_reverse_over_forward_equals_forward_over_reverse(case, shapes):
+    """grad of a jvp (reverse over forward) gives the Hessian-vector product that a jvp of a
+    grad (forward over reverse) gives: H v, by two different compositions."""
+    rng, inputs, tangents = _case_inputs(case, shapes, 14)
+    scalar = seeded(case.weighted(rng, inputs))
+    first, rest, v = inputs[0], inputs[1:], tangents[0]
+
+    def of_first(x):
+        return scalar(x, *rest)
+    by_reverse_of_forward = func.grad(lambda x: func.jvp(of_first, (x,), (v,))[1])(first)
+    _, by_forward_of_reverse = func.jvp(func.grad(of_first), (first,), (v,))
+    np.testing.assert_allclose(by_reverse_of_forward.data, by_forward_of_reverse.data,
+                               rtol=1e-9, atol=1e-10)
+
+
 # ---------------------------------------------------------------- the transforms' contracts
 
 def test_grad_argnums_and_aux():

@@ -89,8 +89,13 @@ class Conv2d(Op):
 
     def jvp(self, tx, tw, tb=None):              # conv(tx, w) + conv(x, tw) + tb
         x, w, geometry = self.x, self.weight, self.geometry
-        out = add_tangents(None if tx is None else kconv.conv(tx, w, geometry)[0],
-                           None if tw is None else kconv.conv(x, tw, geometry, self.columns)[0])
+        if _all_arrays(x, w, *[t for t in (tx, tw) if t is not None]):
+            out = add_tangents(None if tx is None else kconv.conv(tx, w, geometry)[0],
+                               None if tw is None else kconv.conv(x, tw, geometry,
+                                                                  self.columns)[0])
+        else:                                   # on tensors: recorded, as backward is
+            out = add_tangents(None if tx is None else conv(tx, w, geometry),
+                               None if tw is None else conv(x, tw, geometry))
         if tb is None:
             return out
         if out is None:                          # the bias's tangent alone: every pixel's
@@ -138,8 +143,8 @@ class ConvInputGrad(Op):
     def jvp(self, tg, tw):
         shape = self.options["input_shape"]
         return add_tangents(
-            None if tg is None else kconv.input_grad(tg, self.weight, self.geometry, shape),
-            None if tw is None else kconv.input_grad(self.g, tw, self.geometry, shape))
+            None if tg is None else conv_input_grad(tg, self.weight, self.geometry, shape),
+            None if tw is None else conv_input_grad(self.g, tw, self.geometry, shape))
 
     @classmethod
     def batch(cls, size, options, args):
@@ -176,8 +181,8 @@ class ConvWeightGrad(Op):
     def jvp(self, tx, tg):
         shape = self.options["weight_shape"]
         return add_tangents(
-            None if tx is None else kconv.weight_grad(tx, self.g, self.geometry, shape),
-            None if tg is None else kconv.weight_grad(self.x, tg, self.geometry, shape))
+            None if tx is None else conv_weight_grad(tx, self.g, self.geometry, shape),
+            None if tg is None else conv_weight_grad(self.x, tg, self.geometry, shape))
 
     @classmethod
     def batch(cls, size, options, args):
@@ -224,7 +229,7 @@ class MaxPool2d(Op):
         return (window_scatter(gz, self.choice, self.geometry, self.shape),)
 
     def jvp(self, t):
-        return kpool.window_gather(t, self.choice, self.geometry)
+        return window_gather(t, self.choice, self.geometry)
 
     batch = batching.per_image
 
@@ -244,8 +249,7 @@ class WindowScatter(Op):
         return (window_gather(gz, self.choice, self.geometry),)
 
     def jvp(self, t):
-        return kpool.window_scatter(t, self.choice, self.geometry,
-                               self.options["input_shape"])
+        return window_scatter(t, self.choice, self.geometry, self.options["input_shape"])
 
     batch = batching.per_image
 
@@ -264,7 +268,7 @@ class WindowGather(Op):
         return (window_scatter(gz, self.choice, self.geometry, self.shape),)
 
     def jvp(self, t):
-        return kpool.window_gather(t, self.choice, self.geometry)
+        return window_gather(t, self.choice, self.geometry)
 
     batch = batching.per_image
 
@@ -299,7 +303,7 @@ class AvgPool2d(Op):
         return (avg_pool_scatter(gz, self.geometry, self.shape),)
 
     def jvp(self, t):
-        return kpool.avg_pool(t, self.geometry)
+        return avg_pool(t, self.geometry)
 
     batch = batching.per_image
 
@@ -319,7 +323,7 @@ class AvgPoolScatter(Op):
         return (avg_pool(gz, self.geometry),)
 
     def jvp(self, t):
-        return kpool.avg_pool_scatter(t, self.geometry, self.options["input_shape"])
+        return avg_pool_scatter(t, self.geometry, self.options["input_shape"])
 
     batch = batching.per_image
 

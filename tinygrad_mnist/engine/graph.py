@@ -218,6 +218,19 @@ def backward_on_tensors(op, node, gz):
     """op.backward(gz) with gz a Tensor, while every array the op saved that is one of its
     inputs' or its output's data stands for that tensor: the gradient is then recorded, and
     differentiating it differentiates through the inputs and the output."""
+    return _on_tensors(op, node, lambda: op.backward(gz), "backward",
+                       "under create_graph=True (grad of a grad, hessian, hvp, gradgradcheck)")
+
+
+def jvp_on_tensors(op, node, tangents):
+    """op.jvp(*tangents) with Tensor tangents, the saved arrays standing for the inputs and
+    the output as in backward_on_tensors: the tangent is recorded, so that a reverse pass can
+    differentiate it (reverse over forward)."""
+    return _on_tensors(op, node, lambda: op.jvp(*tangents), "jvp",
+                       "inside a jvp that is differentiated again (grad of a jvp)")
+
+
+def _on_tensors(op, node, call, rule, when):
     standing = {id(t._data): t for t in op.inputs}
     standing[id(node._data)] = node
     swapped = []
@@ -227,14 +240,13 @@ def backward_on_tensors(op, node, gz):
             if type(value) is np.ndarray and id(value) in standing:
                 swapped.append((name, value))
                 setattr(op, name, standing[id(value)])
-        return op.backward(gz)
+        return call()
     except TypeError as error:
         raise TypeError(
-            f"{op.name}: its backward cannot run under create_graph=True (grad of a grad, "
-            f"hessian, hvp, gradgradcheck), where it receives Tensors: {error}. Write it with "
-            f"operators, Tensor methods (t.cos(), t.exp(), ...) or NumPy functions that have a "
-            f"Tensor rule, or compute the value in forward and save it (it is then a "
-            f"constant)") from error
+            f"{op.name}: its {rule} cannot run {when}, where it receives Tensors: {error}. "
+            f"Write it with operators, Tensor methods (t.cos(), t.exp(), ...) or NumPy "
+            f"functions that have a Tensor rule, or compute the value in forward and save it "
+            f"(it is then a constant)") from error
     finally:
         for name, value in swapped:
             setattr(op, name, value)

@@ -75,10 +75,7 @@ class BatchNorm(Op):
         x, layout, x_hat, inv_std = self.x, self.layout, self.x_hat, self.inv_std
         if not isinstance(x, np.ndarray):          # create_graph: x_hat as a function of x
             layout = PerChannel(x.shape, self.axes)
-            if self.training:
-                x_hat, inv_std, _, _ = _normalize(layout, x, self.eps)
-            else:
-                x_hat = (x - layout.per_channel(self.shift)) * layout.per_channel(inv_std)
+            x_hat, inv_std = self._x_hat_of(x, layout)
         elif not isinstance(gz, np.ndarray):
             layout = PerChannel(x.shape, self.axes)
         g, x_hat = layout.rows(gz), layout.rows(x_hat)
@@ -101,20 +98,32 @@ class BatchNorm(Op):
         return (gx, sum_gz_x_hat if need[1] else None, sum_gz if need[2] else None,
                 None, None)
 
+    def _x_hat_of(self, x, layout):
+        """x_hat and 1/sqrt(var + eps) as functions of the tensor x (the batch statistics in
+        training, the running ones in eval), so that they are differentiated too."""
+        if self.training:
+            x_hat, inv_std, _, _ = _normalize(layout, x, self.eps)
+            return x_hat, inv_std
+        return (x - layout.per_channel(self.shift)) * layout.per_channel(self.inv_std), \
+            self.inv_std
+
     def jvp(self, tx, tw, tb, t_mean=None, t_var=None):
         """t_y = tw x_hat + w t_x_hat + tb, with t_x_hat = inv_std (tx - mean(tx) -
         x_hat mean(x_hat tx)) in training (the batch statistics move with x) and
         inv_std tx in eval; the running statistics are constants."""
         layout = PerChannel(self.x_hat.shape, self.axes)
         channels, axes = layout.per_channel, self.axes
+        x_hat, inv_std = self.x_hat, self.inv_std
+        if not isinstance(self.x, np.ndarray):     # on tensors: x_hat as a function of x
+            x_hat, inv_std = self._x_hat_of(self.x, layout)
         t_x_hat = None
         if tx is not None:
-            t_x_hat = tx * channels(self.inv_std)
+            t_x_hat = tx * channels(inv_std)
             if self.training:
-                t_x_hat = t_x_hat - t_x_hat.mean(axis=axes, keepdims=True) - self.x_hat * (
-                    self.x_hat * t_x_hat).mean(axis=axes, keepdims=True)
+                t_x_hat = t_x_hat - t_x_hat.mean(axis=axes, keepdims=True) - x_hat * (
+                    x_hat * t_x_hat).mean(axis=axes, keepdims=True)
             t_x_hat = t_x_hat * channels(self.weight)
-        return add_tangents(t_x_hat, None if tw is None else self.x_hat * channels(tw),
+        return add_tangents(t_x_hat, None if tw is None else x_hat * channels(tw),
                             None if tb is None else np.broadcast_to(channels(tb),
                                                                     self.x_hat.shape))
 

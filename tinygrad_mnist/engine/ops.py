@@ -205,9 +205,9 @@ class Pow(Op):
     def jvp(self, ta, tb):                          # b a**(b-1) ta + z log(a) tb
         a, b = self.a, self.b
         with np.errstate(divide="ignore", invalid="ignore"):
-            da = None if ta is None else ta * np.where(b == 0, 0, b * a ** (b - 1))
+            da = None if ta is None else ta * np.where(_array(b) == 0, 0, b * a ** (b - 1))
             db = None if tb is None else tb * self.out * np.log(
-                np.where((a == 0) & (b >= 0), 1, a))
+                np.where((_array(a) == 0) & (_array(b) >= 0), 1, a))
         return add_tangents(da, db)
 
     batch = batching.elementwise
@@ -485,7 +485,9 @@ class GELU(Op):
         return (gz * (cdf + x * _normal_pdf(x)),)
 
     def jvp(self, t):
-        return t * (self.cdf + self.x * _normal_pdf(self.x))
+        x = self.x
+        cdf = self.cdf if isinstance(x, np.ndarray) else NormalCDF.apply(x)
+        return t * (cdf + x * _normal_pdf(x))
 
     batch = batching.unary
 
@@ -541,8 +543,9 @@ class SiLU(Op):
         return (gz * (s * (1 + x * (1 - s))),)
 
     def jvp(self, t):
-        s = self.sig
-        return t * (s * (1 + self.x * (1 - s)))
+        x = self.x
+        s = self.sig if isinstance(x, np.ndarray) else x.sigmoid()
+        return t * (s * (1 + x * (1 - s)))
 
     batch = batching.unary
 
@@ -1069,10 +1072,13 @@ class LogSoftmax(Op):
 
 
 def _reduce_loss(losses, reduction):
-    """A loss's per-element values as reduction asks: their mean, their sum, or themselves."""
+    """A loss's per-element values as reduction asks: their mean, their sum, or themselves
+    (arrays, or Tensors under a rule run on tensors)."""
     if reduction == "none":
         return losses
     total = losses.sum()
+    if not isinstance(losses, np.ndarray):
+        return total / losses.size if reduction == "mean" else total
     return np.asarray(total / losses.size if reduction == "mean" else total, dtype=losses.dtype)
 
 
@@ -1139,6 +1145,10 @@ class CrossEntropy(Op):
     def jvp(self, t_logits, t_targets):   # each row: (softmax - q) . t
         if t_logits is None:
             return None
+        z = self.logits
+        if not isinstance(z, np.ndarray):     # on tensors: the softmax of z itself
+            rows = ((z.softmax(axis=1) - self._target()) * t_logits).sum(axis=1)
+            return _reduce_loss(rows, self.reduction)
         g = self.probs * t_logits
         rows = g.sum(axis=1) - (1 - self.smoothing) * t_logits.take(self.at_target)
         if self.smoothing:

@@ -15,6 +15,7 @@ import threading
 import numpy as np
 
 from ..engine import Observer, Tensor, enable_grad, grad, no_grad, observe
+from ..engine.graph import backward_on_tensors, jvp_on_tensors
 from .trees import tracing, tree_leaves, tree_rebuild
 
 _active = threading.local()         # the forward passes running in this thread, innermost last
@@ -27,10 +28,13 @@ def _stack():
 
 
 class Tangents(Observer):
-    """The tangent of every tensor made while attached (None: zero)."""
+    """The tangent of every tensor made while attached (None: zero). With `recorded`, tangents
+    are Tensors computed by recorded ops from the primals (each rule run on tensors, as
+    backward is under create_graph), so that an outer reverse pass differentiates them."""
 
-    def __init__(self):
+    def __init__(self, recorded=False):
         self.tangents = {}               # id(tensor) -> (tensor, tangent): the tensor kept alive
+        self.recorded = recorded
 
     def set(self, tensor, tangent):
         self.tangents[id(tensor)] = (tensor, tangent)
@@ -45,6 +49,9 @@ class Tangents(Observer):
         tangents = [self.get(t) for t in inputs]
         if all(t is None for t in tangents):
             return
+        if self.recorded:
+            self.set(output, self._recorded_tangent(op, inputs, tangents, output))
+            return
         rule = getattr(op, "jvp", None)
         if rule is None:
             tangent = derived_jvp(op, inputs, tangents, output)
@@ -56,19 +63,38 @@ class Tangents(Observer):
                                   f"shapes {[None if t is None else t.shape for t in tangents]}"
                                   f": {error}") from error
         if tangent is not None:
-            tangent = np.asarray(tangent)
-            if tangent.shape != output.shape:
-                # an input's own tangent, broadcast as the forward broadcast that input (add's
-                # rule returns tb alone), is the output's; any other shape is a wrong rule
-                if tangent.shape not in [t.shape for t in inputs] or not _broadcasts(
-                        tangent.shape, output.shape):
-                    raise ValueError(f"func.jvp: {op.name}'s jvp rule returned a tangent of "
-                                     f"shape {tangent.shape} for an output of shape "
-                                     f"{output.shape}")
-                tangent = np.broadcast_to(tangent, output.shape)
-            if tangent.dtype != output.dtype:
-                tangent = tangent.astype(output.dtype)
-            self.set(output, tangent)
+            self.set(output, _fitted(op, np.asarray(tangent), inputs, output))
+
+    def _recorded_tangent(self, op, inputs, tangents, output):
+        """The op's tangent as a recorded Tensor (None: zero)."""
+        if getattr(op, "jvp", None) is None:
+            tangent = derived_jvp(op, inputs, [None if t is None else t.data for t in tangents],
+                                  output, recorded=True)
+        else:
+            with enable_grad():
+                tangent = jvp_on_tensors(op, output, tangents)
+        if tangent is None:
+            return None
+        if not isinstance(tangent, Tensor):
+            tangent = Tensor.from_numpy(np.asarray(tangent))
+        if tangent.shape != output.shape:
+            _fitted(op, np.broadcast_to(np.zeros((), output.dtype), tangent.shape), inputs,
+                    output)                        # the same shape rule, named the same way
+            tangent = tangent.broadcast_to(output.shape)
+        return tangent if tangent.dtype == output.dtype else tangent.to(output.dtype)
+
+
+def _fitted(op, tangent, inputs, output):
+    """A rule's tangent as the output's: its shape, or an input's own tangent broadcast as the
+    forward broadcast that input (add's rule returns tb alone); any other shape is a wrong
+    rule, named."""
+    if tangent.shape != output.shape:
+        if tangent.shape not in [t.shape for t in inputs] or not _broadcasts(
+                tangent.shape, output.shape):
+            raise ValueError(f"func.jvp: {op.name}'s jvp rule returned a tangent of shape "
+                             f"{tangent.shape} for an output of shape {output.shape}")
+        tangent = np.broadcast_to(tangent, output.shape)
+    return tangent if tangent.dtype == output.dtype else tangent.astype(output.dtype)
 
 
 def _broadcasts(shape, target):
@@ -92,14 +118,15 @@ def share_tangent(new, old):
             mode.set(new, tangent)
 
 
-def derived_jvp(op, inputs, tangents, output):
-    """J v from the op's backward (double vjp): see the module docstring."""
+def derived_jvp(op, inputs, tangents, output, recorded=False):
+    """J v from the op's backward (double vjp): see the module docstring. recorded: J v as a
+    Tensor whose graph reaches the op's inputs (its backward run on tensors)."""
     with enable_grad():
         u = Tensor(np.zeros(output.shape, output.dtype), requires_grad=True,
                    dtype=output.dtype)
         op.needs_input_grad = tuple(t is not None for t in tangents)
         try:
-            pulled = op.backward(u)
+            pulled = backward_on_tensors(op, output, u) if recorded else op.backward(u)
         except Exception as error:
             raise TypeError(
                 f"func.jvp: {op.name} has no jvp rule, and its backward cannot be applied to a "
@@ -114,8 +141,10 @@ def derived_jvp(op, inputs, tangents, output):
             total = term if total is None else total + term
         if total is None or not total.requires_grad:
             return None                                   # J does not depend on u: zero
-        (jv,) = grad(total, [u], allow_unused=True)
-    return None if jv is None else jv.data
+        (jv,) = grad(total, [u], allow_unused=True, create_graph=recorded)
+    if jv is None:
+        return None
+    return jv if recorded else jv.data
 
 
 def _as_tensors(what, values):
@@ -144,7 +173,10 @@ def jvp(f, primals, tangents):
     tangents, _ = _as_tensors("tangents", tangents)
     if len(primals) != len(tangents):
         raise ValueError(f"func.jvp: {len(primals)} primals but {len(tangents)} tangents")
-    mode = Tangents()
+    # an outer reverse pass tracks a primal or a tangent (grad of a jvp): the forward pass and
+    # the tangents are recorded from them, so that it differentiates both
+    recorded = any(t.requires_grad for t in primals + tangents)
+    mode = Tangents(recorded)
     inputs = []
     for i, (p, t) in enumerate(zip(primals, tangents)):
         if t.shape != p.shape:
@@ -153,13 +185,20 @@ def jvp(f, primals, tangents):
         if p.dtype.kind != "f":
             raise TypeError(f"func.jvp: primal {i} has dtype {p.dtype}; tangents need "
                             f"floating-point primals")
-        x = Tensor.from_numpy(p.data)
-        mode.set(x, np.asarray(t.data, dtype=p.dtype))
+        if recorded:
+            with enable_grad():
+                x = p.reshape(p.shape) if p.requires_grad else Tensor.from_numpy(p.data)
+            tangent = t if t.dtype == p.dtype else t.to(p.dtype)
+        else:
+            x = Tensor.from_numpy(p.data)
+            tangent = np.asarray(t.data, dtype=p.dtype)
+        mode.set(x, tangent)
         inputs.append(x)
     stack = _stack()
     stack.append(mode)
     try:
-        with no_grad(), observe(mode):           # values and tangents: nothing to record
+        # values and tangents: nothing to record, unless an outer reverse pass needs them
+        with (enable_grad() if recorded else no_grad()), observe(mode):
             outputs = f(*inputs)
     finally:
         stack.pop()
@@ -170,6 +209,9 @@ def jvp(f, primals, tangents):
             raise TypeError(f"func.jvp: f returned a {type(out).__name__} as output {i}; "
                             f"return Tensors")
         tangent = mode.get(out)
-        results.append(Tensor(np.zeros(out.shape, out.dtype) if tangent is None else tangent,
-                              dtype=out.dtype))
+        if tangent is None:
+            tangent = Tensor(np.zeros(out.shape, out.dtype), dtype=out.dtype)
+        elif not isinstance(tangent, Tensor):
+            tangent = Tensor(tangent, dtype=out.dtype)
+        results.append(tangent)
     return outputs, tree_rebuild(outputs, iter(results))   # the outputs' own structure

@@ -188,7 +188,7 @@ def jacfwd(f, argnums=0):
                 tangents = list(zeros)
                 tangents[i] = Tensor(basis[j].reshape(x.shape), dtype=x.dtype)
                 out, tangent = forward.jvp(of_leaves, tuple(flat), tuple(tangents))
-                per_leaf.append([t.data for t in tree_leaves(tangent)])
+                per_leaf.append(tree_leaves(tangent))   # Tensors: an outer grad goes through
             columns.append(per_leaf)
         if out is None:
             out = of_leaves(*flat)
@@ -199,10 +199,12 @@ def jacfwd(f, argnums=0):
             for arg in leaves:
                 row = []
                 for x in arg:
-                    stacked = (np.stack([c[o] for c in columns[i]], axis=-1) if columns[i]
-                               else np.zeros(output.shape + (0,), output.dtype))
-                    row.append(Tensor(stacked.reshape(output.shape + x.shape),
-                                      dtype=output.dtype))
+                    if columns[i]:
+                        stacked = Tensor.stack([c[o] for c in columns[i]], axis=-1)
+                    else:
+                        stacked = Tensor(np.zeros(output.shape + (0,), output.dtype),
+                                         dtype=output.dtype)
+                    row.append(stacked.reshape(output.shape + x.shape))
                     i += 1
                 per_arg.append(row)
             blocks.append(per_arg)

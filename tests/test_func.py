@@ -514,3 +514,46 @@ def test_vmap_sees_tensors_made_without_an_op(make):
         return ((x * w - target) ** 2).sum() + (x * w).sum()
     grads = func.vmap(func.grad(loss), in_axes=(None, 0))(w, xs)
     np.testing.assert_allclose(grads.data, xs.data, rtol=1e-6)
+
+
+def _penalty_case():
+    rng = np.random.default_rng(21)
+    w, xs, v = (f64(rng.normal(size=s)) for s in ((3,), (4, 3), (3,)))
+
+    def loss(w, x):
+        return (x * w).sum().tanh() ** 2
+
+    def penalty(w):                                  # a gradient penalty on per-example grads
+        return (func.vmap(func.grad(loss), in_axes=(None, 0))(w, xs) ** 2).sum()
+
+    def penalty_np(wv):
+        total = 0.0
+        for x in xs.data:
+            s = np.tanh((x * wv).sum())
+            total += ((2 * s * (1 - s * s) * x) ** 2).sum()
+        return total
+    return w, v, penalty, penalty_np
+
+
+def test_per_example_gradients_are_differentiated_by_an_outer_grad_backward_and_jvp():
+    w, v, penalty, penalty_np = _penalty_case()
+    expected = _numerical_jacobian(penalty_np, w.data)
+    np.testing.assert_allclose(func.grad(penalty)(w).data, expected, rtol=1e-6)
+    leaf = Tensor(w.data, requires_grad=True, dtype=np.float64)
+    (penalty(leaf) + (leaf * leaf).sum()).backward()          # plain reverse mode too
+    np.testing.assert_allclose(leaf.grad, expected + 2 * w.data, rtol=1e-6)
+    _, tangent = func.jvp(penalty, (w,), (v,))
+    assert float(tangent.data) == pytest.approx(float(expected @ v.data), rel=1e-6)
+
+
+def test_grad_of_a_jvp_and_jacrev_of_jacfwd_are_the_second_derivatives():
+    x = f64([0.3, -0.7, 1.1])
+    v = f64([1.0, 2.0, -1.0])
+    g = func.grad(lambda x: func.jvp(lambda y: (y.exp() * y).sum(), (x,), (v,))[1])(x)
+    np.testing.assert_allclose(g.data, (2 + x.data) * np.exp(x.data) * v.data, rtol=1e-12)
+
+    def f(x):
+        return x.sin() * x.sum()
+    np.testing.assert_allclose(func.jacrev(func.jacfwd(f))(x).data,
+                               func.jacfwd(func.jacrev(f))(x).data, rtol=1e-12, atol=1e-14)
+    assert np.abs(func.jacrev(func.jacfwd(f))(x).data).max() > 0.1

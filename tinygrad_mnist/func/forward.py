@@ -110,12 +110,18 @@ def active():
     return bool(_stack())
 
 
-def share_tangent(new, old):
-    """`new` (a fresh leaf standing for `old`) carries old's tangent in every running jvp."""
+def share_tangent(new, old, examples=None):
+    """`new` (a fresh leaf standing for `old`) carries old's tangent in every running jvp;
+    with `examples`, new is `examples` copies of old stacked (vmap's per-example copies)."""
     for mode in _stack():
         tangent = mode.get(old)
-        if tangent is not None:
-            mode.set(new, tangent)
+        if tangent is None:
+            continue
+        if examples is not None:
+            tangent = (tangent.broadcast_to((examples,) + tangent.shape)
+                       if isinstance(tangent, Tensor)
+                       else np.broadcast_to(tangent, (examples,) + tangent.shape))
+        mode.set(new, tangent)
 
 
 def derived_jvp(op, inputs, tangents, output, recorded=False):

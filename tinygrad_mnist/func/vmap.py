@@ -23,6 +23,7 @@ import numpy as np
 
 from ..engine import Observer, Tensor, enable_grad, grad as _reverse, observe
 from ..engine.batching import VmapError, with_batch
+from . import forward
 from .trees import tree_leaves, tree_rebuild, vmap_traces
 
 # ---------------------------------------------------------------- the trace
@@ -218,15 +219,24 @@ class _Replay:
         return self.lookup(self.trace.owner[id(tensor._data)])[0].detach()
 
     def _grad(self, step):
-        leaves = []
+        leaves, tracked = [], False
         for leaf, source in zip(step.leaves, step.sources):
             value, batched = self.lookup(source)
-            # each example's own copy of a shared argument: a broadcast view, not a copy
-            data = value._data if batched else np.broadcast_to(
-                value._data, (self.size,) + value.shape)
-            fresh = Tensor.from_numpy(data, requires_grad=True)
-            self.env[id(leaf)] = (fresh, True)
-            leaves.append(fresh)
+            if value.requires_grad:
+                # an outer derivative tracks it: each example's copy stays in its graph, and
+                # the per-example gradients are recorded (differentiated again, as vmap(grad)
+                # inside a grad, a penalty on them, a meta-gradient)
+                with enable_grad():
+                    copy = value.reshape(value.shape) if batched else value.broadcast_to(
+                        (self.size,) + value.shape)
+                tracked = True
+            else:        # each example's own copy of a shared argument: a broadcast view
+                copy = Tensor.from_numpy(value._data if batched else np.broadcast_to(
+                    value._data, (self.size,) + value.shape), requires_grad=True)
+                forward.share_tangent(copy, value, None if batched else self.size)
+            self.env[id(leaf)] = (copy, True)
+            leaves.append(copy)
+        tracked = tracked or forward.active()      # a jvp runs: its tangents go through
         with enable_grad():
             self.run(step.start, step.end, within=step)
             out, batched = self.lookup(step.output)
@@ -235,8 +245,8 @@ class _Replay:
             total = out.sum()
             self.trace.in_grad = True
             try:
-                grads = (_reverse(total, leaves, allow_unused=True) if total.requires_grad
-                         else [None] * len(leaves))
+                grads = (_reverse(total, leaves, allow_unused=True, create_graph=tracked)
+                         if total.requires_grad else [None] * len(leaves))
             finally:
                 self.trace.in_grad = False
         for placeholder, leaf, g in zip(step.grads, leaves, grads):

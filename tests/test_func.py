@@ -102,6 +102,23 @@ def test_reverse_over_forward_equals_forward_over_reverse(case, shapes):
                                rtol=1e-9, atol=1e-10)
 
 
+@pytest.mark.parametrize("case, shapes", CHECKS)
+def test_forward_over_forward_equals_forward_over_reverse(case, shapes):
+    """A jvp of a jvp (u^T H v, a second directional derivative) against the Hessian-vector
+    product of a jvp of a grad."""
+    rng, inputs, tangents = _case_inputs(case, shapes, 15)
+    scalar = seeded(case.weighted(rng, inputs))
+    first, rest, v = inputs[0], inputs[1:], tangents[0]
+    u = f64(rng.normal(size=first.shape))
+
+    def of_first(x):
+        return scalar(x, *rest)
+    _, twice = func.jvp(lambda x: func.jvp(of_first, (x,), (v,))[1], (first,), (u,))
+    _, hv = func.jvp(func.grad(of_first), (first,), (v,))
+    assert float(twice.data) == pytest.approx(float((u.data * hv.data).sum()), rel=1e-9,
+                                              abs=1e-10)
+
+
 # ---------------------------------------------------------------- the transforms' contracts
 
 def test_grad_argnums_and_aux():

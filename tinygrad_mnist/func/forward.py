@@ -10,11 +10,12 @@ respect to u is J v. That costs a recorded backward and a backward of it, about 
 the op's own backward, and needs a backward written with operations that work on tensors (as
 create_graph needs too).
 """
+import contextlib
 import threading
 
 import numpy as np
 
-from ..engine import Observer, Tensor, enable_grad, grad, no_grad, observe
+from ..engine import Observer, Tensor, enable_grad, grad, no_grad, observe, observers
 from ..engine.graph import backward_on_tensors, jvp_on_tensors
 from .trees import tracing, tree_leaves, tree_rebuild
 
@@ -32,9 +33,10 @@ class Tangents(Observer):
     are Tensors computed by recorded ops from the primals (each rule run on tensors, as
     backward is under create_graph), so that an outer reverse pass differentiates them."""
 
-    def __init__(self, recorded=False):
+    def __init__(self, recorded=False, outer=()):
         self.tangents = {}               # id(tensor) -> (tensor, tangent): the tensor kept alive
         self.recorded = recorded
+        self.outer = tuple(outer)        # observers attached outside: they see the tangents' ops
 
     def set(self, tensor, tangent):
         self.tangents[id(tensor)] = (tensor, tangent)
@@ -67,12 +69,13 @@ class Tangents(Observer):
 
     def _recorded_tangent(self, op, inputs, tangents, output):
         """The op's tangent as a recorded Tensor (None: zero)."""
-        if getattr(op, "jvp", None) is None:
-            tangent = derived_jvp(op, inputs, [None if t is None else t.data for t in tangents],
-                                  output, recorded=True)
-        else:
-            with enable_grad():
-                tangent = jvp_on_tensors(op, output, tangents)
+        with observe(*self.outer) if self.outer else contextlib.nullcontext():
+            if getattr(op, "jvp", None) is None:
+                tangent = derived_jvp(op, inputs, [None if t is None else t.data
+                                                   for t in tangents], output, recorded=True)
+            else:
+                with enable_grad():
+                    tangent = jvp_on_tensors(op, output, tangents)
         if tangent is None:
             return None
         if not isinstance(tangent, Tensor):
@@ -170,19 +173,15 @@ def jvp(f, primals, tangents):
     if tracing() is not None:
         raise NotImplementedError("func.jvp inside vmap has no batching rule: take the jvp "
                                   "of the vmapped function instead")
-    if active():
-        raise NotImplementedError(
-            "func.jvp inside func.jvp (forward over forward) is not supported: tangents are "
-            "arrays, not tensors that a second tangent could ride on; use func.hessian "
-            "(forward over reverse), or jacfwd of jacrev")
     primals, _ = _as_tensors("primals", primals)
     tangents, _ = _as_tensors("tangents", tangents)
     if len(primals) != len(tangents):
         raise ValueError(f"func.jvp: {len(primals)} primals but {len(tangents)} tangents")
-    # an outer reverse pass tracks a primal or a tangent (grad of a jvp): the forward pass and
-    # the tangents are recorded from them, so that it differentiates both
-    recorded = any(t.requires_grad for t in primals + tangents)
-    mode = Tangents(recorded)
+    # an outer reverse pass tracks a primal or a tangent (grad of a jvp), or an outer jvp runs
+    # (forward over forward): the tangents are tensors made by ops from the primals, recorded
+    # for the reverse pass and seen by the outer jvp, which carries its own tangents on them
+    recorded = any(t.requires_grad for t in primals + tangents) or active()
+    mode = Tangents(recorded, outer=observers())
     inputs = []
     for i, (p, t) in enumerate(zip(primals, tangents)):
         if t.shape != p.shape:
@@ -191,9 +190,9 @@ def jvp(f, primals, tangents):
         if p.dtype.kind != "f":
             raise TypeError(f"func.jvp: primal {i} has dtype {p.dtype}; tangents need "
                             f"floating-point primals")
-        if recorded:
+        if recorded:                  # an op of p: the outer passes follow it into f
             with enable_grad():
-                x = p.reshape(p.shape) if p.requires_grad else Tensor.from_numpy(p.data)
+                x = p.reshape(p.shape)
             tangent = t if t.dtype == p.dtype else t.to(p.dtype)
         else:
             x = Tensor.from_numpy(p.data)

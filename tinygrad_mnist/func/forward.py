@@ -170,9 +170,6 @@ def jvp(f, primals, tangents):
     its shape), in one forward pass. primals and tangents are tuples of Tensors (or single
     Tensors); outputs may be a Tensor or tuples, lists and dicts of them, and their tangents
     come in the same structure (zeros where an output does not depend on the primals)."""
-    if tracing() is not None:
-        raise NotImplementedError("func.jvp inside vmap has no batching rule: take the jvp "
-                                  "of the vmapped function instead")
     primals, _ = _as_tensors("primals", primals)
     tangents, _ = _as_tensors("tangents", tangents)
     if len(primals) != len(tangents):
@@ -180,7 +177,8 @@ def jvp(f, primals, tangents):
     # an outer reverse pass tracks a primal or a tangent (grad of a jvp), or an outer jvp runs
     # (forward over forward): the tangents are tensors made by ops from the primals, recorded
     # for the reverse pass and seen by the outer jvp, which carries its own tangents on them
-    recorded = any(t.requires_grad for t in primals + tangents) or active()
+    recorded = (any(t.requires_grad for t in primals + tangents) or active()
+                or tracing() is not None)     # inside vmap: the trace batches those ops too
     mode = Tangents(recorded, outer=observers())
     inputs = []
     for i, (p, t) in enumerate(zip(primals, tangents)):

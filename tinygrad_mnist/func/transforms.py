@@ -75,6 +75,12 @@ def grad(f, argnums=0, has_aux=False):
     function returns (gradient, aux). JAX's jax.grad, torch.func.grad."""
     def gradient(*args):
         trace = tracing()
+        if trace is not None and trace.in_grad:
+            # a grad of a grad inside vmap: the inner one by forward mode (one jvp per input
+            # element), whose recorded ops the outer, batched grad differentiates
+            scalar = (lambda *a: f(*a)[0]) if has_aux else f
+            result = jacfwd(scalar, argnums)(*args)
+            return (result, f(*args)[1]) if has_aux else result
         if trace is not None:              # inside vmap: every example's gradient at once
             nums, single = _argnums(argnums, len(args), "grad")
             results, aux = _vmap.traced_grad(trace, f, args, nums, has_aux)
@@ -98,6 +104,22 @@ def grad(f, argnums=0, has_aux=False):
 def vjp(f, *primals):
     """(f(*primals), vjp_fn): vjp_fn(cotangents) gives sum(cotangents * outputs)'s gradient
     with respect to every primal, a tuple (jax.vjp, torch.func.vjp)."""
+    if tracing() is not None:          # inside vmap: each pull-back is a func.grad, batched
+        out = f(*primals)
+        outs = tuple(_output_leaves("vjp", out))
+
+        def vjp_fn(cotangents):
+            cts = tuple(tree_leaves(cotangents))
+            if len(cts) != len(outs) or any(c.shape != o.shape for c, o in zip(cts, outs)):
+                raise ValueError(f"func.vjp: cotangents of shapes {[c.shape for c in cts]} "
+                                 f"for outputs of shapes {[o.shape for o in outs]}")
+
+            def pulled(*p):
+                given = tree_leaves(f(*p))
+                return sum(((g * c).sum() for g, c in zip(given, cts)), Tensor(0.0, dtype=given[0].dtype))
+            result = grad(pulled, argnums=tuple(range(len(primals))))(*primals)
+            return tuple(result)
+        return out, vjp_fn
     out, xs, _, create = _call("vjp", f, primals, tuple(range(len(primals))))
     outs = (out,) if isinstance(out, Tensor) else tuple(out)
 
@@ -135,6 +157,8 @@ def jacrev(f, argnums=0):
     and differentiated input, shape output.shape + input.shape, in the structure of the
     outputs and of the arguments (torch.func.jacrev)."""
     def jacobian(*args):
+        if tracing() is not None:      # inside vmap: the same numbers by forward mode, batched
+            return jacfwd(f, argnums)(*args)
         out, xs, single, create = _call("jacrev", f, args, argnums)
         nums, _ = _argnums(argnums, len(args), "jacrev")
         outs = _output_leaves("jacrev", out)

@@ -136,6 +136,7 @@ def traced_grad(trace, f, args, nums, has_aux):
                 raise TypeError(f"func.grad: argument {a} is differentiated and must be "
                                 f"floating-point Tensors")
             leaf = Tensor.from_numpy(t._data, requires_grad=True)   # not a read of a value
+            forward.share_tangent(leaf, t)                # a running jvp's tangent rides on
             if trace.is_batched(t):
                 trace.mark(leaf)
             sources.append(t)
@@ -153,8 +154,10 @@ def traced_grad(trace, f, args, nums, has_aux):
             if not isinstance(out, Tensor) or out.size != 1:
                 raise ValueError(f"func.grad: f must return a one-element Tensor, got "
                                  f"{getattr(out, 'shape', type(out).__name__)}")
-            grads = (_reverse(out, leaves, allow_unused=True) if out.requires_grad
-                     else [None] * len(leaves))
+            # inside a jvp (forward over reverse): the backward recorded, so that the jvp's
+            # tangents go through it, and the trace sees those ops too
+            grads = (_reverse(out, leaves, allow_unused=True, create_graph=forward.active())
+                     if out.requires_grad else [None] * len(leaves))
     finally:
         trace.in_grad = False
     grads = [Tensor(np.zeros(x.shape, x.dtype), dtype=x.dtype) if g is None else g

@@ -147,3 +147,47 @@ def test_numerical_grad_perturbs_any_memory_layout():
     (g,) = numerical_grad(lambda x: (x * x * weights).sum(), [x])
     np.testing.assert_allclose(g, 2 * a.T * weights, rtol=1e-8)
     assert gradcheck(lambda x: (x * x * weights).sum(), [x])
+
+
+def _user_op(jvp_sign=1.0, batch=True, backward_factor=3.0):
+    from tinygrad_mnist import ops as ops_module
+
+    class Cube(ops_module.Op):
+        """z = x^3 * s    dz/dx = 3 x^2 s    dz/ds = x^3"""
+        def forward(self, x, s):
+            self.x, self.s = x, s
+            return x ** 3 * s
+
+        def backward(self, gz):
+            return gz * backward_factor * self.x ** 2 * self.s, gz * self.x ** 3
+
+        def jvp(self, tx, ts):                     # a tangent None is zero
+            out = 0.0
+            if tx is not None:
+                out = out + tx * 3 * self.x ** 2 * self.s
+            if ts is not None:
+                out = out + ts * self.x ** 3
+            return jvp_sign * out
+    if batch:
+        from tinygrad_mnist.engine import batching
+        Cube.batch = batching.elementwise
+    return Cube
+
+
+def test_check_op_runs_every_check_of_the_op_table_on_a_users_op():
+    from tinygrad_mnist.gradcheck import check_op
+    report = check_op(_user_op(), (2, 3), (3,))
+    assert report == {"gradients by finite differences": "ok", "gradients of gradients": "ok",
+                      "jvp against finite differences": "ok", "jvp against reverse mode": "ok",
+                      "jacfwd against jacrev": "ok", "vmap against a loop": "ok"}
+    assert "skipped" in check_op(_user_op(batch=False), (3,), (3,))["vmap against a loop"]
+
+
+@pytest.mark.parametrize("wrong, message", [
+    ({"backward_factor": 2.0}, "cube's gradients by finite differences differ"),
+    ({"jvp_sign": -1.0}, "cube's jvp against finite differences differ"),
+])
+def test_check_op_names_the_op_and_what_differs(wrong, message):
+    from tinygrad_mnist.gradcheck import GradcheckError, check_op
+    with pytest.raises(GradcheckError, match=message):
+        check_op(_user_op(**wrong), (2, 3), (3,))

@@ -258,3 +258,95 @@ def gradgradcheck(f, inputs, grad_outputs=None, eps=1e-6, atol=1e-5, rtol=1e-3, 
     copies = _float64_copies(inputs, requires_grad=wanted if any(wanted) else floats)
     return gradcheck(first_derivatives, copies, eps=eps, atol=atol, rtol=rtol,
                      raise_exception=raise_exception)
+
+
+# ---------------------------------------------------------------- a user's op, checked in one call
+
+def check_op(op, *inputs, options=None, eps=1e-6, atol=1e-5, rtol=1e-3, seed=0,
+             second_order=True, examples=3):
+    """Every check the op table runs on the built-in ops, on a user's Op class: gradients by
+    finite differences, gradients of gradients (second_order), the jvp against finite
+    differences, against reverse mode through the transpose identity and jacfwd against jacrev,
+    and vmap against a loop over `examples` examples. `inputs` are input shapes (random normal
+    values, float64) or arrays; `options` the op's keyword options. Returns {check: "ok" or
+    why it was skipped}; a check that fails raises GradcheckError naming the op and what
+    differs, by how much."""
+    from . import func
+    options = options or {}
+    rng = np.random.default_rng(seed)
+    arrays = [rng.normal(size=x) if isinstance(x, tuple) else np.asarray(x, dtype=np.float64)
+              for x in inputs]
+
+    def tensors(requires_grad):
+        return [Tensor(a, requires_grad=requires_grad, dtype=np.float64) for a in arrays]
+
+    def f(*ts):
+        return op.apply(*ts, **options)
+    name = op.name
+    out = f(*tensors(False))
+    weights = rng.normal(size=out.shape)
+
+    def scalar(*ts):
+        return (f(*ts) * Tensor(weights, dtype=np.float64)).sum()
+    report = {}
+    for check, run in (("gradients by finite differences", lambda: gradcheck(
+                            scalar, tensors(True), eps=eps, atol=atol, rtol=rtol)),
+                       ("gradients of gradients", lambda: gradgradcheck(
+                            scalar, tensors(True), eps=eps, atol=atol, rtol=rtol)
+                        if second_order else None)):
+        if check == "gradients of gradients" and not second_order:
+            report[check] = "skipped (second_order=False)"
+            continue
+        try:
+            run()
+        except GradcheckError as error:
+            raise GradcheckError(f"check_op: {name}'s {check} differ: {error}") from None
+        report[check] = "ok"
+
+    tangents = [rng.normal(size=a.shape) for a in arrays]
+    _, jv = func.jvp(f, tuple(tensors(False)), tuple(Tensor(t, dtype=np.float64)
+                                                    for t in tangents))
+    plus = f(*[Tensor(a + eps * t, dtype=np.float64) for a, t in zip(arrays, tangents)]).data
+    minus = f(*[Tensor(a - eps * t, dtype=np.float64) for a, t in zip(arrays, tangents)]).data
+    _close(name, "jvp against finite differences", jv.data, (plus - minus) / (2 * eps),
+           atol, rtol)
+    report["jvp against finite differences"] = "ok"
+    u = rng.normal(size=out.shape)
+    _, pull = func.vjp(f, *tensors(False))
+    reverse = sum(float((g.data * t).sum()) for g, t in zip(pull(Tensor(u, dtype=np.float64)),
+                                                            tangents))
+    _close(name, "jvp against reverse mode (<u, J v> = <J^T u, v>)",
+           np.array(float((u * jv.data).sum())), np.array(reverse), 1e-9, 1e-7)
+    report["jvp against reverse mode"] = "ok"
+    for k in range(len(arrays)):
+        by_forward = func.jacfwd(f, argnums=k)(*tensors(False))
+        by_reverse = func.jacrev(f, argnums=k)(*tensors(False))
+        _close(name, f"jacfwd against jacrev (input {k})", by_forward.data, by_reverse.data,
+               1e-9, 1e-7)
+    report["jacfwd against jacrev"] = "ok"
+
+    if op.batch is None:
+        report["vmap against a loop"] = "skipped (no batching rule: vmap refuses the op)"
+        return report
+    batch = [rng.normal(size=(examples,) + a.shape) for a in arrays]
+    mapped = func.vmap(f)(*[Tensor(b, dtype=np.float64) for b in batch]).data
+    loop = np.stack([f(*[Tensor(b[i], dtype=np.float64) for b in batch]).data
+                     for i in range(examples)])
+    _close(name, "vmap against a loop over examples", mapped, loop, 1e-10, 1e-10)
+    report["vmap against a loop"] = "ok"
+    return report
+
+
+def _close(name, check, got, expected, atol, rtol):
+    got, expected = np.asarray(got), np.asarray(expected)
+    if got.shape != expected.shape:
+        raise GradcheckError(f"check_op: {name}'s {check}: shape {got.shape}, expected "
+                             f"{expected.shape}")
+    error = np.abs(got - expected)
+    bound = atol + rtol * np.abs(expected)
+    if (error > bound).any():
+        worst = np.unravel_index(int(np.argmax(error - bound)), error.shape) if error.ndim \
+            else ()
+        raise GradcheckError(f"check_op: {name}'s {check} differ: at {worst} "
+                             f"{got[worst]:.6g} against {expected[worst]:.6g} (difference "
+                             f"{error[worst]:.3g})")

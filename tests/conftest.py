@@ -43,6 +43,9 @@ def pytest_configure(config):
 def pytest_addoption(parser):
     parser.addoption("--fuzz-budget", type=int, default=None,
                      help="random graphs for tests/test_fuzz.py (default: the CI budget)")
+    parser.addoption("--composition-budget", type=int, default=None,
+                     help="random programs for tests/test_composition_fuzz.py (default: the "
+                          "CI budget)")
 
 
 def pytest_generate_tests(metafunc):

@@ -602,3 +602,20 @@ def test_every_transform_inside_vmap_equals_a_loop(transform):
     out = func.vmap(per_example)(xs, vs)
     loop = np.stack([per_example(f64(x), f64(v)).data for x, v in zip(xs.data, vs.data)])
     np.testing.assert_allclose(out.data, loop, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("update, expected", [
+    ("y = 3 * x; y += x", lambda x, v: 4 * v),
+    ("y = x * 1.0; y *= y", lambda x, v: 2 * x * v),
+    ("y = Tensor.zeros(3, dtype=np.float64); y += x", lambda x, v: v),
+])
+def test_forward_mode_and_vmap_follow_in_place_updates(update, expected):
+    def f(x):
+        namespace = {"x": x, "Tensor": Tensor, "np": np}
+        exec(update, namespace)
+        return namespace["y"]
+    x, v = f64([1.0, 2.0, 3.0]), f64([1.0, 1.0, 2.0])
+    _, tangent = func.jvp(f, (x,), (v,))
+    np.testing.assert_allclose(tangent.data, expected(x.data, v.data))
+    xs = f64(np.arange(6.0).reshape(2, 3) + 1)
+    np.testing.assert_allclose(func.vmap(f)(xs).data, np.stack([f(f64(r)).data for r in xs.data]))

@@ -475,3 +475,63 @@ def test_in_place_operators_on_plain_tensors_act_in_place():
     np.testing.assert_array_equal(t.data, [1.0, 3.5])
     with pytest.raises(ValueError, match=r"\+=.*shape \(2,\).*\(3,\)"):
         t += np.ones(3)
+
+
+# ---------------------------------------------------------------- in-place ops, as PyTorch
+
+def _x():
+    return Tensor(np.array([1.0, 2.0, 3.0]), requires_grad=True, dtype=np.float64)
+
+
+def test_an_in_place_op_with_an_operand_that_requires_grad_is_recorded():
+    x = _x()
+    acc = Tensor.zeros(3, dtype=np.float64)
+    acc += x * x                                     # acc joins the graph
+    assert acc.requires_grad and acc.op is not None
+    ((acc * 2).sum() + x.sum()).backward()
+    np.testing.assert_allclose(x.grad, 4 * x.data + 1)       # PyTorch: 4x + 1
+    x = _x()
+    acc = Tensor.zeros(3, dtype=np.float64)
+    acc += x * x
+    acc.sum().backward()                             # alone, too
+    np.testing.assert_allclose(x.grad, 2 * x.data)
+
+
+@pytest.mark.parametrize("update, expected", [
+    (lambda y, x: y.__iadd__(x), lambda x: 4 * np.ones(3)),         # y = 3x; y += x
+    (lambda y, x: y.__isub__(x), lambda x: 2 * np.ones(3)),
+    (lambda y, x: y.__imul__(x), lambda x: 6 * x),                   # 3x * x
+    (lambda y, x: y.__itruediv__(x + 1), lambda x: 3 / (x + 1) ** 2),  # 3x / (x + 1)
+])
+def test_an_in_place_update_of_a_graph_node_differentiates_like_its_out_of_place_op(
+        update, expected):
+    x = _x()
+    y = 3 * x
+    update(y, x)
+    y.sum().backward()
+    np.testing.assert_allclose(x.grad, expected(x.data))
+
+
+def test_an_op_that_used_a_tensor_before_it_changed_in_place_gets_the_earlier_node():
+    x = _x()
+    a = x + 0.0
+    b = a + 2.0                       # add saves nothing: b's gradient goes to a's old node
+    a += x
+    (b.sum() * 10 + a.sum()).backward()
+    np.testing.assert_allclose(x.grad, 10 + 2 * np.ones(3))
+
+
+def test_a_tensor_saved_for_backward_and_changed_in_place_after_is_an_error_naming_the_op():
+    x = _x()
+    a = x * 1.0
+    b = a.exp() * a                   # mul saved a's array
+    a += 1.0
+    with pytest.raises(RuntimeError, match=r"backward: mul saved a tensor of shape \(3,\) for "
+                                           r"its backward .* changed in place after"):
+        b.sum().backward()
+
+
+def test_an_in_place_op_on_a_leaf_that_requires_grad_is_still_refused():
+    x = _x()
+    with pytest.raises(RuntimeError, match=r"\+=: cannot change a tensor that requires grad"):
+        x += 1.0

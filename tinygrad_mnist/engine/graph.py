@@ -23,6 +23,26 @@ class _Released:
 RELEASED = _Released()
 
 
+def inputs_of(op):
+    """The op's inputs as the nodes they were when it ran: an input changed in place since
+    (t += ...) stands for its node of that version; an input the op saved for its backward and
+    that was changed in place since is an error naming the op, as PyTorch's version counter."""
+    versions = getattr(op, "versions", None)
+    if versions is None:
+        return op.inputs
+    nodes = []
+    for t, version in zip(op.inputs, versions):
+        if getattr(t, "_version", 0) != version:
+            saved = [n for n in saved_names(op) if getattr(op, n, None) is t._data]
+            if saved:
+                raise RuntimeError(f"backward: {op.name} saved a tensor of shape {t.shape} "
+                                   f"for its backward ({saved[0]}), and it was changed in "
+                                   f"place after: compute it out of place (t = t + ...)")
+            t = t._history[version]
+        nodes.append(t)
+    return tuple(nodes)
+
+
 def topo_order(roots, constants=False, freed=None):
     """Every tensor behind `roots` (a tensor or a sequence of them) that requires grad (with
     constants=True, every one), each after the inputs of its op: the one depth-first walk
@@ -49,7 +69,7 @@ def topo_order(roots, constants=False, freed=None):
                 if freed is not None:
                     raise RuntimeError(freed)
                 continue
-            for parent in reversed(op.inputs):
+            for parent in reversed(inputs_of(op)):
                 if parent not in seen and (constants or parent.requires_grad):
                     push((parent, False))
     return order
@@ -89,7 +109,7 @@ def backward_plan(roots):
             append((None, node, None))
         else:
             node._pending = None
-            append((op, node, op.inputs))
+            append((op, node, inputs_of(op)))
     return steps
 
 
@@ -252,7 +272,7 @@ def _on_tensors(op, node, call, rule, when):
             setattr(op, name, value)
 
 
-_BASE_SLOTS = ("inputs", "options", "needs_input_grad", "modules", "created_at")
+_BASE_SLOTS = ("inputs", "options", "needs_input_grad", "modules", "created_at", "versions")
 
 
 def saved_names(op):

@@ -43,7 +43,7 @@ class Op:
     options (set by the engine), which inputs need a gradient, and two notes observers may
     write: the module calls the op ran in (drawings) and the user's line that made it
     (anomaly detection)."""
-    __slots__ = ("inputs", "options", "needs_input_grad", "modules", "created_at")
+    __slots__ = ("inputs", "options", "needs_input_grad", "modules", "created_at", "versions")
     name = "op"
     float_result = False     # True: integer inputs are made float first (exp, division, ...)
     draws_random = False     # True: forward draws random numbers (vmap refuses it)

@@ -16,6 +16,14 @@ _CONSTANTS = {}    # (Python number, dtype) -> constant tensor; never written to
 # needs_input_grad of one or two inputs, made once: a graph of millions of ops holds no tuple
 # of its own per op for them
 _NEEDS = {a: {None: (a,), **{b: (a, b) for b in (False, True)}} for a in (False, True)}
+# once an in-place op has been recorded, ops note their inputs' versions (graph.py follows an
+# input changed in place since back to the node it was); before that nobody pays for it
+_IN_PLACE_SEEN = [False]
+
+
+def version_of(t):
+    """How many recorded in-place ops changed t (0: none)."""
+    return getattr(t, "_version", 0)
 
 
 def _common_float(tensors, force=False):
@@ -74,6 +82,8 @@ def record(op_class, inputs, options):
     if True in needs and mode.grad_enabled and data.dtype.kind == "f":
         op.inputs, op.options, op.needs_input_grad = inputs, options, needs
         out.requires_grad, out._ctx = True, op
+        if _IN_PLACE_SEEN[0]:
+            op.versions = tuple([version_of(t) for t in inputs])
     else:
         out.requires_grad, out._ctx = False, None
     if observers and "on_op" in observers.hooks:
@@ -120,7 +130,8 @@ class Tensor:
     boolean data stay as they are and cannot require grad. Tensor.from_numpy(array) shares the
     array instead, like torch.from_numpy.
     """
-    __slots__ = ("_data", "_grad", "requires_grad", "_ctx", "_pending", "__weakref__")
+    __slots__ = ("_data", "_grad", "requires_grad", "_ctx", "_pending", "_version", "_history",
+                 "__weakref__")
 
     def __init__(self, data, requires_grad=False, dtype=None):
         if isinstance(data, Tensor):
@@ -485,12 +496,17 @@ class Tensor:
     def minimum(self, other): return self._binary(ops.Minimum, other)
 
     # in place: `w -= lr * w.grad` on a weight would silently rebind w to a graph node
-    def _in_place(self, ufunc, other, symbol):
-        if self.requires_grad and MODE.grad_enabled:
+    def _in_place(self, op_class, ufunc, other, symbol):
+        if self.requires_grad and self._ctx is None and MODE.grad_enabled:
             raise RuntimeError(
                 f"{symbol}: cannot change a tensor that requires grad (shape {self.shape}) in "
                 f"place: update its .data (w.data -= lr * w.grad) or do it inside "
                 f"`with no_grad():`")
+        recorded = MODE.grad_enabled and (self.requires_grad or (
+            isinstance(other, Tensor) and other.requires_grad))
+        if recorded or (MODE.observers and any(getattr(o, "follows_in_place", False)
+                                               for o in MODE.observers)):
+            return self._in_place_as_op(op_class, other, symbol, recorded)
         value = other._data if isinstance(other, Tensor) else other
         if MODE.observers:
             notify_effect("in_place", self, (ufunc, value))
@@ -502,10 +518,41 @@ class Tensor:
                               f"{error}") from None
         return self
 
-    def __iadd__(self, other): return self._in_place(np.add, other, "+=")
-    def __isub__(self, other): return self._in_place(np.subtract, other, "-=")
-    def __imul__(self, other): return self._in_place(np.multiply, other, "*=")
-    def __itruediv__(self, other): return self._in_place(np.true_divide, other, "/=")
+    def _in_place_as_op(self, op_class, other, symbol, recorded):
+        """t op= other as PyTorch does it: the op computed from t's value until now (a tensor
+        of its own, `old`), written into t's array, and t the op's output from then on (when
+        the graph is recorded); observers are told ("in_place_snapshot", then
+        "in_place_result") so that tangents and traces follow t."""
+        old = Tensor.__new__(Tensor)
+        old._data = derived(np.copy, self._data)
+        old._grad, old.requires_grad, old._ctx = None, self.requires_grad, self._ctx
+        if MODE.observers:
+            notify_effect("in_place_snapshot", self, old)
+        result = old._binary(op_class, other)
+        if result.shape != self.shape:
+            raise ValueError(f"{symbol}: cannot update a tensor of shape {self.shape} in place "
+                             f"with a result of shape {result.shape}")
+        if result.dtype != self.dtype:
+            result = result.to(self.dtype)
+        np.copyto(self._data, result._data)
+        if MODE.observers:
+            notify_effect("in_place_result", self, result)
+        if recorded and result._ctx is not None:
+            op, version = result._ctx, version_of(self)
+            for name in saved_names(op):          # its saved output is this tensor's array
+                if getattr(op, name, None) is result._data:
+                    setattr(op, name, self._data)
+            history = dict(getattr(self, "_history", None) or {})
+            history[version] = old                  # earlier ops' input, by its version
+            self._history, self._version = history, version + 1
+            self._ctx, self.requires_grad = op, True
+            _IN_PLACE_SEEN[0] = True
+        return self
+
+    def __iadd__(self, other): return self._in_place(ops.Add, np.add, other, "+=")
+    def __isub__(self, other): return self._in_place(ops.Sub, np.subtract, other, "-=")
+    def __imul__(self, other): return self._in_place(ops.Mul, np.multiply, other, "*=")
+    def __itruediv__(self, other): return self._in_place(ops.Div, np.true_divide, other, "/=")
 
     def __matmul__(self, other):
         return Tensor._matmul(self, self._operand(other))

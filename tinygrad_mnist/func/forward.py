@@ -38,8 +38,18 @@ class Tangents(Observer):
         self.recorded = recorded
         self.outer = tuple(outer)        # observers attached outside: they see the tangents' ops
 
+    follows_in_place = True               # t += v reaches us as an op and two effects
+
     def set(self, tensor, tangent):
         self.tangents[id(tensor)] = (tensor, tangent)
+
+    def on_effect(self, kind, target, value):
+        if kind == "in_place_snapshot":     # value: target's value until now, a tensor
+            tangent = self.get(target)
+            if tangent is not None:
+                self.set(value, tangent)
+        elif kind == "in_place_result":     # target holds value's result from now on
+            self.set(target, self.get(value))
 
     def get(self, tensor):
         entry = self.tangents.get(id(tensor))

@@ -42,7 +42,14 @@ class _Adopt:
     detach(), Tensor(x), a conversion) carries the batch from here on."""
 
 
+class _Rebind:
+    """A step of the trace: the tensor `output` holds the value of `inputs[0]` from here on (an
+    in-place update: the target's old value, then its new one)."""
+
+
 class _Trace(Observer):
+    follows_in_place = True               # t += v reaches us as an op and two effects
+
     def __init__(self):
         self.steps = []                  # (op class, options, inputs, output)
         self.batched = set()             # ids of traced tensors that carry the batch
@@ -106,6 +113,13 @@ class _Trace(Observer):
                             "batching gives every example its own gradient")
 
     def on_effect(self, kind, target, value):
+        if kind in ("in_place_snapshot", "in_place_result"):
+            source, holder = (target, value) if kind == "in_place_snapshot" else (value, target)
+            self.steps.append((_Rebind, {}, (source,), holder))
+            self.keep.append(holder)
+            if id(source) in self.batched:
+                self.mark(holder)
+            return
         if kind in ("in_place", "data") and isinstance(target, Tensor) and \
                 id(target) in self.batched:
             raise VmapError(f"vmap: f changes a batched tensor in place ({kind}): write "
@@ -200,6 +214,12 @@ class _Replay:
             kind, options, inputs, output = steps[i]
             if kind is _Adopt:
                 self.env[id(output)] = (self._adopted(output), True)
+                i += 1
+                continue
+            if kind is _Rebind:
+                value, batched = self.lookup(inputs[0])
+                if batched or id(output) in self.env:
+                    self.env[id(output)] = (value, batched)
                 i += 1
                 continue
             args = [self.lookup(t) for t in inputs]

@@ -139,6 +139,12 @@ class Recorder(Observer):
     def on_effect(self, kind, target, value):
         if self.inside_effect:
             return
+        if kind == "in_place_result":  # t += v as an op: its result copied into t's array
+            self.steps.append(("call", np.copyto, [self._ref(target), self._ref(value)], {},
+                               None))
+            return
+        if kind == "in_place_snapshot":   # t's value until now: a copy the recorder saw made
+            return
         if kind == "in_place":        # t += v under no_grad: done again
             ufunc, operand = value
             self.steps.append(("call", _in_place(ufunc), [self._ref(target), self._ref(operand)],

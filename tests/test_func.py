@@ -619,3 +619,17 @@ def test_forward_mode_and_vmap_follow_in_place_updates(update, expected):
     np.testing.assert_allclose(tangent.data, expected(x.data, v.data))
     xs = f64(np.arange(6.0).reshape(2, 3) + 1)
     np.testing.assert_allclose(func.vmap(f)(xs).data, np.stack([f(f64(r)).data for r in xs.data]))
+
+
+def test_a_value_that_escapes_vmap_is_a_named_error_not_a_stale_constant():
+    kept = []
+
+    def f(x):
+        y = x * 2
+        kept.append(y)                         # one example's stand-in, kept past vmap
+        return y.sum()
+    out = func.vmap(f)(f64(np.arange(6.0).reshape(3, 2)))
+    np.testing.assert_allclose(out.data, [2.0, 10.0, 18.0])
+    with pytest.raises(RuntimeError, match="add: this tensor was made inside vmap's function "
+                                           "from a batched value"):
+        kept[0] + 1

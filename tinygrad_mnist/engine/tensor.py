@@ -4,6 +4,8 @@ Every op runs through `record` (Op.apply), the one forward choke point: it runs 
 forward on the inputs' arrays, links the result to the op when the graph is recorded, and
 tells the attached observers. backward() hands the graph to graph.run_backward.
 """
+import weakref
+
 import numpy as np
 
 from . import ops
@@ -19,6 +21,24 @@ _NEEDS = {a: {None: (a,), **{b: (a, b) for b in (False, True)}} for a in (False,
 # once an in-place op has been recorded, ops note their inputs' versions (graph.py follows an
 # input changed in place since back to the node it was); before that nobody pays for it
 _IN_PLACE_SEEN = [False]
+
+
+# tensors a transform made as stand-ins while tracing (vmap's one example): using one after the
+# transform returned would silently give the stand-in's value, so it is an error naming why
+_ESCAPED = {}          # id(tensor) -> (weak reference, message)
+
+
+def mark_escaped(tensor, message):
+    """Make every later op on `tensor` an error saying `message` (until it is freed)."""
+    key = id(tensor)
+    _ESCAPED[key] = (weakref.ref(tensor, lambda _, key=key: _ESCAPED.pop(key, None)), message)
+
+
+def _check_escaped(op_class, inputs):
+    for t in inputs:
+        entry = _ESCAPED.get(id(t))
+        if entry is not None and entry[0]() is t:
+            raise RuntimeError(f"{op_class.name}: {entry[1]}")
 
 
 def version_of(t):
@@ -49,6 +69,8 @@ def record(op_class, inputs, options):
             i = [type(u) is Tensor for u in inputs].index(False)
             raise TypeError(f"{op_class.name}: input {i} is a {type(inputs[i]).__name__}, not "
                             f"a Tensor; wrap it with Tensor(...)")
+    if _ESCAPED:
+        _check_escaped(op_class, inputs)
     if op_class.float_result:
         for t in inputs:
             if t._data.dtype.kind != "f":

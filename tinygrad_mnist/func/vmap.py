@@ -23,6 +23,7 @@ import numpy as np
 
 from ..engine import Observer, Tensor, enable_grad, grad as _reverse, observe
 from ..engine.batching import VmapError, with_batch
+from ..engine.tensor import mark_escaped
 from . import forward
 from .trees import tree_leaves, tree_rebuild, vmap_traces
 
@@ -403,5 +404,11 @@ def vmap(f, in_axes=0, out_axes=0):
                 order = tuple(range(1, axis + 1)) + (0,) + tuple(range(axis + 1, value.ndim))
                 value = value.transpose(order)
             results.append(value)
+        if not vmap_traces():             # the outermost vmap: its stand-ins must not leak
+            for t in trace.keep:
+                if isinstance(t, Tensor) and id(t) in trace.batched:
+                    mark_escaped(t, "this tensor was made inside vmap's function from a batched "
+                                    "value, as one example's stand-in; it has no value outside "
+                                    "vmap: return it from the function instead of keeping it")
         return tree_rebuild(outputs, iter(results))        # the outputs' own structure
     return batched

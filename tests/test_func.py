@@ -633,3 +633,23 @@ def test_a_value_that_escapes_vmap_is_a_named_error_not_a_stale_constant():
     with pytest.raises(RuntimeError, match="add: this tensor was made inside vmap's function "
                                            "from a batched value"):
         kept[0] + 1
+
+
+@pytest.mark.parametrize("nested", ["jacfwd(jacfwd)", "jacfwd(grad)", "jvp(jvp)"])
+def test_second_derivatives_of_a_fused_op_inside_vmap_equal_a_loop(nested):
+    """Found by the composition fuzzer: an inner tangent broadcast to its output's shape (a
+    softmax's tangent sum) was made outside the outer transforms' sight, so vmap kept example
+    0's value for it."""
+    rng = np.random.default_rng(23)
+    w, v, u = (f64(rng.normal(size=4)) for _ in range(3))
+
+    def f(x):
+        return (x.softmax() * w).sum()
+    per_example = {
+        "jacfwd(jacfwd)": func.jacfwd(func.jacfwd(f)),
+        "jacfwd(grad)": func.jacfwd(func.grad(f)),
+        "jvp(jvp)": lambda x: func.jvp(lambda y: func.jvp(f, (y,), (v,))[1], (x,), (u,))[1],
+    }[nested]
+    xs = f64(rng.normal(size=(3, 4)))
+    loop = np.stack([per_example(f64(x)).data for x in xs.data])
+    np.testing.assert_allclose(func.vmap(per_example)(xs).data, loop, rtol=1e-10, atol=1e-12)

@@ -78,7 +78,8 @@ class Tangents(Observer):
             self.set(output, _fitted(op, np.asarray(tangent), inputs, output))
 
     def _recorded_tangent(self, op, inputs, tangents, output):
-        """The op's tangent as a recorded Tensor (None: zero)."""
+        """The op's tangent as a recorded Tensor (None: zero). Every op of it runs with the
+        outer observers attached (an outer jvp carries tangents on them, a vmap batches them)."""
         with observe(*self.outer) if self.outer else contextlib.nullcontext():
             if getattr(op, "jvp", None) is None:
                 tangent = derived_jvp(op, inputs, [None if t is None else t.data
@@ -86,15 +87,19 @@ class Tangents(Observer):
             else:
                 with enable_grad():
                     tangent = jvp_on_tensors(op, output, tangents)
-        if tangent is None:
-            return None
-        if not isinstance(tangent, Tensor):
-            tangent = Tensor.from_numpy(np.asarray(tangent))
-        if tangent.shape != output.shape:
-            _fitted(op, np.broadcast_to(np.zeros((), output.dtype), tangent.shape), inputs,
-                    output)                        # the same shape rule, named the same way
-            tangent = tangent.broadcast_to(output.shape)
-        return tangent if tangent.dtype == output.dtype else tangent.to(output.dtype)
+            if tangent is None:
+                return None
+            if not isinstance(tangent, Tensor):
+                tangent = Tensor.from_numpy(np.asarray(tangent))
+            if tangent.shape != output.shape:
+                _fitted(op, np.broadcast_to(np.zeros((), output.dtype), tangent.shape), inputs,
+                        output)                    # the same shape rule, named the same way
+                with enable_grad():
+                    tangent = tangent.broadcast_to(output.shape)
+            if tangent.dtype != output.dtype:
+                with enable_grad():
+                    tangent = tangent.to(output.dtype)
+        return tangent
 
 
 def _fitted(op, tangent, inputs, output):

@@ -23,6 +23,27 @@ class _Released:
 RELEASED = _Released()
 
 
+IN_PLACE_SEEN = [False]       # set by the first recorded in-place op: only then do ops carry
+                              # versions, and the walk asks for them
+
+
+# tensors a recorded in-place op changed: id -> (weak reference, version, {earlier version: the
+# node it was}); kept beside the tensors, so that a tensor carries nothing for it
+CHANGED = {}
+
+
+def version_of(t):
+    """How many recorded in-place ops changed t (0: none)."""
+    entry = CHANGED.get(id(t))
+    return entry[1] if entry is not None and entry[0]() is t else 0
+
+
+def history_of(t):
+    """{earlier version: the node t was} for a tensor changed in place."""
+    entry = CHANGED.get(id(t))
+    return entry[2] if entry is not None and entry[0]() is t else {}
+
+
 def inputs_of(op):
     """The op's inputs as the nodes they were when it ran: an input changed in place since
     (t += ...) stands for its node of that version; an input the op saved for its backward and
@@ -32,13 +53,13 @@ def inputs_of(op):
         return op.inputs
     nodes = []
     for t, version in zip(op.inputs, versions):
-        if getattr(t, "_version", 0) != version:
+        if version_of(t) != version:
             saved = [n for n in saved_names(op) if getattr(op, n, None) is t._data]
             if saved:
                 raise RuntimeError(f"backward: {op.name} saved a tensor of shape {t.shape} "
                                    f"for its backward ({saved[0]}), and it was changed in "
                                    f"place after: compute it out of place (t = t + ...)")
-            t = t._history[version]
+            t = history_of(t)[version]
         nodes.append(t)
     return tuple(nodes)
 
@@ -69,7 +90,7 @@ def topo_order(roots, constants=False, freed=None):
                 if freed is not None:
                     raise RuntimeError(freed)
                 continue
-            for parent in reversed(inputs_of(op)):
+            for parent in reversed(inputs_of(op) if IN_PLACE_SEEN[0] else op.inputs):
                 if parent not in seen and (constants or parent.requires_grad):
                     push((parent, False))
     return order
@@ -109,7 +130,7 @@ def backward_plan(roots):
             append((None, node, None))
         else:
             node._pending = None
-            append((op, node, inputs_of(op)))
+            append((op, node, inputs_of(op) if IN_PLACE_SEEN[0] else op.inputs))
     return steps
 
 

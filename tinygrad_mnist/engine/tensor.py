@@ -10,7 +10,8 @@ import numpy as np
 
 from . import ops
 from .arguments import axes, is_basic_index, single_axis, sizes
-from .graph import RELEASED, keep_output, run_backward, saved_names
+from .graph import (CHANGED, IN_PLACE_SEEN, RELEASED, history_of, keep_output, run_backward,
+                    saved_names, version_of)
 from .mode import MODE, derived, notify_effect, notify_read, tell
 
 _FLOAT_DEFAULT = np.dtype(np.float32)
@@ -20,7 +21,7 @@ _CONSTANTS = {}    # (Python number, dtype) -> constant tensor; never written to
 _NEEDS = {a: {None: (a,), **{b: (a, b) for b in (False, True)}} for a in (False, True)}
 # once an in-place op has been recorded, ops note their inputs' versions (graph.py follows an
 # input changed in place since back to the node it was); before that nobody pays for it
-_IN_PLACE_SEEN = [False]
+_IN_PLACE_SEEN = IN_PLACE_SEEN
 
 
 # tensors a transform made as stand-ins while tracing (vmap's one example): using one after the
@@ -39,11 +40,6 @@ def _check_escaped(op_class, inputs):
         entry = _ESCAPED.get(id(t))
         if entry is not None and entry[0]() is t:
             raise RuntimeError(f"{op_class.name}: {entry[1]}")
-
-
-def version_of(t):
-    """How many recorded in-place ops changed t (0: none)."""
-    return getattr(t, "_version", 0)
 
 
 def _common_float(tensors, force=False):
@@ -152,8 +148,7 @@ class Tensor:
     boolean data stay as they are and cannot require grad. Tensor.from_numpy(array) shares the
     array instead, like torch.from_numpy.
     """
-    __slots__ = ("_data", "_grad", "requires_grad", "_ctx", "_pending", "_version", "_history",
-                 "__weakref__")
+    __slots__ = ("_data", "_grad", "requires_grad", "_ctx", "_pending", "__weakref__")
 
     def __init__(self, data, requires_grad=False, dtype=None):
         if isinstance(data, Tensor):
@@ -564,9 +559,11 @@ class Tensor:
             for name in saved_names(op):          # its saved output is this tensor's array
                 if getattr(op, name, None) is result._data:
                     setattr(op, name, self._data)
-            history = dict(getattr(self, "_history", None) or {})
+            history = dict(history_of(self))
             history[version] = old                  # earlier ops' input, by its version
-            self._history, self._version = history, version + 1
+            key = id(self)
+            CHANGED[key] = (weakref.ref(self, lambda _, key=key: CHANGED.pop(key, None)),
+                             version + 1, history)
             self._ctx, self.requires_grad = op, True
             _IN_PLACE_SEEN[0] = True
         return self

@@ -109,7 +109,9 @@ class _Trace(Observer):
                             f"cannot steer Python code; use Tensor ops (where, maximum, ...)")
 
     def on_backward_start(self, outputs, grads, create_graph, capture):
-        if not self.in_grad:
+        # a recorded backward that returns its gradients (an inner vmap's func.grad, or
+        # graph.grad(create_graph=True)) is made of ops this trace sees and batches
+        if not self.in_grad and not (create_graph and capture is not None):
             raise VmapError("vmap: backward() or grad() inside vmap: use func.grad, whose "
                             "batching gives every example its own gradient")
 
@@ -171,7 +173,9 @@ def traced_grad(trace, f, args, nums, has_aux):
                                  f"{getattr(out, 'shape', type(out).__name__)}")
             # inside a jvp (forward over reverse): the backward recorded, so that the jvp's
             # tangents go through it, and the trace sees those ops too
-            grads = (_reverse(out, leaves, allow_unused=True, create_graph=forward.active())
+            # an outer vmap batches the backward from its ops, so it is recorded too
+            recorded = forward.active() or len(vmap_traces()) > 1
+            grads = (_reverse(out, leaves, allow_unused=True, create_graph=recorded)
                      if out.requires_grad else [None] * len(leaves))
     finally:
         trace.in_grad = False
@@ -260,7 +264,8 @@ class _Replay:
                 forward.share_tangent(copy, value, None if batched else self.size)
             self.env[id(leaf)] = (copy, True)
             leaves.append(copy)
-        tracked = tracked or forward.active()      # a jvp runs: its tangents go through
+        # a jvp runs (its tangents go through), or an outer vmap batches this backward's ops
+        tracked = tracked or forward.active() or bool(vmap_traces())
         with enable_grad():
             self.run(step.start, step.end, within=step)
             out, batched = self.lookup(step.output)

@@ -257,6 +257,7 @@ def run_program(seed):
             step = jit(lambda t, g=g: g(t).detach())
             step(lib.const(x * 0.5))                 # traced on other values, then replayed
             out = step(lib.const(x))
+            assert step.replays == 1, f"{where}: the jit recorded again instead of replaying"
         elif lib is Torch:
             try:
                 out = g(lib.const(x))

@@ -216,6 +216,72 @@ def test_in_place_updates_under_no_grad_are_replayed():
     np.testing.assert_allclose(w.data, [0.125, 0.25])
 
 
+@pytest.mark.parametrize("make", ["Tensor.zeros(2, dtype=np.float64)",
+                                  "Tensor([0.0, 0.0], dtype=np.float64)",
+                                  "Tensor.arange(2).astype(np.float64) * 0"])
+@pytest.mark.parametrize("recorded", [False, True])
+def test_a_tensor_made_in_the_step_and_changed_in_place_is_made_again_by_each_replay(
+        make, recorded):
+    """acc = Tensor.zeros(n); acc += ... inside a step: each replay starts acc from zeros as
+    the eager call does (a replay used to keep adding into the one tensor of the recording,
+    and with a recorded update the step ran eagerly, blaming 'a tensor from outside')."""
+    w = Tensor([1.0, 2.0], dtype=np.float64, requires_grad=True)
+
+    def step(x):
+        acc = eval(make)
+        acc += x * w if recorded else x
+        acc *= w if recorded else 2.0
+        loss = (acc * acc).sum()
+        if recorded:
+            loss.backward()
+        return loss.detach()
+    replayed = jit(step)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", JitWarning)
+        for k in range(4):
+            x = Tensor([1.0 + k, -2.0 * k], dtype=np.float64)
+            w.grad = None
+            got, grad = replayed(x).item(), w.grad
+            w.grad = None
+            assert got == pytest.approx(step(x).item(), rel=1e-12)
+            if recorded:          # loss = sum(x^2 w^4): d/dw = 4 x^2 w^3
+                np.testing.assert_allclose(grad, 4 * x.data ** 2 * w.data ** 3, rtol=1e-12)
+    assert replayed.recordings == 1
+
+
+@pytest.mark.parametrize("transform", ["grad", "vjp", "jvp", "jacrev", "jacfwd", "hessian",
+                                       "vmap of grad", "grad through functional_call"])
+def test_the_func_transforms_are_replayed_by_the_jit(transform):
+    """Under a recording the transforms compute with recorded ops (their backward too), so
+    the jit replays them instead of running eagerly; the numbers are the eager call's."""
+    from tinygrad_mnist import func
+    v = Tensor([0.5, -1.0, 2.0], dtype=np.float64)
+    layer = nn.Linear(3, 3)
+
+    def f(x):
+        return (x.sin() * x).sum() * x.exp().sum()
+    body = {
+        "grad": lambda x: func.grad(f)(x),
+        "vjp": lambda x: func.vjp(lambda y: y.tanh() * y.sum(), x)[1](v)[0],
+        "jvp": lambda x: func.jvp(lambda y: y.tanh() * y.sum(), (x,), (v,))[1],
+        "jacrev": lambda x: func.jacrev(lambda y: y.tanh() * y.sum())(x),
+        "jacfwd": lambda x: func.jacfwd(lambda y: y.tanh() * y.sum())(x),
+        "hessian": lambda x: func.hessian(f)(x),
+        "vmap of grad": lambda x: func.vmap(func.grad(f))(Tensor.stack([x, x * 2.0])),
+        "grad through functional_call": lambda x: func.grad(
+            lambda w: (func.functional_call(layer, {"weight": w}, (x,)) ** 2).sum())(
+            layer.weight.astype(np.float64) * 1.0),
+    }[transform]
+    replayed = jit(lambda x: body(x).detach())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", JitWarning)
+        for k in range(3):
+            x = Tensor([0.3 + k, -0.7, 1.1 * k], dtype=np.float64)
+            np.testing.assert_allclose(replayed(x).data, body(x).data, rtol=1e-10, atol=1e-12)
+    assert (replayed.recordings, replayed.replays) == (1, 2)
+    assert layer.weight.dtype == np.float32           # functional_call left the layer as it was
+
+
 def test_integer_inputs_are_converted_on_every_replay():
     manual_seed(0)
     layer = nn.Linear(3, 2)

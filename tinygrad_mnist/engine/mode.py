@@ -65,6 +65,8 @@ class Observer:
       grad() returns); on_gradient(tensor, grad) when a leaf's gradient is complete.
     - on_read(tensor, what): a tensor's value leaves the engine for Python (item(), bool(t),
       numpy(), np.asarray(t), .data, .grad, printing).
+    - on_new_tensor(tensor): a tensor made by a constructor over an array of its own
+      (Tensor(x), zeros, ones, arange), not by an op.
     - on_array(function, arrays, result): array work the engine does outside ops on arrays
       it was given (a Tensor made from an array, an operand converted to a tensor's dtype).
     - on_effect(kind, target, value): a change of a tensor outside the graph: "grad"
@@ -99,6 +101,9 @@ class Observer:
         pass
 
     def on_read(self, tensor, what):
+        pass
+
+    def on_new_tensor(self, tensor):
         pass
 
     def on_array(self, function, arrays, result):

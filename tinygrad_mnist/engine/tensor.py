@@ -164,6 +164,8 @@ class Tensor:
             if target is None and array.dtype.kind == "f" and array.dtype != _FLOAT_DEFAULT:
                 array = array.astype(_FLOAT_DEFAULT)
         self._adopt(array, requires_grad)
+        if MODE.observers:
+            tell(MODE.observers, "on_new_tensor", self)
 
     @staticmethod
     def from_numpy(array, requires_grad=False):
@@ -800,12 +802,21 @@ class Tensor:
     # ------------------------------------------------------------------ constructors
 
     @staticmethod
+    def _owning(array, requires_grad=False):
+        """A new tensor over a new array of its own (observers hear of it: a jit replays a
+        tensor made in its step as made again, not as a constant)."""
+        out = Tensor.from_numpy(array, requires_grad)
+        if MODE.observers:
+            tell(MODE.observers, "on_new_tensor", out)
+        return out
+
+    @staticmethod
     def zeros(*shape, requires_grad=False, dtype=_FLOAT_DEFAULT):
-        return Tensor.from_numpy(np.zeros(sizes("zeros", shape), dtype=dtype), requires_grad)
+        return Tensor._owning(np.zeros(sizes("zeros", shape), dtype=dtype), requires_grad)
 
     @staticmethod
     def ones(*shape, requires_grad=False, dtype=_FLOAT_DEFAULT):
-        return Tensor.from_numpy(np.ones(sizes("ones", shape), dtype=dtype), requires_grad)
+        return Tensor._owning(np.ones(sizes("ones", shape), dtype=dtype), requires_grad)
 
     @staticmethod
     def arange(start, stop=None, step=1, dtype=None):
@@ -818,7 +829,7 @@ class Tensor:
         values = np.arange(start, stop, step)
         if dtype is None and values.dtype.kind == "f":
             dtype = _FLOAT_DEFAULT
-        return Tensor.from_numpy(values if dtype is None else values.astype(dtype))
+        return Tensor._owning(values if dtype is None else values.astype(dtype))
 
     @staticmethod
     def rand(*shape, seed=None, requires_grad=False, dtype=_FLOAT_DEFAULT):

@@ -17,6 +17,7 @@ import numpy as np
 
 from ..engine import Observer, Tensor, enable_grad, grad, no_grad, observe, observers
 from ..engine.graph import backward_on_tensors, jvp_on_tensors
+from ..jit.recorder import Recorder
 from .trees import tracing, tree_leaves, tree_rebuild
 
 _active = threading.local()         # the forward passes running in this thread, innermost last
@@ -128,6 +129,11 @@ def active():
     return bool(_stack())
 
 
+def jit_recording():
+    """Whether the jit records this call: what a transform computes must then be ops."""
+    return any(isinstance(o, Recorder) for o in observers())
+
+
 def share_tangent(new, old, examples=None):
     """`new` (a fresh leaf standing for `old`) carries old's tangent in every running jvp;
     with `examples`, new is `examples` copies of old stacked (vmap's per-example copies)."""
@@ -192,8 +198,9 @@ def jvp(f, primals, tangents):
     # an outer reverse pass tracks a primal or a tangent (grad of a jvp), or an outer jvp runs
     # (forward over forward): the tangents are tensors made by ops from the primals, recorded
     # for the reverse pass and seen by the outer jvp, which carries its own tangents on them
+    # inside vmap or the jit, the trace batches or replays those ops too
     recorded = (any(t.requires_grad for t in primals + tangents) or active()
-                or tracing() is not None)     # inside vmap: the trace batches those ops too
+                or tracing() is not None or jit_recording())
     mode = Tangents(recorded, outer=observers())
     inputs = []
     for i, (p, t) in enumerate(zip(primals, tangents)):

@@ -25,15 +25,17 @@ def _tracked(name, x, i):
                         f"floating-point Tensor, got {got}")
     if x.requires_grad:
         return x.reshape(x.shape)
-    leaf = Tensor.from_numpy(x.data, requires_grad=True)
+    leaf = Tensor.from_numpy(x._data, requires_grad=True)    # x's array: not a read of it
     forward.share_tangent(leaf, x)
     return leaf
 
 
 def _nested(args):
     """Whether the gradients must be recorded: a jvp runs (forward over reverse) or an outer
-    gradient differentiates through the arguments (reverse over reverse)."""
-    return forward.active() or any(isinstance(a, Tensor) and a.requires_grad for a in args)
+    gradient differentiates through the arguments (reverse over reverse), or the jit records
+    the call (a recorded backward is ops it replays)."""
+    return (forward.active() or forward.jit_recording()
+            or any(isinstance(a, Tensor) and a.requires_grad for a in args))
 
 
 def _call(name, f, args, argnums):

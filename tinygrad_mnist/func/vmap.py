@@ -173,8 +173,8 @@ def traced_grad(trace, f, args, nums, has_aux):
                                  f"{getattr(out, 'shape', type(out).__name__)}")
             # inside a jvp (forward over reverse): the backward recorded, so that the jvp's
             # tangents go through it, and the trace sees those ops too
-            # an outer vmap batches the backward from its ops, so it is recorded too
-            recorded = forward.active() or len(vmap_traces()) > 1
+            # an outer vmap batches the backward from its ops (the jit replays them): recorded
+            recorded = forward.active() or len(vmap_traces()) > 1 or forward.jit_recording()
             grads = (_reverse(out, leaves, allow_unused=True, create_graph=recorded)
                      if out.requires_grad else [None] * len(leaves))
     finally:
@@ -264,8 +264,10 @@ class _Replay:
                 forward.share_tangent(copy, value, None if batched else self.size)
             self.env[id(leaf)] = (copy, True)
             leaves.append(copy)
-        # a jvp runs (its tangents go through), or an outer vmap batches this backward's ops
-        tracked = tracked or forward.active() or bool(vmap_traces())
+        # a jvp runs (its tangents go through), or an outer vmap or the jit takes this
+        # backward's ops
+        tracked = (tracked or forward.active() or bool(vmap_traces())
+                   or forward.jit_recording())
         with enable_grad():
             self.run(step.start, step.end, within=step)
             out, batched = self.lookup(step.output)

@@ -51,6 +51,8 @@ class Recorder(Observer):
         self.modules = {}              # id(module) -> (module, its guard), in call order
         self.captured = {}             # id(tensor) -> (tensor, shape, dtype, requires_grad)
         self.recorded_ops = set()      # ids of the ops run in the step
+        self.made_here = {}            # id(tensor) -> (tensor, step index) made in the step
+        self.remade = set()            # ids of those the replay makes again
         self.arguments = list(leaves(args + tuple(kwargs.values())))
         self.flat = not kwargs and len(self.arguments) == len(args)
         self.argument_slots = [self._new_slot(a.data if isinstance(a, Tensor) else a)
@@ -74,8 +76,9 @@ class Recorder(Observer):
             slot = self.slot_of.get(id(value.data))
             if slot is not None:
                 return ("slot", slot)
-            self.captured.setdefault(id(value), (value, value.shape, value.dtype,
-                                                 value.requires_grad))
+            if id(value) not in self.remade:       # one the replay makes is its own
+                self.captured.setdefault(id(value), (value, value.shape, value.dtype,
+                                                     value.requires_grad))
             return ("tensor", value)
         if isinstance(value, tuple) and any(isinstance(v, np.ndarray) for v in value):
             return ("tuple", tuple(self._ref(v) for v in value))
@@ -113,6 +116,26 @@ class Recorder(Observer):
         self.steps.append(("op", op, [self._ref(t) for t in inputs], refs,
                            self._new_slot(output.data)))
 
+    def on_new_tensor(self, tensor):
+        if not self.inside_effect:
+            self.made_here[id(tensor)] = (tensor, len(self.steps))
+            self.alive.append(tensor)
+
+    def _remake(self, target):
+        """A tensor made in the step (Tensor.zeros(3)) and then changed in place: each replay
+        starts it again from the value it was made with, where the step made it, as a call
+        would make it anew (else the replay would keep changing one tensor)."""
+        made = self.made_here.get(id(target))
+        if made is None or id(target) in self.remade:
+            return made is not None
+        tensor, index = made
+        initial, requires_grad = tensor.data.copy(), tensor.requires_grad
+        self.remade.add(id(target))
+        self.captured.pop(id(target), None)
+        self.steps.insert(index, ("call", _restore, [("value", tensor), ("value", initial),
+                                                     ("value", requires_grad)], {}, None))
+        return True
+
     def on_array(self, function, arrays, result):
         """Array work outside ops: replayed when it reads an array the step computes or
         receives; a constant otherwise."""
@@ -139,11 +162,16 @@ class Recorder(Observer):
     def on_effect(self, kind, target, value):
         if self.inside_effect:
             return
+        if kind in ("in_place_snapshot", "in_place") and not self._computed(target):
+            self._remake(target)
         if kind == "in_place_result":  # t += v as an op: its result copied into t's array
             self.steps.append(("call", np.copyto, [self._ref(target), self._ref(value)], {},
                                None))
             return
-        if kind == "in_place_snapshot":   # t's value until now: a copy the recorder saw made
+        if kind == "in_place_snapshot":   # t's value until now: copied again in the replay
+            if not self._computed(value):    # (from t's array, which no op made)
+                self.steps.append(("call", np.copy, [self._ref(target)], {},
+                                   self._new_slot(value._data)))
             return
         if kind == "in_place":        # t += v under no_grad: done again
             ufunc, operand = value
@@ -157,7 +185,7 @@ class Recorder(Observer):
                 ref = ("value", value.copy())
             self.steps.append(("call", _set_grad, [("value", target), ref], {}, None))
         elif kind == "requires_grad":
-            if not self._computed(target):
+            if not self._computed(target) and not self._remake(target):
                 self.refuse("changes requires_grad of a tensor from outside the step; "
                              "freeze or unfreeze between calls")
         elif kind == "random":
@@ -178,15 +206,23 @@ class Recorder(Observer):
         graph), with a Holder for each node's gradient; its seeds as the replay finds them."""
         if self.inside_effect:
             return
-        if capture is not None or create_graph:
-            self.refuse("uses grad() or create_graph=True, which is not recorded")
-            return
         if self.refusal is not None:
             return
         for t in outputs:
             if not self._computed(t):
                 self.refuse("runs backward from a graph built outside the step")
                 return
+        if capture is not None and create_graph:
+            # grad(create_graph=True), as the func transforms run under the jit: its
+            # gradients are computed by ops, recorded as they run
+            for op, _, _ in backward_plan(list(outputs)):
+                if op is not None and id(op) not in self.recorded_ops:
+                    self.refuse("runs grad() into a graph built outside the step")
+            return
+        if capture is not None or create_graph:
+            self.refuse("uses grad() without create_graph, or backward(create_graph=True), "
+                        "which is not recorded")
+            return
         holders = {}
 
         def holder(t):
@@ -222,7 +258,7 @@ class Recorder(Observer):
         """What only shows once the step has returned: a tensor from outside whose
         requires_grad the step changed, and a result that still has its graph."""
         for t, _, _, requires_grad in self.captured.values():
-            if t.requires_grad != requires_grad:
+            if t.requires_grad != requires_grad and id(t) not in self.remade:
                 self.refuse_late("changes requires_grad of a tensor from outside the step; "
                              "freeze or unfreeze between calls")
         for value in leaves(result if isinstance(result, tuple) else (result,)):
@@ -231,6 +267,13 @@ class Recorder(Observer):
                              "through it in the step); a replay keeps no graph. Call "
                              "backward inside the step, return .detach(), or run it under "
                              "no_grad()")
+
+
+def _restore(tensor, initial, requires_grad):
+    """A tensor made in the step, made again: its first value, and its requires_grad."""
+    np.copyto(tensor._data, initial)
+    tensor._ctx = None
+    tensor.requires_grad = requires_grad
 
 
 def _in_place(ufunc):

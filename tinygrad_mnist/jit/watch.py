@@ -7,7 +7,8 @@ each Python call:
 - an effect: `step`/`zero_grad` of an optimizer, a scheduler, a module or a tensor, and
   `manual_seed`. The call is recorded as one step that a replay calls again; while it runs
   the recorder ignores the engine's events (its reads and writes are the call's own).
-- a module's __call__: the module is guarded before every replay.
+- a module's __call__: the module is guarded before every replay (for func.functional_call,
+  every module as it is before the call swaps parameters in).
 - print(), or a write to sys.stdout: refused (a replay would not print).
 Attribute writes: the state of every module, optimizer, parameter group and scheduler the
 step can reach is noted when the recording starts and after each effect, and compared
@@ -27,7 +28,8 @@ from ..optim.lr_scheduler import LRScheduler
 EFFECT_METHODS = {"step": (Optimizer, LRScheduler), "zero_grad": (Optimizer, Module, Tensor)}
 EFFECT_FUNCTIONS = {manual_seed.__code__: manual_seed}
 _MODULE_CALL = Module.__call__.__code__
-_NAMES = frozenset(EFFECT_METHODS) | {"__call__", "write", "manual_seed"}
+_NAMES = frozenset(EFFECT_METHODS) | {"__call__", "write", "manual_seed", "functional_call"}
+_FUNCTIONAL_CALL_MODULE = "tinygrad_mnist.func.transforms"
 
 
 def _function_of(obj, code):
@@ -135,6 +137,14 @@ class Watch:
                 module = frame.f_locals.get("self")
                 self.follow(module)
                 self.recorder.module_called(module)
+                return
+            if code.co_name == "functional_call" and \
+                    frame.f_globals.get("__name__") == _FUNCTIONAL_CALL_MODULE:
+                # it swaps parameters in for one call and back: the modules are noted and
+                # guarded as they are before the swap, which they are again after it
+                for module in frame.f_locals["module"].modules():
+                    self.follow(module)
+                    self.recorder.module_called(module)
                 return
             function = EFFECT_FUNCTIONS.get(code)
             if function is None and code.co_name in EFFECT_METHODS:

@@ -682,3 +682,64 @@ def test_grad_inside_nested_vmaps_equals_a_double_loop(inner):
     e[1, 2, 3] = 1e-6
     fd = (total(f64(xs.data + e)).item() - total(f64(xs.data - e)).item()) / 2e-6
     np.testing.assert_allclose(g[1, 2, 3], fd, rtol=1e-6)
+
+
+@pytest.mark.parametrize("transform", ["grad", "vjp", "jvp", "jacrev", "jacfwd",
+                                       "grad inside vmap", "jacrev inside vmap"])
+def test_has_aux_hands_back_the_callers_own_values(transform):
+    """As torch.func: with has_aux, f returns (output, aux); the result is the transform's
+    own with aux beside it, computed once, the caller's object itself."""
+    x, v = f64([0.5, -1.0, 2.0]), f64([1.0, 2.0, 3.0])
+    calls = []
+
+    def f(y):
+        note = {"calls": len(calls), "value": (y * y).sum()}
+        calls.append(note)
+        return (y.sin() * y).sum(), note
+    expected = np.sin(x.data) + x.data * np.cos(x.data)
+    if transform == "grad":
+        g, aux = func.grad(f, has_aux=True)(x)
+    elif transform == "vjp":
+        _, pull, aux = func.vjp(f, x, has_aux=True)
+        (g,) = pull(f64(1.0))
+    elif transform == "jvp":
+        _, tangent, aux = func.jvp(f, (x,), (v,), has_aux=True)
+        g = None
+        np.testing.assert_allclose(tangent.data, expected @ v.data, rtol=1e-12)
+    elif transform in ("jacrev", "jacfwd"):
+        g, aux = getattr(func, transform)(f, has_aux=True)(x)
+    else:
+        inner = func.grad if transform == "grad inside vmap" else func.jacrev
+        def per_example(y):
+            gradient, note = inner(f, has_aux=True)(y)
+            return gradient, note["value"]             # vmap returns Tensors
+        g, value = func.vmap(per_example)(f64(x.data[None]))
+        g, aux = g[0], {"calls": None, "value": value[0]}
+    if g is not None:
+        np.testing.assert_allclose(g.data, expected, rtol=1e-12)
+    assert aux["value"].item() == pytest.approx(5.25)
+    if aux["calls"] is not None:
+        assert aux is calls[-1]                    # the object f returned, not a copy
+
+
+@pytest.mark.parametrize("transform", ["grad", "jacrev", "jacfwd", "hessian"])
+def test_nested_argnums_give_results_of_their_structure(transform):
+    a, b, c = f64([0.5, -1.0]), f64([2.0]), f64([1.5, 0.25, -0.5])
+
+    def f(a, b, c):
+        return (a.sin() * b).sum() + (c * c).sum() * b.sum()
+    result = getattr(func, transform)(f, argnums=(0, (1, 2)))(a, b, c)
+    flat = getattr(func, transform)(f, argnums=(0, 1, 2))(a, b, c)
+    if transform == "hessian":            # ((H00, (H01, H02)), ((H10, (H11, H12)), (H20, ...)))
+        assert len(result) == 2 and len(result[1]) == 2 and len(result[0][1]) == 2
+        pairs = [(result[0][0], flat[0][0]), (result[1][1][1][1], flat[2][2]),
+                 (result[1][0][1][0], flat[1][1]), (result[0][1][1], flat[0][2])]
+    else:
+        assert len(result) == 2 and len(result[1]) == 2
+        pairs = [(result[0], flat[0]), (result[1][0], flat[1]), (result[1][1], flat[2])]
+    for got, expected in pairs:
+        np.testing.assert_allclose(got.data, expected.data, rtol=1e-12)
+    if transform == "grad":
+        np.testing.assert_allclose(result[1][1].data, 2 * c.data * 2.0, rtol=1e-12)
+    with pytest.raises(ValueError, match="func.grad: argnums \\(0, \\(1, 5\\)\\) does not fit 3"):
+        func.grad(f, argnums=(0, (1, 5)))(a, b, c)

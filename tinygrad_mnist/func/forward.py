@@ -186,11 +186,12 @@ def _as_tensors(what, values):
                     f"{type(values).__name__}")
 
 
-def jvp(f, primals, tangents):
+def jvp(f, primals, tangents, has_aux=False):
     """(f(*primals), J v): the outputs and their tangents along `tangents` (one per primal, of
     its shape), in one forward pass. primals and tangents are tuples of Tensors (or single
     Tensors); outputs may be a Tensor or tuples, lists and dicts of them, and their tangents
-    come in the same structure (zeros where an output does not depend on the primals)."""
+    come in the same structure (zeros where an output does not depend on the primals). With
+    has_aux, f returns (outputs, aux) and jvp returns (outputs, tangents, aux)."""
     primals, _ = _as_tensors("primals", primals)
     tangents, _ = _as_tensors("tangents", tangents)
     if len(primals) != len(tangents):
@@ -227,6 +228,12 @@ def jvp(f, primals, tangents):
             outputs = f(*inputs)
     finally:
         stack.pop()
+    aux = None
+    if has_aux:
+        if not (isinstance(outputs, tuple) and len(outputs) == 2):
+            raise TypeError(f"func.jvp: with has_aux=True, f must return (outputs, aux), got "
+                            f"{type(outputs).__name__}")
+        outputs, aux = outputs
     outs = tree_leaves(outputs)
     results = []
     for i, out in enumerate(outs):
@@ -239,4 +246,5 @@ def jvp(f, primals, tangents):
         elif not isinstance(tangent, Tensor):
             tangent = Tensor(tangent, dtype=out.dtype)
         results.append(tangent)
-    return outputs, tree_rebuild(outputs, iter(results))   # the outputs' own structure
+    tangents_out = tree_rebuild(outputs, iter(results))     # the outputs' own structure
+    return (outputs, tangents_out, aux) if has_aux else (outputs, tangents_out)

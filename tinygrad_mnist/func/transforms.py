@@ -8,11 +8,26 @@ from .trees import tracing, tree_leaves, tree_rebuild
 
 
 def _argnums(argnums, n, name):
-    nums = (argnums,) if isinstance(argnums, int) else tuple(argnums)
-    for a in nums:
-        if not isinstance(a, int) or not -n <= a < n:
-            raise ValueError(f"func.{name}: argnums {argnums!r} does not fit {n} arguments")
-    return tuple(a % n for a in nums), isinstance(argnums, int)
+    """(the argument positions, flat; argnums itself, whose structure the results take): an
+    int, or tuples and lists of them, nested."""
+    def flat(a):
+        if isinstance(a, (tuple, list)):
+            return [i for item in a for i in flat(item)]
+        if isinstance(a, bool) or not isinstance(a, int) or not -n <= a < n:
+            raise ValueError(f"func.{name}: argnums {argnums!r} does not fit {n} arguments "
+                             f"(an int, or nested tuples of them)")
+        return [a % n]
+    return tuple(flat(argnums)), argnums
+
+
+def _shaped(argnums, results):
+    """results (one per flat argnum) in argnums' structure: one for an int, tuples for
+    tuples."""
+    results = iter(results)
+
+    def build(a):
+        return tuple(build(item) for item in a) if isinstance(a, (tuple, list)) else next(results)
+    return build(argnums)
 
 
 def _tracked(name, x, i):
@@ -40,19 +55,19 @@ def _nested(args):
 
 def _call(name, f, args, argnums):
     """f called with the arguments in argnums tracked (each a Tensor, or a dict, list or tuple
-    of them: parameters by name). Returns (output, the tracked arguments, whether argnums was
-    one int, whether gradients must be recorded)."""
+    of them: parameters by name). Returns (output, the tracked arguments, argnums' structure,
+    whether gradients must be recorded)."""
     if tracing() is not None:
         raise NotImplementedError(f"vmap: func.{name} inside vmap has no batching; "
                                   f"func.grad does (per-example gradients)")
     args = list(args)
-    nums, single = _argnums(argnums, len(args), name)
+    nums, structure = _argnums(argnums, len(args), name)
     create = _nested([t for a in args for t in tree_leaves(a)])
     for a in nums:
         args[a] = tree_rebuild(args[a], iter([_tracked(name, t, a) for t in tree_leaves(args[a])]))
     with enable_grad():
         out = f(*args)
-    return out, [args[a] for a in nums], single, create
+    return out, [args[a] for a in nums], structure, create
 
 
 def _gradients(tracked, outputs, seeds, create):
@@ -80,34 +95,29 @@ def grad(f, argnums=0, has_aux=False):
         if trace is not None and trace.in_grad:
             # a grad of a grad inside vmap: the inner one by forward mode (one jvp per input
             # element), whose recorded ops the outer, batched grad differentiates
-            scalar = (lambda *a: f(*a)[0]) if has_aux else f
-            result = jacfwd(scalar, argnums)(*args)
-            return (result, f(*args)[1]) if has_aux else result
+            return jacfwd(f, argnums, has_aux=has_aux)(*args)
         if trace is not None:              # inside vmap: every example's gradient at once
-            nums, single = _argnums(argnums, len(args), "grad")
+            nums, structure = _argnums(argnums, len(args), "grad")
             results, aux = _vmap.traced_grad(trace, f, args, nums, has_aux)
-            result = results[0] if single else tuple(results)
+            result = _shaped(structure, results)
             return (result, aux) if has_aux else result
-        out, xs, single, create = _call("grad", f, args, argnums)
-        aux = None
-        if has_aux:
-            if not (isinstance(out, tuple) and len(out) == 2):
-                raise TypeError("func.grad: with has_aux=True, f must return (value, aux)")
-            out, aux = out
+        out, xs, structure, create = _call("grad", f, args, argnums)
+        out, aux = _split_aux("grad", out, has_aux)
         if not isinstance(out, Tensor) or out.size != 1:
             raise ValueError(f"func.grad: f must return a one-element Tensor, got "
                              f"{getattr(out, 'shape', type(out).__name__)}")
         grads = _gradients(xs, [out], [None], create)
-        result = grads[0] if single else tuple(grads)
+        result = _shaped(structure, grads)
         return (result, aux) if has_aux else result
     return gradient
 
 
-def vjp(f, *primals):
+def vjp(f, *primals, has_aux=False):
     """(f(*primals), vjp_fn): vjp_fn(cotangents) gives sum(cotangents * outputs)'s gradient
-    with respect to every primal, a tuple (jax.vjp, torch.func.vjp)."""
+    with respect to every primal, a tuple (jax.vjp, torch.func.vjp). With has_aux, f returns
+    (output, aux) and vjp returns (output, vjp_fn, aux)."""
     if tracing() is not None:          # inside vmap: each pull-back is a func.grad, batched
-        out = f(*primals)
+        out, aux = _split_aux("vjp", f(*primals), has_aux)
         outs = tuple(_output_leaves("vjp", out))
 
         def vjp_fn(cotangents):
@@ -117,12 +127,13 @@ def vjp(f, *primals):
                                  f"for outputs of shapes {[o.shape for o in outs]}")
 
             def pulled(*p):
-                given = tree_leaves(f(*p))
+                given = tree_leaves(_split_aux("vjp", f(*p), has_aux)[0])
                 return sum(((g * c).sum() for g, c in zip(given, cts)), Tensor(0.0, dtype=given[0].dtype))
             result = grad(pulled, argnums=tuple(range(len(primals))))(*primals)
             return tuple(result)
-        return out, vjp_fn
+        return (out, vjp_fn, aux) if has_aux else (out, vjp_fn)
     out, xs, _, create = _call("vjp", f, primals, tuple(range(len(primals))))
+    out, aux = _split_aux("vjp", out, has_aux)
     outs = (out,) if isinstance(out, Tensor) else tuple(out)
 
     def vjp_fn(cotangents):
@@ -131,10 +142,10 @@ def vjp(f, *primals):
             raise ValueError(f"func.vjp: cotangents of shapes {[c.shape for c in cts]} for "
                              f"outputs of shapes {[o.shape for o in outs]}")
         return tuple(_gradients(xs, outs, cts, create))
-    return out, vjp_fn
+    return (out, vjp_fn, aux) if has_aux else (out, vjp_fn)
 
 
-def _jacobians(outputs, args, nums, single, blocks):
+def _jacobians(outputs, args, nums, structure, blocks):
     """The Jacobians in torch.func's structure: the outputs' own (a tuple for a tuple of
     outputs), each output's entry the differentiated arguments' (one, or a tuple for a tuple of
     argnums), each argument's its own (a dict of blocks for a dict of tensors). blocks[o][k]
@@ -142,8 +153,18 @@ def _jacobians(outputs, args, nums, single, blocks):
     per_output = []
     for o in range(len(blocks)):
         per_arg = [tree_rebuild(args[a], iter(blocks[o][k])) for k, a in enumerate(nums)]
-        per_output.append(per_arg[0] if single else tuple(per_arg))
+        per_output.append(_shaped(structure, per_arg))
     return tree_rebuild(outputs, iter(per_output))
+
+
+def _split_aux(name, out, has_aux):
+    """(output, aux): with has_aux, f returns the pair and aux is handed back as it is."""
+    if not has_aux:
+        return out, None
+    if not (isinstance(out, tuple) and len(out) == 2):
+        raise TypeError(f"func.{name}: with has_aux=True, f must return (output, aux), got "
+                        f"{type(out).__name__}")
+    return out
 
 
 def _output_leaves(name, out):
@@ -154,14 +175,16 @@ def _output_leaves(name, out):
     return outs
 
 
-def jacrev(f, argnums=0):
+def jacrev(f, argnums=0, has_aux=False):
     """The Jacobian of f by reverse mode, one backward per output element: for each output
     and differentiated input, shape output.shape + input.shape, in the structure of the
-    outputs and of the arguments (torch.func.jacrev)."""
+    outputs and of the arguments (torch.func.jacrev). With has_aux, f returns (output, aux)
+    and the function returns (jacobian, aux)."""
     def jacobian(*args):
         if tracing() is not None:      # inside vmap: the same numbers by forward mode, batched
-            return jacfwd(f, argnums)(*args)
-        out, xs, single, create = _call("jacrev", f, args, argnums)
+            return jacfwd(f, argnums, has_aux)(*args)
+        out, xs, structure, create = _call("jacrev", f, args, argnums)
+        out, aux = _split_aux("jacrev", out, has_aux)
         nums, _ = _argnums(argnums, len(args), "jacrev")
         outs = _output_leaves("jacrev", out)
         leaves = [tree_leaves(x) for x in xs]
@@ -181,17 +204,19 @@ def jacrev(f, argnums=0):
                             Tensor(np.zeros(o.shape + x.shape, o.dtype), dtype=o.dtype)
                             for row, x in zip(arg_rows, arg_leaves)]
                            for arg_rows, arg_leaves in zip(rows, leaves)])
-        return _jacobians(out, args, nums, single, blocks)
+        result = _jacobians(out, args, nums, structure, blocks)
+        return (result, aux) if has_aux else result
     return jacobian
 
 
-def jacfwd(f, argnums=0):
+def jacfwd(f, argnums=0, has_aux=False):
     """The Jacobian of f by forward mode, one jvp per input element: for each output and
     differentiated input, shape output.shape + input.shape, in the structure of the outputs and
-    of the arguments (torch.func.jacfwd)."""
+    of the arguments (torch.func.jacfwd). With has_aux, f returns (output, aux) and the
+    function returns (jacobian, aux), aux from the last of f's calls."""
     def jacobian(*args):
         args = list(args)
-        nums, single = _argnums(argnums, len(args), "jacfwd")
+        nums, structure = _argnums(argnums, len(args), "jacfwd")
         trees = [args[a] for a in nums]
         leaves = [tree_leaves(t) for t in trees]
         flat = [x for arg in leaves for x in arg]
@@ -200,11 +225,15 @@ def jacfwd(f, argnums=0):
                 raise TypeError("func.jacfwd: the differentiated arguments must be "
                                 "floating-point Tensors (or tuples, lists and dicts of them)")
 
+        aux = []
+
         def of_leaves(*values):
             given, filled = list(args), iter(values)
             for a, tree in zip(nums, trees):
                 given[a] = tree_rebuild(tree, filled)
-            return f(*given)
+            out, extra = _split_aux("jacfwd", f(*given), has_aux)
+            aux[:] = [extra]
+            return out
         columns, out = [], None                   # columns[i][o]: tangents of output leaf o
         zeros = [Tensor(np.zeros(x.shape, x.dtype), dtype=x.dtype) for x in flat]
         for i, x in enumerate(flat):
@@ -234,7 +263,8 @@ def jacfwd(f, argnums=0):
                     i += 1
                 per_arg.append(row)
             blocks.append(per_arg)
-        return _jacobians(out, args, nums, single, blocks)
+        result = _jacobians(out, args, nums, structure, blocks)
+        return (result, aux[0]) if has_aux else result
     return jacobian
 
 

@@ -511,7 +511,7 @@ def test_memory_check_counts_a_conv_nets_activations():
     from tinygrad_mnist.mnist.memory import memory_needed
     from tinygrad_mnist.mnist.options import Config
     model, batch, _ = memory_needed(Config(arch="cnn", batch_size=128), 60000)
-    assert model == 4 * 857_930 * 4                               # momentum: 4 copies
+    assert model == 4 * 857_930 * 5                 # Adam, the conv nets' default: 5 copies
     # the cnn's first block alone keeps 32 x 28 x 28 floats per image several times over
     assert batch > 128 * 4 * 32 * 28 * 28 * 4
     with pytest.raises(ValueError, match="--arch cnn with --batch-size 100000000"):

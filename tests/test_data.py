@@ -86,6 +86,18 @@ def test_truncated_gzip_stream_and_header(tmp_path):
         data.read_idx(short)
 
 
+def test_a_damaged_deflate_stream_is_one_line_naming_the_file(tmp_path):
+    """Bytes flipped inside the compressed data (header and length intact): zlib's own error
+    became a 20-frame traceback."""
+    good = write_idx(tmp_path / "good.gz", (np.arange(30 * 28 * 28) % 7).reshape(30, 28, 28))
+    raw = bytearray(good.read_bytes())
+    raw[20] ^= 0xFF                  # the deflate block's code lengths: zlib.error, not a CRC
+    damaged = tmp_path / "damaged.gz"
+    damaged.write_bytes(bytes(raw))
+    with pytest.raises(DataError, match="damaged.gz: cannot be read .*truncated or corrupt"):
+        data.read_idx(damaged)
+
+
 def test_wrong_dimension_count_labels_range_and_lengths(tmp_path):
     d = make_dataset_dir(tmp_path / "ok")
     assert len(data.read_directory(d, data.DATASETS["mnist"]).train_labels) == 6
@@ -301,3 +313,16 @@ def test_flip_mirrors_about_half_the_images_exactly_and_moves_nothing_else():
     assert 20 <= sum(mirrored) <= 44                            # about half (p = 0.5, n = 64)
     same = data.augment(images, np.random.default_rng(1), max_shift=0, max_degrees=0)
     np.testing.assert_array_equal(same, images)               # without flip: untouched
+
+
+def test_a_damaged_compressed_npz_is_one_line_naming_the_file(tmp_path):
+    from tinygrad_mnist import nn
+    path = tmp_path / "model.npz"
+    np.savez_compressed(path, w=np.random.default_rng(0).integers(0, 4, 20000, dtype=np.uint8))
+    raw = bytearray(path.read_bytes())
+    start = raw.index(b"w.npy") + len(b"w.npy")          # the member's deflate data
+    for i in range(start + 100, start + 120):
+        raw[i] ^= 0x5A
+    path.write_bytes(bytes(raw))
+    with pytest.raises(ValueError, match="model.npz' as a NumPy .npz of plain arrays"):
+        nn.load_arrays(path)

@@ -3,6 +3,7 @@ import json
 import math
 import os
 import zipfile
+import zlib
 
 import numpy as np
 
@@ -563,7 +564,7 @@ def load_arrays(path):
     try:
         with np.load(path, allow_pickle=False) as archive:
             return {name: archive[name] for name in archive.files}
-    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as error:
+    except (ValueError, OSError, zipfile.BadZipFile, EOFError, zlib.error) as error:
         reason = "it holds pickled objects, which are never loaded" if "pickle" in str(error) \
             else error
         raise ValueError(f"load: cannot read '{path}' as a NumPy .npz of plain arrays: "

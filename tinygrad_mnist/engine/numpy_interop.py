@@ -200,4 +200,29 @@ def array_function(T, func, args, kwargs):
         raise TypeError(f"np.{func.__name__} has no Tensor rule: it would drop the graph"
                         + (f"; use {hint}" if hint else "; use a Tensor method, or "
                            "np.asarray(t) for the data alone"))
+    takes = _parameters(rule)
+    # a NumPy keyword at its "not given" value changes nothing; any other is named
+    kwargs = {k: v for k, v in kwargs.items() if k in takes or not (v is None or v is np._NoValue)}
+    unknown = [k for k in kwargs if k not in takes]
+    if unknown:
+        allowed = [p for p in takes if p not in ("T", "a", "tensors")]
+        raise TypeError(f"np.{func.__name__}: the keyword{'s' * (len(unknown) > 1)} "
+                        f"{', '.join(unknown)} {'are' if len(unknown) > 1 else 'is'} not "
+                        f"supported on Tensors (it takes {', '.join(allowed) or 'none'}); "
+                        + _KEYWORD_HINTS.get(unknown[0], "use a Tensor method, or "
+                                                         "np.asarray(t) for the data alone"))
     return rule(T, *args, **kwargs)
+
+
+_KEYWORD_HINTS = {"dtype": "cast first: t.astype(np.float64)",
+                  "out": "a Tensor op returns a new tensor: assign its result",
+                  "initial": "add the initial value to the result",
+                  "where": "mask first: (t * mask) or t[mask]"}
+
+
+def _parameters(rule):
+    import inspect
+    try:
+        return list(inspect.signature(rule).parameters)
+    except (TypeError, ValueError):
+        return []

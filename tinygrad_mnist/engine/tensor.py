@@ -616,6 +616,8 @@ class Tensor:
     def silu(self): return ops.SiLU.apply(self)            # x sigmoid(x)
 
     def clip(self, lo=None, hi=None):
+        # a NumPy scalar bound is a number like any other: it never changes the dtype
+        lo, hi = (b.item() if isinstance(b, np.generic) else b for b in (lo, hi))
         if lo is not None and hi is not None and lo > hi:
             raise ValueError(f"clip: lower bound {lo} is above upper bound {hi}")
         return ops.Clip.apply(self, lo=lo, hi=hi)

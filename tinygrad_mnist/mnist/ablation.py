@@ -9,6 +9,7 @@ import json
 import os
 import platform
 import re
+import shutil
 import statistics
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -16,7 +17,7 @@ from dataclasses import asdict, dataclass, field, replace
 import numpy as np
 
 from . import data, report
-from ..files import atomic_write
+from ..files import atomic_write, folder_lock
 from ..tables import markdown_table
 from ..engine import manual_seed
 from .evaluation import accuracy
@@ -199,6 +200,9 @@ def run_dataset(name, data_dir, plan, log, runner=None):
     return result
 
 
+CHANCE = 0.15            # test accuracy below 1.5x chance for 10 classes: the run did not learn
+
+
 def _pct(x):
     return f"{x * 100:.2f}"
 
@@ -210,7 +214,13 @@ def results_table(group, target):
         reach = (f"{s['epochs_to_target']:.1f}" if s["epochs_to_target"] is not None
                  else f"{s['reached']} of {s['runs']} runs reached it" if s["reached"]
                  else "no run reached it")
-        rows.append([label, f"{_pct(s['test_mean'])} ± {_pct(s['test_std'])}",
+        accuracy = f"{_pct(s['test_mean'])} ± {_pct(s['test_std'])}"
+        stuck = [r for r in runs if r["test_accuracy"] < CHANCE]
+        if stuck:                     # a mean over failed and working runs is no result
+            accuracy += (f" ⚠ {len(stuck)} of {len(runs)} seeds stayed at chance "
+                         f"({', '.join(_pct(r['test_accuracy']) for r in stuck)}%): not a "
+                         f"result")
+        rows.append([label, accuracy,
                      f"{s['seconds_per_epoch']:.2f}", reach,
                      ", ".join(str(r["best_epoch"]) for r in runs)])
     return markdown_table(["configuration", "test accuracy % (mean ± std)", "seconds / epoch",
@@ -294,27 +304,57 @@ def write_report(results, plan, mode, seconds, out_dir):
 
 def ablate(datasets=("mnist", "fashion-mnist"), data_dirs=None, quick=False, out_dir="docs",
            plan=None, log=print, executor="serial", workers=None, ray_address=None,
-           resume=False, progress=False, archs=None):
+           resume=False, progress=False, archs=None, force=False):
     """The whole grid, its trials run by `executor` (executors.py). Each finished trial is
-    kept in OUT_DIR/trials/; with `resume`, those are not run again. `archs` limits the
-    architecture group to those kinds of network (models.ARCHS)."""
-    from .executors import check_executor, run_trials
+    kept in OUT_DIR/trials/; with `resume`, those are not run again. A folder that holds an
+    ablation is refused unless `resume` continues it or `force` replaces it. `archs` limits
+    the architecture group to those kinds of network (models.ARCHS)."""
+    from .executors import check_executor
     check_executor(executor, ray_address)
     plan = plan or (QUICK if quick else FULL)
     if archs is not None:
         plan = replace(plan, archs=tuple(archs))
-    os.makedirs(out_dir, exist_ok=True)
+    with folder_lock(out_dir, "tinygrad-mnist ablate"):
+        held = _ablation_files(out_dir)
+        if held and not (resume or force):
+            raise ValueError(f"--out {out_dir} already holds an ablation ({', '.join(held[:4])}"
+                             f"{', ...' if len(held) > 4 else ''}); pass --resume to continue "
+                             f"it, --force to replace it, or another --out")
+        if force and not resume:                # a new grid: the old one's files go first
+            for name in held:
+                path = os.path.join(out_dir, name)
+                if os.path.isdir(path):
+                    shutil.rmtree(path)
+                else:
+                    os.unlink(path)
+        return _ablate_locked(datasets, data_dirs, plan, quick, out_dir, log, executor,
+                              workers, ray_address, progress)
+
+
+def _ablation_files(out_dir):
+    """What an ablation wrote into out_dir: its report, plots and finished trials."""
+    names = sorted(os.listdir(out_dir)) if os.path.isdir(out_dir) else []
+    trials = os.path.join(out_dir, "trials")
+    return [n for n in names if n in ("results.md", "results.json") or
+            (n.startswith("curves_") and n.endswith(".png")) or
+            (n == "trials" and os.path.isdir(trials) and os.listdir(trials))]
+
+
+def _ablate_locked(datasets, data_dirs, plan, quick, out_dir, log, executor, workers,
+                   ray_address, progress):
+    from .executors import run_trials
     store = os.path.join(out_dir, "trials")
-    if not resume and os.path.isdir(store):
-        for name in os.listdir(store):          # a new grid: results of an old one are stale
-            os.unlink(os.path.join(store, name))
 
     def runner(trials, description):
         return run_trials(ablation_trial, trials, executor, workers, ray_address,
-                          progress=progress, description=description, store=store)
+                          progress=progress, description=description, store=store, log=log)
     started = time.perf_counter()
     results = {name: run_dataset(name, (data_dirs or {}).get(name), plan, log, runner)
                for name in datasets}
     write_report(results, plan, "quick" if quick else "full", time.perf_counter() - started,
                  out_dir)
+    for name in os.listdir(out_dir):        # a dataset's curves the report no longer shows
+        if name.startswith("curves_") and name.endswith(".png") and \
+                name[len("curves_"):-len(".png")] not in results:
+            os.unlink(os.path.join(out_dir, name))
     return results

@@ -2,6 +2,8 @@
 written atomically, and read back only whole (a bad file changes nothing)."""
 import json
 import os
+import zipfile
+import zlib
 
 import numpy as np
 
@@ -17,24 +19,46 @@ def save_checkpoint(out, model, optimizer, config, epoch, history, elapsed):
     arrays.update({f"optim.{k}": v for k, v in optimizer.state_dict().items()})
     arrays[nn.META_KEY] = np.array(json.dumps({"epoch": epoch, "history": history,
                                           "elapsed": elapsed, "config": config.fingerprint(),
+                                          "epochs": config.epochs,
                                           "data_dir": absolute(config.data_dir)}))
     nn.save_arrays(arrays, checkpoint_path(out))
 
 
 def absolute(directory):
-    return None if directory is None else os.path.abspath(directory)
+    return os.path.abspath(directory) if directory else None
 
 
-def stored_data_dir(path):
+def stored_data_dir(path, missing_ok=True, otherwise="--download to fetch the official files"):
     """The data directory a run (its checkpoint.npz or model.npz) was trained from, if it
-    still exists: --resume and eval read the same files again without --data-dir."""
+    still exists: --resume and eval read the same files again without --data-dir. A folder
+    that was stored and is gone is None, or with missing_ok=False a ValueError naming it."""
     try:
         with np.load(path, allow_pickle=False) as archive:
             key = nn.META_KEY if nn.META_KEY in archive.files else "meta"   # "meta": older
             directory = json.loads(str(archive[key])).get("data_dir")
-    except (OSError, KeyError, ValueError, AttributeError):
+    except (OSError, KeyError, ValueError, AttributeError, zipfile.BadZipFile, zlib.error,
+            EOFError):
         return None
+    if directory and not os.path.isdir(directory) and not missing_ok:
+        raise ValueError(f"{path} was trained on the files in {directory}, which is gone; pass "
+                         f"--data-dir DIR with the data, or {otherwise}")
     return directory if directory and os.path.isdir(directory) else None
+
+
+def stored_options(path):
+    """The options a run was started with (its fingerprint and its --epochs), from its
+    checkpoint, or {} when the file cannot tell: --resume takes them for every option the
+    command line leaves out."""
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            key = nn.META_KEY if nn.META_KEY in archive.files else "meta"
+            meta = json.loads(str(archive[key]))
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile, zlib.error, EOFError):
+        return {}
+    options = dict(meta.get("config") or {})
+    if "epochs" in meta:
+        options["epochs"] = meta["epochs"]
+    return options
 
 
 def load_checkpoint(out, model, optimizer, config):
@@ -62,7 +86,7 @@ def load_checkpoint(out, model, optimizer, config):
     except (KeyError, ValueError, TypeError) as error:
         raise ValueError(f"--resume: {path} does not fit this model: {error}") from None
     if epoch > config.epochs:
-        raise ValueError(f"--resume: the run in {out} has {epoch} epochs already; pass "
+        raise ValueError(f"--resume: the run in {out} has {epoch} epoch{'s' * (epoch != 1)} already; pass "
                          f"--epochs {epoch} or more to continue or extend it")
     model.load_state_dict(model_state)
     return epoch + 1, history, elapsed

@@ -18,6 +18,15 @@ class _Parser(argparse.ArgumentParser):
     """Every mistake is one line, `tinygrad-mnist CMD: error: ...`, never the usage block."""
 
     def error(self, message):
+        import difflib
+        import re
+        wrong = re.match(r"argument (COMMAND|[-\w/ ]+): invalid choice: '([^']*)' \(choose from "
+                         r"(.*)\)$", message)
+        if wrong:                         # a mistyped command or choice: the closest one
+            choices = [c.strip().strip("'") for c in wrong.group(3).split(",")]
+            close = difflib.get_close_matches(wrong.group(2), choices, n=1)
+            if close:
+                message += f"; did you mean {close[0]}?"
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
@@ -28,7 +37,8 @@ class _Help(argparse.HelpFormatter):
     def _get_help_string(self, action):
         text = action.help or ""
         if (not action.option_strings or action.nargs == 0 or "default" in text
-                or any(action.default is v for v in (None, False, True, argparse.SUPPRESS))):
+                or any(action.default is v for v in (None, False, True, argparse.SUPPRESS))
+                or action.default == [None]):
             return text
         return f"{text} (default: {shown(action.default)})"
 
@@ -53,8 +63,17 @@ def _add_train(sub):
 def _cmd_train(args):
     from contextlib import nullcontext
     from ..anomaly import detect_anomaly
+    from .checkpoints import checkpoint_path, stored_options
+    from .options import BY_NAME
     from .train import train
-    config = config_from(args)
+    given = getattr(args, "given", set(vars(args)))
+    if args.resume:             # the run's own options for those the command leaves out
+        config = config_from(args, given)
+        for name, value in stored_options(checkpoint_path(config.out)).items():
+            if name in BY_NAME and name not in given:
+                setattr(args, name, value)
+                given = given | {name}
+    config = config_from(args, given)
     if args.detect_anomaly or args.profile:
         config.jit = False            # every op checked or timed as it runs
     from ..profiler import Profile
@@ -101,14 +120,21 @@ def _cmd_eval(args):
     from .evaluation import confusion_matrix, format_confusion, predict_logits
     from .checkpoints import stored_data_dir
     model, meta = load_model(args.model)
-    data_dir = args.data_dir or stored_data_dir(args.model)     # the run's own, if it exists
-    ds = data.load(args.dataset or meta.get("dataset", "mnist"), data_dir,
-                   progress=not args.quiet, splits=("test",))
+    trained_on = meta.get("dataset", "mnist")
+    dataset = args.dataset or trained_on
+    data_dir = args.data_dir
+    if data_dir is None and not args.download and dataset == trained_on:
+        data_dir = stored_data_dir(args.model, missing_ok=False)     # the run's own files
+    ds = data.load(dataset, data_dir, progress=not args.quiet, splits=("test",))
     labels = ds.test_labels.astype(np.int64)
     predictions = predict_logits(model, ds.normalized(ds.test_images)).argmax(axis=1)
     print(format_confusion(confusion_matrix(labels, predictions), ds.info.classes))
     print(f"test accuracy: {(predictions == labels).mean() * 100:.2f}% "
           f"on {len(labels)} {ds.info.name} test images")
+    if dataset != trained_on:
+        print(f"note: this model was trained on {trained_on}, and {dataset} has other "
+              f"classes under the same labels ({', '.join(ds.info.classes[:3])}, ...): the "
+              f"accuracy measures nothing it learned")
     return 0
 
 
@@ -137,8 +163,11 @@ def _cmd_predict(args):
 # ---------------------------------------------------------------- the rest
 
 def _cmd_graph(args):
+    from ..files import folder_lock
     from .checks import write_gallery
-    for name in write_gallery(args.out, html=args.html):
+    with folder_lock(args.out, "tinygrad-mnist graph"):    # the same drawings, redrawn
+        written = write_gallery(args.out, html=args.html)
+    for name in written:
         print(f"{args.out}/{name}")
     return 0
 
@@ -154,14 +183,16 @@ def _cmd_gradcheck(args):
 def _cmd_ablate(args):
     import os
     from .ablation import ablate
-    dirs, names = None, args.datasets
+    names = list(dict.fromkeys(n for group in args.datasets for n in group))
+    dirs = None
     if args.data_dir:              # DIR/mnist and DIR/fashion-mnist, or one dataset's own DIR
         own = len(names) == 1 and not os.path.isdir(os.path.join(args.data_dir, names[0]))
         dirs = {n: args.data_dir if own else os.path.join(args.data_dir, n) for n in names}
     try:
-        ablate(args.datasets, dirs, quick=args.quick, out_dir=args.out,
+        ablate(names, dirs, quick=args.quick, out_dir=args.out,
                executor=args.executor, workers=args.workers, ray_address=args.ray_address,
-               resume=args.resume, progress=not args.quiet, archs=args.arch)
+               resume=args.resume, progress=not args.quiet, archs=args.arch,
+               force=args.force)
     except KeyboardInterrupt:
         stderr_line(f"tinygrad-mnist ablate: interrupted; finished trials are kept in "
                     f"{args.out}/trials: run the same command with --resume to skip them")
@@ -173,10 +204,15 @@ def _cmd_ablate(args):
 def _cmd_speedrun(args):
     from .speedrun import collect, run
     if args.collect:
-        summary = collect(args.arch, args.target, args.collect, args.dataset, args.out)
+        if args.resume:
+            raise ValueError("speedrun --collect writes a record from the runs it is given: "
+                             "--resume has no meaning there (--force replaces a record)")
+        summary = collect(args.arch, args.target, args.collect, args.dataset, args.out,
+                          force=args.force)
     else:
         summary = run(args.arch, args.target, args.seeds, args.data_dir, args.out,
-                      progress=not args.quiet, dataset=args.dataset)
+                      progress=not args.quiet, dataset=args.dataset, resume=args.resume,
+                      force=args.force)
     return 0 if summary["reached"] else 1
 
 
@@ -241,7 +277,11 @@ def build_parser():
     p.add_argument("--dataset", default=None,
                    help="dataset (default: the one the model was trained on)")
     p.add_argument("--data-dir", default=None,
-                   help="read the test IDX files from DIR instead of the download cache")
+                   help="read the test IDX files from DIR (default: the folder the model was "
+                        "trained from, or the download cache)")
+    p.add_argument("--download", action="store_true",
+                   help="use the download cache (fetching the official files) even if the "
+                        "model was trained from a folder of its own")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p = _parser(sub, "predict", "classify image files with a saved model (top 3)")
     p.add_argument("--model", required=True, help="a model.npz written by train")
@@ -258,8 +298,10 @@ def build_parser():
                                "writes results.md, results.json and plots")
     p.add_argument("--quick", action="store_true",
                    help="a smaller grid on 8,000 training images (under a minute)")
-    p.add_argument("--datasets", nargs="+", default=["mnist", "fashion-mnist"],
-                   choices=["mnist", "fashion-mnist"], help="datasets to compare")
+    p.add_argument("--datasets", nargs="+", default=[["mnist", "fashion-mnist"]],
+                   type=listed(one_of(("mnist", "fashion-mnist")), "datasets"),
+                   metavar="{mnist,fashion-mnist}",
+                   help="datasets to compare, comma or space separated (default: both)")
     p.add_argument("--data-dir", default=None,
                    help="directory holding mnist/ and fashion-mnist/ (with one dataset, its "
                         "own directory); default: the download cache")
@@ -268,6 +310,8 @@ def build_parser():
                    help="kinds of network in the architecture group, comma separated "
                         "(default: all; with --quick: mlp,lenet5)")
     p.add_argument("--out", default="runs/ablation", help="directory for the report")
+    p.add_argument("--force", action="store_true",
+                   help="replace an ablation already in --out (its report and trials)")
     _add_executor_options(p)
     _add_sweep(sub)
     p = _parser(sub, "speedrun", "time a fixed recipe to a test accuracy over several seeds "
@@ -288,7 +332,27 @@ def build_parser():
     p.add_argument("--collect", nargs="+", metavar="RUN_DIR", default=None,
                    help="instead of training, write the record from finished `train` runs "
                         "of the recipe, one per seed (checked against the recipe)")
+    p.add_argument("--resume", action="store_true",
+                   help="keep the seeds that finished in --out and train the rest")
+    p.add_argument("--force", action="store_true",
+                   help="replace a record already in --out (its seeds' runs too)")
     return parser
+
+
+def _given(parser, argv):
+    """The options typed on the command line, as opposed to left at their defaults (parsed
+    again with every default of the command's parser suppressed)."""
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    actions = [a for p in sub.choices.values() for a in p._actions]
+    saved = [(a, a.default) for a in actions]
+    try:
+        for a in actions:
+            a.default = argparse.SUPPRESS
+        typed, _ = parser.parse_known_args(argv)
+    finally:
+        for a, default in saved:
+            a.default = default
+    return set(vars(typed))
 
 
 def _unrecognized(parser, command, unknown):
@@ -318,6 +382,8 @@ def main(argv=None):
     args, unknown = parser.parse_known_args(argv)
     if unknown:
         _unrecognized(parser, args.command, unknown)
+    if args.command == "train":
+        args.given = _given(parser, argv)
     if args.command is None:
         parser.print_help()
         return 0

@@ -23,3 +23,8 @@ def stderr_line(text):
     Ctrl-C is not glued to the ^C the terminal echoed."""
     lead = "\n" if sys.stderr.isatty() else ""
     print(f"{lead}{text}", file=sys.stderr)
+
+
+def counted(n, noun):
+    """'1 epoch', '3 epochs': a count with its noun in the right number."""
+    return f"{n:,} {noun}{'' if n == 1 else 's'}"

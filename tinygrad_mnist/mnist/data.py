@@ -6,6 +6,7 @@ import shutil
 import tempfile
 import urllib.error
 import urllib.request
+import zlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -100,7 +101,7 @@ def read_idx(path, ndim=None):
                 raise DataError(f"{path}: header claims shape {shape}, {expected} bytes; "
                                 f"too large to be an image dataset")
             body = f.read(expected + 1)      # one more byte than needed reveals trailing data
-    except (OSError, EOFError, gzip.BadGzipFile) as error:
+    except (OSError, EOFError, gzip.BadGzipFile, zlib.error) as error:
         if isinstance(error, FileNotFoundError):
             raise DataError(f"{path}: file not found") from None
         raise DataError(f"{path}: cannot be read ({error}); the file is truncated or "
@@ -280,8 +281,8 @@ def _download_each(files_md5, mirrors, directory, progress):
                 failures.append(f"{url}: {getattr(error, 'reason', error)}")
         else:
             raise DataError(f"could not download {name} ({'; '.join(failures)}); without "
-                            f"internet, pass --data-dir DIR with the four IDX files "
-                            f"({', '.join(FILES.values())}, gzipped or not)")
+                            f"internet, pass --data-dir DIR with the IDX files "
+                            f"{', '.join(files_md5)} (gzipped or not)")
 
 
 def load(name="mnist", data_dir=None, cache_dir=None, progress=True, splits=("train", "test")):
@@ -291,7 +292,7 @@ def load(name="mnist", data_dir=None, cache_dir=None, progress=True, splits=("tr
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; choose from {sorted(DATASETS)}")
     info = DATASETS[name]
-    if data_dir is not None:
+    if data_dir:                                     # '' asks for the download cache too
         return read_directory(data_dir, info, splits)
     directory = cache_dir or default_cache_dir(name)
     needed = {f: info.md5[f] for key, f in FILES.items() if key.split("_")[0] in splits}

@@ -34,7 +34,7 @@ class ExecutorError(RuntimeError):
 
 
 def run_trials(fn, trials, executor="serial", workers=None, ray_address=None, retries=RETRIES,
-               progress=True, description="trials", store=None):
+               progress=True, description="trials", store=None, log=None):
     """fn(trial) for every trial; the results in order. With `store` (a directory), trials are
     dicts with a file-safe "key": each result is saved there as KEY.json the moment it
     arrives, and a trial whose result is already there is not run again (resume)."""
@@ -43,6 +43,10 @@ def run_trials(fn, trials, executor="serial", workers=None, ray_address=None, re
     workers = max(1, workers or os.cpu_count() or 1)
     results = [_stored(store, t) for t in trials] if store else [None] * len(trials)
     todo = [i for i, r in enumerate(results) if r is None]
+    if log is not None and len(todo) < len(trials):
+        done = len(trials) - len(todo)
+        log(f"{done} of {len(trials)} {description} trials already finished in {store}: "
+            f"skipped")
     if executor == "ray" and todo:
         _ray_connect(workers, ray_address)      # before the bar: nothing of Ray's inside it
     bar = _progress_bar(len(trials), description, progress)

@@ -18,7 +18,8 @@ def load_digit(path):
     return to_mnist_layout(pixels, str(path))
 
 
-MIN_CONTRAST = 0.2          # ink at least this much brighter than the paper, in [0, 1]
+MIN_CONTRAST = 0.06         # ink at least this much brighter than clean paper (15 of 255),
+NOISE_MARGIN = 8            # and than 8 standard deviations of the paper's own noise
 
 
 def to_mnist_layout(pixels, name="image"):
@@ -29,9 +30,11 @@ def to_mnist_layout(pixels, name="image"):
         border = 1 - border
     # ink stands out from the paper by a clear margin: a blank page of any shade (white,
     # grey, black) has none, whatever its noise
+    # (a pale pencil digit, grey 180 on 230, is ink; a scanned blank page's speckle is not)
     paper = float(np.median(border))
+    noise = 1.4826 * float(np.median(np.abs(border - paper)))      # the paper's spread
     contrast = float(pixels.max()) - paper
-    if contrast < MIN_CONTRAST:
+    if contrast < max(MIN_CONTRAST, NOISE_MARGIN * noise):
         raise ValueError(f"{name} looks blank: no ink stands out from the background "
                          f"(its brightest pixel is {contrast:.0%} above the paper)")
     pixels = np.clip((pixels - paper) / contrast, 0, 1)     # the paper black, the ink up to 1

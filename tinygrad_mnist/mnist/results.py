@@ -11,6 +11,7 @@ from ..files import atomic_write
 from . import models
 from .checkpoints import absolute
 from .evaluation import confusion_matrix, format_confusion, predict_logits
+from .console import counted
 
 HEADLINE_ACCURACY = 0.98     # metrics.json's seconds_to_98: the training time to this accuracy
 
@@ -53,5 +54,6 @@ def finish(config, info, model, x_test, test_images, test_labels, history, elaps
     log("confusion matrix (rows: true class, columns: predicted):")
     log(format_confusion(matrix, info.classes))
     log(f"wrote metrics.json, model.npz, curves.png, confusion.png, samples.png to {out}")
-    log(f"test accuracy: {accuracy * 100:.2f}% ({len(history)} epochs, {elapsed:.1f}s of training)")
+    log(f"test accuracy: {accuracy * 100:.2f}% ({counted(len(history), 'epoch')}, {elapsed:.1f}s of "
+        f"training)")
     return metrics

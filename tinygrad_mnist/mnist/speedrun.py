@@ -8,7 +8,9 @@ GFLOP/s against the machine's matrix-multiply peak measured in the same run. A r
 if the mean accuracy over the seeds reaches the target.
 """
 import json
+import math
 import os
+import shutil
 from dataclasses import asdict
 import platform
 import statistics
@@ -16,7 +18,7 @@ import time
 
 import numpy as np
 
-from ..files import atomic_write
+from ..files import atomic_write, folder_lock
 from ..tables import markdown_table
 from .factories import make_model
 from .options import Config
@@ -169,57 +171,113 @@ def _summary(values):
     return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
+def _record_files(out):
+    """What a speedrun wrote into out: its record and its seeds' run folders."""
+    names = sorted(os.listdir(out)) if os.path.isdir(out) else []
+    return [n for n in names if n in ("speedrun.md", "speedrun.json") or
+            (n.startswith("seed-") and os.path.isdir(os.path.join(out, n)))]
+
+
+def _refuse_a_record(out, resume, force, command):
+    held = _record_files(out)
+    if held and not (resume or force):
+        raise ValueError(f"speedrun: {out} already holds a record ({', '.join(held[:4])}"
+                         f"{', ...' if len(held) > 4 else ''}); pass --resume to keep its "
+                         f"finished seeds, --force to replace it, or another --out")
+    if force and not resume:
+        for name in held:
+            path = os.path.join(out, name)
+            if os.path.isdir(path):
+                shutil.rmtree(path)
+            else:
+                os.unlink(path)
+
+
 def run(arch="mlp", target=0.98, seeds=10, data_dir=None, out=None, log=print,
-        progress=False, dataset="mnist"):
+        progress=False, dataset="mnist", resume=False, force=False):
     """Train the recipe for seeds 0..seeds-1; write speedrun.md and speedrun.json to out.
-    Returns the summary dict."""
+    Returns the summary dict. A folder that holds a record is refused unless `resume` keeps
+    its finished seeds (a seed's run that is not the recipe's is an error naming it) or
+    `force` replaces it; seed folders beyond `seeds` are never counted."""
     options = recipe(arch, target, dataset)
     out = out or os.path.join("runs", "speedrun", record_name(dataset, arch, target))
-    os.makedirs(out, exist_ok=True)
-    log(f"speedrun: {arch} to {target:.2%} on {dataset}, {seeds} seeds: "
-        f"tinygrad-mnist train {command_options(dataset, options)} --seed S")
-    runs = []
-    for seed in range(seeds):
-        config = Config(dataset=dataset, **options, data_dir=data_dir, seed=seed,
-                        force=True, out=os.path.join(out, f"seed-{seed}"))
-        metrics = train(config, log=lambda *a: None, progress=progress)
-        runs.append({"seed": seed, "test_accuracy": metrics["test_accuracy"],
-                     "train_seconds": metrics["train_seconds"],
-                     "epoch_seconds": [h["seconds"] for h in metrics["history"]]})
-        data_dir = config.data_dir                     # downloaded once, read again after
-        log(f"seed {seed}: {metrics['test_accuracy']:.2%} in {metrics['train_seconds']:.2f} s "
-            f"of training")
-    return write_record(arch, target, dataset, runs, out, log)
+    with folder_lock(out, "tinygrad-mnist speedrun"):
+        _refuse_a_record(out, resume, force, "run")
+        log(f"speedrun: {arch} to {target:.2%} on {dataset}, {seeds} seed{'s' * (seeds != 1)}: "
+            f"tinygrad-mnist train {command_options(dataset, options)} --seed S")
+        runs = []
+        for seed in range(seeds):
+            seed_dir = os.path.join(out, f"seed-{seed}")
+            if resume and os.path.exists(os.path.join(seed_dir, "metrics.json")):
+                runs.append(_run_of_recipe(seed_dir, arch, target, dataset, options))
+                log(f"seed {seed}: finished before, kept")
+                continue
+            config = Config(dataset=dataset, **options, data_dir=data_dir, seed=seed,
+                            force=True, out=seed_dir)
+            metrics = train(config, log=lambda *a: None, progress=progress)
+            runs.append({"seed": seed, "test_accuracy": metrics["test_accuracy"],
+                         "train_seconds": metrics["train_seconds"],
+                         "epoch_seconds": [h["seconds"] for h in metrics["history"]]})
+            data_dir = config.data_dir                     # downloaded once, read again after
+            log(f"seed {seed}: {metrics['test_accuracy']:.2%} in "
+                f"{metrics['train_seconds']:.2f} s of training")
+        return write_record(arch, target, dataset, runs, out, log)
 
 
-def collect(arch, target, run_dirs, dataset="mnist", out=None, log=print):
+def collect(arch, target, run_dirs, dataset="mnist", out=None, log=print, force=False):
     """The record from finished `train` runs of the recipe, each with its own seed (seeds run
     elsewhere, say two at a time on one BLAS thread each): every run's metrics.json must hold
     the recipe's options on the full dataset, or a ValueError names what differs."""
     options = recipe(arch, target, dataset)
-    wanted = asdict(Config(dataset=dataset, **options))
-    runs = []
-    for run_dir in run_dirs:
-        path = os.path.join(run_dir, "metrics.json")
-        with open(path) as f:                       # FileNotFoundError names the file
-            metrics = json.load(f)
-        config = {**asdict(Config()), **metrics["config"]}
-        differ = [f"{key} {config[key]!r} (the recipe's: {wanted[key]!r})"
-                  for key in ("dataset", "subset", *options) if config[key] != wanted[key]]
-        if differ:
-            raise ValueError(f"speedrun --collect: {path} is not a run of the recipe: "
-                             f"{', '.join(differ)}")
-        runs.append({"seed": config["seed"], "test_accuracy": metrics["test_accuracy"],
-                     "train_seconds": metrics["train_seconds"],
-                     "epoch_seconds": [h["seconds"] for h in metrics["history"]],
-                     "threads": config.get("threads")})
+    runs = [_run_of_recipe(run_dir, arch, target, dataset, options, "speedrun --collect")
+            for run_dir in run_dirs]
     seeds = [r["seed"] for r in runs]
     if len(set(seeds)) != len(seeds):
         raise ValueError(f"speedrun --collect: the runs' seeds repeat: {sorted(seeds)}")
     out = out or os.path.join("runs", "speedrun", record_name(dataset, arch, target))
-    os.makedirs(out, exist_ok=True)
-    return write_record(arch, target, dataset, sorted(runs, key=lambda r: r["seed"]), out, log,
-                        collected=True)
+    with folder_lock(out, "tinygrad-mnist speedrun --collect"):
+        held = [n for n in _record_files(out) if not n.startswith("seed-")]
+        if held and not force:
+            raise ValueError(f"speedrun --collect: {out} already holds a record "
+                             f"({', '.join(held)}); pass --force to replace it, or another "
+                             f"--out")
+        return write_record(arch, target, dataset, sorted(runs, key=lambda r: r["seed"]), out,
+                            log, collected=True)
+
+
+def _run_of_recipe(run_dir, arch, target, dataset, options, command="speedrun --resume"):
+    """One finished `train` run of the recipe, from its metrics.json: checked against the
+    recipe, its numbers checked for sense; any damage is an error naming the file."""
+    path = os.path.join(run_dir, "metrics.json")
+    wanted = asdict(Config(dataset=dataset, **options))
+    try:
+        with open(path) as f:                       # FileNotFoundError names the file
+            metrics = json.load(f)
+        config = {**asdict(Config()), **metrics["config"]}
+        run = {"seed": config["seed"], "test_accuracy": metrics["test_accuracy"],
+               "train_seconds": metrics["train_seconds"],
+               "epoch_seconds": [h["seconds"] for h in metrics["history"]],
+               "threads": config.get("threads")}
+    except (KeyError, TypeError, AttributeError) as error:
+        missing = error.args[0] if isinstance(error, KeyError) else error
+        raise ValueError(f"{command}: {path} is not a train run's metrics.json (no "
+                         f"{missing!s} in it)") from None
+    except ValueError as error:
+        raise ValueError(f"{command}: {path} is damaged ({error})") from None
+    differ = [f"{key} {config[key]!r} (the recipe's: {wanted[key]!r})"
+              for key in ("dataset", "subset", *options) if config[key] != wanted[key]]
+    if differ:
+        raise ValueError(f"{command}: {path} is not a run of the recipe: {', '.join(differ)}")
+    accuracy, seconds = run["test_accuracy"], run["train_seconds"]
+    if not isinstance(accuracy, (int, float)) or not 0 <= accuracy <= 1:
+        raise ValueError(f"{command}: {path} has test_accuracy {accuracy!r}, not a fraction "
+                         f"between 0 and 1 (train writes 0.9812 for 98.12%)")
+    if not isinstance(seconds, (int, float)) or not 0 < seconds < math.inf:
+        raise ValueError(f"{command}: {path} has train_seconds {seconds!r}, not a positive "
+                         f"time")
+    if not isinstance(run["seed"], int):
+        raise ValueError(f"{command}: {path} has seed {run['seed']!r}, not an integer")
+    return run
 
 
 def write_record(arch, target, dataset, runs, out, log=print, collected=False):
@@ -246,8 +304,10 @@ def write_record(arch, target, dataset, runs, out, log=print, collected=False):
     with atomic_write(os.path.join(out, "speedrun.md"), "w") as f:
         f.write(report(summary) + "\n")
     verdict = "reached" if summary["reached"] else "did NOT reach"
-    log(f"mean {accuracy:.2%} ± {accuracy_std:.2%} in {seconds:.2f} ± {seconds_std:.2f} s of "
-        f"training: {verdict} {target:.2%}; steps at {achieved:.0f} GFLOP/s, "
+    spread = (f"mean {accuracy:.2%} ± {accuracy_std:.2%} in {seconds:.2f} ± {seconds_std:.2f} s "
+              f"of training" if len(runs) > 1 else
+              f"{accuracy:.2%} in {seconds:.2f} s of training (one seed: no spread)")
+    log(f"{spread}: {verdict} {target:.2%}; steps at {achieved:.0f} GFLOP/s, "
         f"{achieved / peak:.0%} of the {peak:.0f} GFLOP/s matrix-multiply peak")
     log(f"wrote {out}/speedrun.md and speedrun.json")
     return summary
@@ -262,6 +322,16 @@ def _collected_note(s):
             f"speedrun --collect` (BLAS threads per run: {said}{shared}).", ""]
 
 
+def _headline(s, verdict):
+    """The record's result: mean ± standard deviation over the seeds (one seed has none)."""
+    if s["seeds"] == 1:
+        return (f"**{s['accuracy_mean'] * 100:.2f}% test accuracy in {s['seconds_mean']:.2f} s "
+                f"of training** (one seed, so no spread): {verdict}.")
+    return (f"**{s['accuracy_mean'] * 100:.2f}% ± {s['accuracy_std'] * 100:.2f} test accuracy in "
+            f"{s['seconds_mean']:.2f} ± {s['seconds_std']:.2f} s of training** (mean ± standard "
+            f"deviation over {s['seeds']} seeds): {verdict}.")
+
+
 def report(s):
     rows = [[str(r["seed"]), f"{r['test_accuracy'] * 100:.2f}", f"{r['train_seconds']:.2f}"]
             for r in s["runs"]]
@@ -272,9 +342,7 @@ def report(s):
         f"`{s['command']} --seed S` for S = "
         f"{', '.join(str(r['seed']) for r in s['runs'])}.", "",
         *(_collected_note(s) if s.get("collected") else []),
-        f"**{s['accuracy_mean'] * 100:.2f}% ± {s['accuracy_std'] * 100:.2f} test accuracy in "
-        f"{s['seconds_mean']:.2f} ± {s['seconds_std']:.2f} s of training** (mean ± standard "
-        f"deviation over {s['seeds']} seeds): {verdict}.", "",
+        _headline(s, verdict), "",
         "Training time runs from the first step to the last; loading the data and the test "
         "evaluation after each epoch are excluded.", "",
         f"Machine: {s['cpu']}, {s['cores']} cores, BLAS {s['blas']}. The steps ran at "

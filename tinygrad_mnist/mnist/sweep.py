@@ -13,9 +13,10 @@ import os
 import statistics
 import time
 
-from ..files import atomic_write
+from ..files import atomic_write, folder_lock
 from ..tables import markdown_table
-from .options import SWEPT, Config       # the options a sweep varies, in the table's order
+from .console import counted
+from .options import ARCH_DEFAULTS, SWEPT, Config       # the options a sweep varies, in the table's order
 
 
 def plan_trials(options, data_dir=None, subset=None, augment=False, flip=False):
@@ -24,6 +25,9 @@ def plan_trials(options, data_dir=None, subset=None, augment=False, flip=False):
     trials = []
     for i, values in enumerate(itertools.product(*(options[n] for n in names))):
         chosen = dict(zip(names, values))
+        for name, value in ARCH_DEFAULTS[chosen.get("arch") or "mlp"].items():
+            if chosen.get(name, value) is None:          # left out: the network's default
+                chosen[name] = value
         trials.append({"key": f"trial-{i:03d}", "options": chosen,
                        "config": dict(chosen, data_dir=data_dir, subset=subset,
                                       augment=augment, flip=flip)})
@@ -63,19 +67,25 @@ def run_sweep(options, out, data_dir=None, subset=None, augment=False, executor=
         if [t["options"] for t in saved["trials"]] != [t["options"] for t in trials]:
             raise ValueError(f"--resume: the sweep in {out} has other trials; give the same "
                              f"lists as when it started, or another --out")
-    elif os.path.exists(out) and os.listdir(out):
-        raise ValueError(f"--out {out} is not empty; pass --resume to continue the sweep in it, "
-                         f"or another --out")
-    os.makedirs(out, exist_ok=True)
+    with folder_lock(out, "tinygrad-mnist sweep"):
+        if not resume and [n for n in os.listdir(out) if n != ".lock"]:
+            raise ValueError(f"--out {out} is not empty; pass --resume to continue the sweep "
+                             f"in it, or another --out")
+        return _run_locked(trials, out, spec_path, executor, workers, ray_address, progress,
+                           log)
+
+
+def _run_locked(trials, out, spec_path, executor, workers, ray_address, progress, log):
+    from .executors import run_trials
     with atomic_write(spec_path, "w") as f:
         json.dump({"trials": trials}, f, indent=1)
     for t in trials:
         t["out"] = os.path.join(out, "trials", t["key"])
-    log(f"{len(trials)} trials, executor {executor}, results in {out}")
+    log(f"{counted(len(trials), 'trial')}, executor {executor}, results in {out}")
     started = time.perf_counter()
     results = run_trials(sweep_trial, trials, executor, workers, ray_address,
                          progress=progress, description="sweep",
-                         store=os.path.join(out, "results"))
+                         store=os.path.join(out, "results"), log=log)
     wall = time.perf_counter() - started
     write_results(results, out, executor, wall)
     return results
@@ -95,7 +105,7 @@ def write_results(results, out, executor, wall):
     fixed = {n: v for n, v in results[0]["options"].items() if n not in varying}
     best = max(results, key=lambda r: r["test_accuracy"])
     lines = ["# Sweep results", "",
-             f"{len(results)} trials, executor `{executor}`, {wall:.1f} s of wall time "
+             f"{counted(len(results), 'trial')}, executor `{executor}`, {wall:.1f} s of wall time "
              f"(training alone: {sum(r['train_seconds'] for r in results):.1f} s). "
              f"Fixed: {', '.join(f'{n} {_show(v)}' for n, v in fixed.items()) or 'nothing'}.", ""]
     lines += markdown_table(

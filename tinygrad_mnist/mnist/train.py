@@ -10,6 +10,7 @@ import numpy as np
 
 from .. import nn
 from ..data import DataLoader
+from ..files import folder_lock
 from ..engine import Tensor, manual_seed
 from ..jit import jit
 from ..profiler import profile
@@ -118,8 +119,8 @@ def train_epoch(model, optimizer, config, epoch, train_data, progress=False, sch
             bar.close()
             raise TrainingError(
                 f"the training loss became {value} at epoch {epoch}, step {i + 1} (lr "
-                f"{optimizer.lr:g}); nothing of this epoch was saved. Lower --lr, or run with "
-                f"--detect-anomaly to find the op that produced it")
+                f"{optimizer.lr:g}); nothing of this epoch was saved. {_likely_cause(config)}, "
+                f"or run with --detect-anomaly to find the op that produced it")
         if scheduler is not None:
             scheduler.step()
         threads.step()
@@ -138,11 +139,21 @@ def train_epoch(model, optimizer, config, epoch, train_data, progress=False, sch
 def train(config, log=print, progress=True, profiler=None):
     """Train, checkpointing after every epoch; write metrics, plots and model.npz to
     config.out. Returns the metrics dict. With `profiler` (a profiler.Profile), the training
-    steps, and only they, are profiled into it."""
-    check_memory(config)
+    steps, and only they, are profiled into it. The folder is held for this run alone
+    (files.folder_lock): a second run into it is refused while this one runs."""
+    if config.resume and not os.path.isfile(checkpoint_path(config.out)):
+        raise ValueError(f"--resume: {config.out} holds no checkpoint.npz to continue; start a "
+                         f"new run without --resume")          # before anything is made
+    check_memory(config)                    # before anything is made
+    with folder_lock(config.out, "tinygrad-mnist train"):
+        return _train(config, log, progress, profiler)
+
+
+def _train(config, log, progress, profiler):
     fix_threads(config.threads)
     if config.resume and config.data_dir is None:
-        config.data_dir = stored_data_dir(checkpoint_path(config.out))
+        config.data_dir = stored_data_dir(checkpoint_path(config.out), missing_ok=False,
+                                          otherwise="--data-dir '' for the download cache")
     ds = data.load(config.dataset, config.data_dir, progress=progress)
     train_images, train_labels = ds.train_images, ds.train_labels.astype(np.int64)
     test_images, test_labels = ds.test_images, ds.test_labels.astype(np.int64)
@@ -183,7 +194,8 @@ def train(config, log=print, progress=True, profiler=None):
                             "steps_on_fewer_threads": busy})
             log(f"epoch {epoch:3d}  train loss {loss:.4f}  train acc {train_accuracy:.4f}"
                 f"  test acc {test_accuracy:.4f}  {seconds:.1f}s" +
-                (f"  (fewer BLAS threads for {busy} steps: other programs kept cores busy)"
+                (f"  (fewer BLAS threads for {busy} step{'s' * (busy != 1)}: other programs kept "
+                 f"cores busy)"
                  if busy else ""))
             save_checkpoint(config.out, model, optimizer, config, epoch, history, elapsed)
             saved = epoch
@@ -197,11 +209,41 @@ def train(config, log=print, progress=True, profiler=None):
     finally:
         threads.close()
     try:
-        return finish(config, ds.info, model, x_test, test_images, test_labels, history,
-                       elapsed, log)
+        metrics = finish(config, ds.info, model, x_test, test_images, test_labels, history,
+                         elapsed, log)
+    except KeyboardInterrupt:
+        done = "its one epoch is" if saved == 1 else f"all {saved} epochs are"
+        raise Interrupted(f"interrupted while the final files were written: {done} "
+                          f"saved in {checkpoint_path(config.out)}; run the same "
+                          f"command with --resume to write the model, metrics and plots "
+                          f"without training again") from None
     except OSError as error:
         raise TrainingError(f"training finished, but {error.filename} cannot be written: "
                             f"{error.strerror}; {_kept(config, saved)}") from None
+    hint = _chance_hint(config, metrics["test_accuracy"], len(ds.info.classes))
+    if hint:
+        log(hint)
+    return metrics
+
+
+def _likely_cause(config):
+    """What to change when the loss diverges: the weight decay when each step's decay alone
+    flips or blows up the weights (lr * weight decay >= 1), else the learning rate."""
+    decay = config.lr * config.weight_decay
+    if decay >= 1 or config.weight_decay >= 10:
+        return (f"--weight-decay {config.weight_decay:g} is far too strong (each step scales "
+                f"the weights by 1 - lr * decay = {1 - decay:g}): lower --weight-decay "
+                f"(5e-4 is common)")
+    return f"Lower --lr (now {config.lr:g} with --optimizer {config.optimizer})"
+
+
+def _chance_hint(config, accuracy, classes):
+    """A run that ends near chance without a NaN: say so where the number is shown."""
+    if accuracy >= 1.5 / classes:
+        return None
+    return (f"warning: {accuracy:.2%} is chance level for {classes} classes: the network did "
+            f"not learn. {_likely_cause(config)}, or try another optimizer (the defaults of "
+            f"each --arch train well: tinygrad-mnist train --help)")
 
 
 def _kept(config, saved):

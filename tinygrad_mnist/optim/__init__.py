@@ -25,7 +25,17 @@ class Optimizer:
 
     def __init__(self, params, defaults):
         name = type(self).__name__
-        params = list(params)
+        if hasattr(params, "parameters") and callable(params.parameters):
+            raise TypeError(f"{name}: got the module {type(params).__name__} itself; pass its "
+                            f"parameters: {name}({type(params).__name__.lower()}.parameters(), "
+                            f"...)")
+        if isinstance(params, Tensor):
+            raise TypeError(f"{name}: got one Tensor; pass a list of them: {name}([t], ...)")
+        try:
+            params = list(params)
+        except TypeError:
+            raise TypeError(f"{name}: params must be an iterable of Tensors (model.parameters())"
+                            f" or of param-group dicts, got {type(params).__name__}") from None
         if not params:
             raise ValueError(f"{name}: got an empty parameter list")
         groups = params if isinstance(params[0], dict) else [{"params": params}]

@@ -16,7 +16,7 @@ import graphviz
 import numpy as np
 
 from ..files import atomic_write
-from ..engine import Observer, observe, topo_order
+from ..engine import Observer, Tensor, observe, topo_order
 
 # what Graphviz compiled to WebAssembly renders; other formats (png, pdf, ...) need `dot`
 FALLBACK_FORMATS = ("svg", "dot", "xdot", "json", "plain", "ps")
@@ -148,6 +148,10 @@ def _number(x):
 def _summary(array):
     if array.ndim == 0:
         return _number(array.item())
+    if array.dtype.kind in "iub":       # labels or indices: their values, not a norm
+        values = array.ravel()
+        shown = ", ".join(str(v) for v in values[:6])
+        return f"[{shown}{', ...' if values.size > 6 else ''}]"
     return f"norm {np.linalg.norm(array.astype(np.float64)):.4g}"
 
 
@@ -209,6 +213,9 @@ def draw_graph(tensor, path=None, format="svg", collapse_modules=False, names=No
     backward frees the graph it walked. With `path`, the file gets the format's extension
     unless it has it already.
     """
+    if not isinstance(tensor, Tensor):
+        raise TypeError(f"draw_graph: expected a Tensor, got {type(tensor).__name__} "
+                        f"({tensor!r:.40}); wrap a number or array as Tensor(x)")
     if tensor.graph_freed:
         raise RuntimeError(f"draw_graph: backward() already freed the graph behind this tensor "
                            f"(shape {tensor.shape}); draw before backward(), or call "

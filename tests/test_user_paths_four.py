@@ -267,3 +267,10 @@ def test_a_numpy_scalar_bound_never_widens_a_tensor():
                    t.clip(np.float64(1.0), None), t * np.float64(2.0), t.maximum(np.float64(1.0))):
         assert result.dtype == np.float32
     np.testing.assert_allclose(t.clip(np.float64(1.0), 3.0).data, [1.0, 2.0, 3.0])
+
+
+def test_the_explorer_shows_an_integer_tensors_values_not_a_norm():
+    from tinygrad_mnist.viz.explorer import _summary
+    labels = _summary(np.array([7, 2, 1, 0, 4, 1, 4, 9, 5]))
+    assert labels == {"shape": [9], "values": [7, 2, 1, 0, 4, 1, 4, 9], "more": True}
+    assert "norm" in _summary(np.array([1.0, 2.0]))

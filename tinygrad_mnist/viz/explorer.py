@@ -24,6 +24,10 @@ def _summary(array):
     """What the page shows of an array: the value for one element, else shape and statistics."""
     if array is None:
         return None
+    if np.asarray(array).dtype.kind in "iub" and np.asarray(array).size > 1:
+        values = np.asarray(array).ravel()        # labels or indices: values, not a norm
+        return {"shape": list(np.shape(array)),
+                "values": [int(v) for v in values[:8]], "more": bool(values.size > 8)}
     a = np.asarray(array, dtype=np.float64)
     if a.size == 1:
         return {"value": float(a.reshape(-1)[0])}
@@ -210,6 +214,8 @@ function shape(sh) { return "(" + sh.join(", ") + (sh.length === 1 ? ",)" : ")")
 function show(s) {
   if (!s) return "none";
   if ("value" in s) return fmt(s.value);
+  if ("values" in s) return shape(s.shape) + " values " + s.values.join(", ") +
+                            (s.more ? ", ..." : "");
   if (!("norm" in s)) return "shape " + shape(s.shape);
   return shape(s.shape) + " min " + fmt(s.min) + ", max " + fmt(s.max) +
          ", mean " + fmt(s.mean) + ", norm " + fmt(s.norm);

@@ -540,10 +540,30 @@ def _conv(b):
             f"input_shape=({n}, {c}, {h + 1}, {w + 1}))")
 
 
+def _sequence(b):
+    """What sequence models use: layer norm over the last axes (a row of one value is
+    constant: skipped), and an embedding table read at random indices (repeats add up)."""
+    rng = b.rng
+    if rng.random() < 0.5:
+        a = b.pick(lambda s: len(s) >= 1 and s[-1] >= 2)
+        if a is None:
+            return None
+        shape = b.shapes[a]
+        dims = int(rng.integers(1, min(len(shape), 2) + 1))
+        weight, bias = b.new_input(shape[-dims:]), b.new_input(shape[-dims:])
+        return f"ops.LayerNorm.apply({a}, {weight}, {bias}, dims={dims})"
+    a = b.pick(lambda s: len(s) == 2)
+    if a is None:
+        return None
+    rows = b.shapes[a][0]
+    index = rng.integers(0, rows, size=tuple(int(n) for n in rng.integers(1, 4, size=2)))
+    return f"ops.Embedding.apply({a}, Tensor({literal(index)}))"
+
+
 _binary_ops = [_binary("+"), _binary("-"), _binary("*")]
 OPS = _binary_ops + [_divide, _reverse, _power, _extremum, _unary, _unary, _softmax,
                      _reduction, _reduction, _shape, _getitem, _getitem, _join, _broadcast,
-                     _where, _matmul, _linear, _misc, _loss, _no_gradient, _conv]
+                     _where, _matmul, _linear, _misc, _loss, _no_gradient, _conv, _sequence]
 
 
 def build(seed, max_lines=6):

@@ -283,9 +283,10 @@ def test_resume_needs_a_checkpoint_and_extends_a_finished_run(tmp_path, mnist_di
 def test_help_shows_every_default_and_agrees_with_the_readme(tmp_path):
     train_help = run("train", "--help", cwd=tmp_path).stdout
     options = train_help.split("options:", 1)[1]
-    for option, default in [("--lr", "0.05 for the MLP, 0.002 for LeNet-5, 0.001 for the CNN"),
+    for option, default in [("--lr", "0.05 for the MLP, 0.002 for LeNet-5 and the LSTM, 0.001 "
+                                     "for the CNN and the ViT"),
                             ("--epochs", "15"), ("--batch-size", "128"), ("--dropout", "0.2"),
-                            ("--optimizer", "momentum for the MLP, adam for LeNet-5 and the CNN"),
+                            ("--optimizer", "momentum for the MLP, adam for the other networks"),
                             ("--momentum", "0.9"), ("--seed", "0")]:
         block = options.split("\n  " + option + " ", 1)[1].split("\n  --", 1)[0]
         assert f"(default: {default})" in " ".join(block.split()), option

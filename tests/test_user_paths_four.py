@@ -165,8 +165,9 @@ def test_each_network_has_defaults_that_train_and_help_says_which(capsys):
     with pytest.raises(SystemExit):
         cli.main(["train", "--help"])
     shown = " ".join(capsys.readouterr().out.split())
-    assert "default: momentum for the MLP, adam for LeNet-5 and the CNN" in shown
-    assert "default: 0.05 for the MLP, 0.002 for LeNet-5, 0.001 for the CNN" in shown
+    assert "default: momentum for the MLP, adam for the other networks" in shown
+    assert "default: 0.05 for the MLP, 0.002 for LeNet-5 and the LSTM, 0.001 for the CNN and " \
+           "the ViT" in shown
 
 
 @pytest.mark.slow

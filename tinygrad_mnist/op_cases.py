@@ -251,6 +251,14 @@ def _fused_rows():
                                                     label_smoothing=s), [[(4, 3)]])
         for r, s in (("sum", 0.0), ("none", 0.0), ("mean", 0.1), ("none", 0.3), ("sum", 1.0))
     ] + [
+        # padding: targets equal to ignore_index count for nothing (a sequence's positions)
+        OpCase("cross_entropy", f"cross_entropy (ignore_index, reduction={r}, "
+                                f"label_smoothing={s})",
+               lambda z, r=r, s=s: nn.cross_entropy(z, np.array([[2, -100], [0, 1], [-100, 1]]),
+                                                    reduction=r, label_smoothing=s),
+               [[(3, 3, 2)]])
+        for r, s in (("mean", 0.0), ("sum", 0.1), ("none", 0.0))
+    ] + [
         OpCase("binary_cross_entropy", f"binary_cross_entropy (reduction={r})",
                lambda p, r=r: nn.binary_cross_entropy(p, np.array([[0.0, 1, 0.3]] * 2),
                                                       reduction=r), [[(2, 3)]], ((0.1, 0.9),))
@@ -360,6 +368,14 @@ def _conv_rows():
                     x, w, b, Tensor(np.linspace(-0.5, 0.5, x.shape[1])),
                     Tensor(np.linspace(0.5, 2.0, x.shape[1])), axes=axes,
                     training=training), [[shape, shape[1:2], shape[1:2]]]))
+    rows += [
+        OpCase("layer_norm", f"layer_norm {shape} over {dims}",
+               lambda x, w, b, dims=dims: ops.LayerNorm.apply(x, w, b, dims=dims),
+               [[shape, shape[len(shape) - dims:], shape[len(shape) - dims:]]])
+        for shape, dims in (((4, 5), 1), ((2, 3, 4), 1), ((2, 3, 4), 2), ((6,), 1))]
+    table = np.array([[1, 0, 3], [2, 2, 4]])            # repeated indices add up
+    rows.append(OpCase("embedding", "embedding (repeated indices)",
+                       lambda w: ops.Embedding.apply(w, Tensor(table)), [[(5, 3)]]))
     return rows
 
 

@@ -2,4 +2,4 @@
 engine/conv.py and engine/norm.py)."""
 from .engine.ops import *  # noqa: F401,F403
 from .engine.conv import *  # noqa: F401,F403
-from .engine.norm import BatchNorm  # noqa: F401
+from .engine.norm import BatchNorm, LayerNorm  # noqa: F401

@@ -149,3 +149,84 @@ class BatchNorm(Op):
         (w, bw), (b, bb), (mean, bm), (var, bv) = params
         inv_std = 1.0 / (channels(var, bv) + options.get("eps", 1e-5)).sqrt()  # as the op rounds
         return (x - channels(mean, bm)) * inv_std * channels(w, bw) + channels(b, bb)
+
+
+# ---------------------------------------------------------------- layer normalization
+
+def _row_statistics(x, axes, eps):
+    """x_hat and 1/sqrt(var + eps) over `axes` of each row (biased variance), for arrays and,
+    under create_graph, for tensors alike."""
+    centered = x - x.mean(axis=axes, keepdims=True)
+    inv_std = ((centered * centered).mean(axis=axes, keepdims=True) + eps) ** -0.5
+    return centered * inv_std, inv_std
+
+
+class LayerNorm(Op):
+    """Layer normalization over the last `dims` axes of x, each row on its own (as
+    torch.nn.functional.layer_norm), with n values per row:
+
+        x_hat = (x - mean) / sqrt(var + eps)        (the row's statistics; var biased)
+        y = weight * x_hat + bias                   (weight and bias of those axes' shape)
+        dbias = sum dy    dweight = sum dy * x_hat  (over the leading axes)
+        dx = inv_std * (g - mean g - x_hat * mean(g * x_hat)),  g = dy * weight
+
+    Under create_graph the backward recomputes x_hat from x, a Tensor then, so the gradient
+    can be differentiated again through the row statistics."""
+    __slots__ = ("x", "weight", "x_hat", "inv_std", "axes", "eps")
+    name = "layer_norm"
+    float_result = True
+    input_names = ("x", "weight", "bias")
+
+    def forward(self, x, weight, bias, dims=1, eps=1e-5):
+        self.axes = tuple(range(x.ndim - dims, x.ndim))
+        self.x, self.weight, self.eps = x, weight, eps
+        self.x_hat, inv_std = _row_statistics(x, self.axes, eps)
+        self.inv_std = inv_std.astype(x.dtype, copy=False)
+        return self.x_hat * weight + bias
+
+    def _statistics(self):
+        if isinstance(self.x, np.ndarray):
+            return self.x_hat, self.inv_std
+        return _row_statistics(self.x, self.axes, self.eps)      # as functions of x
+
+    def backward(self, gz):
+        x_hat, inv_std = self._statistics()
+        axes, need = self.axes, self.needs_input_grad
+        leading = tuple(range(gz.ndim - len(axes)))
+        gx = None
+        if need[0]:
+            g = gz * self.weight
+            gx = inv_std * (g - g.mean(axis=axes, keepdims=True)
+                            - x_hat * (g * x_hat).mean(axis=axes, keepdims=True))
+        return (gx, (gz * x_hat).sum(axis=leading) if need[1] else None,
+                gz.sum(axis=leading) if need[2] else None)
+
+    def jvp(self, tx, tw, tb):
+        """t_y = w t_x_hat + tw x_hat + tb, t_x_hat = inv_std (tx - mean tx - x_hat
+        mean(x_hat tx))."""
+        x_hat, inv_std = self._statistics()
+        axes = self.axes
+        t_x = None
+        if tx is not None:
+            t = tx * inv_std
+            t_x = (t - t.mean(axis=axes, keepdims=True)
+                   - x_hat * (x_hat * t).mean(axis=axes, keepdims=True)) * self.weight
+        return add_tangents(t_x, None if tw is None else x_hat * tw, tb)
+
+    @classmethod
+    def batch(cls, size, options, args):
+        """Rows stay rows: a batched x is more leading axes; per-example weight or bias (a
+        meta-gradient's) meet each example's rows by broadcasting."""
+        (x, bx), (w, bw), (b, bb) = args
+        if not (bw or bb):
+            return cls.apply(batching.with_batch(size, x, bx), w, b, **options)
+        dims = options.get("dims", 1)
+        x = batching.with_batch(size, x, bx)
+        one = (w[0] if bw else w) * 0.0 + 1.0           # an example's weight's shape
+        zero = (b[0] if bb else b) * 0.0
+        x_hat = cls.apply(x, one, zero, **options)
+        lead = (1,) * (x.ndim - 1 - dims)
+
+        def meet(t, batched):
+            return t.reshape((size,) + lead + tuple(t.shape[1:])) if batched else t
+        return x_hat * meet(w, bw) + meet(b, bb)

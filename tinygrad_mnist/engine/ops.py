@@ -830,6 +830,43 @@ class IndexAdd(Op):
 
 
 
+class Embedding(Op):
+    """z = weight[indices] (a row of the table per index; indices an integer tensor of any
+    shape, z of shape indices.shape + (dim,))    dweight = zeros with dz's rows added at
+    their indices (an index used twice gets both rows)    the indices get no gradient"""
+    __slots__ = ("indices", "shape")
+    name = "embedding"
+    input_names = ("weight", "indices")
+
+    def forward(self, weight, indices):
+        if indices.dtype.kind not in "iu":
+            raise TypeError(f"embedding: indices must be integers, got {indices.dtype}")
+        if indices.size and (indices.min() < 0 or indices.max() >= weight.shape[0]):
+            raise IndexError(f"embedding: an index is out of range for a table of "
+                             f"{weight.shape[0]} rows (indices from {indices.min()} to "
+                             f"{indices.max()})")
+        self.indices, self.shape = indices.view(), weight.shape   # a view: a constant mask
+        return weight[indices]
+
+    def backward(self, gz):
+        return _index_add(gz, (self.indices,), self.shape, True), None
+
+    def jvp(self, tw, ti=None):
+        return None if tw is None else tw[self.indices]
+
+    @classmethod
+    def batch(cls, size, options, args):
+        """Batched indices into one table: more leading axes. Per-example tables: each
+        example's indices offset into the tables stacked as one."""
+        (w, bw), (i, bi) = args
+        if not bw:
+            return cls.apply(w, batching.with_batch(size, i, bi))
+        rows = w.shape[1]
+        i = batching.with_batch(size, i, bi)
+        offsets = (np.arange(size) * rows).reshape((size,) + (1,) * (i.ndim - 1))
+        return cls.apply(w.reshape((size * rows,) + tuple(w.shape[2:])), i + offsets)
+
+
 def _index_add(g, index, shape, advanced):
     """zeros(shape) with g added at index, for arrays (as NumPy does it) and for tensors (as a
     recorded IndexAdd)."""
@@ -1092,17 +1129,24 @@ class CrossEntropy(Op):
     """loss_i = logsumexp(z_i) - sum_c q_ic z_ic,  q_i = (1 - s) onehot(y_i) + s / C
     dloss_i/dz_i = softmax(z_i) - q_i
     (y: integer class targets, an input without gradient; s: the label smoothing; the losses
-    are averaged, summed, or returned per row)
+    are averaged, summed, or returned per row; a row whose target is ignore_index counts for
+    nothing: its loss and gradient are 0 and a mean is over the other rows, as PyTorch's)
 
     Fused: the forward is a log-sum-exp, finite for logits of any size, and the backward is
     the closed form instead of a chain of softmax, log and indexing nodes.
     """
-    __slots__ = ("logits", "probs", "at_target", "smoothing", "reduction")
+    __slots__ = ("logits", "probs", "at_target", "smoothing", "reduction", "valid", "count")
     name = "cross_entropy"
     input_names = ("logits", "targets")
 
-    def forward(self, logits, targets, reduction="mean", label_smoothing=0.0):
+    def forward(self, logits, targets, reduction="mean", label_smoothing=0.0, ignore_index=None):
         m, classes = logits.shape
+        self.valid, self.count = None, m
+        if ignore_index is not None:
+            valid = targets != ignore_index
+            if not valid.all():                  # ignored rows: a valid class stands in
+                self.valid, self.count = valid, int(valid.sum())
+                targets = np.where(valid, targets, 0)
         if targets.size and (targets.min() < 0 or targets.max() >= classes):
             raise ValueError(f"cross_entropy: targets must lie in [0, {classes}) for logits of "
                              f"shape {logits.shape}, got values from {targets.min()} to "
@@ -1118,9 +1162,16 @@ class CrossEntropy(Op):
         if label_smoothing:           # q = (1 - s) onehot + s / C:  q . logp
             target_logp = ((1 - label_smoothing) * target_logp + label_smoothing / classes *
                            (shifted.sum(axis=1) - classes * np.log(sum_exp[:, 0])))
+        if self.valid is not None:
+            target_logp = target_logp * self.valid
         if reduction == "mean":
-            return np.asarray(-target_logp.sum() / m, dtype=logits.dtype)
+            with np.errstate(invalid="ignore", divide="ignore"):   # all ignored: NaN, as PyTorch
+                return np.asarray(-target_logp.sum() / self.count, dtype=logits.dtype)
         return _reduce_loss(-target_logp, reduction)
+
+    def _rows(self):
+        """1 for each row that counts, 0 for an ignored one (None: every row counts)."""
+        return None if self.valid is None else self.valid[:, None].astype(self.probs.dtype)
 
     def backward(self, gz):
         z = self.logits
@@ -1128,12 +1179,16 @@ class CrossEntropy(Op):
         # z itself: differentiated again, its Jacobian is cross-entropy's Hessian
         if self.reduction == "none":
             gz = gz.reshape(-1, 1)                   # one upstream gradient per row
-        scale = _loss_gradient(gz, self.reduction, z.shape[0])
+        scale = _loss_gradient(gz, self.reduction, self.count)
+        rows = self._rows()
         if not isinstance(z, np.ndarray):
-            return ((z.softmax(axis=1) - self._target()) * scale, None)
+            g = (z.softmax(axis=1) - self._target()) * scale
+            return (g if rows is None else g * rows, None)
         g = self.probs - self.smoothing / z.shape[1] if self.smoothing else self.probs.copy()
         g.put(self.at_target, g.take(self.at_target) - (1 - self.smoothing))   # softmax - q
         g *= scale
+        if rows is not None:
+            g *= rows
         return (g, None)
 
     def _target(self):
@@ -1148,11 +1203,16 @@ class CrossEntropy(Op):
         z = self.logits
         if not isinstance(z, np.ndarray):     # on tensors: the softmax of z itself
             rows = ((z.softmax(axis=1) - self._target()) * t_logits).sum(axis=1)
+        else:
+            g = self.probs * t_logits
+            rows = g.sum(axis=1) - (1 - self.smoothing) * t_logits.take(self.at_target)
+            if self.smoothing:
+                rows -= self.smoothing / t_logits.shape[1] * t_logits.sum(axis=1)
+        if self.valid is None:
             return _reduce_loss(rows, self.reduction)
-        g = self.probs * t_logits
-        rows = g.sum(axis=1) - (1 - self.smoothing) * t_logits.take(self.at_target)
-        if self.smoothing:
-            rows -= self.smoothing / t_logits.shape[1] * t_logits.sum(axis=1)
+        rows = rows * self.valid
+        if self.reduction == "mean":
+            return rows.sum() / self.count
         return _reduce_loss(rows, self.reduction)
 
     @classmethod
@@ -1161,10 +1221,15 @@ class CrossEntropy(Op):
         logits = batching.with_batch(size, logits, bl)
         targets = batching.with_batch(size, targets, bt)
         n, classes = logits.shape[1:]
+        ignore = options.get("ignore_index")
         per_row = cls.apply(logits.reshape(size * n, classes), targets.reshape(size * n),
                             reduction="none",
-                            label_smoothing=options.get("label_smoothing", 0.0))
-        return batching.reduced(per_row.reshape(size, n), options.get("reduction", "mean"))
+                            label_smoothing=options.get("label_smoothing", 0.0),
+                            ignore_index=ignore).reshape(size, n)
+        if ignore is None or options.get("reduction", "mean") != "mean":
+            return batching.reduced(per_row, options.get("reduction", "mean"))
+        counted = (targets != ignore).astype(per_row.dtype).sum(axis=1)   # each example's rows
+        return per_row.sum(axis=1) / counted
 
 
 

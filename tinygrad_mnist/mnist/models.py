@@ -1,12 +1,16 @@
-"""The networks `tinygrad-mnist train --arch` builds: the MLP, LeNet-5 and a small CNN.
+"""The networks `tinygrad-mnist train --arch` builds: the MLP, LeNet-5, a small CNN, an LSTM
+that reads each image row by row, and a vision transformer over 7x7 patches.
 
 Every model takes a batch of flattened, standardized 28x28 images, (N, 784), so the data
 pipeline, jit, checkpoints, eval and predict are the same for all; the conv nets reshape it
-to (N, 1, 28, 28) first.
+to (N, 1, 28, 28) first, the sequence models to 28 rows or 16 patches.
 """
-from .. import nn
+import numpy as np
 
-ARCHS = ("mlp", "lenet5", "cnn")
+from .. import nn
+from ..engine import Tensor, get_rng
+
+ARCHS = ("mlp", "lenet5", "cnn", "lstm", "vit")
 
 
 def layer_sizes(hidden):
@@ -66,6 +70,74 @@ def cnn(activation="relu", dropout=0.0, channels=(32, 64), hidden=256, kernel=5)
 CNN_KERNELS = (3, 5)
 
 
+class RowLSTM(nn.Module):
+    """An image read as a sequence: its 28 rows of 28 pixels, top to bottom, through an LSTM
+    (128 units); the last step's output, after dropout, is classified by a linear layer."""
+
+    def __init__(self, hidden=128, dropout=0.0):
+        self.lstm = nn.LSTM(28, hidden, batch_first=True)
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(hidden, 10)
+
+    def forward(self, x):
+        out, _ = self.lstm(x.reshape(-1, 28, 28))
+        return self.head(self.dropout(out[:, -1]))
+
+    def __repr__(self):
+        return f"LSTM {self.lstm.hidden_size} over rows"
+
+
+class Block(nn.Module):
+    """A pre-norm transformer block: x + attention(LayerNorm(x)), then x + MLP(LayerNorm(x))
+    with a GELU hidden layer of 2x the width."""
+
+    def __init__(self, width, heads, dropout=0.0):
+        self.norm1, self.norm2 = nn.LayerNorm(width), nn.LayerNorm(width)
+        self.attention = nn.MultiheadAttention(width, heads, batch_first=True)
+        self.mlp = nn.Sequential(nn.Linear(width, 2 * width), nn.GELU(), nn.Dropout(dropout),
+                                 nn.Linear(2 * width, width))
+
+    def forward(self, x):
+        y = self.norm1(x)
+        x = x + self.attention(y, y, y, need_weights=False)[0]
+        return x + self.mlp(self.norm2(x))
+
+
+class VisionTransformer(nn.Module):
+    """A vision transformer (Dosovitskiy et al. 2021) for 28x28 digits: 16 patches of 7x7
+    pixels, each embedded linearly, a class token in front, learned position embeddings,
+    `depth` pre-norm blocks of `heads` heads, and the class token's final, normalized state
+    classified by a linear layer (pool="mean": the patches' mean instead)."""
+
+    def __init__(self, width=64, depth=4, heads=4, patch=7, dropout=0.0, pool="cls"):
+        self.patch, self.pool = patch, pool
+        patches = (28 // patch) ** 2
+        self.embed = nn.Linear(patch * patch, width)
+        rng = get_rng()
+        self.class_token = Tensor.from_numpy(
+            (rng.normal(size=(1, 1, width)) * 0.02).astype(np.float32), requires_grad=True)
+        self.positions = Tensor.from_numpy(
+            (rng.normal(size=(1, patches + 1, width)) * 0.02).astype(np.float32),
+            requires_grad=True)
+        self.blocks = nn.Sequential(*[Block(width, heads, dropout) for _ in range(depth)])
+        self.norm = nn.LayerNorm(width)
+        self.head = nn.Linear(width, 10)
+
+    def forward(self, x):
+        p, side = self.patch, 28 // self.patch
+        n = x.shape[0]
+        patches = x.reshape(n, side, p, side, p).transpose((0, 1, 3, 2, 4)).reshape(
+            n, side * side, p * p)
+        tokens = self.embed(patches)
+        tokens = Tensor.cat([self.class_token.broadcast_to((n, 1, tokens.shape[2])), tokens],
+                            axis=1) + self.positions
+        out = self.norm(self.blocks(tokens))
+        return self.head(out[:, 0] if self.pool == "cls" else out[:, 1:].mean(axis=1))
+
+    def __repr__(self):
+        return f"ViT {self.patch}x{self.patch} patches, {len(self.blocks)} blocks"
+
+
 def _dropout(p):
     return [nn.Dropout(p)] if p > 0 else []
 
@@ -85,6 +157,10 @@ def build(arch, hidden=(512, 256), activation="relu", dropout=0.0, input_dropout
         return lenet5(activation, dropout)
     if arch == "cnn":
         return cnn(activation, dropout, kernel=cnn_kernel)
+    if arch == "lstm":
+        return RowLSTM(dropout=dropout)
+    if arch == "vit":
+        return VisionTransformer(dropout=dropout)
     raise ValueError(f"unknown architecture {arch!r}; use one of {', '.join(ARCHS)}")
 
 
@@ -95,6 +171,8 @@ def describe(arch, hidden, activation, cnn_kernel=5):
         return f"MLP {'-'.join(map(str, layer_sizes(hidden)))} ({activation})"
     if arch == "cnn" and cnn_kernel != 5:
         return f"CNN {cnn_kernel}x{cnn_kernel} ({activation})"
+    if arch in ("lstm", "vit"):
+        return {"lstm": "LSTM 128 over rows", "vit": "ViT 7x7 patches, 4 blocks of 64"}[arch]
     return f"{ {'lenet5': 'LeNet-5', 'cnn': 'CNN'}[arch]} ({activation})"
 
 
@@ -105,6 +183,10 @@ def activation_sizes(arch, hidden):
         return sum(layer_sizes(hidden)[1:])
     if arch == "lenet5":
         return 3 * 6 * 28 * 28 + 6 * 14 * 14 + 3 * 16 * 10 * 10 + 16 * 25 + 2 * 120 + 2 * 84 + 10
+    if arch == "lstm":               # each of 28 steps: the gates and states it keeps
+        return 28 * (4 * 128 * 3 + 128 * 6) + 28 * 4 * 128 + 10
+    if arch == "vit":                # 17 tokens of 64 through 4 blocks, and the attention maps
+        return 4 * (17 * 64 * 14 + 17 * 128 * 3 + 4 * 17 * 17 * 3) + 17 * 64 * 4 + 10
     c1, c2 = 32, 64
     return 4 * c1 * 28 * 28 + c1 * 14 * 14 + 4 * c2 * 14 * 14 + c2 * 49 + 3 * 256 + 10
 

@@ -108,8 +108,10 @@ OPTIONS = [
     Option("dataset", "mnist", one_of(sorted(DATASETS)), "dataset", sweep="datasets"),
     Option("data_dir", None, None, "read the four IDX files from DIR instead of downloading "
            "them into ~/.cache/tinygrad_mnist", result=False, metavar="DATA_DIR"),
-    Option("arch", "mlp", one_of(ARCHS), "network: the MLP of --hidden, LeNet-5, or the CNN "
-           "(two 5x5 convolutions with batch norm and pooling, 256 hidden)",
+    Option("arch", "mlp", one_of(ARCHS), "network: the MLP of --hidden, LeNet-5, the CNN "
+           "(two 5x5 convolutions with batch norm and pooling, 256 hidden), an LSTM of 128 "
+           "reading the image's 28 rows, or a vision transformer (ViT: 7x7 patches, 4 blocks "
+           "of 64 with 4 heads)",
            sweep="architectures"),
     Option("hidden", [512, 256], hidden_sizes, "hidden layer sizes of the MLP, comma "
            "separated", sweep="MLPs"),
@@ -118,10 +120,10 @@ OPTIONS = [
     Option("cnn_kernel", 5, kernel_size, "--arch cnn: 5x5 or 3x3 convolutions (3x3: a step "
            "1.8x faster)"),
     Option("optimizer", None, one_of(OPTIMIZERS), "optimizer (default: momentum for the MLP, "
-           "adam for LeNet-5 and the CNN)", sweep="optimizers"),
+           "adam for the other networks)", sweep="optimizers"),
     Option("lr", None, number(float, low=0, low_open=True),
            "learning rate, the peak of --lr-schedule (default: 0.05 for the MLP, 0.002 for "
-           "LeNet-5, 0.001 for the CNN)", sweep="learning rates"),
+           "LeNet-5 and the LSTM, 0.001 for the CNN and the ViT)", sweep="learning rates"),
     Option("momentum", 0.9, PROBABILITY, "for --optimizer momentum and nesterov",
            sweep="momenta"),
     Option("weight_decay", 0.0, number(float, low=0), "L2 penalty (decoupled for adamw)",
@@ -173,7 +175,9 @@ BY_NAME = {o.name: o for o in OPTIONS}
 # 0.001)
 ARCH_DEFAULTS = {"mlp": {"optimizer": "momentum", "lr": 0.05},
                  "lenet5": {"optimizer": "adam", "lr": 0.002},
-                 "cnn": {"optimizer": "adam", "lr": 0.001}}
+                 "cnn": {"optimizer": "adam", "lr": 0.001},
+                 "lstm": {"optimizer": "adam", "lr": 0.002},
+                 "vit": {"optimizer": "adam", "lr": 0.001}}
 SWEPT = tuple(o.name for o in OPTIONS if o.sweep)      # sweep's lists, in the table's order
 
 

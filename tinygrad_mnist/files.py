@@ -44,6 +44,17 @@ def atomic_write(path, mode="wb"):
         raise
 
 
+def remove_entries(directory, names):
+    """Delete the files and folders `names` inside directory (a run replaced with --force)."""
+    import shutil
+    for name in names:
+        path = os.path.join(directory, name)
+        if os.path.isdir(path):
+            shutil.rmtree(path)
+        else:
+            os.unlink(path)
+
+
 class FolderBusy(ValueError):
     """Another live process is writing the folder (its lock names it)."""
 

@@ -184,33 +184,6 @@ def _size(layer, name, value):
     return int(value)
 
 
-class Sequential(Module):
-    """Layers applied one after the other; parameters are named '0.weight', '1.bias', ..."""
-    def __init__(self, *layers):
-        self.layers = list(layers)
-
-    def _members(self):
-        return [(str(i), layer) for i, layer in enumerate(self.layers)]
-
-    def forward(self, x):
-        for layer in self.layers:
-            x = layer(x)
-        return x
-
-    def __getitem__(self, i):
-        return self.layers[i]
-
-    def __len__(self):
-        return len(self.layers)
-
-    def __iter__(self):
-        return iter(self.layers)
-
-    def __repr__(self):
-        inner = "\n".join(f"  ({i}): {layer!r}" for i, layer in enumerate(self.layers))
-        return f"Sequential(\n{inner}\n)"
-
-
 class ModuleList(Module):
     """torch.nn.ModuleList: a list of modules, registered (parameters '0.weight', '1.bias',
     ...), indexed, iterated and appended to; it has no forward of its own."""
@@ -229,7 +202,10 @@ class ModuleList(Module):
         return self
 
     def __getitem__(self, i):
-        return ModuleList(self.layers[i]) if isinstance(i, slice) else self.layers[i]
+        return self._of(self.layers[i]) if isinstance(i, slice) else self.layers[i]
+
+    def _of(self, layers):
+        return ModuleList(layers)
 
     def __len__(self):
         return len(self.layers)
@@ -239,7 +215,21 @@ class ModuleList(Module):
 
     def __repr__(self):
         inner = "\n".join(f"  ({i}): {layer!r}" for i, layer in enumerate(self.layers))
-        return f"ModuleList(\n{inner}\n)"
+        return f"{type(self).__name__}(\n{inner}\n)"
+
+
+class Sequential(ModuleList):
+    """Layers applied one after the other; parameters are named '0.weight', '1.bias', ..."""
+    def __init__(self, *layers):
+        super().__init__(layers)
+
+    def _of(self, layers):
+        return Sequential(*layers)
+
+    def forward(self, x):
+        for layer in self.layers:
+            x = layer(x)
+        return x
 
 
 class Linear(Module):

@@ -9,7 +9,6 @@ import json
 import os
 import platform
 import re
-import shutil
 import statistics
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -17,7 +16,7 @@ from dataclasses import asdict, dataclass, field, replace
 import numpy as np
 
 from . import data, report
-from ..files import atomic_write, folder_lock
+from ..files import atomic_write, folder_lock, remove_entries
 from ..tables import markdown_table
 from ..engine import manual_seed
 from .evaluation import accuracy
@@ -321,12 +320,7 @@ def ablate(datasets=("mnist", "fashion-mnist"), data_dirs=None, quick=False, out
                              f"{', ...' if len(held) > 4 else ''}); pass --resume to continue "
                              f"it, --force to replace it, or another --out")
         if force and not resume:                # a new grid: the old one's files go first
-            for name in held:
-                path = os.path.join(out_dir, name)
-                if os.path.isdir(path):
-                    shutil.rmtree(path)
-                else:
-                    os.unlink(path)
+            remove_entries(out_dir, held)
         return _ablate_locked(datasets, data_dirs, plan, quick, out_dir, log, executor,
                               workers, ray_address, progress)
 

@@ -10,7 +10,6 @@ if the mean accuracy over the seeds reaches the target.
 import json
 import math
 import os
-import shutil
 from dataclasses import asdict
 import platform
 import statistics
@@ -18,7 +17,7 @@ import time
 
 import numpy as np
 
-from ..files import atomic_write, folder_lock
+from ..files import atomic_write, folder_lock, remove_entries
 from ..tables import markdown_table
 from .factories import make_model
 from .options import Config
@@ -185,12 +184,7 @@ def _refuse_a_record(out, resume, force, command):
                          f"{', ...' if len(held) > 4 else ''}); pass --resume to keep its "
                          f"finished seeds, --force to replace it, or another --out")
     if force and not resume:
-        for name in held:
-            path = os.path.join(out, name)
-            if os.path.isdir(path):
-                shutil.rmtree(path)
-            else:
-                os.unlink(path)
+        remove_entries(out, held)
 
 
 def run(arch="mlp", target=0.98, seeds=10, data_dir=None, out=None, log=print,

@@ -216,6 +216,15 @@ def _cmd_speedrun(args):
     return 0 if summary["reached"] else 1
 
 
+def _cmd_names(args):
+    from dataclasses import fields
+    from ..names.train import NamesConfig, train_names
+    config = NamesConfig(**{f.name: getattr(args, f.name) for f in fields(NamesConfig)
+                            if hasattr(args, f.name)})
+    train_names(config, progress=not args.quiet)
+    return 0
+
+
 def _cmd_sweep(args):
     import time
     from .sweep import run_sweep
@@ -336,7 +345,39 @@ def build_parser():
                    help="keep the seeds that finished in --out and train the rest")
     p.add_argument("--force", action="store_true",
                    help="replace a record already in --out (its seeds' runs too)")
+    _add_names(sub)
     return parser
+
+
+def _add_names(sub):
+    from ..names.models import ARCHS as NAME_ARCHS
+    p = _parser(sub, "names", "train a character-level model of names (as makemore) and sample "
+                              "new ones; prints the test loss in nats per character")
+    p.add_argument("--arch", choices=NAME_ARCHS, default="transformer",
+                   help="the model: a bigram table, an MLP over the last 16 characters, an "
+                        "RNN, GRU or LSTM, or a 4-layer transformer")
+    p.add_argument("--data-dir", required=True,
+                   help="the folder holding names.txt (one name a line); nothing is downloaded")
+    p.add_argument("--max-steps", type=POSITIVE_INT, default=5000, help="optimizer steps")
+    p.add_argument("--batch-size", type=POSITIVE_INT, default=32, help="names per step")
+    p.add_argument("--lr", type=number(float, low=0, low_open=True), default=5e-4,
+                   help="AdamW's learning rate")
+    p.add_argument("--weight-decay", type=number(float, low=0), default=0.01,
+                   help="AdamW's decoupled weight decay")
+    p.add_argument("--dropout", type=number(float, low=0, high=0.99), default=0.0,
+                   help="dropout in the transformer's MLPs")
+    p.add_argument("--eval-every", type=POSITIVE_INT, default=500,
+                   help="steps between test-loss evaluations (and checkpoints)")
+    p.add_argument("--samples", type=NON_NEGATIVE_INT, default=10, help="names to sample at the end")
+    p.add_argument("--seed", type=NON_NEGATIVE_INT, default=3407,
+                   help="seed of the initialization and the batches")
+    p.add_argument("--out", default=None, help="the run's folder (default: runs/names-ARCH)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    p.add_argument("--force", action="store_true", help="replace a run already in --out")
+    p.add_argument("--threads", type=POSITIVE_INT, default=None, help="BLAS threads")
+    p.add_argument("--no-jit", dest="jit", action="store_false",
+                   help="run every step eagerly instead of replaying the recorded step")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def _given(parser, argv):
@@ -371,7 +412,7 @@ def _unrecognized(parser, command, unknown):
 
 COMMANDS = {"train": _cmd_train, "eval": _cmd_eval, "predict": _cmd_predict,
             "graph": _cmd_graph, "gradcheck": _cmd_gradcheck, "ablate": _cmd_ablate,
-            "sweep": _cmd_sweep, "speedrun": _cmd_speedrun}
+            "sweep": _cmd_sweep, "speedrun": _cmd_speedrun, "names": _cmd_names}
 
 
 def main(argv=None):

@@ -17,6 +17,19 @@ def curves(history, path, title=None):
     _save(curves_figure(history, title), path)
 
 
+def loss_curves(history, path, title):
+    """Train and test loss (nats per character) against the step: a character model's run."""
+    fig, ax = plt.subplots(figsize=(7, 4.4))
+    steps = [h["step"] for h in history]
+    ax.plot(steps, [h["train_loss"] for h in history], marker="o", label="train (running)")
+    ax.plot(steps, [h["test_loss"] for h in history], marker="o", label="test")
+    ax.set(xlabel="step", ylabel="loss (nats per character)", title=title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    _save(fig, path, dpi=110)
+
+
 def _whole_epochs(ax, epochs):
     """Ticks on whole epochs only, and room around a single one (not 0.95 ... 1.05)."""
     from matplotlib.ticker import MaxNLocator

@@ -1,0 +1,2 @@
+"""A character-level model of names (as makemore): data, models and training, run by
+`tinygrad-mnist names`."""

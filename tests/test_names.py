@@ -95,3 +95,17 @@ def test_the_command_prints_the_test_loss_and_samples(tmp_path, capsys):
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["parameters"] == 204_544 and len(metrics["history"]) == 2
     assert (out / "samples.txt").read_text().count("\n") == 3
+
+
+def test_the_transformer_hands_out_its_attention_maps():
+    manual_seed(1)
+    model = models.build("transformer", 27, 16)
+    maps = []
+    logits = model(Tensor(np.array([[0, 9, 19, 1, 2]])), attention=maps)
+    assert logits.shape == (1, 5, 27) and len(maps) == 4
+    for weights in maps:
+        w = weights.data
+        assert w.shape == (1, 4, 5, 5)
+        np.testing.assert_allclose(w.sum(axis=-1), 1, rtol=1e-5)
+        assert np.all(np.triu(w[0], k=1) == 0)                   # causal: no future letter
+    np.testing.assert_allclose(model(Tensor(np.array([[0, 9, 19, 1, 2]]))).data, logits.data)

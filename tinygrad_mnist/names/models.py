@@ -66,10 +66,15 @@ class Block(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(width, 4 * width), nn.GELU(),
                                  nn.Linear(4 * width, width), nn.Dropout(dropout))
 
-    def forward(self, x):
+    def forward(self, x, attention=None):
+        """With a list `attention`, each head's weights (N, heads, T, T) are appended to it."""
         y = self.ln_1(x)
         mask = causal_mask(x.shape[1])
-        x = x + self.attn(y, y, y, attn_mask=mask, need_weights=False)[0]
+        out, weights = self.attn(y, y, y, attn_mask=mask, need_weights=attention is not None,
+                                 average_attn_weights=False)
+        if attention is not None:
+            attention.append(weights)
+        x = x + out
         return x + self.mlp(self.ln_2(x))
 
 
@@ -84,10 +89,14 @@ class Transformer(nn.Module):
         self.ln_f = nn.LayerNorm(width)
         self.head = nn.Linear(width, vocab, bias=False)
 
-    def forward(self, x):
+    def forward(self, x, attention=None):
+        """Next-token logits; with a list `attention`, every block's per-head weights are
+        appended to it (the attention maps the gallery draws)."""
         t = x.shape[1]
         h = self.token(x) + self.position(Tensor(np.arange(t)))
-        return self.head(self.ln_f(self.blocks(h)))
+        for block in self.blocks:
+            h = block(h, attention)
+        return self.head(self.ln_f(h))
 
 
 def build(arch, vocab, block, dropout=0.0):

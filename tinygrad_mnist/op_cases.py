@@ -143,6 +143,11 @@ def _softmax_rows():
                random_shapes=_resized),
         OpCase("log_softmax", "log_softmax (axis -2)", lambda x: x.log_softmax(axis=-2),
                [[(3, 4)]], random_shapes=_resized),
+        OpCase("softmax", "softmax (axis 0, with a mask)",
+               lambda x: x.softmax(axis=0, mask=np.array([[True, False, True, True],
+                                                          [True, True, False, True],
+                                                          [False, True, True, True]])),
+               [[(3, 4)]]),
     ]
 
 

@@ -622,8 +622,21 @@ class Tensor:
             raise ValueError(f"clip: lower bound {lo} is above upper bound {hi}")
         return ops.Clip.apply(self, lo=lo, hi=hi)
 
-    def softmax(self, axis=-1):
-        return ops.Softmax.apply(self, axis=single_axis("softmax", axis, self.ndim, self.shape))
+    def softmax(self, axis=-1, mask=None):
+        """exp(x) / sum(exp(x)) along `axis`; with a boolean `mask` (broadcast to x), the
+        entries where it is False get no weight (as if -inf; a row with none left is NaN)."""
+        axis = single_axis("softmax", axis, self.ndim, self.shape)
+        if mask is None:
+            return ops.Softmax.apply(self, axis=axis)
+        mask = np.asarray(mask._data if isinstance(mask, Tensor) else mask)
+        if mask.dtype != bool:
+            raise TypeError(f"softmax: mask must be boolean (True where kept), got {mask.dtype}")
+        try:
+            blocked = np.broadcast_to(np.where(mask, 0.0, -np.inf), self.shape)
+        except ValueError:
+            raise ValueError(f"softmax: a mask of shape {mask.shape} does not broadcast to "
+                             f"{self.shape}") from None
+        return ops.Softmax.apply(self + blocked.astype(self.dtype), axis=axis)
 
     def log_softmax(self, axis=-1):
         return ops.LogSoftmax.apply(self, axis=single_axis("log_softmax", axis, self.ndim, self.shape))

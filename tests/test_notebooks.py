@@ -33,7 +33,7 @@ def text_of(notebook):
 def test_the_notebooks_are_committed_without_outputs():
     assert NOTEBOOKS == ["01_scalars_and_graphs.ipynb", "02_numpy_mlp_checked.ipynb",
                          "03_train_mnist.ipynb", "04_conv_net.ipynb",
-                         "05_forward_vs_reverse.ipynb"]
+                         "05_forward_vs_reverse.ipynb", "06_attention_from_scratch.ipynb"]
     for name in NOTEBOOKS:
         for cell in nbformat.read(EXAMPLES / name, as_version=4).cells:
             if cell.cell_type == "code":
@@ -90,3 +90,17 @@ def test_forward_vs_reverse_notebook(execute):
     images = [out for cell in notebook.cells for out in cell.get("outputs", [])
               if "image/png" in out.get("data", {})]
     assert len(images) == 1
+
+
+def test_attention_from_scratch_notebook(execute):
+    """Attention written as matmuls and a softmax equals nn.MultiheadAttention, and its
+    gradients equal finite differences; the heads and the graph are drawn."""
+    notebook = execute("06_attention_from_scratch.ipynb")
+    text = text_of(notebook)
+    differences = [float(line.split(":")[1]) for line in text.splitlines()
+                   if line.startswith("largest difference")]
+    assert len(differences) == 2 and max(differences) < 1e-12
+    assert "gradcheck: True" in text and "rows sum to [1. 1. 1. 1. 1. 1.]" in text
+    kinds = {key for cell in notebook.cells for out in cell.get("outputs", [])
+             for key in out.get("data", {})}
+    assert {"image/png", "image/svg+xml"} <= kinds

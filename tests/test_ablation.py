@@ -31,10 +31,14 @@ def test_report_structure(quick_grid):
     for heading in ("## mnist", "### Optimizers", "### Regularization", "### Architectures",
                     "Learning-rate sweep", "Reading:"):
         assert heading in text
-    for label in list(REGULARIZERS) + list(ARCHITECTURES) + ["sgd", "adamw", "nesterov"]:
+    compared = [label for label, (arch, _, _) in ARCHITECTURES.items()
+                if arch in ("mlp", "lenet5", "cnn")]             # the fixture's plan.archs
+    for label in list(REGULARIZERS) + compared + ["sgd", "adamw", "nesterov"]:
         assert f"| {label} |" in text
+    assert "LSTM 128 over the rows" not in text
     assert (out / "curves_mnist.png").stat().st_size > 10_000
-    assert {arch for arch, _, _ in ARCHITECTURES.values()} == {"mlp", "lenet5", "cnn"}
+    assert {arch for arch, _, _ in ARCHITECTURES.values()} == {"mlp", "lenet5", "cnn", "lstm",
+                                                                "vit"}
     assert QUICK.archs == ("mlp", "lenet5")            # --quick leaves the slow CNN out
     assert "placeholder" not in text.lower() and "TODO" not in text
 

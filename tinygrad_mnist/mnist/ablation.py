@@ -44,7 +44,9 @@ ARCHITECTURES = {"784-64-10 sigmoid (notebooks 000, 003)": ("mlp", [64], "sigmoi
                  "wide 784-1024-10 ReLU": ("mlp", [1024], "relu"),
                  "deep 784-256x4-10 ReLU": ("mlp", [256, 256, 256, 256], "relu"),
                  "LeNet-5 ReLU": ("lenet5", BASE, "relu"),
-                 "CNN 5x5 32-64 batch norm, 256 ReLU": ("cnn", BASE, "relu")}
+                 "CNN 5x5 32-64 batch norm, 256 ReLU": ("cnn", BASE, "relu"),
+                 "LSTM 128 over the rows": ("lstm", BASE, "relu"),
+                 "ViT 7x7 patches, 4 blocks of 64": ("vit", BASE, "relu")}
 
 
 @dataclass

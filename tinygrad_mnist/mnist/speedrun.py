@@ -58,6 +58,11 @@ RECIPES = {
         "cnn_kernel": 3, "flip": True, "optimizer": "adam", "lr": 0.003,
         "dropout": 0.3, "label_smoothing": 0.1, "batch_size": 128, "epochs": 19,
         "lr_schedule": "onecycle"},
+    # the row LSTM (128 units) with its own defaults: seed 0 reached 99.04% after 8 epochs in
+    # 278 s of training (98.82% after 5)
+    ("mnist", "lstm", 0.988): {
+        "optimizer": "adam", "lr": 0.002, "dropout": 0.2, "batch_size": 128, "epochs": 8,
+        "lr_schedule": "cosine"},
     # the no-augmentation MLP recipe on clothes (90.73%, seed 0: short of 91.0%); shifts and
     # rotations made it worse (89.28%), and so did mirroring (90.34%)
     ("fashion-mnist", "mlp", 0.91): {

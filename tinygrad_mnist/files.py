@@ -55,6 +55,27 @@ def remove_entries(directory, names):
             os.unlink(path)
 
 
+def prepare_run_folder(out, outputs, resume, force):
+    """A run folder that is never silently overwritten: a new run needs none of `outputs`
+    there (or `force`, which removes them first, so that a killed new run never leaves an old
+    model beside its own checkpoint); `resume` needs the checkpoint.npz it continues.
+    Temporary files of a run killed mid-write are removed."""
+    os.makedirs(out, exist_ok=True)
+    for name in os.listdir(out):
+        if name.startswith(".tmp-") and name.endswith(".npz"):
+            os.unlink(os.path.join(out, name))
+    existing = [name for name in outputs if os.path.exists(os.path.join(out, name))]
+    if resume:
+        if "checkpoint.npz" not in existing:
+            raise ValueError(f"--resume: {out} holds no checkpoint.npz to continue; start a "
+                             f"new run without --resume")
+    elif existing and not force:
+        raise ValueError(f"--out {out} already holds a run ({', '.join(existing)}); pass "
+                         f"--resume to continue it, --force to replace it, or another --out")
+    elif existing:
+        remove_entries(out, existing)
+
+
 class FolderBusy(ValueError):
     """Another live process is writing the folder (its lock names it)."""
 

@@ -10,7 +10,7 @@ import numpy as np
 
 from .. import nn
 from ..data import DataLoader
-from ..files import folder_lock
+from ..files import folder_lock, prepare_run_folder
 from ..engine import Tensor, manual_seed
 from ..jit import jit
 from ..profiler import profile
@@ -167,7 +167,7 @@ def _train(config, log, progress, profiler):
     manual_seed(config.seed)
     model = make_model(config)
     optimizer = make_optimizer(config, model.parameters())
-    _prepare_out(config)
+    prepare_run_folder(config.out, _OUTPUTS, config.resume, config.force)
     start_epoch, history, elapsed = 1, [], 0.0
     if config.resume:
         start_epoch, history, elapsed = load_checkpoint(config.out, model, optimizer, config)
@@ -256,28 +256,6 @@ def _kept(config, saved):
 
 _OUTPUTS = ("checkpoint.npz", "model.npz", "metrics.json", "curves.png", "confusion.png",
             "samples.png")
-
-
-def _prepare_out(config):
-    """The run folder: never silently overwritten. A new run needs an empty folder (or
-    --force, which first removes the old run's files, so that a killed new run never leaves an
-    old model beside its own checkpoint); --resume needs the checkpoint it continues."""
-    out = config.out
-    os.makedirs(out, exist_ok=True)
-    for name in os.listdir(out):                     # left by a run killed mid-write
-        if name.startswith(".tmp-") and name.endswith(".npz"):
-            os.unlink(os.path.join(out, name))
-    existing = [name for name in _OUTPUTS if os.path.exists(os.path.join(out, name))]
-    if config.resume:
-        if "checkpoint.npz" not in existing:
-            raise ValueError(f"--resume: {out} holds no checkpoint.npz to continue; start a "
-                             f"new run without --resume")
-    elif existing and not config.force:
-        raise ValueError(f"--out {out} already holds a run ({', '.join(existing)}); pass "
-                         f"--resume to continue it, --force to replace it, or another --out")
-    elif existing:
-        for name in existing:
-            os.unlink(os.path.join(out, name))
 
 
 def _progress(total, desc, enabled):

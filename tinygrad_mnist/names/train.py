@@ -13,7 +13,7 @@ import numpy as np
 
 from .. import nn, optim
 from ..engine import Tensor, manual_seed, no_grad
-from ..files import atomic_write, folder_lock, remove_entries
+from ..files import atomic_write, folder_lock, prepare_run_folder
 from ..jit import jit
 from ..mnist.console import progress_bar
 from ..mnist.threads import fix_threads
@@ -69,20 +69,6 @@ def evaluate(model, x, y, batch=1000):
     return total / count
 
 
-def _prepare(config):
-    out = config.out
-    existing = [n for n in OUTPUTS if os.path.exists(os.path.join(out, n))]
-    if config.resume:
-        if "checkpoint.npz" not in existing:
-            raise ValueError(f"--resume: {out} holds no checkpoint.npz to continue; start a new "
-                             f"run without --resume")
-    elif existing and not config.force:
-        raise ValueError(f"--out {out} already holds a run ({', '.join(existing)}); pass "
-                         f"--resume to continue it, --force to replace it, or another --out")
-    elif existing:
-        remove_entries(out, existing)
-
-
 def _save_checkpoint(config, model, optimizer, step, history, seconds):
     arrays = {f"model.{k}": v for k, v in model.state_dict().items()}
     arrays.update({f"optim.{k}": v for k, v in optimizer.state_dict().items()})
@@ -120,7 +106,7 @@ def train_names(config, log=print, progress=True):
     x_test, y_test = vocab.encode(test_names)
     fix_threads(config.threads)
     with folder_lock(config.out, "tinygrad-mnist names"):
-        _prepare(config)
+        prepare_run_folder(config.out, OUTPUTS, config.resume, config.force)
         manual_seed(config.seed)
         model = models.build(config.arch, vocab.size, vocab.block, config.dropout)
         optimizer = optim.AdamW(model.parameters(), lr=config.lr, betas=(0.9, 0.99), eps=1e-8,

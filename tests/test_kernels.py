@@ -1,12 +1,14 @@
 """Every fast path of the kernels against the plain formula: each strategy, layout and chunk
 size, over the op table's shapes and shapes that reach every branch (one input channel, more
 than OFFSET_MAJOR_CHANNELS, groups, stride, dilation, padding, chunks of one image)."""
+import math
+
 import numpy as np
 import pytest
 
 from tinygrad_mnist import ops
 from tinygrad_mnist.engine import Tensor
-from tinygrad_mnist.engine.kernels import batchnorm, blas, convolution as kconv, pooling
+from tinygrad_mnist.engine.kernels import batchnorm, blas, convolution as kconv, pooling, special
 from tinygrad_mnist.engine.kernels.windows import Geometry
 
 rng = np.random.default_rng(0)
@@ -206,3 +208,37 @@ def test_batch_norm_gradient_on_channels_last_images_equals_finite_differences()
                                   momentum=0.0)
         return (out * weights).sum()
     assert gradcheck(f, [x, w, b])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_normal_cdf_and_density_keep_their_relative_error_small_in_both_tails(dtype):
+    x = np.concatenate([np.linspace(-14, 14, 20001), [0.0, -0.0, 1e-30, -40, 40]]).astype(dtype)
+    cdf, pdf = special.normal_cdf_and_pdf(x)
+    assert cdf.dtype == pdf.dtype == dtype and cdf.shape == x.shape
+    exact = np.array([0.5 * math.erfc(-float(v) / math.sqrt(2)) for v in x])
+    density = np.array([math.exp(-float(v) ** 2 / 2) / math.sqrt(2 * math.pi) for v in x])
+    tiny = np.finfo(dtype).tiny * 1e3          # below it, subnormals: absolute error only
+    body = (exact > tiny) & (np.abs(x) <= 6)
+    tail = exact > tiny
+    close = 2e-6 if dtype == np.float32 else 1e-14
+    assert np.max(np.abs(cdf[body] / exact[body] - 1)) < close
+    assert np.max(np.abs(cdf[tail] / exact[tail] - 1)) < 4 * close
+    assert np.max(np.abs(cdf - exact)) < 4 * close
+    kept = density > tiny
+    assert np.max(np.abs(pdf[kept] / density[kept] - 1)) < 4 * close
+    cdf, pdf = special.normal_cdf_and_pdf(np.array(0.5, dtype))       # 0-d in, 0-d out
+    assert cdf.shape == pdf.shape == () and abs(cdf - 0.6914624612740131) < close
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_sigmoid_is_right_to_its_last_digits_and_saturates_quietly(dtype):
+    x = np.concatenate([np.linspace(-120, 120, 20001), [0.0, -800.0, 800.0, -np.inf, np.inf]])
+    x = x.astype(dtype)
+    with np.errstate(over="raise", divide="raise", invalid="raise"):
+        got = special.sigmoid(x)
+    exact = np.array([1 / (1 + math.exp(-float(v))) if v > -700 else 0.0 for v in x])
+    assert got.dtype == dtype
+    kept = exact > np.finfo(dtype).tiny * 1e3
+    assert np.max(np.abs(got[kept] / exact[kept] - 1)) < 4 * np.finfo(dtype).eps
+    assert np.max(np.abs(got - exact)) < 4 * np.finfo(dtype).eps
+    assert special.sigmoid(np.array(0.5, dtype)).shape == ()

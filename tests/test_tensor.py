@@ -427,6 +427,38 @@ def test_boolean_mask_indexing_carries_gradients():
         x[np.array([True, False, True])]        # a mask of the wrong length is no silent pick
 
 
+def test_slices_add_their_gradients_in_place_without_touching_a_shared_gradient():
+    """Slices' gradients go into their input's gradient in place: mixed with ordinary
+    contributions, repeated fancy indices, leaves and inner nodes, a gradient array that an Add
+    handed to two parents (which must not change), and the same with observers on (where
+    every backward runs as written) all give the hand-computed values."""
+    rng = np.random.default_rng(0)
+    w, v, u = rng.normal(size=(4, 3)), rng.normal(size=(2, 3)), rng.normal(size=3)
+    rows = rng.normal(size=(3, 3))
+    for observed in (False, True):
+        p = Tensor(rng.normal(size=(4, 3)), requires_grad=True, dtype=np.float64)
+        q = Tensor(rng.normal(size=(4, 3)), requires_grad=True, dtype=np.float64)
+        h, h2 = p * 1.0, q * 1.0
+        s = h + h2                              # s's gradient reaches h and h2 as one array
+        W, V, U, R = (Tensor(a, dtype=np.float64) for a in (w, v, u, rows))
+        loss = ((s * W).sum() + (h[1:3] * V).sum() + (h[2] * U).sum()
+                + (h[np.array([0, 0, 3])] * R).sum() + (p[3] * U).sum() + (p[3] * U).sum())
+        if observed:
+            from tinygrad_mnist.profiler import profile
+            with profile():
+                loss.backward()
+        else:
+            loss.backward()
+        expected = w.copy()
+        expected[1:3] += v
+        expected[2] += u
+        np.add.at(expected, [0, 0, 3], rows)
+        expected_p = expected.copy()
+        expected_p[3] += 2 * u
+        np.testing.assert_allclose(p.grad, expected_p, rtol=1e-12)
+        np.testing.assert_allclose(q.grad, w, rtol=1e-12)
+
+
 def test_min_with_ties_sharing_the_gradient():
     x = Tensor([[3.0, 1.0, 1.0], [0.0, 2.0, 5.0]], requires_grad=True)
     m = x.min(axis=1)

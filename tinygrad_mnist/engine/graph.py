@@ -199,9 +199,13 @@ def _run(steps, retain_graph, create_graph, capture, observers, at_leaves):
     ndarray, asarray, scalars, released = np.ndarray, np.asarray, _NUMPY_SCALARS, RELEASED
     free = not retain_graph                     # drop each op once it has run
     keep = retain_graph and capture is None     # every node keeps its .grad
+    # a slice's gradient added in place into its input's (see _scatter_into); observers and
+    # create_graph see every op's backward as it is written
+    scatters, scattered = not (create_graph or observers), {}
     for op, node, inputs in steps:
         if op is None:                                    # a leaf: its gradient is complete
             g = at_leaves.pop(node, None)
+            scattered.pop(node, None)
             if g is None:
                 continue
             if type(g) is not ndarray and not create_graph:
@@ -219,6 +223,7 @@ def _run(steps, retain_graph, create_graph, capture, observers, at_leaves):
         if g is None:                             # nothing reached it
             continue
         node._pending = None
+        scattered.pop(node, None)
         if type(g) is not ndarray and not create_graph:
             g = asarray(g)           # 0-d arrays added together give a NumPy scalar
         if capture is not None:
@@ -228,6 +233,9 @@ def _run(steps, retain_graph, create_graph, capture, observers, at_leaves):
             node._accumulate(g, None)        # a copy
         if observers:
             tell(observers, "before_backward", op, g)
+        if scatters and type(op).scatter_backward is not None and inputs[0].requires_grad:
+            _scatter_into(inputs[0], op.scatter_backward(g), at_leaves, scattered)
+            continue
         input_grads = backward_on_tensors(op, node, g) if create_graph else op.backward(g)
         if type(input_grads) is not tuple or len(input_grads) != len(inputs):
             raise _protocol_error(op, input_grads, inputs)
@@ -251,6 +259,32 @@ def _run(steps, retain_graph, create_graph, capture, observers, at_leaves):
                 previous = parent._pending
                 parent._pending = pg if previous is None else previous + pg
     return captured
+
+
+def _scatter_into(parent, scatter, at_leaves, scattered):
+    """Add a gradient that is zero except at `index` (an op's scatter_backward: a slice's,
+    (index, values, advanced)) into the parent's gradient so far, in place, in an array this
+    pass made for it: x[t] for each of a sequence's steps then costs one array of x's shape,
+    not one per step and a sum of them. Anything else found there is copied first, as ops
+    never change the gradients they pass on."""
+    index, values, advanced = scatter
+    leaf = parent._ctx is None
+    so_far = at_leaves.get(parent) if leaf else parent._pending
+    buffer = scattered.get(parent)
+    if buffer is None or buffer is not so_far:
+        shape = parent._data.shape
+        dtype = np.result_type(values, so_far) if so_far is not None else values.dtype
+        buffer = np.zeros(shape, dtype) if so_far is None else np.array(
+            np.broadcast_to(so_far, shape), dtype)
+        scattered[parent] = buffer
+        if leaf:
+            at_leaves[parent] = buffer
+        else:
+            parent._pending = buffer
+    if advanced:
+        np.add.at(buffer, index, values)       # unbuffered: repeated indices add up
+    else:
+        buffer[index] += values
 
 
 # ---------------------------------------------------------------- gradients of gradients

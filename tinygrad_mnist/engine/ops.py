@@ -34,6 +34,7 @@ import numpy as np
 from . import batching
 from . import tensor as _tensor
 from .kernels.blas import matmul
+from .kernels.special import normal_cdf_and_pdf, sigmoid
 from .graph import sum_to_shape
 from .mode import generator
 
@@ -48,6 +49,7 @@ class Op:
     float_result = False     # True: integer inputs are made float first (exp, division, ...)
     draws_random = False     # True: forward draws random numbers (vmap refuses it)
     batch = None             # the batching rule vmap runs (engine/batching.py); None: none
+    scatter_backward = None  # a one-input op whose gradient is zero but at an index (a slice)
     input_names = ()         # what the inputs are, where that helps a drawing ("targets")
 
     def __init_subclass__(cls, **kwargs):
@@ -434,8 +436,7 @@ class Sigmoid(Op):
     float_result = True
 
     def forward(self, x):
-        e = np.exp(-np.abs(x))                       # never exp of a large positive number
-        self.out = np.where(x >= 0, 1 / (1 + e), e / (1 + e)).astype(x.dtype, copy=False)
+        self.out = sigmoid(x)
         return self.out
 
     def backward(self, gz):
@@ -467,27 +468,29 @@ class Tanh(Op):
     batch = batching.unary
 
 
-
 class GELU(Op):
     """z = x Phi(x), Phi(x) = (1 + erf(x / sqrt 2)) / 2, the normal distribution's CDF (the
     exact form, PyTorch's default)    dz/dx = Phi(x) + x phi(x), phi(x) = exp(-x^2/2) / sqrt(2 pi)"""
-    __slots__ = ("x", "cdf")
+    __slots__ = ("x", "cdf", "pdf")
     name = "gelu"
     float_result = True
 
     def forward(self, x):
-        self.x, self.cdf = x, _normal_cdf(x)
+        self.x = x
+        self.cdf, self.pdf = normal_cdf_and_pdf(x)
         return x * self.cdf
 
-    def backward(self, gz):
+    def _slope(self):
         x = self.x      # under create_graph a Tensor: Phi(x) differentiable too (NormalCDF)
-        cdf = self.cdf if isinstance(x, np.ndarray) else NormalCDF.apply(x)
-        return (gz * (cdf + x * _normal_pdf(x)),)
+        if isinstance(x, np.ndarray):
+            return self.cdf + x * self.pdf
+        return NormalCDF.apply(x) + x * _normal_pdf(x)
+
+    def backward(self, gz):
+        return (gz * self._slope(),)
 
     def jvp(self, t):
-        x = self.x
-        cdf = self.cdf if isinstance(x, np.ndarray) else NormalCDF.apply(x)
-        return t * (cdf + x * _normal_pdf(x))
+        return t * self._slope()
 
     batch = batching.unary
 
@@ -501,7 +504,7 @@ class NormalCDF(Op):
 
     def forward(self, x):
         self.x = x
-        return _normal_cdf(x)
+        return normal_cdf_and_pdf(x)[0]
 
     def backward(self, gz):
         return (gz * _normal_pdf(self.x),)
@@ -510,14 +513,6 @@ class NormalCDF(Op):
         return t * _normal_pdf(self.x)
 
     batch = batching.unary
-
-
-_erf = np.frompyfunc(math.erf, 1, 1)      # the C library's erf, element by element
-
-
-def _normal_cdf(x):
-    return (0.5 * (1.0 + np.asarray(_erf(x * (1 / math.sqrt(2))), dtype=np.float64))).astype(
-        x.dtype, copy=False)
 
 
 def _normal_pdf(x):
@@ -532,9 +527,7 @@ class SiLU(Op):
     float_result = True
 
     def forward(self, x):
-        e = np.exp(-np.abs(x))                       # never exp of a large positive number
-        self.x = x
-        self.sig = np.where(x >= 0, 1 / (1 + e), e / (1 + e)).astype(x.dtype, copy=False)
+        self.x, self.sig = x, sigmoid(x)
         return x * self.sig
 
     def backward(self, gz):
@@ -786,6 +779,11 @@ class GetItem(Op):
 
     def backward(self, gz):
         return (_index_add(gz, self.index, self.shape, self.advanced),)
+
+    def scatter_backward(self, gz):
+        """The same gradient as (index, values, advanced): the engine adds it in place into
+        the gradient x has so far instead of making zeros of x's shape for each slice."""
+        return self.index, gz, self.advanced
 
     def jvp(self, t):
         return t[self.index]

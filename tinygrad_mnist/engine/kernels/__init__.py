@@ -7,4 +7,5 @@ each has a plain reference that tests/test_kernels.py checks it against.
     convolution.py   im2col, the product, the input gradient's three strategies
     pooling.py       max and average pooling and their scatters
     batchnorm.py     the layouts batch norm's formula runs on
+    special.py       the normal CDF and density for GELU (NumPy has no erf)
 """

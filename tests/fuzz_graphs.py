@@ -542,9 +542,18 @@ def _conv(b):
 
 def _sequence(b):
     """What sequence models use: layer norm over the last axes (a row of one value is
-    constant: skipped), and an embedding table read at random indices (repeats add up)."""
+    constant: skipped), an embedding table read at random indices (repeats add up), and an
+    LSTM step's gates (pre-activations 4H wide, a new cell state)."""
     rng = b.rng
-    if rng.random() < 0.5:
+    kind = rng.random()
+    if kind < 0.25:
+        a = b.pick(lambda s: len(s) >= 1 and s[-1] % 4 == 0)
+        if a is None:
+            return None
+        shape = b.shapes[a]
+        c = b.new_input(shape[:-1] + (shape[-1] // 4,))
+        return f"ops.LSTMCell.apply({a}, {c})"
+    if kind < 0.6:
         a = b.pick(lambda s: len(s) >= 1 and s[-1] >= 2)
         if a is None:
             return None

@@ -378,6 +378,10 @@ def _conv_rows():
                lambda x, w, b, dims=dims: ops.LayerNorm.apply(x, w, b, dims=dims),
                [[shape, shape[len(shape) - dims:], shape[len(shape) - dims:]]])
         for shape, dims in (((4, 5), 1), ((2, 3, 4), 1), ((2, 3, 4), 2), ((6,), 1))]
+    rows += [
+        OpCase("lstm_cell", f"lstm_cell {pre} with c {c}",
+               lambda pre, c: ops.LSTMCell.apply(pre, c), [[pre, c]])
+        for pre, c in (((3, 8), (3, 2)), ((2, 3, 12), (3, 3)), ((4,), (1,)))]
     table = np.array([[1, 0, 3], [2, 2, 4]])            # repeated indices add up
     rows.append(OpCase("embedding", "embedding (repeated indices)",
                        lambda w: ops.Embedding.apply(w, Tensor(table)), [[(5, 3)]]))

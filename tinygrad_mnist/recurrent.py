@@ -6,7 +6,9 @@ backpropagation through time is plain backward (and a jit records one step per l
 For each layer k (input size I, hidden size H, gates G: 1 for RNN, 3 for GRU, 4 for LSTM):
 weight_ih_lk (G*H, I) (for k > 0, I = H), weight_hh_lk (G*H, H), bias_ih_lk and bias_hh_lk
 (G*H), all drawn from U(-1/sqrt(H), 1/sqrt(H)). The input projections of every step are one
-product (x @ W_ih^T + b_ih for the whole sequence); each step adds h @ W_hh^T + b_hh.
+product (x @ W_ih^T + b_ih for the whole sequence, with b_hh too where it is only added: RNN
+and LSTM); each step adds h @ W_hh^T (+ b_hh for the GRU). An LSTM step's gates are one fused
+op (engine/cells.py).
 
     RNN   h' = tanh(x W_ih^T + b_ih + h W_hh^T + b_hh)            (or relu)
     GRU   r, z = sigmoid(...), n = tanh(x_n + r * (h W_hn^T + b_hn))    gates in order r, z, n
@@ -17,12 +19,14 @@ product (x @ W_ih^T + b_ih for the whole sequence); each step adds h @ W_hh^T + 
 import numpy as np
 
 from .engine import Tensor, get_rng, ops
+from .engine.cells import LSTMCell
 from .module import Module, _as_tensor, _size
 
 
 class _Recurrent(Module):
     gates = 1
     kind = "RNN"
+    gates_split_hidden_bias = False    # GRU: b_hn sits inside r * (h W_hn^T + b_hn)
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False):
         self.input_size = _size(self.kind, "input_size", input_size)
@@ -84,6 +88,8 @@ class _Recurrent(Module):
         finals = [[] for _ in states]
         for k in range(self.num_layers):
             w_ih, w_hh, b_ih, b_hh = self._layer(k)
+            if b_hh is not None and not self.gates_split_hidden_bias:
+                b_ih, b_hh = b_ih + b_hh, None                # both added once, not per step
             projected = self._project(x, w_ih, b_ih)          # every step's input at once
             state = tuple(s[k] for s in states)
             outputs = []
@@ -127,6 +133,7 @@ class RNN(_Recurrent):
 class GRU(_Recurrent):
     """torch.nn.GRU: module(x, h0=None) -> (output, h_n); gates r, z, n."""
     gates, kind = 3, "GRU"
+    gates_split_hidden_bias = True
 
     def _cell(self, x_t, state, w_hh, b_hh):
         (h,) = state
@@ -147,11 +154,8 @@ class LSTM(_Recurrent):
     def _cell(self, x_t, state, w_hh, b_hh):
         h, c = state
         H = self.hidden_size
-        pre = x_t + self._project(h, w_hh, b_hh)
-        i, f = pre[..., :H].sigmoid(), pre[..., H:2 * H].sigmoid()
-        g, o = pre[..., 2 * H:3 * H].tanh(), pre[..., 3 * H:].sigmoid()
-        c = f * c + i * g
-        return o * c.tanh(), c
+        step = LSTMCell.apply(x_t + self._project(h, w_hh, b_hh), c)     # [h' | c'], fused
+        return step[..., :H], step[..., H:]
 
     def forward(self, x, state=None):
         x, shaped, batched = self._sequence(x)

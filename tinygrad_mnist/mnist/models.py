@@ -80,8 +80,8 @@ class RowLSTM(nn.Module):
         self.head = nn.Linear(hidden, 10)
 
     def forward(self, x):
-        out, _ = self.lstm(x.reshape(-1, 28, 28))
-        return self.head(self.dropout(out[:, -1]))
+        _, (h_n, _) = self.lstm(x.reshape(-1, 28, 28))     # the last step's output, as out[:, -1]
+        return self.head(self.dropout(h_n[-1]))      # (no gradient through the other 27 steps' outputs)
 
     def __repr__(self):
         return f"LSTM {self.lstm.hidden_size} over rows"
@@ -135,7 +135,8 @@ class VisionTransformer(nn.Module):
         return self.head(out[:, 0] if self.pool == "cls" else out[:, 1:].mean(axis=1))
 
     def __repr__(self):
-        return f"ViT {self.patch}x{self.patch} patches, {len(self.blocks)} blocks"
+        blocks = len(self.blocks)
+        return f"ViT {self.patch}x{self.patch} patches, {blocks} block{'s' if blocks > 1 else ''}"
 
 
 def _dropout(p):

@@ -13,7 +13,8 @@ from selenium import webdriver
 from selenium.webdriver.common.by import By
 
 SHOTS = [("scalar_expression.html", 3, "explorer_scalar.png", (1400, 1150)),
-         ("mlp.html", 12, "explorer_mlp.png", (1400, 900))]
+         ("mlp.html", 12, "explorer_mlp.png", (1400, 900)),
+         ("vit.html", 32, "explorer_vit.png", (1400, 1000))]     # at attention's softmax
 
 
 def main():

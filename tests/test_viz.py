@@ -83,7 +83,8 @@ def test_gallery_has_every_drawing(tmp_path):
                      "mlp_gradients.svg", "mlp_collapsed.svg", "lenet5.svg",
                      "lenet5_collapsed.svg"] + [
         f"reference_{n}.svg" for n in ("000", "001", "002")] + [
-        "reference_002_compact.svg", "reference_003.svg", "reference_004.svg"]
+        "reference_002_compact.svg", "reference_003.svg", "reference_004.svg",
+        "vit_block.svg", "lstm_collapsed.svg"]
     for name in names:
         assert "<svg" in (tmp_path / name).read_text()
     assert "grad" in (tmp_path / "mlp_gradients.svg").read_text()
@@ -95,6 +96,14 @@ def test_gallery_has_every_drawing(tmp_path):
     # the conv net drawn with its module boxes, each conv op inside its layer's box
     assert "LeNet&#45;5" in lenet and lenet.count(">Conv2d(") == 2 and lenet.count(">conv2d<") == 2
     assert lenet.count(">max_pool2d<") == 2
+    # attention drawn inside its box, its parameter-holding layers folded to one node each;
+    # the ViT's own parameters (class token, positions) do not fold the whole model away
+    vit = (tmp_path / "vit_block.svg").read_text()
+    assert "MultiheadAttention(64," in vit and ">softmax<" in vit and vit.count(">matmul<") == 2
+    assert ">Linear(64&#45;&gt;128)" in vit or ">Linear(64→128)" in vit
+    assert ">class_token<" in vit and ">layer_norm<" not in vit
+    lstm = (tmp_path / "lstm_collapsed.svg").read_text()
+    assert ">LSTM(28," in lstm and "lstm_cell" not in lstm and ">Linear(128→10)" in lstm
 
 
 def test_path_gets_the_format_extension(tmp_path):
@@ -149,9 +158,10 @@ def test_gallery_reads_at_page_width_and_labels_inputs(tmp_path):
     for svg in tmp_path.glob("*.svg"):
         width = float(re.search(r'<svg width="([\d.]+)pt"', svg.read_text()).group(1))
         # within a README column; notebook 002's `sum(np.exp(Z))` is Python's sum over the
-        # ten rows of Z, drawn as ten getitems side by side
-        assert width <= (1000 if svg.name.startswith("reference_002") else 640), (svg.name,
-                                                                                   width)
+        # ten rows of Z, drawn as ten getitems side by side, and attention's q, k and v are
+        # three columns
+        wide = svg.name.startswith("reference_002") or svg.name == "vit_block.svg"
+        assert width <= (1000 if wide else 640), (svg.name, width)
     notebook = (tmp_path / "reference_000.svg").read_text()
     assert "X (10 images).T" in notebook and "one&#45;hot Y" in notebook        # &#45; is "-"
     assert ">div(·, 20)<" in notebook                # the 2m of the 1/2m, written into its op

@@ -121,10 +121,12 @@ def _dual_numbers():
 
 def write_gallery(directory, html=False):
     """Write the gallery's SVGs into directory, and with html the graph explorer's pages of
-    the scalar expression, the neuron, the MNIST MLP, LeNet-5 and the reference notebooks
+    the scalar expression, the neuron, the MNIST MLP, LeNet-5, a one-block vision transformer
+    and the reference notebooks
     (each made before backward, so its stepper reveals the gradients); returns the file
     names."""
     from .factories import make_model
+    from .models import VisionTransformer
     from .options import Config
     from ..engine import manual_seed, topo_order
     from ..viz import draw_graph, explore, record_modules
@@ -190,4 +192,23 @@ def write_gallery(directory, html=False):
         save(f"reference_{name}.svg", loss, names=names)
         if name == "002":                 # its Python sum makes it tall: a compact view too
             save(f"reference_{name}_compact.svg", loss, names=names, compact=True)
+
+    manual_seed(0)                    # a vision transformer of one block: its attention drawn
+    rng = np.random.default_rng(0)
+    model = VisionTransformer(depth=1)
+    x = Tensor(rng.normal(size=(2, 784)).astype(np.float32))
+    with record_modules():
+        loss = nn.cross_entropy(model(x), rng.integers(0, 10, size=2))
+    page("vit.html", loss, {"images": x},
+         "A vision transformer of one block: step backward through its attention")
+    loss.backward(retain_graph=True)
+    save("vit_block.svg", loss, names={"images": x}, collapse_modules=True, compact=True)
+
+    manual_seed(0)                    # the row LSTM: its 28 steps inside the LSTM's one node
+    model = make_model(Config(arch="lstm", dropout=0.0))
+    x = Tensor(rng.normal(size=(2, 784)).astype(np.float32))
+    with record_modules():
+        loss = nn.cross_entropy(model(x), rng.integers(0, 10, size=2))
+    loss.backward(retain_graph=True)
+    save("lstm_collapsed.svg", loss, names={"images": x}, collapse_modules=True)
     return written

@@ -126,6 +126,16 @@ def owns_parameters(module):
     return bool(module._own_parameters())
 
 
+def collapsible_paths(paths):
+    """The indices of the module boxes that collapse_modules=True draws as one node each:
+    those holding parameters with no box inside them that holds parameters (a vision
+    transformer's own class token does not fold its blocks away)."""
+    def inside(inner, outer):
+        return len(inner) > len(outer) and inner[:len(outer)] == outer
+    return [k for k, path in enumerate(paths) if owns_parameters(path[-1]) and not any(
+        inside(q, path) and owns_parameters(q[-1]) for q in paths)]
+
+
 def _cluster_path(node):
     """The modules a node is drawn inside: the outermost module call, then every module that
     holds parameters itself (Linear inside MLP); activations and dropout add no box."""
@@ -203,7 +213,8 @@ def draw_graph(tensor, path=None, format="svg", collapse_modules=False, names=No
     the expression used (a constant scalar) is written into its op, `mul(1, ·)`, instead of
     drawn as a node of its own; data an op consumes without a gradient (cross_entropy's
     targets) is drawn as an input. With collapse_modules=True, each module holding parameters
-    is drawn as one node (given a collection of modules, only those). With compact=True, each
+    and no such module inside it is drawn as one node (given a collection of modules, those,
+    each with everything inside it). With compact=True, each
     op is written into the node of its result (half the height, for long graphs). `names`
     maps labels to tensors; `tangents(t)` (func.forward.Tangents.get), each tensor's tangent
     in a forward-mode pass, written under its value. With `path`, the rendered file is written
@@ -227,9 +238,6 @@ def draw_graph(tensor, path=None, format="svg", collapse_modules=False, names=No
     folded = {id(n) for n in nodes if n.op is None and not n.requires_grad and n.ndim == 0
               and n is not tensor and id(n) not in labels}
 
-    def collapsed_here(module):
-        return owns_parameters(module) and (collapse_modules is True or
-                                             any(module is m for m in chosen))
     first_user = {}
     for n in nodes:
         for p in _inputs(n):
@@ -255,11 +263,30 @@ def draw_graph(tensor, path=None, format="svg", collapse_modules=False, names=No
         if id(n) in folded:
             continue
         path_ = placement(n)
-        members.setdefault(path_, []).append(n)
         for k in range(1, len(path_) + 1):          # every enclosing box, first seen first
             if path_[:k] not in paths:
                 paths.append(path_[:k])
-        if path_ and collapsed_here(path_[-1]):
+    innermost = set(collapsible_paths(paths))
+
+    def collapsed_here(path_):
+        if collapse_modules is True:
+            return paths.index(path_) in innermost
+        return owns_parameters(path_[-1]) and any(path_[-1] is m for m in chosen)
+
+    def drawn_path(n):
+        """n's boxes up to the outermost collapsed one, which n is drawn as."""
+        path_ = placement(n)
+        for k in range(1, len(path_) + 1):
+            if collapsed_here(path_[:k]):
+                return path_[:k]
+        return path_
+
+    for n in nodes:
+        if id(n) in folded:
+            continue
+        path_ = drawn_path(n)
+        members.setdefault(path_, []).append(n)
+        if path_ and collapsed_here(path_):
             collapsed[id(n)] = f"m{paths.index(path_)}"
 
     def node_id(n):
@@ -300,7 +327,7 @@ def draw_graph(tensor, path=None, format="svg", collapse_modules=False, names=No
                 emit(target, n)
         for child in (p for p in paths if len(p) == len(path_) + 1 and p[:-1] == path_):
             k = paths.index(child)
-            if collapsed_here(child[-1]):
+            if collapsed_here(child):
                 outputs = [n for n in members.get(child, []) if n.op is not None]
                 shape = f"\\n{outputs[-1].shape}" if outputs else ""
                 target.node(f"m{k}", f"{_wrap(repr(child[-1]))}{shape}", shape="box3d",
@@ -328,7 +355,7 @@ def draw_graph(tensor, path=None, format="svg", collapse_modules=False, names=No
                 if (tail, head) in seen_edges:
                     continue
                 seen_edges.add((tail, head))
-                entered = _entered_box(placement(p), placement(n), paths)
+                entered = _entered_box(drawn_path(p), drawn_path(n), paths)
                 if id(n) in collapsed and entered is not None:
                     # from outside, end at the box's border: not through its label
                     attrs.update(lhead=f"cluster_{entered}", minlen="2")

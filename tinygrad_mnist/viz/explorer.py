@@ -15,7 +15,7 @@ import json
 import numpy as np
 
 from ..engine import Observer, grad, observe, sum_to_shape, topo_order
-from .drawing import draw_graph, owns_parameters, parameter_names, write_file
+from .drawing import collapsible_paths, draw_graph, parameter_names, write_file
 
 MAX_VARIANTS_MODULES = 4     # up to this many module boxes, each expands and collapses alone
 
@@ -76,7 +76,7 @@ def page_data(tensor, names, title):
     labels = parameter_names(nodes, names)
     expanded = draw_graph(tensor, names=names)
     paths = expanded.module_paths
-    collapsible = [k for k, path in enumerate(paths) if owns_parameters(path[-1])]
+    collapsible = collapsible_paths(paths)
 
     # one SVG per set of collapsed boxes: every subset for a few boxes, else none and all
     if len(collapsible) <= MAX_VARIANTS_MODULES:

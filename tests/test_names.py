@@ -9,7 +9,7 @@ import pytest
 from tinygrad_mnist import Tensor, manual_seed
 from tinygrad_mnist.mnist import cli
 from tinygrad_mnist.names import data, models
-from tinygrad_mnist.names.train import NamesConfig, train_names
+from tinygrad_mnist.names.train import NamesConfig, learning_rate, train_names
 
 from conftest import ROOT
 
@@ -82,6 +82,16 @@ def test_training_lowers_the_test_loss_and_resume_is_exact(tmp_path):
         assert (tmp_path / "whole" / name).exists()
     with pytest.raises(ValueError, match="already holds a run"):
         train_names(NamesConfig(out=str(tmp_path / "whole"), **common), progress=False)
+
+
+def test_the_learning_rate_warms_up_then_follows_a_cosine_to_a_tenth():
+    c = NamesConfig(lr=1e-3, max_steps=110, warmup=10, lr_schedule="cosine")
+    assert learning_rate(c, 0) == pytest.approx(1e-4)          # (step + 1) / warmup of lr
+    assert learning_rate(c, 4) == pytest.approx(5e-4)
+    assert learning_rate(c, 10) == pytest.approx(1e-3)         # the peak, then the cosine
+    assert learning_rate(c, 60) == pytest.approx(1e-3 * (0.1 + 0.45))       # halfway
+    assert learning_rate(c, 110) == pytest.approx(1e-4)        # a tenth at max_steps
+    assert learning_rate(NamesConfig(lr=2e-3), 999) == 2e-3    # makemore's: constant
 
 
 @pytest.mark.slow

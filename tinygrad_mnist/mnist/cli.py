@@ -364,6 +364,11 @@ def _add_names(sub):
                    help="AdamW's learning rate")
     p.add_argument("--weight-decay", type=number(float, low=0), default=0.01,
                    help="AdamW's decoupled weight decay")
+    p.add_argument("--lr-schedule", choices=("constant", "cosine"), default="constant",
+                   help="the learning rate over the steps: constant, or a cosine down to a "
+                        "tenth of --lr at --max-steps")
+    p.add_argument("--warmup", type=NON_NEGATIVE_INT, default=0,
+                   help="steps of a linear rise to --lr first")
     p.add_argument("--dropout", type=number(float, low=0, high=0.99), default=0.0,
                    help="dropout in the transformer's MLPs")
     p.add_argument("--eval-every", type=POSITIVE_INT, default=500,

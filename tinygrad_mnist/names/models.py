@@ -65,6 +65,7 @@ class Block(nn.Module):
         self.attn = nn.MultiheadAttention(width, heads, batch_first=True)
         self.mlp = nn.Sequential(nn.Linear(width, 4 * width), nn.GELU(),
                                  nn.Linear(4 * width, width), nn.Dropout(dropout))
+        self.dropout = nn.Dropout(dropout)         # on attention's output, as GPT-2's
 
     def forward(self, x, attention=None):
         """With a list `attention`, each head's weights (N, heads, T, T) are appended to it."""
@@ -74,7 +75,7 @@ class Block(nn.Module):
                                  average_attn_weights=False)
         if attention is not None:
             attention.append(weights)
-        x = x + out
+        x = x + self.dropout(out)
         return x + self.mlp(self.ln_2(x))
 
 

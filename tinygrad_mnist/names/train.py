@@ -1,5 +1,6 @@
 """Training a character model of names: makemore's recipe by default (AdamW at 5e-4, weight
-decay 0.01, betas (0.9, 0.99), batches of 32 names drawn at random), the test loss in nats
+decay 0.01, betas (0.9, 0.99), batches of 32 names drawn at random; optionally a warmup and a
+cosine schedule, and dropout in the transformer), the test loss in nats
 per character every `eval_every` steps, a checkpoint written whole at each of them (so
 --resume continues a killed run), and at the end the model, metrics, the loss curves and
 sampled names, in the same run folder conventions as the image trainer."""
@@ -34,6 +35,8 @@ class NamesConfig:
     weight_decay: float = 0.01
     eval_every: int = 500
     dropout: float = 0.0
+    lr_schedule: str = "constant"      # or "cosine": down to lr / 10 at max_steps
+    warmup: int = 0                    # steps of a linear rise to lr first
     samples: int = 10
     resume: bool = False
     force: bool = False
@@ -47,7 +50,21 @@ class NamesConfig:
     def fingerprint(self):
         """What must match for --resume to continue a run instead of starting another."""
         return {k: v for k, v in asdict(self).items()
-                if k in ("arch", "seed", "batch_size", "lr", "weight_decay", "dropout")}
+                if k in ("arch", "seed", "batch_size", "lr", "weight_decay", "dropout",
+                         "lr_schedule", "warmup")}
+
+
+def learning_rate(config, step):
+    """The rate of step `step` (0-based): a linear warmup over `warmup` steps, then constant,
+    or a cosine from lr down to lr / 10 at max_steps. From the step alone, so a resumed run
+    continues the same schedule."""
+    if step < config.warmup:
+        return config.lr * (step + 1) / config.warmup
+    if config.lr_schedule == "constant":
+        return config.lr
+    span = max(config.max_steps - config.warmup, 1)
+    done = min((step - config.warmup) / span, 1.0)
+    return config.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * done)))
 
 
 def _loss(model, x, y):
@@ -132,6 +149,7 @@ def train_names(config, log=print, progress=True):
             while step < config.max_steps:
                 rows = np.random.default_rng([config.seed, step]).integers(
                     0, len(x_train), size=config.batch_size)      # with replacement
+                optimizer.lr = learning_rate(config, step)
                 started = time.perf_counter()
                 loss = run(x_train[rows], y_train[rows]).item()
                 seconds += time.perf_counter() - started

@@ -310,3 +310,33 @@ def test_the_trainer_reads_digits_as_sequences(arch, parameters, tmp_path, mnist
     assert cli.main(["eval", "--model", str(out / "model.npz"), "--quiet"]) == 0
     said = capsys.readouterr().out.splitlines()[-1]          # every test image, not --subset's
     assert said.endswith("on 10000 mnist test images") and float(said.split()[2][:-1]) > 15
+
+
+def test_the_gates_picture_shows_the_gates_the_lstm_used():
+    """examples/digit_sequences.py hears each LSTM step's pre-activations through the observer
+    seam: the gates computed from them, run through the LSTM's equations, give the model's
+    own last state and answer."""
+    import importlib.util
+    from conftest import ROOT
+    from tinygrad_mnist import no_grad, observe
+    from tinygrad_mnist.mnist.models import RowLSTM
+    spec = importlib.util.spec_from_file_location("digit_sequences",
+                                                  ROOT / "examples" / "digit_sequences.py")
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    manual_seed(0)
+    model = RowLSTM().eval()
+    image = np.random.default_rng(0).normal(size=(1, 784)).astype(np.float32)
+    with no_grad(), observe(example.Heard("lstm_cell")) as heard:
+        logits = model(Tensor(image))
+    assert len(heard.seen) == 28
+    H = 128
+    c = np.zeros(H)
+    for (pre, _), _ in heard.seen:
+        pre = pre[0].astype(np.float64)
+        i, f, o = (example._sigmoid(pre[k * H:(k + 1) * H]) for k in (0, 1, 3))
+        c = f * c + i * np.tanh(pre[2 * H:3 * H])
+    h = example._sigmoid(pre[3 * H:]) * np.tanh(c)
+    np.testing.assert_allclose(h, heard.seen[-1][1][0, :H], rtol=1e-4, atol=1e-6)
+    expected = h @ model.head.weight.data.T.astype(np.float64) + model.head.bias.data
+    np.testing.assert_allclose(logits.data[0], expected, rtol=1e-4, atol=1e-5)

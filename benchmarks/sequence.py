@@ -50,36 +50,47 @@ def ours(model_name, use_jit):
     return lambda: run(x, y)
 
 
+def torch_gpt(vocab=27, block=16, layers=4, heads=4, width=64):
+    """makemore's transformer in PyTorch (token and position embeddings, pre-norm blocks of
+    causal multi-head attention and a 4x GELU MLP, a final LayerNorm, a head without bias):
+    the same sizes and initialization as names.models.Transformer."""
+    import torch
+
+    class Block(torch.nn.Module):
+        def __init__(self, w, h):
+            super().__init__()
+            self.ln_1, self.ln_2 = torch.nn.LayerNorm(w), torch.nn.LayerNorm(w)
+            self.attn = torch.nn.MultiheadAttention(w, h, batch_first=True)
+            self.mlp = torch.nn.Sequential(torch.nn.Linear(w, 4 * w), torch.nn.GELU(),
+                                           torch.nn.Linear(4 * w, w))
+
+        def forward(self, x):
+            y = self.ln_1(x)
+            mask = torch.triu(torch.ones(x.shape[1], x.shape[1], dtype=torch.bool), 1)
+            x = x + self.attn(y, y, y, attn_mask=mask, need_weights=False)[0]
+            return x + self.mlp(self.ln_2(x))
+
+    class GPT(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.token = torch.nn.Embedding(vocab, width)
+            self.position = torch.nn.Embedding(block, width)
+            self.blocks = torch.nn.Sequential(*[Block(width, heads) for _ in range(layers)])
+            self.ln_f = torch.nn.LayerNorm(width)
+            self.head = torch.nn.Linear(width, vocab, bias=False)
+
+        def forward(self, x):
+            h = self.token(x) + self.position(torch.arange(x.shape[1]))
+            return self.head(self.ln_f(self.blocks(h)))
+    return GPT()
+
+
 def theirs(model_name):
     import torch
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
     if model_name == "transformer":
-        class Block(torch.nn.Module):
-            def __init__(self, w, h):
-                super().__init__()
-                self.ln_1, self.ln_2 = torch.nn.LayerNorm(w), torch.nn.LayerNorm(w)
-                self.attn = torch.nn.MultiheadAttention(w, h, batch_first=True)
-                self.mlp = torch.nn.Sequential(torch.nn.Linear(w, 4 * w), torch.nn.GELU(),
-                                               torch.nn.Linear(4 * w, w))
-
-            def forward(self, x):
-                y = self.ln_1(x)
-                mask = torch.triu(torch.ones(x.shape[1], x.shape[1], dtype=torch.bool), 1)
-                x = x + self.attn(y, y, y, attn_mask=mask, need_weights=False)[0]
-                return x + self.mlp(self.ln_2(x))
-
-        class GPT(torch.nn.Module):
-            def __init__(self):
-                super().__init__()
-                self.token, self.position = torch.nn.Embedding(27, 64), torch.nn.Embedding(16, 64)
-                self.blocks = torch.nn.Sequential(*[Block(64, 4) for _ in range(4)])
-                self.ln_f, self.head = torch.nn.LayerNorm(64), torch.nn.Linear(64, 27, bias=False)
-
-            def forward(self, x):
-                h = self.token(x) + self.position(torch.arange(x.shape[1]))
-                return self.head(self.ln_f(self.blocks(h)))
-        model = GPT()
+        model = torch_gpt()
         opt = torch.optim.AdamW(model.parameters(), lr=5e-4, betas=(0.9, 0.99),
                                 weight_decay=0.01)
         x = torch.tensor(rng.integers(0, 27, size=(32, 16)))

@@ -340,3 +340,40 @@ def test_the_gates_picture_shows_the_gates_the_lstm_used():
     np.testing.assert_allclose(h, heard.seen[-1][1][0, :H], rtol=1e-4, atol=1e-6)
     expected = h @ model.head.weight.data.T.astype(np.float64) + model.head.bias.data
     np.testing.assert_allclose(logits.data[0], expected, rtol=1e-4, atol=1e-5)
+
+
+def test_an_unrolled_lstm_keeps_21_values_per_unit_a_step_and_backward_frees_them():
+    """The memory of backpropagation through time, as the README gives it: each step of an
+    LSTM (batch N, H units) keeps 21 N H values until backward (the step's input projection
+    4H, h W_hh^T 4H, the gates' pre-activations 4H and activations 4H, tanh(g) H, [h | c] 2H,
+    tanh(c) H, the stacked output H); backward frees them all, leaving the gradients."""
+    import gc
+    import tracemalloc
+    manual_seed(0)
+    N, H = 128, 128                                   # the row LSTM's
+    lstm = nn.LSTM(28, H, batch_first=True)
+
+    def held(length):
+        x = Tensor(np.random.default_rng(0).normal(size=(N, length, 28)).astype(np.float32))
+        gc.collect()
+        tracemalloc.start()
+        try:
+            base = tracemalloc.get_traced_memory()[0]
+            out, (h, c) = lstm(x)
+            loss = h.sum()
+            forward = tracemalloc.get_traced_memory()[0] - base
+            loss.backward()
+            del out, h, c, loss
+            gc.collect()
+            after = tracemalloc.get_traced_memory()[0] - base
+        finally:
+            tracemalloc.stop()
+        for p in lstm.parameters():
+            p.grad = None
+        return forward, after
+    short, _ = held(10)
+    long, after = held(30)
+    per_step = (long - short) / 20
+    assert per_step == pytest.approx(21 * N * H * 4, rel=0.05)          # float32 values
+    gradients = sum(p.size for p in lstm.parameters()) * 4
+    assert gradients <= after <= gradients + 64 * 1024                 # the graph is gone

@@ -84,6 +84,14 @@ def test_training_lowers_the_test_loss_and_resume_is_exact(tmp_path):
         train_names(NamesConfig(out=str(tmp_path / "whole"), **common), progress=False)
 
 
+def test_hidden_sizes_the_recurrent_state_as_pytorch_counts_it():
+    H, E, V = 128, 64, 27
+    gru = models.build("gru", V, 16, hidden=H)
+    assert sum(p.size for p in gru.parameters()) == (
+        V * E + 3 * H * (E + H) + 2 * 3 * H + H * V + V)       # embedding, torch.nn.GRU, head
+    assert models.build("gru", V, 16).cell.hidden_size == 64     # makemore's default
+
+
 def test_the_learning_rate_warms_up_then_follows_a_cosine_to_a_tenth():
     c = NamesConfig(lr=1e-3, max_steps=110, warmup=10, lr_schedule="cosine")
     assert learning_rate(c, 0) == pytest.approx(1e-4)          # (step + 1) / warmup of lr

@@ -370,7 +370,9 @@ def _add_names(sub):
     p.add_argument("--warmup", type=NON_NEGATIVE_INT, default=0,
                    help="steps of a linear rise to --lr first")
     p.add_argument("--dropout", type=number(float, low=0, high=0.99), default=0.0,
-                   help="dropout in the transformer's MLPs")
+                   help="dropout in the transformer's blocks")
+    p.add_argument("--hidden", type=POSITIVE_INT, default=64,
+                   help="the RNN's, GRU's or LSTM's state size, the MLP's hidden layer")
     p.add_argument("--eval-every", type=POSITIVE_INT, default=500,
                    help="steps between test-loss evaluations (and checkpoints)")
     p.add_argument("--samples", type=NON_NEGATIVE_INT, default=10, help="names to sample at the end")

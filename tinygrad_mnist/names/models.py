@@ -100,13 +100,14 @@ class Transformer(nn.Module):
         return self.head(self.ln_f(h))
 
 
-def build(arch, vocab, block, dropout=0.0):
+def build(arch, vocab, block, dropout=0.0, hidden=64):
+    """`hidden`: the recurrent models' state and the MLP's hidden layer (makemore's 64)."""
     if arch == "bigram":
         return Bigram(vocab, block)
     if arch == "mlp":
-        return ContextMLP(vocab, block)
+        return ContextMLP(vocab, block, hidden=hidden)
     if arch in ("rnn", "gru", "lstm"):
-        return Recurrent(vocab, block, arch)
+        return Recurrent(vocab, block, arch, hidden=hidden)
     if arch == "transformer":
         return Transformer(vocab, block, dropout=dropout)
     raise ValueError(f"unknown architecture {arch!r}; use one of {', '.join(ARCHS)}")

@@ -8,7 +8,7 @@ import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 
@@ -35,6 +35,7 @@ class NamesConfig:
     weight_decay: float = 0.01
     eval_every: int = 500
     dropout: float = 0.0
+    hidden: int = 64                   # the RNN/GRU/LSTM state, the MLP's hidden layer
     lr_schedule: str = "constant"      # or "cosine": down to lr / 10 at max_steps
     warmup: int = 0                    # steps of a linear rise to lr first
     samples: int = 10
@@ -51,7 +52,7 @@ class NamesConfig:
         """What must match for --resume to continue a run instead of starting another."""
         return {k: v for k, v in asdict(self).items()
                 if k in ("arch", "seed", "batch_size", "lr", "weight_decay", "dropout",
-                         "lr_schedule", "warmup")}
+                         "hidden", "lr_schedule", "warmup")}
 
 
 def learning_rate(config, step):
@@ -99,8 +100,10 @@ def _load_checkpoint(config, model, optimizer):
     path = os.path.join(config.out, "checkpoint.npz")
     arrays = nn.load_arrays(path)
     meta = json.loads(str(arrays.pop(nn.META_KEY)))
-    if meta["config"] != config.fingerprint():
-        changed = sorted(k for k in meta["config"] if meta["config"][k] != config.fingerprint()[k])
+    defaults = {f.name: f.default for f in fields(NamesConfig)}     # options added since
+    stored = {k: meta["config"].get(k, defaults[k]) for k in config.fingerprint()}
+    if stored != config.fingerprint():
+        changed = sorted(k for k in stored if stored[k] != config.fingerprint()[k])
         raise ValueError(f"--resume: the checkpoint in {config.out} was made with other "
                          f"settings ({', '.join(changed)}); use the same options or another --out")
     model.load_state_dict({k[6:]: v for k, v in arrays.items() if k.startswith("model.")})
@@ -125,7 +128,8 @@ def train_names(config, log=print, progress=True):
     with folder_lock(config.out, "tinygrad-mnist names"):
         prepare_run_folder(config.out, OUTPUTS, config.resume, config.force)
         manual_seed(config.seed)
-        model = models.build(config.arch, vocab.size, vocab.block, config.dropout)
+        model = models.build(config.arch, vocab.size, vocab.block, config.dropout,
+                             config.hidden)
         optimizer = optim.AdamW(model.parameters(), lr=config.lr, betas=(0.9, 0.99), eps=1e-8,
                                 weight_decay=config.weight_decay)
         step, history, seconds = 0, [], 0.0
@@ -193,7 +197,8 @@ def _finish(config, model, vocab, history, seconds, log):
         json.dump(metrics, f, indent=2)
     with atomic_write(os.path.join(out, "samples.txt"), "w") as f:
         f.write("\n".join(samples) + "\n")
-    nn.save(model, os.path.join(out, "model.npz"), meta={"arch": config.arch})
+    nn.save(model, os.path.join(out, "model.npz"), meta={"arch": config.arch,
+                                                          "hidden": config.hidden})
     report.loss_curves(history, os.path.join(out, "curves.png"),
                        f"names, {config.arch}: test loss {metrics['test_loss']:.4f} nats/char")
     log("samples: " + ", ".join(samples))

@@ -63,6 +63,13 @@ RECIPES = {
     ("mnist", "lstm", 0.988): {
         "optimizer": "adam", "lr": 0.002, "dropout": 0.2, "batch_size": 128, "epochs": 8,
         "lr_schedule": "cosine"},
+    # the ViT (7x7 patches, 4 blocks of 64) with AdamW under the one-cycle schedule: without
+    # augmentation it overfits (98.48% after 12 epochs, train 99.9%); shifts and rotations
+    # took seed 0 to 98.99% in 15 epochs (542 s on one thread)
+    ("mnist", "vit", 0.985): {
+        "optimizer": "adamw", "lr": 0.002, "weight_decay": 0.05, "dropout": 0.0,
+        "label_smoothing": 0.1, "augment": True, "batch_size": 128, "epochs": 15,
+        "lr_schedule": "onecycle"},
     # the no-augmentation MLP recipe on clothes (90.73%, seed 0: short of 91.0%); shifts and
     # rotations made it worse (89.28%), and so did mirroring (90.34%)
     ("fashion-mnist", "mlp", 0.91): {

@@ -370,7 +370,8 @@ def _add_names(sub):
     p.add_argument("--warmup", type=NON_NEGATIVE_INT, default=0,
                    help="steps of a linear rise to --lr first")
     p.add_argument("--dropout", type=number(float, low=0, high=0.99), default=0.0,
-                   help="dropout in the transformer's blocks")
+                   help="dropout in the transformer's blocks, and on the recurrent layer's "
+                        "inputs and outputs")
     p.add_argument("--hidden", type=POSITIVE_INT, default=64,
                    help="the RNN's, GRU's or LSTM's state size, the MLP's hidden layer")
     p.add_argument("--eval-every", type=POSITIVE_INT, default=500,

@@ -44,16 +44,18 @@ class ContextMLP(nn.Module):
 
 
 class Recurrent(nn.Module):
-    """Embeddings through an RNN, GRU or LSTM, each step's output to the logits."""
+    """Embeddings through an RNN, GRU or LSTM, each step's output to the logits (with dropout
+    on the layer's inputs and outputs, as Zaremba et al. 2014 regularize theirs)."""
 
-    def __init__(self, vocab, block, kind="gru", embed=64, hidden=64):
+    def __init__(self, vocab, block, kind="gru", embed=64, hidden=64, dropout=0.0):
         self.embed = nn.Embedding(vocab, embed)
         self.cell = {"rnn": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM}[kind](
             embed, hidden, batch_first=True)
+        self.dropout = nn.Dropout(dropout)
         self.out = nn.Linear(hidden, vocab)
 
     def forward(self, x):
-        return self.out(self.cell(self.embed(x))[0])
+        return self.out(self.dropout(self.cell(self.dropout(self.embed(x)))[0]))
 
 
 class Block(nn.Module):
@@ -107,7 +109,7 @@ def build(arch, vocab, block, dropout=0.0, hidden=64):
     if arch == "mlp":
         return ContextMLP(vocab, block, hidden=hidden)
     if arch in ("rnn", "gru", "lstm"):
-        return Recurrent(vocab, block, arch, hidden=hidden)
+        return Recurrent(vocab, block, arch, hidden=hidden, dropout=dropout)
     if arch == "transformer":
         return Transformer(vocab, block, dropout=dropout)
     raise ValueError(f"unknown architecture {arch!r}; use one of {', '.join(ARCHS)}")

@@ -3,8 +3,9 @@
     python -m benchmarks.mutants [--workers 2] [--only NAME] [--out benchmarks]
 
 Each mutant is the library with one bug planted in one backward pass or one forward-mode
-(jvp) rule of an op (engine/ops.py, conv.py, norm.py), in one kernel (engine/kernels/: the
-array code of convolution, pooling and batch norm, with its layouts and strategies; not the
+(jvp) rule of an op (engine/ops.py, conv.py, norm.py, cells.py), in one kernel
+(engine/kernels/: the array code of convolution, pooling, batch norm, the sigmoid and the
+normal CDF, with its layouts and strategies; not the
 plain references the tests check the kernels by) or in the engine's one helper that undoes
 broadcasting (graph.py's sum_to_shape):
 - a sign flipped: a returned gradient negated, a `-x` made `x`, a `-` made `+`;
@@ -176,15 +177,16 @@ class _BroadcastSite(ast.NodeTransformer):
         return node
 
 
-OP_FILES = ("engine/ops.py", "engine/conv.py", "engine/norm.py")
+OP_FILES = ("engine/ops.py", "engine/conv.py", "engine/norm.py", "engine/cells.py")
 KERNEL_FILES = ("engine/kernels/convolution.py", "engine/kernels/pooling.py",
-                "engine/kernels/batchnorm.py", "engine/kernels/windows.py")
+                "engine/kernels/batchnorm.py", "engine/kernels/windows.py",
+                "engine/kernels/special.py")
 
 
 def _mutants():
     """[(file, description, tree)] for every planted bug."""
     out = []
-    functions = {"backward", "jvp", "_index_add", "_loss_gradient"}
+    functions = {"backward", "jvp", "_index_add", "_loss_gradient", "_backward_arrays"}
     for filename in OP_FILES + KERNEL_FILES:
         kernels = filename in KERNEL_FILES
         source = open(os.path.join(ROOT, "tinygrad_mnist", filename)).read()

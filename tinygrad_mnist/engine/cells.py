@@ -11,8 +11,11 @@ cell state; the output is h' and c' side by side:
     dpre = [dc' g i (1 - i) | dc' c f (1 - f) | dc' i (1 - g^2) | gz_h tanh(c') o (1 - o)]
     dc = dc' f
 
-The formula is written once for arrays and Tensors: under create_graph (and in a recorded
-jvp) pre and c are Tensors, the gates are recomputed from them, and the gradient is recorded.
+backward and jvp state these formulas with operators that arrays and Tensors share: under
+create_graph (and in a recorded jvp) pre and c are Tensors, the gates are recomputed from
+them, and the gradient is recorded. On arrays, forward and backward run the same formulas as
+in-place array code (_step_arrays, _backward_arrays), which the op table's finite
+differences check.
 """
 import numpy as np
 
@@ -22,10 +25,6 @@ from .kernels.special import sigmoid
 from .ops import Op, add_tangents
 
 
-def _tanh(a):
-    return np.tanh(a) if isinstance(a, np.ndarray) else a.tanh()
-
-
 def _side_by_side(parts):
     if all(isinstance(p, np.ndarray) for p in parts):
         return np.concatenate(parts, axis=-1)
@@ -33,15 +32,13 @@ def _side_by_side(parts):
 
 
 def _gates(pre, c, H):
-    """(i, f, g, o, c', tanh c')"""
+    """(i, f, g, o, c', tanh c') as functions of Tensors pre and c (either may be an array)."""
     if isinstance(pre, np.ndarray):
-        act = sigmoid(pre)                 # one call for the three sigmoid gates (g's unused)
-        i, f, o = act[..., :H], act[..., H:2 * H], act[..., 3 * H:]
-    else:
-        i, f, o = pre[..., :H].sigmoid(), pre[..., H:2 * H].sigmoid(), pre[..., 3 * H:].sigmoid()
-    g = _tanh(pre[..., 2 * H:3 * H])
+        pre = _tensor.Tensor(pre, dtype=pre.dtype)
+    i, f, o = pre[..., :H].sigmoid(), pre[..., H:2 * H].sigmoid(), pre[..., 3 * H:].sigmoid()
+    g = pre[..., 2 * H:3 * H].tanh()
     c_next = f * c + i * g
-    return i, f, g, o, c_next, _tanh(c_next)
+    return i, f, g, o, c_next, c_next.tanh()
 
 
 def _step_arrays(pre, c):
@@ -73,18 +70,16 @@ def _backward_arrays(gz, c, saved, need):
     dpre = None
     if need[0]:
         dpre = np.empty(dc.shape[:-1] + (4 * H,), dc.dtype)
-        for k, (value, gate, by) in enumerate(((g, i, dc), (c, f, dc), (None, None, None),
-                                               (tanh_c, o, gh))):
-            part = dpre[..., k * H:(k + 1) * H]
-            if k == 2:                                 # dc' i (1 - g^2)
-                np.multiply(g, g, out=part)
-                np.subtract(1, part, out=part)
-                part *= i
-                part *= dc
-                continue
-            np.multiply(by, value, out=part)           # by * value * gate (1 - gate)
+        for k, by, value, gate in ((0, dc, g, i), (1, dc, c, f), (3, gh, tanh_c, o)):
+            part = dpre[..., k * H:(k + 1) * H]        # by value gate (1 - gate)
+            np.multiply(by, value, out=part)
             part *= gate
             part *= 1 - gate
+        part = dpre[..., 2 * H:3 * H]                  # dc' i (1 - g^2)
+        np.multiply(g, g, out=part)
+        np.subtract(1, part, out=part)
+        part *= i
+        part *= dc
     return dpre, (dc * f if need[1] else None)
 
 

@@ -6,7 +6,7 @@ row-major window order, one byte per output), so that its gradient is one write 
 """
 import numpy as np
 
-from .windows import crop, offsets, pad, windows, zeros
+from .windows import channels_last, crop, offsets, pad, windows, zeros
 
 
 def _views(x, geometry, out_hw, fill=0.0):
@@ -35,6 +35,13 @@ def max_pool(x, geometry):
     return out, choice
 
 
+def as_channels_last(a):
+    """An NCHW array with channels-last memory: itself if it has it, else a copy."""
+    if a.ndim == 4 and not channels_last(a).flags.c_contiguous:
+        return np.ascontiguousarray(channels_last(a)).transpose(0, 3, 1, 2)
+    return a
+
+
 def window_gather(x, choice, geometry):
     """Each window's element number `choice` (N, C, OH, OW)."""
     views = _views(x, geometry, choice.shape[2:])
@@ -49,6 +56,9 @@ def window_scatter(g, choice, geometry, input_shape):
     Windows that neither overlap nor pad (stride = kernel: the usual pooling) are written
     directly; others add up."""
     gxp = pad(zeros(input_shape, g), geometry.padding)
+    # g arrives NCHW after a flatten: one copy into the input's channels-last memory makes
+    # each offset's multiply 6x faster than one that mixes the two layouts
+    g = as_channels_last(g)
     tiled = geometry.stride == geometry.kernel and geometry.padding == (0, 0)
     for k, (rows, cols) in enumerate(offsets(geometry, choice.shape[2:])):
         if tiled:
@@ -72,7 +82,7 @@ def avg_pool(x, geometry):
 def avg_pool_scatter(g, geometry, input_shape):
     """g / (KH*KW) added to every element of its window: avg_pool's gradient."""
     gxp = pad(zeros(input_shape, g), geometry.padding)
-    share = g / np.prod(geometry.kernel)
+    share = as_channels_last(g) / np.prod(geometry.kernel)          # as window_scatter's g
     for rows, cols in offsets(geometry, g.shape[2:]):
         gxp[:, :, rows, cols] += share
     return crop(gxp, geometry.padding, input_shape)

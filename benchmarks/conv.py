@@ -21,7 +21,8 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 from tinygrad_mnist import Tensor, jit, manual_seed, nn, no_grad, optim  # noqa: E402
-from tinygrad_mnist.engine import blas, conv as conv_module, ops as ops_module  # noqa: E402
+from tinygrad_mnist.engine import ops as ops_module  # noqa: E402
+from tinygrad_mnist.engine.kernels import blas, convolution as conv_kernels  # noqa: E402
 from tinygrad_mnist.mnist import models  # noqa: E402
 from benchmarks.report import ms_range, take_turns, write_report  # noqa: E402
 from benchmarks.run import machine_line  # noqa: E402
@@ -221,8 +222,8 @@ def step_shares(arch, steps=20):
     for _ in range(3):
         runner.step(x, y)
     spent = {"im2col": 0.0, "BLAS": 0.0}
-    with _timed(conv_module, "_columns", spent, "im2col"), \
-            _timed(conv_module, "matmul", spent, "BLAS"), \
+    with _timed(conv_kernels, "columns", spent, "im2col"), \
+            _timed(conv_kernels, "matmul", spent, "BLAS"), \
             _timed(ops_module, "matmul", spent, "BLAS"):
         started = time.perf_counter()
         for _ in range(steps):

@@ -110,6 +110,49 @@ def test_weight_gradient_from_its_own_columns_and_the_forwards_equals_the_defini
                                rtol=1e-10, atol=1e-10)
 
 
+@pytest.mark.parametrize("case", [c for c in CONVS if c[0][1] > 1 and c[5] == 1], ids=str)
+@pytest.mark.parametrize("chunk", [1, 2, 5])
+def test_im2col_chunk_by_chunk_equals_the_definition(case, chunk):
+    """Large columns are made and multiplied a few images at a time (forward), and made again
+    the same way for the weight gradient: chunks of one image, of two (the last one short)
+    and of more images than the batch has."""
+    x, w, g, geometry = _case(case)
+    out, cols = kconv.conv(_channels_last(x), w, geometry, chunk=chunk)
+    assert cols is None
+    np.testing.assert_allclose(out, kconv.reference_conv(x, w, geometry), rtol=1e-10,
+                               atol=1e-10)
+    np.testing.assert_allclose(kconv.weight_grad(x, g, geometry, w.shape, chunk=chunk),
+                               kconv.reference_weight_grad(x, g, geometry, w.shape),
+                               rtol=1e-10, atol=1e-10)
+
+
+def test_a_large_input_gradient_measures_its_strategies_once_and_a_pinned_one_wins(
+        monkeypatch):
+    x, w, g, geometry = _case(CONVS[7])                        # LeNet's conv2: three apply
+    expected = kconv.reference_input_grad(g, w, geometry, x.shape)
+    monkeypatch.setattr(kconv, "CHOSEN", {})
+    monkeypatch.setattr(kconv, "MEASURED_MACS", 0)                # measure even this one
+    np.testing.assert_allclose(kconv.input_grad(g, w, geometry, x.shape), expected,
+                               rtol=1e-10, atol=1e-10)
+    (method, how), = kconv.CHOSEN.values()
+    assert how == "measured" and method in kconv.input_grad_methods(geometry, w.shape)
+    np.testing.assert_allclose(kconv.input_grad(g, w, geometry, x.shape), expected,
+                               rtol=1e-10, atol=1e-10)       # now from the cache
+    assert len(kconv.CHOSEN) == 1 and method in kconv.describe_choices()[0]
+    calls = []
+    monkeypatch.setattr(kconv, "_col2im", lambda *a: calls.append(a) or expected)
+    monkeypatch.setattr(kconv, "PINNED", "col2im")
+    kconv.input_grad(g, w, geometry, x.shape)
+    assert len(calls) == 1                                       # the pinned one ran, alone
+
+
+def test_the_columns_go_chunk_by_chunk_only_when_large():
+    geometry = Geometry((5, 5), (1, 1), (2, 2))
+    assert kconv.chunk_images((128, 32, 14, 14), geometry, (14, 14)) == 13   # 80 MB of columns
+    assert kconv.chunk_images((8, 32, 14, 14), geometry, (14, 14)) is None     # 5 MB
+    assert kconv.chunk_images((128, 1, 28, 28), geometry, (28, 28)) is None    # one channel
+
+
 @pytest.mark.parametrize("layout", ["nchw", "channels last"])
 def test_bias_added_and_summed_per_channel_on_either_layout(layout):
     out = rng.normal(size=(3, 5, 4, 6))

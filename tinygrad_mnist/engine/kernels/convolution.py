@@ -8,14 +8,21 @@ per output pixel) of columns (one per input channel and kernel offset); the weig
     out[n, o, y, x] = sum over c, i, j of w[o, c, i, j] * xp[n, c, y*sh + i*dh, x*sw + j*dw]
     rows (N*OH*OW, C*KH*KW) @ weights^T (C*KH*KW, O) -> (N*OH*OW, O) -> NCHW
 
-The input gradient (A_w^T g, a transposed convolution) has three strategies, chosen by
-`input_grad_method` (the thresholds were measured on 2 cores):
+Columns of COLUMN_CHUNK_BYTES and more (the CNN's second layer: 80 MB a batch) are made and
+multiplied a few images at a time in one reused buffer, so that the product reads them from
+cache; the weight gradient then makes them again the same way instead of keeping them.
+
+The input gradient (A_w^T g, a transposed convolution) has three strategies, measured once per
+layer shape for large products (CHOSEN, PINNED; `--profile` prints them), chosen by
+`input_grad_method`'s rule for small ones:
 - "turned": with stride 1 it is a convolution of g, padded, with the turned kernel;
 - "col2im": each kernel offset's columns are added back into the input as one strided
   slice, a few images at a time so the columns are still in cache;
 - "col2im_offset_major": the same with the columns computed transposed, so each offset adds
   blocks whose runs are image rows (few input channels).
 """
+import time
+
 import numpy as np
 
 from .blas import column_sums, matmul
@@ -23,6 +30,7 @@ from .windows import Geometry, channels_last, crop, offsets, pad_nhwc, windows
 
 OFFSET_MAJOR_CHANNELS = 12      # at most this many input channels: col2im offset-major
 COL2IM_BYTES = 16 * 2 ** 20     # the columns col2im adds back, per chunk of images
+COLUMN_CHUNK_BYTES = 8 * 2 ** 20  # larger im2col matrices are made and used a chunk at a time
 
 
 class Columns:
@@ -70,9 +78,64 @@ def _from_rows(rows, n, out_hw):
     return rows.reshape((n,) + tuple(out_hw) + (rows.shape[1],)).transpose(0, 3, 1, 2)
 
 
-def conv(x, w, geometry, cols=None):
-    """The convolution (N, O, OH, OW) of x and w, and the Columns it used."""
+def chunk_images(x_shape, geometry, out_hw):
+    """Images per chunk of im2col for a product done chunk by chunk, or None for one product
+    over all of them: chunks when the columns would be large (COLUMN_CHUNK_BYTES and more)
+    and have several input channels (one channel has its own, offset-major layout)."""
+    n, c = x_shape[0], x_shape[1]
+    kh, kw = geometry.kernel
+    per_image = out_hw[0] * out_hw[1] * kh * kw * c * 4
+    if c == 1 or geometry.groups != 1 or n * per_image < COLUMN_CHUNK_BYTES:
+        return None
+    return max(1, COLUMN_CHUNK_BYTES // per_image)
+
+
+def _window_views(x, geometry, out_hw):
+    """The padded channels-last input and, per image, its windows as a (n, OH, OW, KH, KW, C)
+    view (im2col's rows before the copy)."""
+    xp = pad_nhwc(channels_last(x), geometry.padding)
+    (sh, sw), (dh, dw) = geometry.stride, geometry.dilation
+    s = xp.strides
+
+    def view(start, stop):
+        part = xp[start:stop]
+        return np.lib.stride_tricks.as_strided(
+            part, (part.shape[0],) + tuple(out_hw) + tuple(geometry.kernel) + (xp.shape[3],),
+            (s[0], s[1] * sh, s[2] * sw, s[1] * dh, s[2] * dw, s[3]), writeable=False)
+    return view
+
+
+def _chunks(x, geometry, out_hw, chunk):
+    """(start, stop, columns) per chunk of images: the chunk's im2col rows, copied into one
+    buffer used again for every chunk, so that the product reads them from cache."""
+    view = _window_views(x, geometry, out_hw)
+    k = geometry.kernel[0] * geometry.kernel[1] * x.shape[1]
+    buffer = np.empty((chunk * out_hw[0] * out_hw[1], k), x.dtype)
+    for start in range(0, x.shape[0], chunk):
+        stop = min(start + chunk, x.shape[0])
+        rows = buffer[:(stop - start) * out_hw[0] * out_hw[1]]
+        yield start, stop, im2col_into(rows, view(start, stop))
+
+
+def im2col_into(rows, windows_view):
+    """The windows copied into `rows` (im2col's matrix for some images): what an im2col
+    costs, apart from the product."""
+    np.copyto(rows.reshape(windows_view.shape), windows_view)
+    return rows
+
+
+def conv(x, w, geometry, cols=None, chunk=None):
+    """The convolution (N, O, OH, OW) of x and w, and the Columns it used (None when it went
+    chunk by chunk: `chunk` images at a time, by default as chunk_images says)."""
     out_hw = geometry.output_size("conv2d", *x.shape[2:])
+    chunk = chunk_images(x.shape, geometry, out_hw) if chunk is None and cols is None else chunk
+    if chunk is not None and geometry.groups == 1 and x.shape[1] > 1:
+        wt = grouped_weights(w, 1)[0].T                                  # (K, O)
+        pixels = out_hw[0] * out_hw[1]
+        rows = np.empty((x.shape[0] * pixels, w.shape[0]), np.result_type(x, w))
+        for start, stop, part in _chunks(x, geometry, out_hw, chunk):
+            matmul(part, wt, out=rows[start * pixels:stop * pixels])
+        return _from_rows(rows, x.shape[0], out_hw), None
     cols = columns(x, geometry, out_hw) if cols is None else cols
     matrix, wg = cols.matrix, grouped_weights(w, geometry.groups)
     if geometry.groups == 1:
@@ -98,9 +161,10 @@ def _turned(w, groups):
 
 
 def input_grad_method(geometry, input_shape, weight_shape):
-    """The fastest strategy for this shape. The turned convolution copies O*KH*KW columns per
-    input pixel, col2im C*KH*KW per output pixel: col2im wins where there are more out
-    channels than in; offset-major wins for few input channels."""
+    """The strategy a rule picks for small products (larger ones are measured). The turned
+    convolution copies O*KH*KW columns per input pixel, col2im C*KH*KW per output pixel:
+    col2im wins where there are more out channels than in; offset-major wins for few input
+    channels."""
     (kh, kw), (ph, pw), (dh, dw) = geometry.kernel, geometry.padding, geometry.dilation
     if (geometry.stride == (1, 1) and min(dh * (kh - 1) - ph, dw * (kw - 1) - pw) >= 0
             and input_shape[1] >= weight_shape[0]):
@@ -110,9 +174,64 @@ def input_grad_method(geometry, input_shape, weight_shape):
     return "col2im"
 
 
+def input_grad_methods(geometry, weight_shape):
+    """The strategies that apply to this geometry."""
+    (kh, kw), (ph, pw), (dh, dw) = geometry.kernel, geometry.padding, geometry.dilation
+    out = ["col2im"]
+    if geometry.stride == (1, 1) and min(dh * (kh - 1) - ph, dw * (kw - 1) - pw) >= 0:
+        out.append("turned")
+    if geometry.groups == 1:
+        out.append("col2im_offset_major")
+    return out
+
+
+# The input gradient's strategy per layer shape: measured once per process for products of
+# MEASURED_MACS multiply-adds and more (each candidate timed twice on the layer's own
+# gradient, the fastest kept), the rule of input_grad_method below that. CHOSEN holds what
+# was picked, and why ("measured" or "rule"); PINNED, when set to a strategy's name, is used
+# wherever it applies instead.
+MEASURED_MACS = 10_000_000
+CHOSEN = {}
+PINNED = None
+
+
+def _chosen_method(g, w, geometry, input_shape, chunk_bytes):
+    """(method, its gradient if measuring computed it, else None)."""
+    methods = input_grad_methods(geometry, w.shape)
+    if PINNED in methods:
+        return PINNED, None
+    key = (geometry.key(), tuple(input_shape), tuple(w.shape), g.dtype.str)
+    if key in CHOSEN:
+        return CHOSEN[key][0], None
+    macs = g.size * w.size // max(w.shape[0], 1)
+    if macs < MEASURED_MACS or len(methods) == 1:
+        CHOSEN[key] = (input_grad_method(geometry, input_shape, w.shape), "rule")
+        return CHOSEN[key][0], None
+    best, result = None, None
+    for method in methods:
+        for _ in range(2):
+            started = time.perf_counter()
+            out = input_grad(g, w, geometry, input_shape, method, chunk_bytes)
+            spent = time.perf_counter() - started
+            if best is None or spent < best[1]:
+                best, result = (method, spent), out
+    CHOSEN[key] = (best[0], "measured")
+    return best[0], result
+
+
+def describe_choices():
+    """One line per layer shape whose input-gradient strategy was chosen (for --profile)."""
+    return [f"conv2d input gradient, input {shape}, weight {weight}, {Geometry(*key)}: "
+            f"{method} ({how})" for (key, shape, weight, _), (method, how) in CHOSEN.items()]
+
+
 def input_grad(g, w, geometry, input_shape, method=None, chunk_bytes=COL2IM_BYTES):
-    """A_w^T g: the gradient of conv(x, w) with respect to x (of input_shape)."""
-    method = method or input_grad_method(geometry, input_shape, w.shape)
+    """A_w^T g: the gradient of conv(x, w) with respect to x (of input_shape); the strategy
+    measured for this shape unless `method` names one."""
+    if method is None:
+        method, done = _chosen_method(g, w, geometry, input_shape, chunk_bytes)
+        if done is not None:
+            return done
     if method == "turned":
         (kh, kw), (ph, pw), (dh, dw) = geometry.kernel, geometry.padding, geometry.dilation
         full = (dh * (kh - 1) - ph, dw * (kw - 1) - pw)
@@ -185,8 +304,19 @@ def _col2im_offset_major(g, w, geometry, input_shape, chunk_bytes):
     return nhwc.transpose(0, 3, 1, 2)
 
 
-def weight_grad(x, g, geometry, weight_shape, cols=None):
-    """B_x^T g: the gradient of conv(x, w) with respect to w (of weight_shape)."""
+def weight_grad(x, g, geometry, weight_shape, cols=None, chunk=None):
+    """B_x^T g: the gradient of conv(x, w) with respect to w (of weight_shape), from the
+    forward's columns, or from columns made again chunk by chunk where the forward went so."""
+    out_hw = g.shape[2:]
+    chunk = chunk_images(x.shape, geometry, out_hw) if chunk is None and cols is None else chunk
+    if chunk is not None and geometry.groups == 1 and x.shape[1] > 1:
+        rows = _output_rows(g, 1)[0]                                       # (M, O)
+        pixels = out_hw[0] * out_hw[1]
+        o, c, kh, kw = weight_shape
+        gw = np.zeros((o, kh * kw * c), np.result_type(x, g))
+        for start, stop, part in _chunks(x, geometry, out_hw, chunk):
+            gw += matmul(rows[start * pixels:stop * pixels].T, part)      # (O, m) @ (m, K)
+        return np.ascontiguousarray(gw.reshape(o, kh, kw, c).transpose(0, 3, 1, 2))
     cols = columns(x, geometry, g.shape[2:]) if cols is None else cols
     groups, matrix = geometry.groups, cols.matrix
     rows = _output_rows(g, groups)

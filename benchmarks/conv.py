@@ -223,6 +223,7 @@ def step_shares(arch, steps=20):
         runner.step(x, y)
     spent = {"im2col": 0.0, "BLAS": 0.0}
     with _timed(conv_kernels, "columns", spent, "im2col"), \
+            _timed(conv_kernels, "im2col_into", spent, "im2col"), \
             _timed(conv_kernels, "matmul", spent, "BLAS"), \
             _timed(ops_module, "matmul", spent, "BLAS"):
         started = time.perf_counter()

@@ -83,6 +83,9 @@ def _cmd_train(args):
     if profiler is not None:
         print("profile of the training steps (tinygrad-mnist train --profile):")
         print(profiler)
+        from ..engine.kernels.convolution import describe_choices
+        for line in describe_choices():
+            print(line)
     return 0
 
 

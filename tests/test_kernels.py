@@ -146,6 +146,21 @@ def test_a_large_input_gradient_measures_its_strategies_once_and_a_pinned_one_wi
     assert len(calls) == 1                                       # the pinned one ran, alone
 
 
+def test_measured_strategies_survive_a_checkpoint_as_json(monkeypatch):
+    """A resumed run computes with the strategies the crashed one measured (the sums must be
+    the same to continue exactly); rule-picked ones are picked again by the rule."""
+    import json
+    monkeypatch.setattr(kconv, "CHOSEN", {})
+    measured = (Geometry((5, 5), (1, 1), (2, 2)).key(), (128, 32, 14, 14), (64, 32, 5, 5), "<f4")
+    kconv.CHOSEN[measured] = ("turned", "measured")
+    kconv.CHOSEN[(Geometry((3, 3), (2, 2), (1, 1)).key(), (1, 2, 5, 5), (2, 2, 3, 3), "<f8")] = (
+        "col2im", "rule")
+    saved = json.loads(json.dumps(kconv.saved_choices()))
+    monkeypatch.setattr(kconv, "CHOSEN", {})
+    kconv.restore_choices(saved)
+    assert kconv.CHOSEN == {measured: ("turned", "measured")}
+
+
 def test_the_columns_go_chunk_by_chunk_only_when_large():
     geometry = Geometry((5, 5), (1, 1), (2, 2))
     assert kconv.chunk_images((128, 32, 14, 14), geometry, (14, 14)) == 13   # 80 MB of columns

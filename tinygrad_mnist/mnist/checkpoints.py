@@ -8,6 +8,7 @@ import zlib
 import numpy as np
 
 from .. import nn
+from ..engine.kernels.convolution import restore_choices, saved_choices
 
 
 def checkpoint_path(out):
@@ -20,7 +21,8 @@ def save_checkpoint(out, model, optimizer, config, epoch, history, elapsed):
     arrays[nn.META_KEY] = np.array(json.dumps({"epoch": epoch, "history": history,
                                           "elapsed": elapsed, "config": config.fingerprint(),
                                           "epochs": config.epochs,
-                                          "data_dir": absolute(config.data_dir)}))
+                                          "data_dir": absolute(config.data_dir),
+                                          "conv_strategies": saved_choices()}))
     nn.save_arrays(arrays, checkpoint_path(out))
 
 
@@ -89,4 +91,5 @@ def load_checkpoint(out, model, optimizer, config):
         raise ValueError(f"--resume: the run in {out} has {epoch} epoch{'s' * (epoch != 1)} already; pass "
                          f"--epochs {epoch} or more to continue or extend it")
     model.load_state_dict(model_state)
+    restore_choices(meta.get("conv_strategies", []))   # the same sums as before the crash
     return epoch + 1, history, elapsed

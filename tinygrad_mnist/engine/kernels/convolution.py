@@ -219,6 +219,21 @@ def _chosen_method(g, w, geometry, input_shape, chunk_bytes):
     return best[0], result
 
 
+def saved_choices():
+    """The strategies measured so far, as JSON-ready lists (a checkpoint keeps them: a resumed
+    run must compute with the same strategies to continue exactly)."""
+    return [[list(map(list, key[0][:4])) + [key[0][4]], list(key[1]), list(key[2]), key[3], method]
+            for key, (method, how) in CHOSEN.items() if how == "measured"]
+
+
+def restore_choices(saved):
+    """Use the strategies saved_choices() gave, for those shapes, from now on."""
+    for geometry, shape, weight, dtype, method in saved:
+        key = (tuple(map(tuple, geometry[:4])) + (geometry[4],), tuple(shape), tuple(weight),
+               dtype)
+        CHOSEN[key] = (method, "measured")
+
+
 def describe_choices():
     """One line per layer shape whose input-gradient strategy was chosen (for --profile)."""
     return [f"conv2d input gradient, input {shape}, weight {weight}, {Geometry(*key)}: "

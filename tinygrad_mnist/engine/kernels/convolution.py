@@ -58,9 +58,7 @@ def columns(x, geometry, out_hw):
             xp, (kh, kw, n) + tuple(out_hw),
             (s[1] * dh, s[2] * dw, s[0], s[1] * sh, s[2] * sw), writeable=False)
         return Columns(offset_major.reshape(kh * kw, m).T[:, None, :], True)
-    win = np.lib.stride_tricks.as_strided(
-        xp, (n,) + tuple(out_hw) + (kh, kw, c),
-        (s[0], s[1] * sh, s[2] * sw, s[1] * dh, s[2] * dw, s[3]), writeable=False)
+    win = _window_views(x, geometry, out_hw, xp)(0, n)
     if g == 1:
         return Columns(win.reshape(m, 1, kh * kw * c), False)
     return Columns(win.reshape(m, kh * kw, g, c // g).transpose(0, 2, 1, 3)
@@ -79,22 +77,23 @@ def _from_rows(rows, n, out_hw):
     return rows.reshape((n,) + tuple(out_hw) + (rows.shape[1],)).transpose(0, 3, 1, 2)
 
 
-def chunk_images(x_shape, geometry, out_hw):
+def chunk_images(x_shape, geometry, out_hw, itemsize=4):
     """Images per chunk of im2col for a product done chunk by chunk, or None for one product
     over all of them: chunks when the columns would be large (COLUMN_CHUNK_BYTES and more)
     and have several input channels (one channel has its own, offset-major layout)."""
     n, c = x_shape[0], x_shape[1]
     kh, kw = geometry.kernel
-    per_image = out_hw[0] * out_hw[1] * kh * kw * c * 4
+    per_image = out_hw[0] * out_hw[1] * kh * kw * c * itemsize
     if c == 1 or geometry.groups != 1 or n * per_image < COLUMN_CHUNK_BYTES:
         return None
     return max(1, COLUMN_CHUNK_BYTES // per_image)
 
 
-def _window_views(x, geometry, out_hw):
-    """The padded channels-last input and, per image, its windows as a (n, OH, OW, KH, KW, C)
-    view (im2col's rows before the copy)."""
-    xp = pad_nhwc(channels_last(x), geometry.padding)
+def _window_views(x, geometry, out_hw, xp=None):
+    """A function of (start, stop): images start to stop's windows as a (n, OH, OW, KH, KW, C)
+    view of the padded channels-last input `xp` (made here unless given): im2col's rows before
+    the copy."""
+    xp = pad_nhwc(channels_last(x), geometry.padding) if xp is None else xp
     (sh, sw), (dh, dw) = geometry.stride, geometry.dilation
     s = xp.strides
 
@@ -129,7 +128,8 @@ def conv(x, w, geometry, cols=None, chunk=None):
     """The convolution (N, O, OH, OW) of x and w, and the Columns it used (None when it went
     chunk by chunk: `chunk` images at a time, by default as chunk_images says)."""
     out_hw = geometry.output_size("conv2d", *x.shape[2:])
-    chunk = chunk_images(x.shape, geometry, out_hw) if chunk is None and cols is None else chunk
+    if chunk is None and cols is None:
+        chunk = chunk_images(x.shape, geometry, out_hw, x.itemsize)
     if chunk is not None and geometry.groups == 1 and x.shape[1] > 1:
         wt = grouped_weights(w, 1)[0].T                                  # (K, O)
         pixels = out_hw[0] * out_hw[1]
@@ -161,14 +161,20 @@ def _turned(w, groups):
     return turned.transpose(0, 2, 1, 3, 4).reshape(groups * cg, o // groups, kh, kw)
 
 
+def _turned_padding(geometry):
+    """The padding of the turned convolution, or None where it does not apply (it needs
+    stride 1 and padding at most the kernel's span)."""
+    (kh, kw), (ph, pw), (dh, dw) = geometry.kernel, geometry.padding, geometry.dilation
+    full = (dh * (kh - 1) - ph, dw * (kw - 1) - pw)
+    return full if geometry.stride == (1, 1) and min(full) >= 0 else None
+
+
 def input_grad_method(geometry, input_shape, weight_shape):
     """The strategy a rule picks for small products (larger ones are measured). The turned
     convolution copies O*KH*KW columns per input pixel, col2im C*KH*KW per output pixel:
     col2im wins where there are more out channels than in; offset-major wins for few input
     channels."""
-    (kh, kw), (ph, pw), (dh, dw) = geometry.kernel, geometry.padding, geometry.dilation
-    if (geometry.stride == (1, 1) and min(dh * (kh - 1) - ph, dw * (kw - 1) - pw) >= 0
-            and input_shape[1] >= weight_shape[0]):
+    if _turned_padding(geometry) is not None and input_shape[1] >= weight_shape[0]:
         return "turned"
     if geometry.groups == 1 and input_shape[1] <= OFFSET_MAJOR_CHANNELS:
         return "col2im_offset_major"
@@ -177,9 +183,8 @@ def input_grad_method(geometry, input_shape, weight_shape):
 
 def input_grad_methods(geometry, weight_shape):
     """The strategies that apply to this geometry."""
-    (kh, kw), (ph, pw), (dh, dw) = geometry.kernel, geometry.padding, geometry.dilation
     out = ["col2im"]
-    if geometry.stride == (1, 1) and min(dh * (kh - 1) - ph, dw * (kw - 1) - pw) >= 0:
+    if _turned_padding(geometry) is not None:
         out.append("turned")
     if geometry.groups == 1:
         out.append("col2im_offset_major")
@@ -223,8 +228,8 @@ def _chosen_method(g, w, geometry, input_shape, chunk_bytes):
 def saved_choices():
     """The strategies measured so far, as JSON-ready lists (a checkpoint keeps them: a resumed
     run must compute with the same strategies to continue exactly)."""
-    return [[list(map(list, key[0][:4])) + [key[0][4]], list(key[1]), list(key[2]), key[3], method]
-            for key, (method, how) in CHOSEN.items() if how == "measured"]
+    return [[[list(pair) for pair in key[0][:4]] + [key[0][4]], list(key[1]), list(key[2]),
+             key[3], method] for key, (method, how) in CHOSEN.items() if how == "measured"]
 
 
 def restore_choices(saved):
@@ -249,9 +254,8 @@ def input_grad(g, w, geometry, input_shape, method=None, chunk_bytes=COL2IM_BYTE
         if done is not None:
             return done
     if method == "turned":
-        (kh, kw), (ph, pw), (dh, dw) = geometry.kernel, geometry.padding, geometry.dilation
-        full = (dh * (kh - 1) - ph, dw * (kw - 1) - pw)
-        if geometry.stride != (1, 1) or min(full) < 0:
+        full = _turned_padding(geometry)
+        if full is None:
             raise ValueError(f"conv2d input gradient: the turned convolution needs stride 1 "
                              f"and padding at most the kernel's span, got {geometry}")
         turned = Geometry(geometry.kernel, (1, 1), full, geometry.dilation, geometry.groups)
@@ -324,7 +328,8 @@ def weight_grad(x, g, geometry, weight_shape, cols=None, chunk=None):
     """B_x^T g: the gradient of conv(x, w) with respect to w (of weight_shape), from the
     forward's columns, or from columns made again chunk by chunk where the forward went so."""
     out_hw = g.shape[2:]
-    chunk = chunk_images(x.shape, geometry, out_hw) if chunk is None and cols is None else chunk
+    if chunk is None and cols is None:
+        chunk = chunk_images(x.shape, geometry, out_hw, x.itemsize)
     if chunk is not None and geometry.groups == 1 and x.shape[1] > 1:
         rows = _output_rows(g, 1)[0]                                       # (M, O)
         pixels = out_hw[0] * out_hw[1]
@@ -384,7 +389,7 @@ def reference_conv(x, w, geometry):
 
 
 def reference_input_grad(g, w, geometry, input_shape):
-    groups, (kh, kw), (ph, pw) = geometry.groups, geometry.kernel, geometry.padding
+    groups, (_, kw), (ph, pw) = geometry.groups, geometry.kernel, geometry.padding
     n, c, height, width = input_shape
     gg = g.reshape((n, groups, g.shape[1] // groups) + g.shape[2:])
     wg = w.reshape((groups, w.shape[0] // groups) + w.shape[1:])

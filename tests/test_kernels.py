@@ -8,7 +8,8 @@ import pytest
 
 from tinygrad_mnist import ops
 from tinygrad_mnist.engine import Tensor
-from tinygrad_mnist.engine.kernels import batchnorm, blas, convolution as kconv, pooling, special
+from tinygrad_mnist.engine.kernels import (batchnorm, blas, conv_algorithms,
+                                          convolution as kconv, pooling, special)
 from tinygrad_mnist.engine.kernels.windows import Geometry
 
 rng = np.random.default_rng(0)
@@ -134,11 +135,13 @@ def test_a_large_input_gradient_measures_its_strategies_once_and_a_pinned_one_wi
     monkeypatch.setattr(kconv, "MEASURED_MACS", 0)                # measure even this one
     np.testing.assert_allclose(kconv.input_grad(g, w, geometry, x.shape), expected,
                                rtol=1e-10, atol=1e-10)
-    (method, how), = kconv.CHOSEN.values()
+    chosen = {k: v for k, v in kconv.CHOSEN.items() if k[4] == kconv.INPUT_GRAD}
+    (method, how), = chosen.values()
     assert how == "measured" and method in kconv.input_grad_methods(geometry, w.shape)
     np.testing.assert_allclose(kconv.input_grad(g, w, geometry, x.shape), expected,
                                rtol=1e-10, atol=1e-10)       # now from the cache
-    assert len(kconv.CHOSEN) == 1 and method in kconv.describe_choices()[0]
+    described = [line for line in kconv.describe_choices() if "input gradient" in line]
+    assert len(described) == 1 and method in described[0]
     calls = []
     monkeypatch.setattr(kconv, "_col2im", lambda *a: calls.append(a) or expected)
     monkeypatch.setattr(kconv, "PINNED", "col2im")
@@ -151,14 +154,72 @@ def test_measured_strategies_survive_a_checkpoint_as_json(monkeypatch):
     the same to continue exactly); rule-picked ones are picked again by the rule."""
     import json
     monkeypatch.setattr(kconv, "CHOSEN", {})
-    measured = (Geometry((5, 5), (1, 1), (2, 2)).key(), (128, 32, 14, 14), (64, 32, 5, 5), "<f4")
+    measured = (Geometry((5, 5), (1, 1), (2, 2)).key(), (128, 32, 14, 14), (64, 32, 5, 5), "<f4",
+                kconv.INPUT_GRAD)
+    forward = (Geometry((3, 3), (1, 1), (1, 1)).key(), (128, 32, 14, 14), (64, 32, 3, 3), "<f4",
+               kconv.FORWARD)
     kconv.CHOSEN[measured] = ("turned", "measured")
-    kconv.CHOSEN[(Geometry((3, 3), (2, 2), (1, 1)).key(), (1, 2, 5, 5), (2, 2, 3, 3), "<f8")] = (
-        "col2im", "rule")
+    kconv.CHOSEN[forward] = ("winograd", "measured")
+    kconv.CHOSEN[(Geometry((3, 3), (2, 2), (1, 1)).key(), (1, 2, 5, 5), (2, 2, 3, 3), "<f8",
+                  kconv.INPUT_GRAD)] = ("col2im", "rule")
     saved = json.loads(json.dumps(kconv.saved_choices()))
     monkeypatch.setattr(kconv, "CHOSEN", {})
     kconv.restore_choices(saved)
+    assert kconv.CHOSEN == {measured: ("turned", "measured"), forward: ("winograd", "measured")}
+    monkeypatch.setattr(kconv, "CHOSEN", {})               # a checkpoint from before the kind
+    kconv.restore_choices([entry[:5] for entry in saved if entry[5] == kconv.INPUT_GRAD])
     assert kconv.CHOSEN == {measured: ("turned", "measured")}
+
+
+@pytest.mark.parametrize("case", CONVS, ids=str)
+@pytest.mark.parametrize("method", ["winograd", "shifted"])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_each_forward_algorithm_equals_the_definition_where_it_applies(case, method, dtype):
+    """Winograd F(2x2, 3x3) and the shifted views, on every table shape they apply to (odd
+    and even outputs, padding, dilation, one channel, an empty batch), in chunks of 2
+    images; float32 within its rounding of the float64 definition."""
+    x, w, _, geometry = _case(case, dtype)
+    if method not in kconv.forward_methods(geometry, x.shape):
+        with pytest.raises(ValueError, match=f"the {method} algorithm does not apply"):
+            kconv.conv(x, w, geometry, method=method)
+        return
+    out, cols = kconv.conv(_channels_last(x), w, geometry, method=method)
+    if method == "winograd":
+        out = conv_algorithms.winograd_conv(x, w, geometry, chunk=2)
+    expected = kconv.reference_conv(x.astype(np.float64), w.astype(np.float64), geometry)
+    tolerance = 1e-10 if dtype == np.float64 else 2e-5 * max(1.0, np.abs(expected).max(initial=0))
+    assert out.shape == expected.shape and out.dtype == dtype and cols is None
+    np.testing.assert_allclose(out, expected, rtol=0, atol=tolerance)
+
+
+def test_the_forward_algorithm_is_measured_once_per_shape_and_a_pinned_one_wins(monkeypatch):
+    x, w, _, geometry = _case(((4, 3, 6, 6), (5, 3, 3, 3), (1, 1), (1, 1), (1, 1), 1))
+    expected = kconv.reference_conv(x, w, geometry)
+    monkeypatch.setattr(kconv, "CHOSEN", {})
+    monkeypatch.setattr(kconv, "MEASURED_MACS", 0)
+    timed = []
+    real = kconv.winograd_conv
+    monkeypatch.setattr(kconv, "winograd_conv", lambda *a: timed.append(1) or real(*a))
+    np.testing.assert_allclose(kconv.conv(x, w, geometry)[0], expected, rtol=1e-10, atol=1e-10)
+    (key, (method, how)), = kconv.CHOSEN.items()
+    assert key[4] == kconv.FORWARD and how == "measured" and len(timed) == 2
+    assert method in ("im2col", "winograd", "shifted")
+    np.testing.assert_allclose(kconv.conv(x, w, geometry)[0], expected, rtol=1e-10, atol=1e-10)
+    assert len(timed) == 2 + (method == "winograd")            # the cached choice, once
+    monkeypatch.setattr(kconv, "PINNED_FORWARD", "winograd")
+    kconv.conv(x, w, geometry)
+    assert len(timed) == 3 + (method == "winograd")            # the pinned one ran, alone
+    monkeypatch.setattr(kconv, "MEASURED_MACS", 10 ** 12)      # small products: im2col
+    monkeypatch.setattr(kconv, "PINNED_FORWARD", None)
+    monkeypatch.setattr(kconv, "CHOSEN", {})
+    kconv.conv(x, w, geometry)
+    assert list(kconv.CHOSEN.values()) == [("im2col", "rule")]
+
+
+def test_an_unknown_forward_algorithm_is_refused_by_name():
+    x, w, _, geometry = _case(CONVS[0])
+    with pytest.raises(ValueError, match="unknown algorithm 'fft'"):
+        kconv.conv(x, w, geometry, method="fft")
 
 
 def test_the_columns_go_chunk_by_chunk_only_when_large():

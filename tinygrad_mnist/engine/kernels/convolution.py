@@ -13,6 +13,10 @@ multiplied a few images at a time in one reused buffer, so that the product read
 cache; the weight gradient then makes them again the same way instead of keeping them (a
 CNN training process peaks at 278 MiB instead of 455).
 
+The forward has three algorithms: im2col and, where they apply, Winograd F(2x2, 3x3) and
+shifted views (conv_algorithms.py); for large products they are measured once per layer
+shape (CHOSEN, PINNED_FORWARD), small ones take im2col.
+
 The input gradient (A_w^T g, a transposed convolution) has three strategies, measured once per
 layer shape for large products (CHOSEN, PINNED; `--profile` prints them), chosen by
 `input_grad_method`'s rule for small ones:
@@ -27,6 +31,7 @@ import time
 import numpy as np
 
 from .blas import column_sums, matmul
+from .conv_algorithms import shifted_applies, shifted_conv, winograd_applies, winograd_conv
 from .windows import Geometry, channels_last, crop, offsets, pad_nhwc, windows
 
 OFFSET_MAJOR_CHANNELS = 12      # at most this many input channels: col2im offset-major
@@ -124,11 +129,35 @@ def im2col_into(rows, windows_view):
     return rows
 
 
-def conv(x, w, geometry, cols=None, chunk=None):
+def forward_methods(geometry, x_shape):
+    """The forward algorithms that apply to this geometry and input."""
+    out = ["im2col"]
+    if winograd_applies(geometry):
+        out.append("winograd")
+    if shifted_applies(geometry, x_shape[1]):
+        out.append("shifted")
+    return out
+
+
+def conv(x, w, geometry, cols=None, chunk=None, method=None):
     """The convolution (N, O, OH, OW) of x and w, and the Columns it used (None when it went
-    chunk by chunk: `chunk` images at a time, by default as chunk_images says)."""
+    chunk by chunk, `chunk` images at a time, by default as chunk_images says, or by another
+    algorithm). The algorithm measured for this shape unless `method` names one; given
+    columns or a chunk size mean im2col."""
     out_hw = geometry.output_size("conv2d", *x.shape[2:])
-    if chunk is None and cols is None:
+    if cols is None and chunk is None:
+        if method is None:
+            method, done = _chosen_forward(x, w, geometry)
+            if done is not None:
+                return done
+        if method == "winograd":
+            return _checked(method, winograd_applies(geometry), geometry,
+                            winograd_conv)(x, w, geometry), None
+        if method == "shifted":
+            return _checked(method, shifted_applies(geometry, x.shape[1]), geometry,
+                            shifted_conv)(x, w, geometry), None
+        if method != "im2col":
+            raise ValueError(f"conv2d: unknown algorithm {method!r}")
         chunk = chunk_images(x.shape, geometry, out_hw, x.itemsize)
     if chunk is not None and geometry.groups == 1 and x.shape[1] > 1:
         wt = grouped_weights(w, 1)[0].T                                  # (K, O)
@@ -145,6 +174,12 @@ def conv(x, w, geometry, cols=None, chunk=None):
         rows = matmul(matrix.transpose(1, 0, 2), wg.transpose(0, 2, 1)).transpose(1, 0, 2)
         rows = rows.reshape(rows.shape[0], rows.shape[1] * rows.shape[2])
     return _from_rows(rows, x.shape[0], out_hw), cols
+
+
+def _checked(method, applies, geometry, function):
+    if not applies:
+        raise ValueError(f"conv2d: the {method} algorithm does not apply to {geometry}")
+    return function
 
 
 def _output_rows(g, groups):
@@ -191,33 +226,26 @@ def input_grad_methods(geometry, weight_shape):
     return out
 
 
-# The input gradient's strategy per layer shape: measured once per process for products of
-# MEASURED_MACS multiply-adds and more (each candidate timed twice on the layer's own
-# gradient, the fastest kept), the rule of input_grad_method below that. CHOSEN holds what
-# was picked, and why ("measured" or "rule"); PINNED, when set to a strategy's name, is used
-# wherever it applies instead.
+# The forward's algorithm and the input gradient's strategy per layer shape: measured once per
+# process for products of MEASURED_MACS multiply-adds and more (each candidate timed twice on
+# the layer's own arrays, the fastest kept), a rule below that. CHOSEN maps (geometry, input
+# shape, weight shape, dtype, kind) to what was picked and why ("measured" or "rule"); kind is
+# "forward" or "input gradient". PINNED (input gradient) and PINNED_FORWARD, when set to a
+# name, are used wherever they apply instead.
 MEASURED_MACS = 10_000_000
 CHOSEN = {}
 PINNED = None
+PINNED_FORWARD = None
+FORWARD, INPUT_GRAD = "forward", "input gradient"
 
 
-def _chosen_method(g, w, geometry, input_shape, chunk_bytes):
-    """(method, its gradient if measuring computed it, else None)."""
-    methods = input_grad_methods(geometry, w.shape)
-    if PINNED in methods:
-        return PINNED, None
-    key = (geometry.key(), tuple(input_shape), tuple(w.shape), g.dtype.str)
-    if key in CHOSEN:
-        return CHOSEN[key][0], None
-    macs = g.size * w.size // max(w.shape[0], 1)
-    if macs < MEASURED_MACS or len(methods) == 1:
-        CHOSEN[key] = (input_grad_method(geometry, input_shape, w.shape), "rule")
-        return CHOSEN[key][0], None
+def _measure(key, methods, run):
+    """The fastest of `methods` by run(method), each timed twice: (method, its result)."""
     best, result = None, None
     for method in methods:
         for _ in range(2):
             started = time.perf_counter()
-            out = input_grad(g, w, geometry, input_shape, method, chunk_bytes)
+            out = run(method)
             spent = time.perf_counter() - started
             if best is None or spent < best[1]:
                 best, result = (method, spent), out
@@ -225,25 +253,68 @@ def _chosen_method(g, w, geometry, input_shape, chunk_bytes):
     return best[0], result
 
 
+def _choose(key, methods, pinned, rule, macs, run):
+    """(method, its result if measuring computed it, else None)."""
+    if pinned in methods:
+        return pinned, None
+    if key in CHOSEN:
+        return CHOSEN[key][0], None
+    if macs < MEASURED_MACS or len(methods) == 1:
+        CHOSEN[key] = (rule, "rule")
+        return rule, None
+    return _measure(key, methods, run)
+
+
+def _chosen_forward(x, w, geometry):
+    """The forward's algorithm for this shape. An algorithm other than im2col leaves the
+    weight gradient to make the columns again (unless they go chunk by chunk anyway), so
+    that is timed with it."""
+    key = (geometry.key(), tuple(x.shape), tuple(w.shape), np.result_type(x, w).str, FORWARD)
+    out_hw = geometry.output_size("conv2d", *x.shape[2:])
+    chunked = chunk_images(x.shape, geometry, out_hw, x.itemsize) is not None
+
+    def run(method):
+        result = conv(x, w, geometry, method=method)
+        if method != "im2col" and not chunked:
+            columns(x, geometry, out_hw)
+        return result
+    macs = x.shape[0] * out_hw[0] * out_hw[1] * w.size
+    return _choose(key, forward_methods(geometry, x.shape), PINNED_FORWARD, "im2col", macs,
+                   run)
+
+
+def _chosen_method(g, w, geometry, input_shape, chunk_bytes):
+    """The input gradient's strategy for this shape: (method, its gradient if measuring
+    computed it, else None)."""
+    key = (geometry.key(), tuple(input_shape), tuple(w.shape), g.dtype.str, INPUT_GRAD)
+    macs = g.size * w.size // max(w.shape[0], 1)
+    return _choose(key, input_grad_methods(geometry, w.shape), PINNED,
+                   input_grad_method(geometry, input_shape, w.shape), macs,
+                   lambda method: input_grad(g, w, geometry, input_shape, method, chunk_bytes))
+
+
 def saved_choices():
-    """The strategies measured so far, as JSON-ready lists (a checkpoint keeps them: a resumed
-    run must compute with the same strategies to continue exactly)."""
+    """The algorithms measured so far, as JSON-ready lists (a checkpoint keeps them: a resumed
+    run must compute with the same algorithms to continue exactly)."""
     return [[[list(pair) for pair in key[0][:4]] + [key[0][4]], list(key[1]), list(key[2]),
-             key[3], method] for key, (method, how) in CHOSEN.items() if how == "measured"]
+             key[3], method, key[4]] for key, (method, how) in CHOSEN.items()
+            if how == "measured"]
 
 
 def restore_choices(saved):
-    """Use the strategies saved_choices() gave, for those shapes, from now on."""
-    for geometry, shape, weight, dtype, method in saved:
+    """Use the algorithms saved_choices() gave, for those shapes, from now on (entries
+    without a kind, from older checkpoints, are input gradients)."""
+    for geometry, shape, weight, dtype, method, *kind in saved:
         key = (tuple(map(tuple, geometry[:4])) + (geometry[4],), tuple(shape), tuple(weight),
-               dtype)
+               dtype, kind[0] if kind else INPUT_GRAD)
         CHOSEN[key] = (method, "measured")
 
 
 def describe_choices():
-    """One line per layer shape whose input-gradient strategy was chosen (for --profile)."""
-    return [f"conv2d input gradient, input {shape}, weight {weight}, {Geometry(*key)}: "
-            f"{method} ({how})" for (key, shape, weight, _), (method, how) in CHOSEN.items()]
+    """One line per layer shape whose algorithm was chosen (for --profile)."""
+    return [f"conv2d {kind}, input {shape}, weight {weight}, {Geometry(*key)}: "
+            f"{method} ({how})" for (key, shape, weight, _, kind), (method, how)
+            in CHOSEN.items()]
 
 
 def input_grad(g, w, geometry, input_shape, method=None, chunk_bytes=COL2IM_BYTES):

@@ -29,6 +29,8 @@ CONVS = [
     ((2, LIMIT + 1, 6, 6), (LIMIT + 8, LIMIT + 1, 5, 5), (1, 1), (2, 2), (1, 1), 1),  # more out
     ((2, LIMIT + 2, 7, 6), (4, LIMIT + 2, 3, 3), (2, 2), (1, 1), (1, 1), 1),          # stride
     ((2, 8, 6, 6), (8, 2, 3, 3), (1, 1), (1, 1), (1, 1), 4),           # groups, stride 1
+    ((3, 1, 5, 7), (2, 1, 3, 3), (1, 1), (1, 1), (1, 1), 1),           # 3x3, one channel
+    ((2, 3, 8, 7), (4, 3, 3, 2), (1, 1), (1, 2), (2, 1), 1),           # dilated, stride 1
     ((0, 3, 5, 6), (4, 3, 3, 3), (1, 1), (1, 1), (1, 1), 1),           # an empty batch
     ((0, 1, 6, 6), (2, 1, 3, 3), (2, 2), (0, 0), (1, 1), 1),
     ((0, 4, 5, 5), (6, 2, 3, 3), (1, 1), (1, 1), (1, 1), 2),
@@ -176,20 +178,29 @@ def test_measured_strategies_survive_a_checkpoint_as_json(monkeypatch):
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_each_forward_algorithm_equals_the_definition_where_it_applies(case, method, dtype):
     """Winograd F(2x2, 3x3) and the shifted views, on every table shape they apply to (odd
-    and even outputs, padding, dilation, one channel, an empty batch), in chunks of 2
-    images; float32 within its rounding of the float64 definition."""
+    and even outputs, padding, one channel, dilation, an empty batch; Winograd in chunks of
+    2 images too); float32 within its rounding of the float64 definition."""
     x, w, _, geometry = _case(case, dtype)
     if method not in kconv.forward_methods(geometry, x.shape):
         with pytest.raises(ValueError, match=f"the {method} algorithm does not apply"):
             kconv.conv(x, w, geometry, method=method)
         return
     out, cols = kconv.conv(_channels_last(x), w, geometry, method=method)
+    results = [out]
     if method == "winograd":
-        out = conv_algorithms.winograd_conv(x, w, geometry, chunk=2)
+        results.append(conv_algorithms.winograd_conv(x, w, geometry, chunk=2))
     expected = kconv.reference_conv(x.astype(np.float64), w.astype(np.float64), geometry)
-    tolerance = 1e-10 if dtype == np.float64 else 2e-5 * max(1.0, np.abs(expected).max(initial=0))
-    assert out.shape == expected.shape and out.dtype == dtype and cols is None
-    np.testing.assert_allclose(out, expected, rtol=0, atol=tolerance)
+    scale = max(1.0, np.abs(expected).max(initial=0))
+    tolerance = 1e-10 if dtype == np.float64 else 2e-5 * scale
+    assert cols is None
+    for out in results:
+        assert out.shape == expected.shape and out.dtype == dtype
+        np.testing.assert_allclose(out, expected, rtol=0, atol=tolerance)
+
+
+def test_every_forward_algorithm_is_checked_on_some_table_shape():
+    for method in ("winograd", "shifted"):
+        assert any(method in kconv.forward_methods(_case(case)[3], case[0]) for case in CONVS)
 
 
 def test_the_forward_algorithm_is_measured_once_per_shape_and_a_pinned_one_wins(monkeypatch):

@@ -93,12 +93,15 @@ def winograd_conv(x, w, geometry, chunk=WINOGRAD_CHUNK):
     return y.reshape(n, 2 * th, 2 * tw, o)[:, :oh, :ow].transpose(0, 3, 1, 2)
 
 
-SHIFTED_CHANNELS = 8        # shifted views are a candidate for at most this many in-channels
+# Shifted views are a candidate for 2 to SHIFTED_CHANNELS input channels. With one channel
+# each offset's product is an outer product with a short inner axis: measured 15-45x slower
+# than im2col, whose offset-major columns are one strided copy there (benchmarks/CONV.md).
+SHIFTED_CHANNELS = 8
 
 
 def shifted_applies(geometry, in_channels):
     return (geometry.stride == (1, 1) and geometry.groups == 1
-            and in_channels <= SHIFTED_CHANNELS)
+            and 2 <= in_channels <= SHIFTED_CHANNELS)
 
 
 def shifted_conv(x, w, geometry):
@@ -116,8 +119,5 @@ def shifted_conv(x, w, geometry):
     for i in range(kh):
         for j in range(kw):
             shift = i * dh * wp + j * dw
-            if c == 1:                  # an outer product: a broadcast, not a BLAS call
-                out[:total - shift] += rows[shift:] * weights[i, j]
-            else:
-                out[:total - shift] += rows[shift:] @ weights[i, j]
+            out[:total - shift] += rows[shift:] @ weights[i, j]
     return out.reshape(n, hp, wp, o)[:, :oh, :ow].transpose(0, 3, 1, 2)

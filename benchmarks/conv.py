@@ -1,6 +1,8 @@
 """Conv nets against PyTorch's CPU eager mode, side by side in one process, with the same
-threads: LeNet-5's and the default CNN's training step at batch 128, each conv layer's forward
-and backward alone, and where a CNN step's time goes (im2col, BLAS, the rest).
+threads: LeNet-5's, the default CNN's and the 3x3 CNN's training step at batch 128, each conv
+layer's forward and backward alone, each layer's algorithms (every candidate timed, the one
+measured choice, GFLOP/s against this machine's matrix-product peak measured in the same run),
+and where a CNN step's time goes (im2col, BLAS, the rest).
 
     python -m benchmarks.conv [--out DIR] [--rounds 7]
 
@@ -33,13 +35,18 @@ STEPS_PER_TURN = 5
 LAYERS = [("LeNet-5 conv1", (BATCH, 1, 28, 28), (6, 1, 5, 5), 2),
           ("LeNet-5 conv2", (BATCH, 6, 14, 14), (16, 6, 5, 5), 0),
           ("CNN conv1", (BATCH, 1, 28, 28), (32, 1, 5, 5), 2),
-          ("CNN conv2", (BATCH, 32, 14, 14), (64, 32, 5, 5), 2)]
+          ("CNN conv2", (BATCH, 32, 14, 14), (64, 32, 5, 5), 2),
+          ("CNN 3x3 conv1", (BATCH, 1, 28, 28), (32, 1, 3, 3), 1),
+          ("CNN 3x3 conv2", (BATCH, 32, 14, 14), (64, 32, 3, 3), 1)]
+ARCHS = [("lenet5", 5, "LeNet-5"), ("cnn", 5, "CNN (32-64 5x5, batch norm, 256)"),
+         ("cnn", 3, "CNN 3x3 (32-64, batch norm, 256)")]
 
 
 # ---------------------------------------------------------------- the same nets in PyTorch
 
-def torch_model(arch, ours):
-    """PyTorch's layers for `arch`, holding our model's initial weights."""
+def torch_model(arch, ours, kernel=5):
+    """PyTorch's layers for `arch` (the CNN's kernel `kernel`), holding our model's initial
+    weights."""
     import torch
     T = torch.nn
     if arch == "lenet5":
@@ -48,9 +55,10 @@ def torch_model(arch, ours):
         classifier = [T.Flatten(), T.Linear(400, 120), T.ReLU(), T.Linear(120, 84), T.ReLU(),
                       T.Linear(84, 10)]
     else:
-        features = [T.Conv2d(1, 32, 5, padding=2), T.BatchNorm2d(32), T.ReLU(), T.MaxPool2d(2),
-                    T.Conv2d(32, 64, 5, padding=2), T.BatchNorm2d(64), T.ReLU(),
-                    T.MaxPool2d(2)]
+        pad = kernel // 2
+        features = [T.Conv2d(1, 32, kernel, padding=pad), T.BatchNorm2d(32), T.ReLU(),
+                    T.MaxPool2d(2), T.Conv2d(32, 64, kernel, padding=pad), T.BatchNorm2d(64),
+                    T.ReLU(), T.MaxPool2d(2)]
         classifier = [T.Flatten(), T.Linear(64 * 49, 256), T.ReLU(), T.Linear(256, 10)]
     model = T.Sequential(T.Sequential(*features), T.Sequential(*classifier))
     theirs = dict(model.state_dict())
@@ -63,10 +71,10 @@ def torch_model(arch, ours):
 
 
 class OurStep:
-    def __init__(self, arch, use_jit):
+    def __init__(self, arch, use_jit, kernel=5):
         manual_seed(0)
         self.name = "ours, jit" if use_jit else "ours, eager"
-        self.model = models.build(arch)
+        self.model = models.build(arch, cnn_kernel=kernel)
         opt = optim.SGD(self.model.parameters(), LR, momentum=MOMENTUM)
 
         def step(x, y):
@@ -81,10 +89,10 @@ class OurStep:
 class TorchStep:
     name = "PyTorch"
 
-    def __init__(self, arch, ours):
+    def __init__(self, arch, ours, kernel=5):
         import torch
         self.torch = torch
-        self.model = torch_model(arch, ours)
+        self.model = torch_model(arch, ours, kernel)
         opt = torch.optim.SGD(self.model.parameters(), lr=LR, momentum=MOMENTUM)
 
         def step(x, y):
@@ -116,12 +124,12 @@ def _ours_then_theirs(ours, theirs, work, rounds):
     return times
 
 
-def step_times(arch, rounds):
+def step_times(arch, kernel, rounds):
     rng = np.random.default_rng(0)
     x = rng.standard_normal((BATCH, 784)).astype(np.float32)
     y = rng.integers(0, 10, BATCH)
-    ours = [OurStep(arch, True), OurStep(arch, False)]
-    theirs = [TorchStep(arch, ours[0].model)]
+    ours = [OurStep(arch, True, kernel), OurStep(arch, False, kernel)]
+    theirs = [TorchStep(arch, ours[0].model, kernel)]
     for runner in ours + theirs:                            # record, warm up
         for _ in range(3):
             runner.step(x, y)
@@ -194,6 +202,60 @@ def layer_times(rounds):
     return rows
 
 
+# ---------------------------------------------------------------- each layer's algorithms
+
+def matmul_peak(rounds):
+    """GFLOP/s of a (2048, 2048) @ (2048, 2048) float32 product: this machine's BLAS peak."""
+    rng = np.random.default_rng(2)
+    a = rng.standard_normal((2048, 2048)).astype(np.float32)
+    b = rng.standard_normal((2048, 2048)).astype(np.float32)
+    spent = []
+    for _ in range(rounds):
+        started = time.perf_counter()
+        a @ b
+        spent.append(time.perf_counter() - started)
+    return 2 * 2048 ** 3 / statistics.median(spent) / 1e9
+
+
+def algorithm_rows(rounds, peak):
+    """Per layer: each forward algorithm and input-gradient strategy that applies, timed in
+    turns on the layer's own arrays, with GFLOP/s and the share of the product peak, and the
+    one the measured choice picks in a fresh process state."""
+    rng = np.random.default_rng(3)
+    rows = []
+    for label, x_shape, w_shape, padding in LAYERS:
+        x = rng.standard_normal(x_shape).astype(np.float32)
+        x = np.ascontiguousarray(x.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
+        w = rng.standard_normal(w_shape).astype(np.float32)
+        geometry = conv_kernels.Geometry(w_shape[2:], (1, 1), (padding, padding))
+        out_hw = geometry.output_size("conv2d", *x_shape[2:])
+        g = rng.standard_normal((BATCH, w_shape[0]) + out_hw).astype(np.float32)
+        flops = 2 * BATCH * out_hw[0] * out_hw[1] * int(np.prod(w_shape))
+        saved = dict(conv_kernels.CHOSEN)
+        conv_kernels.CHOSEN.clear()
+        conv_kernels.conv(x, w, geometry)
+        conv_kernels.input_grad(g, w, geometry, x_shape)
+        picked = {key[4]: method for key, (method, _) in conv_kernels.CHOSEN.items()
+                  if key[1] == x_shape}
+        conv_kernels.CHOSEN.clear()
+        conv_kernels.CHOSEN.update(saved)
+        work = {("forward", m): (lambda m=m: conv_kernels.conv(x, w, geometry, method=m))
+                for m in conv_kernels.forward_methods(geometry, x_shape)}
+        work.update({("input gradient", m): (lambda m=m: conv_kernels.input_grad(
+            g, w, geometry, x_shape, method=m))
+            for m in conv_kernels.input_grad_methods(geometry, w_shape)})
+        for fn in work.values():                 # warm up (and measure nested choices)
+            fn()
+        times = take_turns(work, rounds, 1)
+        for (kind, method), spent in times.items():
+            median = statistics.median(spent)
+            rate = flops / median / 1e9
+            chosen = "**chosen**" if picked.get(kind) == method else ""
+            rows.append(f"| {label} | {kind} | {method} | {ms_range(spent)} | {rate:.0f} | "
+                        f"{rate / peak:.0%} | {chosen} |")
+    return rows
+
+
 # ---------------------------------------------------------------- where a step's time goes
 
 @contextlib.contextmanager
@@ -253,8 +315,8 @@ def main(argv=None):
              "## A training step (batch 128, SGD with momentum)", "",
              "| network | ours, jit ms | ours, eager ms | PyTorch ms | jit / PyTorch |",
              "| --- | --- | --- | --- | --- |"]
-    for arch, label in (("lenet5", "LeNet-5"), ("cnn", "CNN (32-64 5x5, batch norm, 256)")):
-        t = step_times(arch, args.rounds)
+    for arch, kernel, label in ARCHS:
+        t = step_times(arch, kernel, args.rounds)
         ratio = statistics.median(t["ours, jit"]) / statistics.median(t["PyTorch"])
         lines.append(f"| {label} | {ms_range(t['ours, jit'])} | {ms_range(t['ours, eager'])} | "
                      f"{ms_range(t['PyTorch'])} | {ratio:.2f}x |")
@@ -262,6 +324,16 @@ def main(argv=None):
               "| layer | shapes | ours forward ms | PyTorch forward ms | ratio | ours backward ms "
               "| PyTorch backward ms | ratio |",
               "| --- | --- | --- | --- | --- | --- | --- | --- |"] + layer_times(args.rounds)
+    peak = matmul_peak(args.rounds)
+    lines += ["", "## Each layer's algorithms (ours, batch 128, float32)", "",
+              f"Every candidate that applies, timed in turns; GFLOP/s counts the direct "
+              f"convolution's 2*N*OH*OW*O*C*KH*KW; the peak is a (2048, 2048) @ (2048, 2048) "
+              f"float32 product in this run: {peak:.0f} GFLOP/s. **chosen**: what the "
+              f"measured choice (once per layer shape, the fastest of two tries each) picked "
+              f"here; layers under {conv_kernels.MEASURED_MACS / 1e6:.0f}M multiply-adds take "
+              f"the rule's.", "",
+              "| layer | pass | algorithm | ms | GFLOP/s | of peak | |",
+              "| --- | --- | --- | --- | --- | --- | --- |"] + algorithm_rows(args.rounds, peak)
     lines += ["", "## Where a CNN training step's time goes (ours, jit)", ""]
     per_step, shares = step_shares("cnn")
     lines += [f"{per_step * 1e3:.0f} ms per step, of which:", "",

@@ -69,3 +69,41 @@ def test_concurrent_small_products_all_run_on_one_thread_and_restore(monkeypatch
         w.join()
     assert len(seen) == 120 and set(seen) == {1}
     assert setting["threads"] == 4
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_axpy_adds_alpha_times_x_in_place_by_blas_or_numpy(dtype):
+    rng = np.random.default_rng(5)
+    for size in (1000, blas.AXPY_SIZE + 7):
+        x = rng.normal(size=size).astype(dtype)
+        y = rng.normal(size=size).astype(dtype)
+        expected = y.astype(np.float64) - 0.3 * x.astype(np.float64)
+        out = blas.axpy(-0.3, x, y, np.empty_like(y))
+        assert out is y and y.dtype == dtype
+        np.testing.assert_allclose(y, expected, rtol=1e-6 if dtype == np.float32 else 1e-14,
+                                   atol=1e-6 if dtype == np.float32 else 1e-14)
+    strided = rng.normal(size=2 * blas.AXPY_SIZE).astype(dtype)[::2]     # NumPy's two steps
+    y = np.ones(blas.AXPY_SIZE, dtype)
+    blas.axpy(2.0, strided, y, np.empty_like(y))
+    np.testing.assert_array_equal(y, 1 + 2 * strided)
+
+
+def test_axpy_is_found_in_numpys_openblas():
+    if not blas._openblas_thread_functions():
+        pytest.skip("NumPy's BLAS here is not OpenBLAS")
+    assert set(blas._axpy_functions()) == {(name, np.dtype(t)) for name in ("axpy", "axpby")
+                                           for t in (np.float32, np.float64)}
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_axpby_scales_y_and_adds_x_in_place_by_blas_or_numpy(dtype):
+    rng = np.random.default_rng(6)
+    for size in (1000, blas.AXPY_SIZE + 3):
+        x = rng.normal(size=size).astype(dtype)
+        y = rng.normal(size=size).astype(dtype)
+        expected = 0.9 * y.astype(np.float64) + x.astype(np.float64)
+        assert blas.axpby(1, x, 0.9, y) is y and y.dtype == dtype
+        tolerance = 1e-6 if dtype == np.float32 else 1e-14
+        np.testing.assert_allclose(y, expected, rtol=tolerance, atol=tolerance)
+    with pytest.raises(ValueError, match="axpby: NumPy's form takes alpha = 1"):
+        blas.axpby(2, np.ones(3), 0.5, np.ones(3))

@@ -12,9 +12,11 @@ def gradient_at(p):
     return p ** 2 + 1
 
 
-def run(opt_class, **kwargs):
-    start = np.array([[0.5, -1.5, 2.0], [0.0, 1.0, -0.3]])
-    p = Tensor(start.copy(), requires_grad=True, dtype=np.float64)
+SMALL = np.array([[0.5, -1.5, 2.0], [0.0, 1.0, -0.3]])
+
+
+def run(opt_class, start=SMALL, dtype=np.float64, **kwargs):
+    p = Tensor(start.copy(), requires_grad=True, dtype=dtype)
     opt = opt_class([p], **kwargs)
     history = []
     for _ in range(STEPS):
@@ -45,6 +47,21 @@ def test_sgd_matches_rule(kwargs):
     start, got = run(optim.SGD, **kwargs)
     for g, e in zip(got, expected_sgd(start, **kwargs)):
         np.testing.assert_allclose(g, e, rtol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("kwargs", [dict(lr=0.1, momentum=0.9),
+                                    dict(lr=0.05, momentum=0.8, nesterov=True)])
+def test_sgd_on_a_parameter_large_enough_for_blas_axpy_matches_rule(kwargs, dtype):
+    """From AXPY_SIZE elements the update p -= lr * v is BLAS's axpy: the same rule."""
+    from tinygrad_mnist.engine.kernels import blas
+    start = np.tile(SMALL, (300, 170))
+    assert start.size >= blas.AXPY_SIZE
+    start, got = run(optim.SGD, start, dtype, **kwargs)
+    rtol = 1e-12 if dtype == np.float64 else 2e-6
+    for g, e in zip(got, expected_sgd(start, **kwargs)):
+        assert g.dtype == dtype
+        np.testing.assert_allclose(g, e, rtol=rtol, atol=rtol)
 
 
 @pytest.mark.parametrize("kwargs", [dict(lr=0.01), dict(lr=0.01, alpha=0.9, eps=1e-6,

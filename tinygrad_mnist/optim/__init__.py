@@ -13,6 +13,7 @@ import math
 import numpy as np
 
 from ..engine import Tensor
+from ..engine.kernels.blas import axpby, axpy
 
 FLUSH_EVERY = 64
 FLUSH_CAP = 1e-15
@@ -223,16 +224,14 @@ class SGD(Optimizer):
             if v is None:
                 v = state["momentum_buffer"] = np.array(g, dtype=data.dtype)
             else:
-                v *= momentum
-                v += g
+                axpby(1, g, momentum, v)                    # v = momentum * v + g
             if group["nesterov"]:
                 np.multiply(v, momentum, out=work)
                 work += g                                   # g + momentum * v
                 g = work
             else:
                 g = v
-        np.multiply(g, group["lr"], out=work)
-        data -= work
+        axpy(-group["lr"], g, data, work)                   # data -= lr * g
 
 
 class RMSProp(Optimizer):

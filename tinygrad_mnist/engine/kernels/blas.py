@@ -20,7 +20,10 @@ SMALL_INNER = 16          # inner dimension at or below which one thread always 
 MEDIUM_INNER = 32         # ... and up to which it wins for products of few multiply-adds
 MEDIUM_MACS = 4_000_000
 
+AXPY_SIZE = 262_144       # from this many elements BLAS's axpy beats NumPy's two passes
+
 _threads = None           # (get, set) C functions of OpenBLAS's thread count, found on first use
+_axpy = None              # {dtype: OpenBLAS's cblas axpy}, found on first use
 _switch_lock = threading.Lock()
 _single = 0               # small products running now, on one thread
 _restore = 1              # the thread count to put back when the last of them finishes
@@ -161,3 +164,74 @@ def column_sums(rows):
     """rows (M, C) summed over M, as one product with ones: with a short C (channels) 10x
     faster than NumPy's reduction over the long leading axis."""
     return matmul(np.ones(rows.shape[0], rows.dtype), rows)
+
+
+def _axpy_functions():
+    """OpenBLAS's cblas axpy and axpby (y = a x + b y) through ctypes, as {(name, dtype):
+    function}, or {} where they are not found."""
+    global _axpy
+    if _axpy is None:
+        _axpy = {}
+        try:
+            import ctypes
+            from threadpoolctl import ThreadpoolController
+            for lib in ThreadpoolController().lib_controllers:
+                if lib.internal_api != "openblas":
+                    continue
+                dll = ctypes.CDLL(lib.filepath)
+                for prefix in ("", "scipy_"):
+                    for suffix, size in (("", ctypes.c_int), ("64_", ctypes.c_int64)):
+                        found = {}
+                        for letter, dtype, scalar in (("s", np.float32, ctypes.c_float),
+                                                      ("d", np.float64, ctypes.c_double)):
+                            for name, scalars in (("axpy", [scalar]),
+                                                  ("axpby", [scalar, scalar])):
+                                f = getattr(dll, f"{prefix}cblas_{letter}{name}{suffix}", None)
+                                if f is None:
+                                    continue
+                                f.restype = None
+                                f.argtypes = [size, scalars[0], ctypes.c_void_p, size] + (
+                                    scalars[1:] + [ctypes.c_void_p, size])
+                                found[name, np.dtype(dtype)] = f
+                        if len(found) == 4:
+                            _axpy = found
+                            return _axpy
+        except Exception:            # no threadpoolctl, or it cannot inspect this process
+            pass
+    return _axpy
+
+
+def _blas_level1(name, x, y):
+    """The BLAS function `name` for y += ... x, where both arrays suit it, else None."""
+    if (y.size >= AXPY_SIZE and x.dtype == y.dtype and x.shape == y.shape
+            and x.flags.c_contiguous and y.flags.c_contiguous and y.flags.writeable):
+        return _axpy_functions().get((name, y.dtype))
+    return None
+
+
+def axpy(alpha, x, y, work):
+    """y += alpha * x, in place: BLAS's axpy (one pass, on BLAS's threads: 2.4x faster than
+    NumPy's two for a 784x512 weight) for large contiguous float arrays of one dtype; else
+    NumPy's two steps through `work` (an array of y's shape). The two may differ in the last
+    bit (BLAS may fuse the multiply-add); each gives the same from run to run."""
+    f = _blas_level1("axpy", x, y)
+    if f is not None:
+        f(y.size, float(alpha), x.ctypes.data, 1, y.ctypes.data, 1)
+        return y
+    np.multiply(x, alpha, out=work)
+    y += work
+    return y
+
+
+def axpby(alpha, x, beta, y):
+    """y = alpha * x + beta * y, in place: OpenBLAS's axpby (one pass) where axpy applies;
+    else NumPy's y *= beta, then y += x (alpha must then be 1)."""
+    f = _blas_level1("axpby", x, y)
+    if f is not None:
+        f(y.size, float(alpha), x.ctypes.data, 1, float(beta), y.ctypes.data, 1)
+        return y
+    if alpha != 1:
+        raise ValueError(f"axpby: NumPy's form takes alpha = 1, got {alpha}")
+    y *= beta
+    y += x
+    return y

@@ -539,3 +539,28 @@ def test_batch_norm_refuses_to_train_on_an_empty_batch():
     with pytest.raises(ValueError, match=r"BatchNorm2d: training needs more than one value per "
                                          r"channel, got input of shape \(0, 3, 4, 4\)"):
         nn.BatchNorm2d(3)(Tensor(np.zeros((0, 3, 4, 4), np.float32)))
+
+
+@pytest.mark.parametrize("algorithm", ["fourier", "winograd", "shifted"])
+def test_conv2d_differentiates_the_same_whichever_algorithm_is_pinned(monkeypatch, algorithm):
+    """Conv2d's backward takes what the forward kept (the Fourier spectrum, or nothing) and
+    its jvp ignores it: gradients against finite differences, tangents against im2col's."""
+    from tinygrad_mnist import func
+    from tinygrad_mnist.engine.kernels import convolution as kconv
+    rng = np.random.default_rng(11)
+    x = Tensor(rng.normal(size=(2, 3, 6, 5)), requires_grad=True, dtype=np.float64)
+    w = Tensor(rng.normal(size=(4, 3, 3, 3)), requires_grad=True, dtype=np.float64)
+    b = Tensor(rng.normal(size=4), requires_grad=True, dtype=np.float64)
+    weights = rng.normal(size=(2, 4, 6, 5))
+    tx = Tensor(rng.normal(size=x.shape), dtype=np.float64)
+    tw = Tensor(rng.normal(size=w.shape), dtype=np.float64)
+
+    def f(x, w, b):
+        return (x.conv2d(w, b, padding=1) * weights).sum()
+    monkeypatch.setattr(kconv, "PINNED", "col2im")
+    _, expected = func.jvp(lambda x, w: x.conv2d(w, padding=1), (x, w), (tx, tw))
+    monkeypatch.setattr(kconv, "PINNED_FORWARD", algorithm)
+    monkeypatch.setattr(kconv, "PINNED", "fourier")
+    assert gradcheck(f, [x, w, b])
+    _, tangent = func.jvp(lambda x, w: x.conv2d(w, padding=1), (x, w), (tx, tw))
+    np.testing.assert_allclose(tangent.numpy(), expected.numpy(), rtol=1e-10, atol=1e-10)

@@ -9,7 +9,7 @@ import pytest
 from tinygrad_mnist import ops
 from tinygrad_mnist.engine import Tensor
 from tinygrad_mnist.engine.kernels import (batchnorm, blas, conv_algorithms,
-                                          convolution as kconv, pooling, special)
+                                          convolution as kconv, fourier, pooling, special)
 from tinygrad_mnist.engine.kernels.windows import Geometry
 
 rng = np.random.default_rng(0)
@@ -131,7 +131,7 @@ def test_im2col_chunk_by_chunk_equals_the_definition(case, chunk):
 
 def test_a_large_input_gradient_measures_its_strategies_once_and_a_pinned_one_wins(
         monkeypatch):
-    x, w, g, geometry = _case(CONVS[7])                        # LeNet's conv2: three apply
+    x, w, g, geometry = _case(CONVS[7])                        # LeNet's conv2: four apply
     expected = kconv.reference_input_grad(g, w, geometry, x.shape)
     monkeypatch.setattr(kconv, "CHOSEN", {})
     monkeypatch.setattr(kconv, "MEASURED_MACS", 0)                # measure even this one
@@ -139,7 +139,7 @@ def test_a_large_input_gradient_measures_its_strategies_once_and_a_pinned_one_wi
                                rtol=1e-10, atol=1e-10)
     chosen = {k: v for k, v in kconv.CHOSEN.items() if k[4] == kconv.INPUT_GRAD}
     (method, how), = chosen.values()
-    assert how == "measured" and method in kconv.input_grad_methods(geometry, w.shape)
+    assert how == "measured" and method in kconv.input_grad_methods(geometry, w.shape, x.shape)
     np.testing.assert_allclose(kconv.input_grad(g, w, geometry, x.shape), expected,
                                rtol=1e-10, atol=1e-10)       # now from the cache
     described = [line for line in kconv.describe_choices() if "input gradient" in line]
@@ -214,7 +214,7 @@ def test_the_forward_algorithm_is_measured_once_per_shape_and_a_pinned_one_wins(
     np.testing.assert_allclose(kconv.conv(x, w, geometry)[0], expected, rtol=1e-10, atol=1e-10)
     (key, (method, how)), = kconv.CHOSEN.items()
     assert key[4] == kconv.FORWARD and how == "measured" and len(timed) == 2
-    assert method in ("im2col", "winograd", "shifted")
+    assert method in kconv.forward_methods(geometry, x.shape)
     np.testing.assert_allclose(kconv.conv(x, w, geometry)[0], expected, rtol=1e-10, atol=1e-10)
     assert len(timed) == 2 + (method == "winograd")            # the cached choice, once
     monkeypatch.setattr(kconv, "PINNED_FORWARD", "winograd")
@@ -231,6 +231,56 @@ def test_an_unknown_forward_algorithm_is_refused_by_name():
     x, w, _, geometry = _case(CONVS[0])
     with pytest.raises(ValueError, match="unknown algorithm 'fft'"):
         kconv.conv(x, w, geometry, method="fft")
+
+
+@pytest.mark.parametrize("case", [c for c in CONVS if fourier.fourier_applies(
+    Geometry(c[1][2:], c[2], c[3], c[4], c[5]), c[0])], ids=str)
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_the_fourier_algorithm_equals_the_definition_in_all_three_maps(case, dtype):
+    """Forward, input gradient and weight gradient (from the forward's spectrum and without
+    it): float64 to rounding, float32 within its rounding of the float64 definition."""
+    x, w, g, geometry = _case(case, dtype)
+    x = _channels_last(x)
+    x64, w64, g64 = (a.astype(np.float64) for a in (x, w, g))
+    out, spectrum = kconv.conv(x, w, geometry, method="fourier")
+    gx = kconv.input_grad(g, w, geometry, x.shape, method="fourier")
+    expected = [kconv.reference_conv(x64, w64, geometry),
+                kconv.reference_input_grad(g64, w64, geometry, x.shape),
+                kconv.reference_weight_grad(x64, g64, geometry, w.shape),
+                kconv.reference_weight_grad(x64, g64, geometry, w.shape)]
+    got = [out, gx, kconv.weight_grad(x, g, geometry, w.shape, spectrum),
+           fourier.fourier_weight_grad(x, g, geometry, w.shape)]
+    for a, e in zip(got, expected):
+        scale = max(1.0, np.abs(e).max(initial=0))
+        tolerance = 1e-10 * scale if dtype == np.float64 else 2e-5 * scale
+        assert a.shape == e.shape and a.dtype == dtype
+        np.testing.assert_allclose(a, e, rtol=0, atol=tolerance)
+    assert out.transpose(0, 2, 3, 1).flags.c_contiguous          # channels last, as im2col's
+
+
+def test_fourier_results_never_share_the_reused_work_arrays():
+    """The transforms' intermediates are reused from call to call; what a call returns (and
+    the spectrum the forward keeps) must not change when the next call runs."""
+    x, w, g, geometry = _case(CONVS[7])
+    out, spectrum = kconv.conv(x, w, geometry, method="fourier")
+    gx = kconv.input_grad(g, w, geometry, x.shape, method="fourier")
+    kept = [out.copy(), spectrum.x.copy(), gx.copy()]
+    kconv.conv(x * 2 + 1, w - 1, geometry, method="fourier")
+    kconv.input_grad(g * 3, w + 1, geometry, x.shape, method="fourier")
+    kconv.weight_grad(x - 1, g * 2, geometry, w.shape, spectrum)
+    for a, b in zip([out, spectrum.x, gx], kept):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_the_fourier_algorithm_applies_to_stride_one_small_images_only():
+    x, w, g, geometry = _case(next(c for c in CONVS if c[2] == (2, 2) and c[0][0]))
+    assert not fourier.fourier_applies(geometry, x.shape)
+    with pytest.raises(ValueError, match="the fourier algorithm does not apply"):
+        kconv.conv(x, w, geometry, method="fourier")
+    with pytest.raises(ValueError, match="the Fourier algorithm needs stride 1"):
+        kconv.input_grad(g, w, geometry, x.shape, method="fourier")
+    assert not fourier.fourier_applies(Geometry((3, 3), (1, 1), (1, 1)), (1, 1, 300, 300))
+    assert "fourier" in kconv.forward_methods(Geometry((5, 5), (1, 1), (2, 2)), (8, 32, 14, 14))
 
 
 def test_the_columns_go_chunk_by_chunk_only_when_large():

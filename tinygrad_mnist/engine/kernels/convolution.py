@@ -13,18 +13,20 @@ multiplied a few images at a time in one reused buffer, so that the product read
 cache; the weight gradient then makes them again the same way instead of keeping them (a
 CNN training process peaks at 278 MiB instead of 455).
 
-The forward has three algorithms: im2col and, where they apply, Winograd F(2x2, 3x3) and
-shifted views (conv_algorithms.py); for large products they are measured once per layer
-shape (CHOSEN, PINNED_FORWARD), small ones take im2col.
+The forward has four algorithms: im2col and, where they apply, Winograd F(2x2, 3x3), shifted
+views (conv_algorithms.py) and the Fourier transform (fourier.py, whose spectrum the weight
+gradient uses again); for large products they are measured once per layer shape (CHOSEN,
+PINNED_FORWARD), small ones take im2col.
 
-The input gradient (A_w^T g, a transposed convolution) has three strategies, measured once per
+The input gradient (A_w^T g, a transposed convolution) has four strategies, measured once per
 layer shape for large products (CHOSEN, PINNED; `--profile` prints them), chosen by
 `input_grad_method`'s rule for small ones:
 - "turned": with stride 1 it is a convolution of g, padded, with the turned kernel;
 - "col2im": each kernel offset's columns are added back into the input as one strided
   slice, a few images at a time so the columns are still in cache;
 - "col2im_offset_major": the same with the columns computed transposed, so each offset adds
-  blocks whose runs are image rows (few input channels).
+  blocks whose runs are image rows (few input channels);
+- "fourier": the Fourier algorithm's maps transposed (stride 1, small images).
 """
 import time
 
@@ -32,6 +34,8 @@ import numpy as np
 
 from .blas import column_sums, matmul
 from .conv_algorithms import shifted_applies, shifted_conv, winograd_applies, winograd_conv
+from .fourier import (Spectrum, fourier_applies, fourier_conv, fourier_input_grad,
+                      fourier_weight_grad)
 from .windows import Geometry, channels_last, crop, offsets, pad_nhwc, windows
 
 OFFSET_MAJOR_CHANNELS = 12      # at most this many input channels: col2im offset-major
@@ -136,15 +140,20 @@ def forward_methods(geometry, x_shape):
         out.append("winograd")
     if shifted_applies(geometry, x_shape[1]):
         out.append("shifted")
+    if fourier_applies(geometry, x_shape):
+        out.append("fourier")
     return out
 
 
 def conv(x, w, geometry, cols=None, chunk=None, method=None):
-    """The convolution (N, O, OH, OW) of x and w, and the Columns it used (None when it went
-    chunk by chunk, `chunk` images at a time, by default as chunk_images says, or by another
-    algorithm). The algorithm measured for this shape unless `method` names one; given
-    columns or a chunk size mean im2col."""
+    """The convolution (N, O, OH, OW) of x and w, and what the weight gradient can use again:
+    the Columns im2col made (None when it went chunk by chunk, `chunk` images at a time, by
+    default as chunk_images says), the Fourier algorithm's Spectrum, or None. The algorithm
+    measured for this shape unless `method` names one; given columns or a chunk size mean
+    im2col (a given Spectrum is of no use to another weight: it is ignored)."""
     out_hw = geometry.output_size("conv2d", *x.shape[2:])
+    if isinstance(cols, Spectrum):
+        cols = None
     if cols is None and chunk is None:
         if method is None:
             method, done = _chosen_forward(x, w, geometry)
@@ -156,6 +165,9 @@ def conv(x, w, geometry, cols=None, chunk=None, method=None):
         if method == "shifted":
             return _checked(method, shifted_applies(geometry, x.shape[1]), geometry,
                             shifted_conv)(x, w, geometry), None
+        if method == "fourier":
+            return _checked(method, fourier_applies(geometry, x.shape), geometry,
+                            fourier_conv)(x, w, geometry)
         if method != "im2col":
             raise ValueError(f"conv2d: unknown algorithm {method!r}")
         chunk = chunk_images(x.shape, geometry, out_hw, x.itemsize)
@@ -216,13 +228,15 @@ def input_grad_method(geometry, input_shape, weight_shape):
     return "col2im"
 
 
-def input_grad_methods(geometry, weight_shape):
-    """The strategies that apply to this geometry."""
+def input_grad_methods(geometry, weight_shape, input_shape=None):
+    """The strategies that apply to this geometry (and input, for the Fourier one)."""
     out = ["col2im"]
     if _turned_padding(geometry) is not None:
         out.append("turned")
     if geometry.groups == 1:
         out.append("col2im_offset_major")
+    if input_shape is not None and fourier_applies(geometry, input_shape):
+        out.append("fourier")
     return out
 
 
@@ -266,17 +280,16 @@ def _choose(key, methods, pinned, rule, macs, run):
 
 
 def _chosen_forward(x, w, geometry):
-    """The forward's algorithm for this shape. An algorithm other than im2col leaves the
-    weight gradient to make the columns again (unless they go chunk by chunk anyway), so
-    that is timed with it."""
+    """The forward's algorithm for this shape, timed as a training step uses it: the forward
+    and the weight gradient from what the forward kept (im2col's columns, the Fourier
+    spectrum, or nothing: columns made again)."""
     key = (geometry.key(), tuple(x.shape), tuple(w.shape), np.result_type(x, w).str, FORWARD)
     out_hw = geometry.output_size("conv2d", *x.shape[2:])
-    chunked = chunk_images(x.shape, geometry, out_hw, x.itemsize) is not None
+    g = np.ones((x.shape[0], w.shape[0]) + tuple(out_hw), np.result_type(x, w))
 
     def run(method):
         result = conv(x, w, geometry, method=method)
-        if method != "im2col" and not chunked:
-            columns(x, geometry, out_hw)
+        weight_grad(x, g, geometry, w.shape, result[1])
         return result
     macs = x.shape[0] * out_hw[0] * out_hw[1] * w.size
     return _choose(key, forward_methods(geometry, x.shape), PINNED_FORWARD, "im2col", macs,
@@ -288,7 +301,7 @@ def _chosen_method(g, w, geometry, input_shape, chunk_bytes):
     computed it, else None)."""
     key = (geometry.key(), tuple(input_shape), tuple(w.shape), g.dtype.str, INPUT_GRAD)
     macs = g.size * w.size // max(w.shape[0], 1)
-    return _choose(key, input_grad_methods(geometry, w.shape), PINNED,
+    return _choose(key, input_grad_methods(geometry, w.shape, input_shape), PINNED,
                    input_grad_method(geometry, input_shape, w.shape), macs,
                    lambda method: input_grad(g, w, geometry, input_shape, method, chunk_bytes))
 
@@ -338,6 +351,12 @@ def input_grad(g, w, geometry, input_shape, method=None, chunk_bytes=COL2IM_BYTE
         return _col2im_offset_major(g, w, geometry, input_shape, chunk_bytes)
     if method == "col2im":
         return _col2im(g, w, geometry, input_shape, chunk_bytes)
+    if method == "fourier":
+        if not fourier_applies(geometry, input_shape):
+            raise ValueError(f"conv2d input gradient: the Fourier algorithm needs stride 1, "
+                             f"no dilation, one group and a small image, got {geometry} "
+                             f"on {tuple(input_shape)}")
+        return fourier_input_grad(g, w, geometry, input_shape)
     raise ValueError(f"conv2d input gradient: unknown method {method!r}")
 
 
@@ -396,8 +415,11 @@ def _col2im_offset_major(g, w, geometry, input_shape, chunk_bytes):
 
 
 def weight_grad(x, g, geometry, weight_shape, cols=None, chunk=None):
-    """B_x^T g: the gradient of conv(x, w) with respect to w (of weight_shape), from the
-    forward's columns, or from columns made again chunk by chunk where the forward went so."""
+    """B_x^T g: the gradient of conv(x, w) with respect to w (of weight_shape), from what the
+    forward kept (its columns, or its Spectrum), or from columns made again (chunk by chunk
+    where the forward went so)."""
+    if isinstance(cols, Spectrum):
+        return fourier_weight_grad(x, g, geometry, weight_shape, cols)
     out_hw = g.shape[2:]
     if chunk is None and cols is None:
         chunk = chunk_images(x.shape, geometry, out_hw, x.itemsize)

@@ -240,10 +240,10 @@ def algorithm_rows(rounds, peak):
         conv_kernels.CHOSEN.clear()
         conv_kernels.CHOSEN.update(saved)
         work = {("forward", m): (lambda m=m: conv_kernels.conv(x, w, geometry, method=m))
-                for m in conv_kernels.forward_methods(geometry, x_shape)}
+                for m in conv_kernels.forward_methods(geometry, x_shape, w_shape)}
         work.update({("input gradient", m): (lambda m=m: conv_kernels.input_grad(
             g, w, geometry, x_shape, method=m))
-            for m in conv_kernels.input_grad_methods(geometry, w_shape)})
+            for m in conv_kernels.input_grad_methods(geometry, w_shape, x_shape)})
         for fn in work.values():                 # warm up (and measure nested choices)
             fn()
         times = take_turns(work, rounds, 1)

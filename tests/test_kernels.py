@@ -281,6 +281,32 @@ def test_the_fourier_algorithm_applies_to_stride_one_small_images_only():
         kconv.input_grad(g, w, geometry, x.shape, method="fourier")
     assert not fourier.fourier_applies(Geometry((3, 3), (1, 1), (1, 1)), (1, 1, 300, 300))
     assert "fourier" in kconv.forward_methods(Geometry((5, 5), (1, 1), (2, 2)), (8, 32, 14, 14))
+    # worth measuring where its multiply-adds are near the direct sum's, never on one channel
+    same = Geometry((5, 5), (1, 1), (2, 2))
+    assert "fourier" in kconv.forward_methods(same, (128, 32, 14, 14), (64, 32, 5, 5))
+    assert "fourier" in kconv.input_grad_methods(same, (64, 32, 5, 5), (128, 32, 14, 14))
+    assert "fourier" not in kconv.forward_methods(same, (128, 1, 28, 28), (32, 1, 5, 5))
+    assert "fourier" not in kconv.input_grad_methods(same, (32, 1, 5, 5), (128, 1, 28, 28))
+
+
+def test_the_weight_gradient_takes_the_input_gradients_spectrum_of_dy_and_only_it(
+        monkeypatch):
+    """A backward transforms dy once for both gradients; timing the input gradient twice on
+    one dy (a measurement) transforms it twice, or the second try would look free."""
+    x, w, g, geometry = _case(CONVS[7])
+    _, spectrum = kconv.conv(x, w, geometry, method="fourier")
+    transforms = []
+    real = fourier._spectrum
+    monkeypatch.setattr(fourier, "_spectrum", lambda *a: transforms.append(1) or real(*a))
+    for _ in range(2):
+        kconv.input_grad(g, w, geometry, x.shape, method="fourier")
+    assert len(transforms) == 2
+    gw = kconv.weight_grad(x, g, geometry, w.shape, spectrum)
+    assert len(transforms) == 2
+    np.testing.assert_allclose(gw, kconv.reference_weight_grad(x, g, geometry, w.shape),
+                               rtol=1e-10, atol=1e-10)
+    kconv.weight_grad(x, g, geometry, w.shape, spectrum)      # taken once: now computed
+    assert len(transforms) == 3
 
 
 def test_the_columns_go_chunk_by_chunk_only_when_large():

@@ -35,7 +35,7 @@ import numpy as np
 from .blas import column_sums, matmul
 from .conv_algorithms import shifted_applies, shifted_conv, winograd_applies, winograd_conv
 from .fourier import (Spectrum, fourier_applies, fourier_conv, fourier_input_grad,
-                      fourier_weight_grad)
+                      fourier_pays, fourier_weight_grad)
 from .windows import Geometry, channels_last, crop, offsets, pad_nhwc, windows
 
 OFFSET_MAJOR_CHANNELS = 12      # at most this many input channels: col2im offset-major
@@ -133,14 +133,16 @@ def im2col_into(rows, windows_view):
     return rows
 
 
-def forward_methods(geometry, x_shape):
-    """The forward algorithms that apply to this geometry and input."""
+def forward_methods(geometry, x_shape, weight_shape=None):
+    """The forward algorithms that apply to this geometry and input (with the weight's shape:
+    that are worth measuring)."""
     out = ["im2col"]
     if winograd_applies(geometry):
         out.append("winograd")
     if shifted_applies(geometry, x_shape[1]):
         out.append("shifted")
-    if fourier_applies(geometry, x_shape):
+    if fourier_applies(geometry, x_shape) and (
+            weight_shape is None or fourier_pays(geometry, x_shape, weight_shape[0])):
         out.append("fourier")
     return out
 
@@ -235,7 +237,8 @@ def input_grad_methods(geometry, weight_shape, input_shape=None):
         out.append("turned")
     if geometry.groups == 1:
         out.append("col2im_offset_major")
-    if input_shape is not None and fourier_applies(geometry, input_shape):
+    if (input_shape is not None and fourier_applies(geometry, input_shape)
+            and fourier_pays(geometry, input_shape, weight_shape[0])):
         out.append("fourier")
     return out
 
@@ -292,7 +295,8 @@ def _chosen_forward(x, w, geometry):
         weight_grad(x, g, geometry, w.shape, result[1])
         return result
     macs = x.shape[0] * out_hw[0] * out_hw[1] * w.size
-    return _choose(key, forward_methods(geometry, x.shape), PINNED_FORWARD, "im2col", macs,
+    return _choose(key, forward_methods(geometry, x.shape, w.shape), PINNED_FORWARD, "im2col",
+                   macs,
                    run)
 
 

@@ -33,6 +33,7 @@ from .blas import matmul
 
 MAX_TRANSFORM = 4_000_000       # entries of a transform matrix: small images only
 SCRATCH_SHAPES = 3              # work arrays kept per name (Plan.scratch)
+WORTH_MEASURING = 4             # see fourier_pays
 
 
 class Plan:
@@ -107,6 +108,19 @@ def fourier_applies(geometry, x_shape):
     return 2 * frequencies * h * w <= MAX_TRANSFORM
 
 
+def fourier_pays(geometry, x_shape, out_channels):
+    """Whether the transforms and the products take under WORTH_MEASURING times the direct
+    sum's multiply-adds: worth measuring (an im2col copy costs more than its multiply-adds
+    on few channels: LeNet-5's second layer is 2.8x and Fourier measured fastest). One input
+    channel never is (45x for the CNN's first layer)."""
+    n, c, h, w = x_shape
+    (ph, pw), (kh, kw) = geometry.padding, geometry.kernel
+    oh, ow = h + 2 * ph - kh + 1, w + 2 * pw - kw + 1
+    frequencies = (h + 2 * ph) * ((w + 2 * pw) // 2 + 1)
+    fourier = 2 * frequencies * n * (h * w * c + oh * ow * out_channels + 2 * c * out_channels)
+    return fourier < WORTH_MEASURING * n * oh * ow * out_channels * c * kh * kw
+
+
 class Spectrum:
     """What the forward keeps for the weight gradient: the input's spectrum (F, 2N, C)."""
     __slots__ = ("x",)
@@ -143,11 +157,12 @@ _recent = threading.local()     # .dy: (g, plan, its spectrum) from the last inp
 
 def _gradient_spectrum(p, g, keep):
     """a_out^T g, the spectrum of the output's gradient (F, 2N, O). A backward needs it for
-    both gradients: the input gradient keeps it (keep=True) and the weight gradient that
-    follows, for the same g, takes it instead of computing it again."""
+    both gradients: the input gradient computes it and keeps it (keep=True), and the weight
+    gradient that follows, for the same g, takes it instead of computing it again (only
+    the weight gradient takes it: a measurement times the input gradient twice on one g)."""
     last = getattr(_recent, "dy", None)
     _recent.dy = None
-    if last is not None and last[0] is g and last[1] is p:
+    if not keep and last is not None and last[0] is g and last[1] is p:
         return last[2]
     spectrum = _spectrum(p, g.astype(p.dtype, copy=False), p.a_out.T, "dy")
     if keep:

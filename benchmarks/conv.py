@@ -2,7 +2,7 @@
 threads: LeNet-5's, the default CNN's and the 3x3 CNN's training step at batch 128, each conv
 layer's forward and backward alone, each layer's algorithms (every candidate timed, the one
 measured choice, GFLOP/s against this machine's matrix-product peak measured in the same run),
-and where a CNN step's time goes (im2col, BLAS, the rest).
+and where a CNN step's time goes (the per-op profile).
 
     python -m benchmarks.conv [--out DIR] [--rounds 7]
 
@@ -12,7 +12,6 @@ medians; our runners take turns, and PyTorch runs after them (not interleaved: o
 OpenMP threads and OpenBLAS's spin against each other).
 """
 import argparse
-import contextlib
 import os
 import statistics
 import sys
@@ -23,7 +22,6 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 from tinygrad_mnist import Tensor, jit, manual_seed, nn, no_grad, optim  # noqa: E402
-from tinygrad_mnist.engine import ops as ops_module  # noqa: E402
 from tinygrad_mnist.engine.kernels import blas, convolution as conv_kernels  # noqa: E402
 from tinygrad_mnist.mnist import models  # noqa: E402
 from benchmarks.report import ms_range, take_turns, write_report  # noqa: E402
@@ -258,44 +256,22 @@ def algorithm_rows(rounds, peak):
 
 # ---------------------------------------------------------------- where a step's time goes
 
-@contextlib.contextmanager
-def _timed(module, name, spent, key):
-    """Time every call of module.name into spent[key] (for this measurement only)."""
-    original = getattr(module, name)
-
-    def timed(*args, **kwargs):
-        started = time.perf_counter()
-        try:
-            return original(*args, **kwargs)
-        finally:
-            spent[key] += time.perf_counter() - started
-    setattr(module, name, timed)
-    try:
-        yield
-    finally:
-        setattr(module, name, original)
-
-
 def step_shares(arch, steps=20):
+    """The per-op profile of eager CNN steps (the profiler hears ops run eagerly): each op's
+    forward and backward milliseconds per step and its share of the step."""
+    from tinygrad_mnist.profiler import profile
     rng = np.random.default_rng(0)
     x = rng.standard_normal((BATCH, 784)).astype(np.float32)
     y = rng.integers(0, 10, BATCH)
-    runner = OurStep(arch, True)
+    runner = OurStep(arch, False)
     for _ in range(3):
         runner.step(x, y)
-    spent = {"im2col": 0.0, "BLAS": 0.0}
-    with _timed(conv_kernels, "columns", spent, "im2col"), \
-            _timed(conv_kernels, "im2col_into", spent, "im2col"), \
-            _timed(conv_kernels, "matmul", spent, "BLAS"), \
-            _timed(ops_module, "matmul", spent, "BLAS"):
-        started = time.perf_counter()
+    with profile() as prof:
         for _ in range(steps):
             runner.step(x, y)
-        total = time.perf_counter() - started
-    shares = {k: v / total for k, v in spent.items()}
-    shares["the rest (col2im adds, pooling, batch norm, elementwise, optimizer, Python)"] = (
-        1 - sum(shares.values()))
-    return total / steps, shares
+    return prof.wall / steps, [(name, forward / steps, backward / steps,
+                                (forward + backward) / prof.wall)
+                               for name, _, forward, backward in prof.rows()]
 
 
 def main(argv=None):
@@ -334,11 +310,13 @@ def main(argv=None):
               f"the rule's.", "",
               "| layer | pass | algorithm | ms | GFLOP/s | of peak | |",
               "| --- | --- | --- | --- | --- | --- | --- |"] + algorithm_rows(args.rounds, peak)
-    lines += ["", "## Where a CNN training step's time goes (ours, jit)", ""]
+    lines += ["", "## Where a CNN training step's time goes (ours, eager, profiled)", ""]
     per_step, shares = step_shares("cnn")
-    lines += [f"{per_step * 1e3:.0f} ms per step, of which:", "",
-              "| part | share |", "| --- | --- |"]
-    lines += [f"| {k} | {v:.0%} |" for k, v in shares.items()]
+    lines += [f"{per_step * 1e3:.0f} ms per step (the profiler's own cost included), of "
+              f"which:", "", "| op | forward ms | backward ms | share |",
+              "| --- | --- | --- | --- |"]
+    lines += [f"| {name} | {forward * 1e3:.1f} | {backward * 1e3:.1f} | {share:.0%} |"
+              for name, forward, backward, share in shares]
     write_report(args.out, "CONV.md", "\n".join(lines))
 
 

@@ -1,12 +1,12 @@
 """Planted bugs: how many wrong derivatives does the test suite catch?
 
-    python -m benchmarks.mutants [--workers 2] [--only NAME] [--out benchmarks]
+    python -m benchmarks.mutants [--workers 2] [--only NAME] [--names FILE] [--out benchmarks]
 
 Each mutant is the library with one bug planted in one backward pass or one forward-mode
 (jvp) rule of an op (engine/ops.py, conv.py, norm.py, cells.py), in one kernel
-(engine/kernels/: the array code of convolution, pooling, batch norm, the sigmoid and the
-normal CDF, with its layouts and strategies; not the
-plain references the tests check the kernels by) or in the engine's one helper that undoes
+(engine/kernels/: the array code of convolution and its algorithms (Winograd, shifted views,
+Fourier), pooling, batch norm, the sigmoid and the normal CDF, the BLAS helpers, with their
+layouts and strategies; not the plain references the tests check the kernels by) or in the engine's one helper that undoes
 broadcasting (graph.py's sum_to_shape):
 - a sign flipped: a returned gradient negated, a `-x` made `x`, a `-` made `+`;
 - a factor dropped or doubled: `a * b` made `a` or `b`, a returned gradient doubled;
@@ -178,9 +178,10 @@ class _BroadcastSite(ast.NodeTransformer):
 
 
 OP_FILES = ("engine/ops.py", "engine/conv.py", "engine/norm.py", "engine/cells.py")
-KERNEL_FILES = ("engine/kernels/convolution.py", "engine/kernels/pooling.py",
+KERNEL_FILES = ("engine/kernels/convolution.py", "engine/kernels/conv_algorithms.py",
+                "engine/kernels/fourier.py", "engine/kernels/pooling.py",
                 "engine/kernels/batchnorm.py", "engine/kernels/windows.py",
-                "engine/kernels/special.py")
+                "engine/kernels/special.py", "engine/kernels/blas.py")
 
 
 def _mutants():
@@ -210,7 +211,7 @@ def _is_kernel(description):
 # ---------------------------------------------------------------- running one
 
 def _copy_tree(target):
-    for part in ("tinygrad_mnist", "tests"):
+    for part in ("tinygrad_mnist", "tests", "examples"):     # tests run some examples
         shutil.copytree(os.path.join(ROOT, part), os.path.join(target, part),
                         ignore=shutil.ignore_patterns("__pycache__"))
     shared = os.path.join(os.path.dirname(ROOT), "shared")
@@ -243,6 +244,17 @@ def _run(mutant, timeout):
         return description, caught, by, time.perf_counter() - started
 
 
+def _check_control(timeout):
+    """The unmutated copy must pass the tests: a test that fails in the copy for another
+    reason (a file the copy lacks) would otherwise "catch" every mutant."""
+    filename = OP_FILES[0]
+    with open(os.path.join(ROOT, "tinygrad_mnist", filename)) as f:
+        tree = ast.parse(f.read())
+    _, caught, by, _ = _run((filename, "the unmutated copy", tree), timeout)
+    if caught:
+        raise SystemExit(f"mutants: the unmutated copy fails {by}; fix that first")
+
+
 def _check_isolation():
     """The mutant copies must be what the tests import, not an installed package."""
     with tempfile.TemporaryDirectory() as base:
@@ -261,12 +273,22 @@ def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m benchmarks.mutants", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--only", default=None, help="run the mutants whose name contains this")
+    parser.add_argument("--only", default=None,
+                        help="run the mutants whose name contains this (or, comma-separated, "
+                             "any of these)")
+    parser.add_argument("--names", default=None,
+                        help="a file of mutant names, one a line: run those")
     parser.add_argument("--timeout", type=int, default=600)
     parser.add_argument("--out", default=os.path.join(ROOT, "benchmarks"))
     args = parser.parse_args(argv)
     _check_isolation()
-    mutants = [m for m in _mutants() if args.only is None or args.only in m[1]]
+    _check_control(args.timeout)
+    wanted = None if args.only is None else args.only.split(",")
+    mutants = [m for m in _mutants() if wanted is None or any(w in m[1] for w in wanted)]
+    if args.names is not None:
+        with open(args.names) as f:
+            names = {line.strip() for line in f if line.strip()}
+        mutants = [m for m in mutants if m[1] in names]
     print(f"{len(mutants)} mutants, {args.workers} at a time")
     started = time.perf_counter()
     results = []

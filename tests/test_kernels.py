@@ -31,6 +31,7 @@ CONVS = [
     ((2, 8, 6, 6), (8, 2, 3, 3), (1, 1), (1, 1), (1, 1), 4),           # groups, stride 1
     ((3, 1, 5, 7), (2, 1, 3, 3), (1, 1), (1, 1), (1, 1), 1),           # 3x3, one channel
     ((2, 3, 8, 7), (4, 3, 3, 2), (1, 1), (1, 2), (2, 1), 1),           # dilated, stride 1
+    ((2, 2, 7, 8), (3, 2, 2, 3), (1, 1), (1, 1), (1, 2), 1),           # ... along the width
     ((0, 3, 5, 6), (4, 3, 3, 3), (1, 1), (1, 1), (1, 1), 1),           # an empty batch
     ((0, 1, 6, 6), (2, 1, 3, 3), (2, 2), (0, 0), (1, 1), 1),
     ((0, 4, 5, 5), (6, 2, 3, 3), (1, 1), (1, 1), (1, 1), 2),
@@ -287,6 +288,16 @@ def test_the_fourier_algorithm_applies_to_stride_one_small_images_only():
     assert "fourier" in kconv.input_grad_methods(same, (64, 32, 5, 5), (128, 32, 14, 14))
     assert "fourier" not in kconv.forward_methods(same, (128, 1, 28, 28), (32, 1, 5, 5))
     assert "fourier" not in kconv.input_grad_methods(same, (32, 1, 5, 5), (128, 1, 28, 28))
+
+
+def test_fourier_work_arrays_are_kept_per_name_and_shape_and_the_oldest_shape_dropped():
+    p = fourier.plan(5, 6, (1, 1), (3, 3), np.dtype(np.float32).str)
+    a = p.scratch("test", (2, 3))
+    assert p.scratch("test", (2, 3)) is a and a.dtype == np.float32
+    assert p.scratch("other", (2, 3)) is not a
+    for rows in range(3, 3 + fourier.SCRATCH_SHAPES):              # more shapes than kept
+        p.scratch("test", (rows, 3))
+    assert p.scratch("test", (2, 3)) is not a
 
 
 def test_the_weight_gradient_takes_the_input_gradients_spectrum_of_dy_and_only_it(

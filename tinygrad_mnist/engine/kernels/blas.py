@@ -203,7 +203,7 @@ def _axpy_functions():
 
 def _blas_level1(name, x, y):
     """The BLAS function `name` for y += ... x, where both arrays suit it, else None."""
-    if (y.size >= AXPY_SIZE and x.dtype == y.dtype and x.shape == y.shape
+    if (x.dtype == y.dtype and x.shape == y.shape
             and x.flags.c_contiguous and y.flags.c_contiguous and y.flags.writeable):
         return _axpy_functions().get((name, y.dtype))
     return None
@@ -214,10 +214,11 @@ def axpy(alpha, x, y, work):
     NumPy's two for a 784x512 weight) for large contiguous float arrays of one dtype; else
     NumPy's two steps through `work` (an array of y's shape). The two may differ in the last
     bit (BLAS may fuse the multiply-add); each gives the same from run to run."""
-    f = _blas_level1("axpy", x, y)
-    if f is not None:
-        f(y.size, float(alpha), x.ctypes.data, 1, y.ctypes.data, 1)
-        return y
+    if y.size >= AXPY_SIZE:                  # small ones skip the lookup: a step of a tiny
+        f = _blas_level1("axpy", x, y)       # net makes several of these calls
+        if f is not None:
+            f(y.size, float(alpha), x.ctypes.data, 1, y.ctypes.data, 1)
+            return y
     np.multiply(x, alpha, out=work)
     y += work
     return y
@@ -226,10 +227,11 @@ def axpy(alpha, x, y, work):
 def axpby(alpha, x, beta, y):
     """y = alpha * x + beta * y, in place: OpenBLAS's axpby (one pass) where axpy applies;
     else NumPy's y *= beta, then y += x (alpha must then be 1)."""
-    f = _blas_level1("axpby", x, y)
-    if f is not None:
-        f(y.size, float(alpha), x.ctypes.data, 1, float(beta), y.ctypes.data, 1)
-        return y
+    if y.size >= AXPY_SIZE:
+        f = _blas_level1("axpby", x, y)
+        if f is not None:
+            f(y.size, float(alpha), x.ctypes.data, 1, float(beta), y.ctypes.data, 1)
+            return y
     if alpha != 1:
         raise ValueError(f"axpby: NumPy's form takes alpha = 1, got {alpha}")
     y *= beta

@@ -6,8 +6,8 @@ Each mutant is the library with one bug planted in one backward pass or one forw
 (jvp) rule of an op (engine/ops.py, conv.py, norm.py, cells.py), in one kernel
 (engine/kernels/: the array code of convolution and its algorithms (Winograd, shifted views,
 Fourier), pooling, batch norm, the sigmoid and the normal CDF, the BLAS helpers, with their
-layouts and strategies; not the plain references the tests check the kernels by) or in the engine's one helper that undoes
-broadcasting (graph.py's sum_to_shape):
+layouts and strategies; not the plain references the tests check the kernels by) or in the
+engine's one helper that undoes broadcasting (graph.py's sum_to_shape):
 - a sign flipped: a returned gradient negated, a `-x` made `x`, a `-` made `+`;
 - a factor dropped or doubled: `a * b` made `a` or `b`, a returned gradient doubled;
 - a transpose lost: `.T`, `.swapaxes(...)`, `.transpose(...)` removed;

@@ -22,7 +22,7 @@ statistics.
 import numpy as np
 
 from . import batching
-from .kernels.batchnorm import PerChannel, layout_for, multiply_into, scale_, subtract_
+from .kernels.batchnorm import PerChannel, layout_for, scale_, subtract_
 from .ops import Op, add_tangents
 
 
@@ -82,17 +82,14 @@ class BatchNorm(Op):
         need = self.needs_input_grad
         # sum dy and sum dy * x_hat serve the bias, the weight and x alike
         sum_gz = layout.channel_sum(g)
-        product = g * x_hat
-        sum_gz_x_hat = layout.channel_sum(product)
+        sum_gz_x_hat = layout.sum_of_products(g, x_hat)
         gx = None
         if need[0]:
             scale = self.weight * inv_std
             gx = g * layout.per_channel(scale)
             if self.training:
                 n = layout.count
-                # x_hat * sum(dy * x_hat) * scale / n, into `product` where it is an array
-                gx = subtract_(gx, multiply_into(product, x_hat,
-                                                 layout.per_channel(sum_gz_x_hat * scale / n)))
+                gx = subtract_(gx, x_hat * layout.per_channel(sum_gz_x_hat * scale / n))
                 gx = subtract_(gx, layout.per_channel(sum_gz * scale / n))
             gx = layout.image(gx)
         return (gx, sum_gz_x_hat if need[1] else None, sum_gz if need[2] else None,

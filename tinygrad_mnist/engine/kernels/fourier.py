@@ -5,7 +5,8 @@ no output reads past the padded edge. Per frequency f of the padded image's real
 is a product: Y_f = X_f conj(W_f), summed over input channels: for each of the F frequencies
 one (images, C) @ (C, O) complex product, instead of KH*KW real ones per output pixel. The
 CNN's 5x5 layer (14x14 images, 32 to 64 channels) needs 180 frequencies: 189M real
-multiply-adds where the direct sum needs 1,285M.
+multiply-adds where the direct sum needs 1,285M; with the transforms, 0.82x its count
+(fourier_pays), all in products that reach half the machine's BLAS peak.
 
 Everything here is a linear map written as a real matrix, so the gradients are the same
 matrices transposed:
@@ -17,9 +18,10 @@ matrices transposed:
 
 and the input gradient is A_in^T (conj(W_f)^T per frequency) A_out^T g, the weight gradient
 K^T (X_f^T per frequency) A_out^T g. The transforms are dense matrices (small images only:
-`fourier_applies`); the per-frequency products are real products on [re; im] stacks:
+`fourier_applies`); the per-frequency products are real products of [re; im] stacks, a row
+per image for the real parts and then for the imaginary ones:
 
-    [Yr | Yi] from [Xr; Xi] @ [Wr | Wi]:   Yr = Xr Wr + Xi Wi,   Yi = Xi Wr - Xr Wi
+    [Xr; Xi] @ Wr and [Xr; Xi] @ Wi:   Yr = Xr Wr + Xi Wi,   Yi = Xi Wr - Xr Wi
 
 Rounding: float32 results within 2e-5 of the largest output of the float64 definition
 (tests), as im2col's.

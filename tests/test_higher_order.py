@@ -240,3 +240,24 @@ def test_curvature_example_bounds_the_gradients_curvature_by_the_sharpest(mnist_
     for _, loss, along, sharpest in rows:
         assert 0 < float(along) <= float(sharpest) * (1 + 1e-6)   # a Rayleigh quotient
     assert float(rows[1][1]) < float(rows[0][1])                     # training lowered the loss
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_batch_norm_gradients_with_create_graph_equal_those_without(training):
+    """Under create_graph batch norm recomputes x_hat from x as tensors (so that its
+    gradient can be differentiated again): the first-order gradients must be the same."""
+    from tinygrad_mnist.engine.norm import BatchNorm
+    rng = np.random.default_rng(12)
+    x = Tensor(rng.normal(size=(4, 3, 2, 2)) * 2 + 1, requires_grad=True, dtype=np.float64)
+    w = Tensor(rng.normal(size=3), requires_grad=True, dtype=np.float64)
+    b = Tensor(rng.normal(size=3), requires_grad=True, dtype=np.float64)
+    weights = rng.normal(size=(4, 3, 2, 2))
+    results = []
+    for create_graph in (False, True):
+        out = BatchNorm.apply(x, w, b, Tensor(np.zeros(3), dtype=np.float64),
+                              Tensor(np.ones(3), dtype=np.float64), axes=(0, 2, 3),
+                              momentum=0.0, training=training)
+        results.append([g.numpy() for g in grad((out * weights).sum(), [x, w, b],
+                                                  create_graph=create_graph)])
+    for plain, recorded in zip(*results):
+        np.testing.assert_allclose(recorded, plain, rtol=1e-10, atol=1e-12)

@@ -460,3 +460,14 @@ def test_sigmoid_is_right_to_its_last_digits_and_saturates_quietly(dtype):
     assert np.max(np.abs(got[kept] / exact[kept] - 1)) < 4 * np.finfo(dtype).eps
     assert np.max(np.abs(got - exact)) < 4 * np.finfo(dtype).eps
     assert special.sigmoid(np.array(0.5, dtype)).shape == ()
+
+
+def test_a_kernel_as_large_as_the_padded_input_is_valid_and_one_larger_is_refused():
+    """Padding counts on both sides: a 3x3 image padded by 1 takes a 5x5 kernel."""
+    geometry = Geometry((5, 5), (1, 1), (1, 1))
+    assert geometry.output_size("conv2d", 3, 3) == (1, 1)
+    x, w = rng.normal(size=(1, 1, 3, 3)), rng.normal(size=(2, 1, 5, 5))
+    np.testing.assert_allclose(kconv.conv(x, w, geometry)[0],
+                               kconv.reference_conv(x, w, geometry), rtol=1e-12)
+    with pytest.raises(ValueError, match="the kernel spans 5x5"):
+        Geometry((5, 5), (1, 1), (0, 1)).output_size("conv2d", 3, 3)

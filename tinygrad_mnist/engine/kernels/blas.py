@@ -29,6 +29,18 @@ _single = 0               # small products running now, on one thread
 _restore = 1              # the thread count to put back when the last of them finishes
 
 
+def _openblas_libraries():
+    """The OpenBLAS libraries loaded in this process (threadpoolctl finds them), opened with
+    ctypes; none without threadpoolctl or where it cannot inspect the process."""
+    try:
+        import ctypes
+        from threadpoolctl import ThreadpoolController
+        return [ctypes.CDLL(lib.filepath) for lib in ThreadpoolController().lib_controllers
+                if lib.internal_api == "openblas"]
+    except Exception:
+        return []
+
+
 def _openblas_thread_functions():
     """OpenBLAS's own get/set functions, called directly through ctypes: threadpoolctl finds
     the library, and a direct call costs well under a microsecond."""
@@ -37,11 +49,7 @@ def _openblas_thread_functions():
         _threads = False
         try:
             import ctypes
-            from threadpoolctl import ThreadpoolController
-            for lib in ThreadpoolController().lib_controllers:
-                if lib.internal_api != "openblas":
-                    continue
-                dll = ctypes.CDLL(lib.filepath)
+            for dll in _openblas_libraries():
                 for prefix in ("", "scipy_"):
                     for suffix in ("", "64_"):
                         get = getattr(dll, f"{prefix}openblas_get_num_threads{suffix}", None)
@@ -174,11 +182,7 @@ def _axpy_functions():
         _axpy = {}
         try:
             import ctypes
-            from threadpoolctl import ThreadpoolController
-            for lib in ThreadpoolController().lib_controllers:
-                if lib.internal_api != "openblas":
-                    continue
-                dll = ctypes.CDLL(lib.filepath)
+            for dll in _openblas_libraries():
                 for prefix in ("", "scipy_"):
                     for suffix, size in (("", ctypes.c_int), ("64_", ctypes.c_int64)):
                         found = {}

@@ -471,3 +471,17 @@ def test_a_kernel_as_large_as_the_padded_input_is_valid_and_one_larger_is_refuse
                                kconv.reference_conv(x, w, geometry), rtol=1e-12)
     with pytest.raises(ValueError, match="the kernel spans 5x5"):
         Geometry((5, 5), (1, 1), (0, 1)).output_size("conv2d", 3, 3)
+
+
+def test_measuring_can_be_turned_off_for_runs_that_must_repeat_bit_for_bit():
+    import os
+    import subprocess
+    import sys
+    code = ("from tinygrad_mnist.engine.kernels import convolution as k; "
+            "print(k.MEASURED_MACS)")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    for value, expected in (("0", "inf"), ("1", "10000000")):
+        env = dict(os.environ, TINYGRAD_MNIST_MEASURE=value, PYTHONPATH=root)
+        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                             text=True, check=True).stdout.strip()
+        assert out == expected

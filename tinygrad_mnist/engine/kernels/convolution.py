@@ -28,6 +28,7 @@ layer shape for large products (CHOSEN, PINNED; `--profile` prints them), chosen
   blocks whose runs are image rows (few input channels);
 - "fourier": the Fourier algorithm's maps transposed (stride 1, small images).
 """
+import os
 import time
 
 import numpy as np
@@ -249,7 +250,11 @@ def input_grad_methods(geometry, weight_shape, input_shape=None):
 # shape, weight shape, dtype, kind) to what was picked and why ("measured" or "rule"); kind is
 # "forward" or "input gradient". PINNED (input gradient) and PINNED_FORWARD, when set to a
 # name, are used wherever they apply instead.
-MEASURED_MACS = 10_000_000
+# TINYGRAD_MNIST_MEASURE=0 measures nothing: the rules choose, the same algorithms in every
+# process, so that two runs of one seed give the same bits (measured choices can differ
+# between processes where two candidates are close; a checkpoint keeps a run's own).
+MEASURED_MACS = (float("inf") if os.environ.get("TINYGRAD_MNIST_MEASURE", "1") == "0"
+                 else 10_000_000)
 CHOSEN = {}
 PINNED = None
 PINNED_FORWARD = None

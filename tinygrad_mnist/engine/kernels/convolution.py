@@ -162,17 +162,12 @@ def conv(x, w, geometry, cols=None, chunk=None, method=None):
             method, done = _chosen_forward(x, w, geometry)
             if done is not None:
                 return done
-        if method == "winograd":
-            return _checked(method, winograd_applies(geometry), geometry,
-                            winograd_conv)(x, w, geometry), None
-        if method == "shifted":
-            return _checked(method, shifted_applies(geometry, x.shape[1]), geometry,
-                            shifted_conv)(x, w, geometry), None
-        if method == "fourier":
-            return _checked(method, fourier_applies(geometry, x.shape), geometry,
-                            fourier_conv)(x, w, geometry)
         if method != "im2col":
-            raise ValueError(f"conv2d: unknown algorithm {method!r}")
+            if method not in _OTHER_ALGORITHMS:
+                raise ValueError(f"conv2d: unknown algorithm {method!r}")
+            if method not in forward_methods(geometry, x.shape):
+                raise ValueError(f"conv2d: the {method} algorithm does not apply to {geometry}")
+            return _OTHER_ALGORITHMS[method](x, w, geometry)
         chunk = chunk_images(x.shape, geometry, out_hw, x.itemsize)
     if chunk is not None and geometry.groups == 1 and x.shape[1] > 1:
         wt = grouped_weights(w, 1)[0].T                                  # (K, O)
@@ -191,10 +186,10 @@ def conv(x, w, geometry, cols=None, chunk=None, method=None):
     return _from_rows(rows, x.shape[0], out_hw), cols
 
 
-def _checked(method, applies, geometry, function):
-    if not applies:
-        raise ValueError(f"conv2d: the {method} algorithm does not apply to {geometry}")
-    return function
+# the forward algorithms besides im2col: (output, what the weight gradient can use again)
+_OTHER_ALGORITHMS = {"winograd": lambda x, w, geometry: (winograd_conv(x, w, geometry), None),
+                     "shifted": lambda x, w, geometry: (shifted_conv(x, w, geometry), None),
+                     "fourier": fourier_conv}
 
 
 def _output_rows(g, groups):
@@ -275,8 +270,13 @@ def _measure(key, methods, run):
     return best[0], result
 
 
-def _choose(key, methods, pinned, rule, macs, run):
-    """(method, its result if measuring computed it, else None)."""
+def _choose(key, pinned, candidates, run):
+    """(method, its result if measuring computed it, else None). candidates() gives the
+    methods that apply, the rule's pick and the multiply-adds: only on a shape's first call
+    (or with a pin), as run(method) makes its arrays only when measuring."""
+    if pinned is None and key in CHOSEN:           # every call after a shape's first
+        return CHOSEN[key][0], None
+    methods, rule, macs = candidates()
     if pinned in methods:
         return pinned, None
     if key in CHOSEN:
@@ -293,25 +293,29 @@ def _chosen_forward(x, w, geometry):
     spectrum, or nothing: columns made again)."""
     key = (geometry.key(), tuple(x.shape), tuple(w.shape), np.result_type(x, w).str, FORWARD)
     out_hw = geometry.output_size("conv2d", *x.shape[2:])
-    g = np.ones((x.shape[0], w.shape[0]) + tuple(out_hw), np.result_type(x, w))
+
+    def candidates():
+        macs = x.shape[0] * out_hw[0] * out_hw[1] * w.size
+        return forward_methods(geometry, x.shape, w.shape), "im2col", macs
 
     def run(method):
         result = conv(x, w, geometry, method=method)
+        g = np.ones((x.shape[0], w.shape[0]) + tuple(out_hw), np.result_type(x, w))
         weight_grad(x, g, geometry, w.shape, result[1])
         return result
-    macs = x.shape[0] * out_hw[0] * out_hw[1] * w.size
-    return _choose(key, forward_methods(geometry, x.shape, w.shape), PINNED_FORWARD, "im2col",
-                   macs,
-                   run)
+    return _choose(key, PINNED_FORWARD, candidates, run)
 
 
 def _chosen_method(g, w, geometry, input_shape, chunk_bytes):
     """The input gradient's strategy for this shape: (method, its gradient if measuring
     computed it, else None)."""
     key = (geometry.key(), tuple(input_shape), tuple(w.shape), g.dtype.str, INPUT_GRAD)
-    macs = g.size * w.size // max(w.shape[0], 1)
-    return _choose(key, input_grad_methods(geometry, w.shape, input_shape), PINNED,
-                   input_grad_method(geometry, input_shape, w.shape), macs,
+
+    def candidates():
+        return (input_grad_methods(geometry, w.shape, input_shape),
+                input_grad_method(geometry, input_shape, w.shape),
+                g.size * w.size // max(w.shape[0], 1))
+    return _choose(key, PINNED, candidates,
                    lambda method: input_grad(g, w, geometry, input_shape, method, chunk_bytes))
 
 

@@ -14,6 +14,9 @@ The protocol, the same for every op (built-in or a user's):
 - `batch` (a classmethod; vmap) computes the op on a batch of examples from its inputs as
   (tensor, batched) pairs; elementwise ops take one of engine/batching.py's shared rules.
 - `name` is a plain class attribute, used by error messages, drawings and profiles alike.
+- `forward_into(out, *arrays, **options)` (a staticmethod; elementwise ops) writes forward's
+  result into `out`, bit for bit, and saves nothing: a jit replay runs chains of such ops
+  whose intermediates nothing else reads in one preallocated array (jit/fusion.py).
 - `MyOp.apply(*tensors, **options)` runs forward and records the op when an input requires grad.
 - After apply, `op.inputs` are the input tensors and `op.options` the options, while the graph
   lives: the read-only graph view (`t.op`) that drawings, the explorer and the tests use.
@@ -50,6 +53,8 @@ class Op:
     draws_random = False     # True: forward draws random numbers (vmap refuses it)
     batch = None             # the batching rule vmap runs (engine/batching.py); None: none
     scatter_backward = None  # a one-input op whose gradient is zero but at an index (a slice)
+    forward_into = None      # forward(out, *arrays): the result written into `out`, nothing
+                             # saved (an elementwise op; the jit's fused chains run it)
     input_names = ()         # what the inputs are, where that helps a drawing ("targets")
 
     def __init_subclass__(cls, **kwargs):
@@ -106,6 +111,10 @@ class Add(Op):
     def forward(self, a, b):
         return a + b
 
+    @staticmethod
+    def forward_into(out, a, b):
+        np.add(a, b, out=out)
+
     def backward(self, gz):
         return gz, gz
 
@@ -123,6 +132,10 @@ class Sub(Op):
 
     def forward(self, a, b):
         return a - b
+
+    @staticmethod
+    def forward_into(out, a, b):
+        np.subtract(a, b, out=out)
 
     def backward(self, gz):
         return gz, (-gz if self.needs_input_grad[1] else None)
@@ -142,6 +155,10 @@ class Mul(Op):
     def forward(self, a, b):
         self.a, self.b = a, b
         return a * b
+
+    @staticmethod
+    def forward_into(out, a, b):
+        np.multiply(a, b, out=out)
 
     def backward(self, gz):
         need_a, need_b = self.needs_input_grad
@@ -164,6 +181,10 @@ class Div(Op):
         self.b = b
         self.out = a / b
         return self.out
+
+    @staticmethod
+    def forward_into(out, a, b):
+        np.divide(a, b, out=out)
 
     def backward(self, gz):
         ga = gz / self.b
@@ -226,6 +247,10 @@ class Maximum(Op):
         self.share_a = ((a > b) + 0.5 * (a == b)).astype(out.dtype)
         return out
 
+    @staticmethod
+    def forward_into(out, a, b):
+        np.maximum(a, b, out=out)
+
     def backward(self, gz):
         return gz * self.share_a, gz * (1 - self.share_a)
 
@@ -247,6 +272,10 @@ class Minimum(Maximum):
         self.share_a = ((a < b) + 0.5 * (a == b)).astype(out.dtype)
         return out
 
+    @staticmethod
+    def forward_into(out, a, b):
+        np.minimum(a, b, out=out)
+
 
 # ---------------------------------------------------------------- elementwise, one input
 
@@ -257,6 +286,10 @@ class Neg(Op):
 
     def forward(self, x):
         return -x
+
+    @staticmethod
+    def forward_into(out, x):
+        np.negative(x, out=out)
 
     def backward(self, gz):
         return (-gz,)
@@ -276,6 +309,13 @@ class PowConst(Op):
     def forward(self, x, exponent):
         self.x, self.c = x, exponent
         return x ** exponent
+
+    @staticmethod
+    def forward_into(out, x, exponent):
+        if exponent == 2:                 # as x ** 2 computes it (NumPy's fast path)
+            np.square(x, out=out)
+        else:
+            np.power(x, exponent, out=out)
 
     def backward(self, gz):
         if self.c == 2:
@@ -301,6 +341,10 @@ class Exp(Op):
         self.out = np.exp(x)
         return self.out
 
+    @staticmethod
+    def forward_into(out, x):
+        np.exp(x, out=out)
+
     def backward(self, gz):
         return (gz * self.out,)
 
@@ -320,6 +364,10 @@ class Log(Op):
     def forward(self, x):
         self.x = x
         return np.log(x)
+
+    @staticmethod
+    def forward_into(out, x):
+        np.log(x, out=out)
 
     def backward(self, gz):
         return (gz / self.x,)
@@ -341,6 +389,10 @@ class Sqrt(Op):
         self.out = np.sqrt(x)
         return self.out
 
+    @staticmethod
+    def forward_into(out, x):
+        np.sqrt(x, out=out)
+
     def backward(self, gz):
         return (gz / (2 * self.out),)
 
@@ -360,6 +412,10 @@ class Sin(Op):
     def forward(self, x):
         self.x = x
         return np.sin(x)
+
+    @staticmethod
+    def forward_into(out, x):
+        np.sin(x, out=out)
 
     def backward(self, gz):
         return (gz * np.cos(self.x),)
@@ -381,6 +437,10 @@ class Cos(Op):
         self.x = x
         return np.cos(x)
 
+    @staticmethod
+    def forward_into(out, x):
+        np.cos(x, out=out)
+
     def backward(self, gz):
         return (-gz * np.sin(self.x),)
 
@@ -400,6 +460,10 @@ class Abs(Op):
         self.sign = np.sign(x)
         return np.abs(x)
 
+    @staticmethod
+    def forward_into(out, x):
+        np.absolute(x, out=out)
+
     def backward(self, gz):
         return (gz * self.sign,)
 
@@ -418,6 +482,10 @@ class ReLU(Op):
     def forward(self, x):
         self.out = np.maximum(x, 0)
         return self.out
+
+    @staticmethod
+    def forward_into(out, x):
+        np.maximum(x, 0, out=out)
 
     def backward(self, gz):
         return (gz * (self.out > 0),)
@@ -439,6 +507,10 @@ class Sigmoid(Op):
         self.out = sigmoid(x)
         return self.out
 
+    @staticmethod
+    def forward_into(out, x):
+        sigmoid(x, out=out)
+
     def backward(self, gz):
         return (gz * self.out * (1 - self.out),)
 
@@ -458,6 +530,10 @@ class Tanh(Op):
     def forward(self, x):
         self.out = np.tanh(x)
         return self.out
+
+    @staticmethod
+    def forward_into(out, x):
+        np.tanh(x, out=out)
 
     def backward(self, gz):
         return (gz * (1 - self.out * self.out),)
@@ -555,6 +631,10 @@ class Clip(Op):
         if hi is not None:
             self.inside &= x <= hi
         return np.clip(x, lo, hi)
+
+    @staticmethod
+    def forward_into(out, x, lo, hi):
+        np.clip(x, lo, hi, out=out)
 
     def backward(self, gz):
         return (gz * self.inside,)

@@ -4,8 +4,24 @@ import types
 
 import numpy as np
 
-from ..engine import Tensor, freed_output, run_plan
-from .recorder import Holder, leaves
+from ..engine import Tensor, forget_saved, freed_output, run_plan, saved_names
+from . import fusion
+from .recorder import Holder, leaves, slots_read
+
+RELEASE_BYTES = 65536    # arrays at least this large are let go after their last read
+
+
+def _slots_in(template):
+    """The slots an output template reads."""
+    kind, value = template
+    if kind in ("tensor", "freed"):
+        yield value
+    elif kind == "dict":
+        for v in value.values():
+            yield from _slots_in(v)
+    elif kind in ("tuple", "list"):
+        for v in value:
+            yield from _slots_in(v)
 
 
 def _has_state(obj):
@@ -30,8 +46,27 @@ class Program:
         self.captured = [(t, t.data, requires_grad)
                          for t, _, _, requires_grad in recorder.captured.values()]
         self.captured_slot, self.loads = {}, []     # tensors from outside the step: slots
-        self.steps = [self._compile(step) for step in recorder.steps]
+        self.plans = [step[1] for step in recorder.steps if step[0] == "backward"]
+        self.in_backward = {}     # id(op) -> the last backward step whose plan runs through it
+        for index, step in enumerate(recorder.steps):
+            if step[0] == "backward":
+                for op, _, _ in step[1]:
+                    if op is not None:
+                        self.in_backward[id(op)] = index
+        self.step_index = None
         self.output = self._template(result, recorder.slot_of)
+        self.fused = fusion.chains(recorder, list(_slots_in(self.output)))
+        in_chain = {index: chain for chain in self.fused for index in chain}
+        self.buffers = {}                  # a fused chain's first step -> the chain's array
+        for chain in self.fused:
+            seen = recorder.seen[recorder.steps[chain[-1]][4]]
+            self.buffers[chain[0]] = np.empty(seen.shape, seen.dtype)
+        self.steps = []
+        for index, step in enumerate(recorder.steps):
+            self.step_index = index
+            self.steps.append(self._compile_fused(step, index, in_chain[index], recorder)
+                              if index in in_chain else self._compile(step))
+        self._release_after_last_read(recorder)
         self.arguments = None
         self.flat = recorder.flat          # arguments are all Tensors and arrays: no walk
 
@@ -84,6 +119,35 @@ class Program:
 
     # compiling each recorded step ----------------------------------------------------
 
+    def _release_after_last_read(self, recorder):
+        """A large array the step computed is let go after the last step that reads it, as
+        eager execution lets it go: kept until the next replay, every intermediate would
+        stay allocated between calls, and the next call's arrays would be new memory (page
+        faults, a cold cache) instead of memory just freed."""
+        outputs = set(_slots_in(self.output))
+        last = {}
+        for index, step in enumerate(recorder.steps):
+            for slot in slots_read(step):
+                last[slot] = index
+            made = step[4] if step[0] != "backward" else None
+            if made is not None:
+                last.setdefault(made, index)         # made and never read: let go at once
+        release = {}
+        for slot, index in last.items():
+            array = recorder.seen[slot] if slot < len(recorder.seen) else None
+            if (array is not None and array.nbytes >= RELEASE_BYTES and slot not in outputs
+                    and self.slots[slot] is None):
+                release.setdefault(index, []).append(slot)
+        slots = self.slots
+        for index, freed in release.items():
+            run = self.steps[index]
+
+            def run_then_release(run=run, freed=tuple(freed)):
+                run()
+                for slot in freed:
+                    slots[slot] = None
+            self.steps[index] = run_then_release
+
     def _compile(self, step):
         kind = step[0]
         if kind == "op":
@@ -106,9 +170,18 @@ class Program:
 
     def _compile_op(self, op, inputs, options, out_slot):
         """The recorded op object runs its own forward on the new arrays (saving what its
-        backward needs, for the backward steps that follow)."""
+        backward needs, for the backward steps that follow). An op no backward runs through
+        is made anew each time and dropped at once, as eager drops it (the recorded one would
+        hold what it saved from one call to the next)."""
         slots = self.slots
-        forward, asarray, ndarray = op.forward, np.asarray, np.ndarray
+        asarray, ndarray = np.asarray, np.ndarray
+        if id(op) in self.in_backward:
+            forward = op.forward
+        else:
+            make, unbound = type(op), type(op).forward
+
+            def forward(*arrays, **options):
+                return unbound(make(), *arrays, **options)
         inputs = [self._slotted(ref) for ref in inputs]
         options = {k: self._slotted(ref) for k, ref in options.items()}
         static = {k: v for k, (kind, v) in options.items() if kind == "value"}
@@ -141,6 +214,38 @@ class Program:
             out = forward(*[r() for r in arrays], **opts)
             slots[out_slot] = out if type(out) is ndarray else asarray(out)
         return run
+
+    def _compile_fused(self, step, index, chain, recorder):
+        """One op of a fused chain (fusion.py): its result written into the chain's array,
+        over the result of the op before it; the last op's result is the chain's array."""
+        _, op, inputs, options, out_slot = step
+        position, last = chain.index(index), recorder.steps[chain[-1]][4]
+        buffer = self.buffers[chain[0]]
+        before = recorder.steps[chain[position - 1]][4] if position else None
+        into, slots = type(op).forward_into, self.slots
+        arrays = [(lambda: buffer) if ref == ("slot", before) else
+                  self._resolver(self._slotted(ref)) for ref in inputs]
+        static = {k: v for k, (_, v) in options.items()}
+        if len(arrays) == 1 and not static:
+            (a,) = arrays
+
+            def run():
+                into(buffer, a())
+        elif len(arrays) == 2 and not static:
+            a, b = arrays
+
+            def run():
+                into(buffer, a(), b())
+        else:
+            def run():
+                into(buffer, *[r() for r in arrays], **static)
+        if out_slot != last:
+            return run
+
+        def run_last():
+            run()
+            slots[out_slot] = buffer
+        return run_last
 
     def _slotted(self, ref):
         """A tensor from outside the step as the slot its array is loaded into."""
@@ -182,12 +287,25 @@ class Program:
         constant = [ref[0] == "value" for ref in seeds]
         arguments = [node for op, node, _ in plan
                      if op is None and type(node) is Holder and node.argument is not None]
+        # the ops no later backward runs through, holding large arrays: what they saved is
+        # let go once this pass has used it, as eager frees the graph
+        index = self.step_index
+        forget = []
+        for op, _, _ in plan:
+            if (op is not None and self.in_backward.get(id(op)) == index
+                    and not hasattr(op, "__dict__")):    # a user's op may keep its own state
+                names = saved_names(op)
+                if any(getattr(getattr(op, name, None), "nbytes", 0) >= RELEASE_BYTES
+                       for name in names):
+                    forget.append((op, names))
 
         def run():
             for holder in arguments:           # this call's argument tensors take theirs
                 holder.target = program.arguments[holder.argument]
             seeds_now = [r().copy() if c else r() for r, c in zip(resolvers, constant)]
             run_plan(plan, roots, seeds_now)
+            for op, names in forget:
+                forget_saved(op, names)
         return run
 
     # outputs -------------------------------------------------------------------------

@@ -16,6 +16,20 @@ def leaves(values):
             yield value
 
 
+def slots_read(step):
+    """The slots a recorded step reads (with repeats)."""
+    kind = step[0]
+    refs = (list(step[2]) + list(step[3].values()) if kind == "op" else
+            step[2] if kind == "call" else step[3])
+    stack = list(refs)
+    while stack:
+        kind, value = stack.pop()
+        if kind == "slot":
+            yield value
+        elif kind == "tuple":
+            stack.extend(value)
+
+
 class Holder:
     """Where a replay of a backward pass gathers one node's gradient: what the node's tensor
     is to an eager backward (`_pending`, its shape through `_data`), for the engine's own
@@ -47,6 +61,7 @@ class Recorder(Observer):
         self.slot_of = {}              # id(array) -> slot
         self.alive = []                # keeps recorded objects alive, so ids stay unique
         self.constants = []            # slot -> constant array, or None for a computed one
+        self.seen = []                 # slot -> the array it held in the recording call
         self.steps = []
         self.modules = {}              # id(module) -> (module, its guard), in call order
         self.captured = {}             # id(tensor) -> (tensor, shape, dtype, requires_grad)
@@ -64,6 +79,7 @@ class Recorder(Observer):
         self.alive.append(array)
         self.slot_of[id(array)] = len(self.constants)
         self.constants.append(constant)
+        self.seen.append(array)
         return len(self.constants) - 1
 
     def _ref(self, value):

@@ -30,8 +30,8 @@ _TAIL = (-0.8636680916465057, 0.7634037812480432, 0.13925288353344245, -0.017984
          0.0002051389922255289)        # P's coefficients, constant term first
 
 
-def sigmoid(x):
-    out = np.negative(x, out=np.empty_like(x))
+def sigmoid(x, out=None):
+    out = np.negative(x, out=np.empty_like(x) if out is None else out)
     with np.errstate(over="ignore"):
         np.exp(out, out=out)
     out += 1

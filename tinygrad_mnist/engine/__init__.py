@@ -16,8 +16,7 @@ names no tool.
 """
 import warnings
 
-from .graph import (backward_plan, forget_saved, run_plan, saved_names, sum_to_shape,
-                    topo_order)
+from .graph import backward_plan, run_plan, sum_to_shape, topo_order
 from .higher_order import grad, hessian, hvp
 from .mode import (Observer, enable_grad, get_rng, is_grad_enabled, manual_seed, no_grad,
                    notify_module, observe, observers)
@@ -27,8 +26,7 @@ from .tensor import Tensor, freed_output
 __all__ = ["Tensor", "Op", "grad", "hessian", "hvp", "no_grad", "enable_grad",
            "is_grad_enabled", "manual_seed", "get_rng", "Observer", "observe",
            "notify_module", "freed_output",
-           "observers", "topo_order", "sum_to_shape", "backward_plan", "run_plan",
-           "saved_names", "forget_saved"]
+           "observers", "topo_order", "sum_to_shape", "backward_plan", "run_plan"]
 
 # NumPy's warnings about inf and NaN (log(0), an overflow) are not repeated from inside the
 # library, with its file and line: results show them, and detect_anomaly() finds the op that

@@ -341,16 +341,6 @@ def _slot_names(cls):
                  if n not in ("__dict__", "__weakref__") and n not in _BASE_SLOTS)
 
 
-def forget_saved(op, names):
-    """Drop what an op's forward saved; its next forward saves it again (a jit replay's plan
-    would otherwise hold one step's arrays until the next step)."""
-    for name in names:
-        try:
-            delattr(op, name)
-        except AttributeError:
-            pass
-
-
 def keep_output(op, scalar, array):
     """NumPy returns a scalar, not a 0-d array, for some 0-d results (np.exp of a 0-d array).
     The output tensor holds `array`; whatever the op saved of `scalar` becomes `array` too, so

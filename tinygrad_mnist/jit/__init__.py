@@ -23,6 +23,7 @@ recorded plan, and the effects again: each op's math exists once, in its class.
     watch.py      effect calls, module calls, attribute writes, printing, global generators
     guards.py     what must still hold for a replay: the environment, each module
     program.py    a recording as flat steps, and its replay
+    fusion.py     chains of elementwise ops run in one preallocated array
     check.py      check=True: each replay against eager execution
 
 The guarantee: a replay gives what eager execution of the same call would give, or the call is
@@ -79,6 +80,12 @@ JitMismatchError naming the first tensor, gradient or state that differs.
 
 Outputs: a replay returns new tensors holding copies, without a graph; a loss that backward ran
 through comes back as eager leaves it (requires_grad, its graph freed).
+
+Memory, as eager: a replay lets each large array go after the last step that reads it, and an
+op no backward runs through is made anew and dropped, so nothing of one call is held until the
+next. Chains of elementwise ops that no backward runs through (evaluation, values under
+no_grad) and whose intermediates nothing else reads are fused (fusion.py): each op writes into
+the chain's one preallocated array, bit for bit what eager computes.
 """
 import collections
 import functools

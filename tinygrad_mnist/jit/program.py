@@ -4,7 +4,7 @@ import types
 
 import numpy as np
 
-from ..engine import Tensor, forget_saved, freed_output, run_plan, saved_names
+from ..engine import Tensor, freed_output, run_plan
 from . import fusion
 from .recorder import Holder, leaves, slots_read
 
@@ -47,13 +47,8 @@ class Program:
                          for t, _, _, requires_grad in recorder.captured.values()]
         self.captured_slot, self.loads = {}, []     # tensors from outside the step: slots
         self.plans = [step[1] for step in recorder.steps if step[0] == "backward"]
-        self.in_backward = {}     # id(op) -> the last backward step whose plan runs through it
-        for index, step in enumerate(recorder.steps):
-            if step[0] == "backward":
-                for op, _, _ in step[1]:
-                    if op is not None:
-                        self.in_backward[id(op)] = index
-        self.step_index = None
+        # ops a backward runs through: what their forward saves is read by the backward
+        self.in_backward = {id(op) for plan in self.plans for op, _, _ in plan if op is not None}
         self.output = self._template(result, recorder.slot_of)
         self.fused = fusion.chains(recorder, list(_slots_in(self.output)))
         in_chain = {index: chain for chain in self.fused for index in chain}
@@ -61,11 +56,9 @@ class Program:
         for chain in self.fused:
             seen = recorder.seen[recorder.steps[chain[-1]][4]]
             self.buffers[chain[0]] = np.empty(seen.shape, seen.dtype)
-        self.steps = []
-        for index, step in enumerate(recorder.steps):
-            self.step_index = index
-            self.steps.append(self._compile_fused(step, index, in_chain[index], recorder)
-                              if index in in_chain else self._compile(step))
+        self.steps = [self._compile_fused(step, index, in_chain[index], recorder)
+                      if index in in_chain else self._compile(step)
+                      for index, step in enumerate(recorder.steps)]
         self._release_after_last_read(recorder)
         self.arguments = None
         self.flat = recorder.flat          # arguments are all Tensors and arrays: no walk
@@ -287,25 +280,11 @@ class Program:
         constant = [ref[0] == "value" for ref in seeds]
         arguments = [node for op, node, _ in plan
                      if op is None and type(node) is Holder and node.argument is not None]
-        # the ops no later backward runs through, holding large arrays: what they saved is
-        # let go once this pass has used it, as eager frees the graph
-        index = self.step_index
-        forget = []
-        for op, _, _ in plan:
-            if (op is not None and self.in_backward.get(id(op)) == index
-                    and not hasattr(op, "__dict__")):    # a user's op may keep its own state
-                names = saved_names(op)
-                if any(getattr(getattr(op, name, None), "nbytes", 0) >= RELEASE_BYTES
-                       for name in names):
-                    forget.append((op, names))
-
         def run():
             for holder in arguments:           # this call's argument tensors take theirs
                 holder.target = program.arguments[holder.argument]
             seeds_now = [r().copy() if c else r() for r, c in zip(resolvers, constant)]
             run_plan(plan, roots, seeds_now)
-            for op, names in forget:
-                forget_saved(op, names)
         return run
 
     # outputs -------------------------------------------------------------------------

@@ -17,7 +17,7 @@ import numpy as np
 from . import batching
 from . import tensor as _tensor
 from .arguments import pair
-from .kernels import convolution as kconv, pooling as kpool
+from .kernels import convolution as kconv, example_norms, pooling as kpool
 from .kernels.windows import Geometry
 from .ops import Op, add_tangents
 
@@ -86,6 +86,14 @@ class Conv2d(Op):
         if need[2]:
             gb = kconv.channel_sums(gz) if fast else gz.sum(axis=(0, 2, 3))
         return gx, gw, gb
+
+    def example_norms(self, gz):
+        """The weight's and bias's gradient norms per example (privacy), through the
+        columns; None (no rule: the per-example gradients are written) for groups."""
+        if self.geometry.groups != 1:
+            return None
+        weight, bias = example_norms.conv_norms(self.x, gz, self.geometry)
+        return (None, weight) if len(self.needs_input_grad) == 2 else (None, weight, bias)
 
     def jvp(self, tx, tw, tb=None):              # conv(tx, w) + conv(x, tw) + tb
         x, w, geometry = self.x, self.weight, self.geometry

@@ -19,10 +19,13 @@ array's memory. Under create_graph the backward recomputes x_hat from x, a Tenso
 the same forward formula, so that the gradient can be differentiated again through the batch
 statistics.
 """
+import math
+
 import numpy as np
 
 from . import batching
 from .kernels.batchnorm import PerChannel, layout_for, scale_, subtract_
+from .kernels.example_norms import row_squares
 from .ops import Op, add_tangents
 
 
@@ -94,6 +97,19 @@ class BatchNorm(Op):
             gx = layout.image(gx)
         return (gx, sum_gz_x_hat if need[1] else None, sum_gz if need[2] else None,
                 None, None)
+
+    def example_norms(self, gz):
+        """The weight's and bias's gradient norms per example (privacy), in eval mode; None
+        in training, where every example's output depends on the whole batch."""
+        if self.training:
+            return None
+        b = gz.shape[0]
+        spatial = tuple(a for a in self.axes if a != 0)
+        channel = [a for a in range(gz.ndim) if a not in self.axes][0]
+        g = np.moveaxis(gz.sum(axis=spatial, keepdims=True), channel, 1).reshape(b, -1)
+        gx = np.moveaxis((gz * self.x_hat).sum(axis=spatial, keepdims=True), channel,
+                         1).reshape(b, -1)
+        return (None, row_squares(gx), row_squares(g), None, None)
 
     def _x_hat_of(self, x, layout):
         """x_hat and 1/sqrt(var + eps) as functions of the tensor x (the batch statistics in
@@ -197,6 +213,15 @@ class LayerNorm(Op):
                             - x_hat * (g * x_hat).mean(axis=axes, keepdims=True))
         return (gx, (gz * x_hat).sum(axis=leading) if need[1] else None,
                 gz.sum(axis=leading) if need[2] else None)
+
+    def example_norms(self, gz):
+        """The weight's and bias's gradient norms per example (privacy): sums over the
+        example's positions; None when the rows include the batch axis."""
+        if len(self.axes) >= gz.ndim:
+            return None
+        b, n = gz.shape[0], math.prod(gz.shape[gz.ndim - len(self.axes):])
+        g, x_hat = gz.reshape(b, -1, n), self.x_hat.reshape(b, -1, n)
+        return (None, row_squares((g * x_hat).sum(axis=1)), row_squares(g.sum(axis=1)))
 
     def jvp(self, tx, tw, tb):
         """t_y = w t_x_hat + tw x_hat + tb, t_x_hat = inv_std (tx - mean tx - x_hat

@@ -37,6 +37,7 @@ import numpy as np
 from . import batching
 from . import tensor as _tensor
 from .kernels.blas import matmul
+from .kernels import example_norms
 from .kernels.special import normal_cdf_and_pdf, sigmoid
 from .graph import sum_to_shape
 from .mode import generator
@@ -929,6 +930,13 @@ class Embedding(Op):
     def backward(self, gz):
         return _index_add(gz, (self.indices,), self.shape, True), None
 
+    def example_norms(self, gz):
+        """The table's gradient norm per example (privacy), from the rows each reads."""
+        b = gz.shape[0]
+        return (example_norms.embedding_norms(self.indices.reshape(b, -1),
+                                              gz.reshape(b, -1, gz.shape[-1]),
+                                              self.shape[0]), None)
+
     def jvp(self, tw, ti=None):
         return None if tw is None else tw[self.indices]
 
@@ -1117,6 +1125,16 @@ class Linear(Op):
         if len(self.needs_input_grad) == 2:
             return gx, gw
         return gx, gw, (g2.sum(axis=0) if self.needs_input_grad[2] else None)
+
+    def example_norms(self, gz):
+        """Each example's squared gradient norm per input (privacy): the weight's from the
+        example's rows of x and dz, the bias's from dz; x, an activation, gets none."""
+        b = gz.shape[0]
+        x = self.x.reshape(b, -1, self.x.shape[-1])
+        g = gz.reshape(b, -1, gz.shape[-1])
+        norms = (None, example_norms.product_norms(x, g))
+        return norms if len(self.needs_input_grad) == 2 else \
+            norms + (example_norms.summed_norms(g),)
 
     def jvp(self, tx, tw, tb=None):                 # tx W^T + x tW^T + tb
         shape = self.x.shape[:-1] + self.weight.shape[:1]

@@ -1,0 +1,15 @@
+"""Private training: per-example gradient norms at the cost of one gradient, DP-SGD with
+ghost clipping, and a privacy accountant.
+
+    norms.py       each example's gradient norm (the ops' example_norms rules; vmap(grad)
+                   where none applies)
+    dpsgd.py       DPOptimizer (clip, sum, noise, average, step) and Poisson batches
+    accountant.py  epsilon for (noise, sampling rate, steps, delta), and the noise for an
+                   epsilon (dp-accounting, an optional extra)
+"""
+from .accountant import epsilon, noise_multiplier_for
+from .dpsgd import DPOptimizer, clip_factors, poisson_batches
+from .norms import ExampleNorms, PrivacyWarning, example_norms
+
+__all__ = ["example_norms", "ExampleNorms", "PrivacyWarning", "DPOptimizer", "clip_factors",
+           "poisson_batches", "epsilon", "noise_multiplier_for"]

@@ -303,3 +303,23 @@ def test_the_accountant_names_bad_arguments():
     with pytest.raises(ValueError, match="sample_rate"):
         privacy.epsilon(1.0, 1.5, 10, 1e-5)
     assert privacy.epsilon(1.0, 0.1, 0, 1e-5) == 0.0
+
+
+def test_conv_norms_with_the_forward_columns_or_chunks_made_again_agree():
+    """The conv rule through the forward's columns, and through columns made again one image
+    at a time, against each example's weight gradient from the plain definition."""
+    from tinygrad_mnist.engine.kernels.convolution import columns, reference_weight_grad
+    from tinygrad_mnist.engine.kernels.example_norms import conv_norms
+    from tinygrad_mnist.engine.kernels.windows import Geometry
+    rng = np.random.default_rng(4)
+    for channels in (1, 3):                     # one channel: offset-major columns
+        x = rng.normal(size=(5, channels, 7, 7))
+        geometry = Geometry((3, 3), (1, 1), (1, 1))
+        g = rng.normal(size=(5, 4, 7, 7))
+        wanted = [np.sum(reference_weight_grad(x[i:i + 1], g[i:i + 1], geometry,
+                                               (4, channels, 3, 3)) ** 2) for i in range(5)]
+        kept = conv_norms(x, g, geometry, columns(x, geometry, (7, 7)))
+        chunked = conv_norms(x, g, geometry, chunk_bytes=1)           # one image a chunk
+        for weight, bias in (kept, chunked):
+            np.testing.assert_allclose(weight, wanted, rtol=TOL)
+            np.testing.assert_allclose(bias, (g.sum(axis=(2, 3)) ** 2).sum(axis=1), rtol=TOL)

@@ -92,7 +92,7 @@ class Conv2d(Op):
         columns; None (no rule: the per-example gradients are written) for groups."""
         if self.geometry.groups != 1:
             return None
-        weight, bias = example_norms.conv_norms(self.x, gz, self.geometry)
+        weight, bias = example_norms.conv_norms(self.x, gz, self.geometry, self.columns)
         return (None, weight) if len(self.needs_input_grad) == 2 else (None, weight, bias)
 
     def jvp(self, tx, tw, tb=None):              # conv(tx, w) + conv(x, tw) + tb

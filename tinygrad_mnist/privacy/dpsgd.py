@@ -70,9 +70,14 @@ class DPOptimizer:
         rng = get_rng()
         out = {}
         for name, p in parameters:
-            z = noise[name] if noise is not None else rng.standard_normal(p.shape)
-            total = sums.get(name, 0) + std * np.asarray(z)
-            out[name] = (total / self.expected_batch_size).astype(p.dtype)
+            # drawn in the parameter's dtype: a float32 draw is what a float32 step can use
+            z = noise[name] if noise is not None else rng.standard_normal(
+                p.shape, dtype=p.dtype if p.dtype in (np.float32, np.float64) else np.float64)
+            total = np.multiply(z, std, dtype=p.dtype)
+            if name in sums:
+                total += sums[name]
+            total *= 1 / self.expected_batch_size
+            out[name] = total
         return out
 
     def step(self, loss_fn, *batch, noise=None):

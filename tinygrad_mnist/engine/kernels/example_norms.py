@@ -14,7 +14,7 @@ position it is ||x||^2 ||g||^2.
 import numpy as np
 
 from .blas import matmul
-from .convolution import columns
+from .convolution import Columns, columns
 
 
 def row_squares(a):
@@ -54,19 +54,23 @@ def embedding_norms(indices, g, rows):
                        minlength=b).astype(g.dtype)
 
 
-def conv_norms(x, g, geometry, chunk_bytes=16 * 2 ** 20):
+def conv_norms(x, g, geometry, cols=None, chunk_bytes=16 * 2 ** 20):
     """A convolution's weight and bias gradient norms per example, through its im2col
-    columns (each example's output pixels are its positions), a chunk of images at a time
-    so that the columns stay small."""
+    columns (each example's output pixels are its positions): the forward's own columns
+    when it kept them (`cols`), else made again a chunk of images at a time so that they
+    stay small."""
     n, o = g.shape[:2]
     pixels = g.shape[2] * g.shape[3]
     rows = g.transpose(0, 2, 3, 1).reshape(n, pixels, o)         # (N, P, O)
+    bias = summed_norms(rows)
+    if isinstance(cols, Columns):
+        return product_norms(cols.matrix.reshape(n, pixels, -1), rows), bias
     per_image = pixels * geometry.kernel[0] * geometry.kernel[1] * x.shape[1] * x.itemsize
     chunk = max(1, chunk_bytes // max(per_image, 1))
     weight = np.empty(n, np.result_type(x, g))
     for start in range(0, n, chunk):
         stop = min(n, start + chunk)
-        cols = columns(x[start:stop], geometry, g.shape[2:]).matrix      # (m, 1, K)
-        weight[start:stop] = product_norms(cols.reshape(stop - start, pixels, -1),
+        part = columns(x[start:stop], geometry, g.shape[2:]).matrix      # (m, 1, K)
+        weight[start:stop] = product_norms(part.reshape(stop - start, pixels, -1),
                                            rows[start:stop])
-    return weight, summed_norms(rows)
+    return weight, bias

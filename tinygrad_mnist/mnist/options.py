@@ -162,6 +162,18 @@ OPTIONS = [
     Option("threads", None, POSITIVE_INT, "BLAS threads for the matrix products (default: "
            "every core, and fewer while other programs keep cores busy; a fixed count gives "
            "the same last bits whatever the load)", result=False),
+    Option("dp", False, None, "differentially private training (DP-SGD): Poisson-sampled "
+           "batches of --batch-size on average, each example's gradient clipped to "
+           "--max-grad-norm, Gaussian noise added; needs --epsilon or --noise-multiplier"),
+    Option("epsilon", None, number(float, low=0, low_open=True), "--dp: the privacy budget "
+           "over all --epochs; the least noise that spends at most it is used"),
+    Option("delta", 1e-5, number(float, low=0, high=1, low_open=True), "--dp: the delta of "
+           "(epsilon, delta)-differential privacy (below 1 / the training images)"),
+    Option("noise_multiplier", None, number(float, low=0), "--dp: the noise's standard "
+           "deviation over --max-grad-norm, instead of --epsilon (the epsilon spent is "
+           "reported)", metavar="SIGMA"),
+    Option("max_grad_norm", 1.0, number(float, low=0, low_open=True), "--dp: each example's "
+           "gradient is clipped to this norm", metavar="C"),
     Option("jit", True, None, "replay each recorded step (same numbers, faster)",
            result=False, train=False),              # --no-jit
     Option("jit_check", False, None, "also run every replayed step eagerly and stop with "

@@ -29,6 +29,8 @@ def finish(config, info, model, x_test, test_images, test_labels, history, elaps
                "seconds_to_98": seconds_to_98, "epochs": len(history),
                "config": asdict(config), "history": history,
                "confusion_matrix": matrix.tolist()}
+    if history and "epsilon" in history[-1]:          # --dp: what the run spent
+        metrics.update({k: history[-1][k] for k in ("epsilon", "delta", "noise_multiplier")})
     out = config.out
     with atomic_write(os.path.join(out, "metrics.json"), "w") as f:
         json.dump(metrics, f, indent=2)

@@ -14,7 +14,7 @@ from ..files import folder_lock, prepare_run_folder
 from ..engine import Tensor, manual_seed
 from ..jit import jit
 from ..profiler import profile
-from . import data
+from . import data, private
 from .checkpoints import checkpoint_path, load_checkpoint, save_checkpoint, stored_data_dir
 from .evaluation import evaluate
 from .factories import make_model, make_optimizer, make_scheduler
@@ -82,27 +82,34 @@ def training_step(model, optimizer, use_jit=True, check=False, label_smoothing=0
     return jit(step, check=check) if use_jit else step
 
 
-def training_step_for(model, optimizer, config):
+def training_step_for(model, optimizer, config, plan=None):
     """The run's step function: made once per run, so that its recordings serve every epoch
     (a jit per epoch would record again, and keep the old recordings' arrays alive until the
-    garbage collector finds their cycles)."""
+    garbage collector finds their cycles). With a private.Plan, DP-SGD's step."""
+    if plan is not None:
+        return private.private_step(model, optimizer, plan, config.label_smoothing)
     return training_step(model, optimizer, config.jit, config.jit_check, config.label_smoothing)
 
 
 def train_epoch(model, optimizer, config, epoch, train_data, progress=False, scheduler=None,
-                threads=None, step=None):
+                threads=None, step=None, plan=None):
     """One pass over train_data in the epoch's seeded order, the learning rate set by
     `scheduler` (by default config's schedule, from this epoch's first step), the BLAS
     threads by `threads` (a threads.LoadAwareThreads; by default one for this epoch) and the
-    updates by `step` (training_step_for; by default one for this epoch). Returns (mean loss,
-    accuracy, seconds)."""
+    updates by `step` (training_step_for; by default one for this epoch); with a private.Plan,
+    its Poisson batches. Returns (mean loss, accuracy, seconds)."""
     model.train()
-    step = training_step_for(model, optimizer, config) if step is None else step
-    manual_seed([config.seed, epoch, 1])                           # dropout masks
+    step = training_step_for(model, optimizer, config, plan) if step is None else step
+    manual_seed([config.seed, epoch, 1])                           # dropout masks, noise
     augment_rng = _epoch_rng(config.seed, epoch, 2)
     n = len(train_data)
-    loader = train_data.loader(config.batch_size, seed=[config.seed, epoch, 0])
-    steps_per_epoch = len(loader)
+    if plan is None:
+        loader = train_data.loader(config.batch_size, seed=[config.seed, epoch, 0])
+        steps_per_epoch = len(loader)
+    else:
+        loader = ((train_data.source[i], train_data.labels[i])
+                  for i in plan.batches(_epoch_rng(config.seed, epoch, 0)))
+        steps_per_epoch = n = plan.steps_per_epoch
     if scheduler is None:
         scheduler = make_scheduler(config, optimizer, steps_per_epoch * config.epochs,
                                    last_step=(epoch - 1) * steps_per_epoch - 1)
@@ -112,8 +119,15 @@ def train_epoch(model, optimizer, config, epoch, train_data, progress=False, sch
     loss_sum, correct, seen = 0.0, 0, 0
     bar = _progress(n, f"epoch {epoch}/{config.epochs}", progress)
     for i, (rows, labels) in enumerate(loader):
-        x, y = train_data.prepare(rows.data, augment_rng), labels.data
+        if plan is None:                          # the loader's tensors
+            rows, labels = rows.data, labels.data
+        x, y = train_data.prepare(rows, augment_rng), labels
         loss, logits = step(x, y)
+        if loss is None:                          # an empty Poisson batch: its noise only
+            if scheduler is not None:
+                scheduler.step()
+            bar.update(1)
+            continue
         value = loss.item()
         if not math.isfinite(value):
             bar.close()
@@ -127,12 +141,13 @@ def train_epoch(model, optimizer, config, epoch, train_data, progress=False, sch
         loss_sum += value * len(y)
         correct += int((logits.data.argmax(axis=1) == y).sum())
         seen += len(y)
-        bar.update(len(y))
+        bar.update(len(y) if plan is None else 1)          # a private epoch counts its steps
         if i % 20 == 0 or seen == n:
             bar.set_postfix_str(f"loss {loss_sum / seen:.4f}, accuracy {correct / seen:.2%}")
     bar.close()
     if own_threads:
         threads.close()
+    seen = max(seen, 1)
     return loss_sum / seen, correct / seen, time.perf_counter() - started
 
 
@@ -144,6 +159,7 @@ def train(config, log=print, progress=True, profiler=None):
     if config.resume and not os.path.isfile(checkpoint_path(config.out)):
         raise ValueError(f"--resume: {config.out} holds no checkpoint.npz to continue; start a "
                          f"new run without --resume")          # before anything is made
+    private.check(config)
     check_memory(config)                    # before anything is made
     with folder_lock(config.out, "tinygrad-mnist train"):
         return _train(config, log, progress, profiler)
@@ -160,6 +176,7 @@ def _train(config, log, progress, profiler):
     if config.subset:
         train_images, train_labels = train_images[:config.subset], train_labels[:config.subset]
         test_images, test_labels = test_images[:config.subset], test_labels[:config.subset]
+    private.check(config, len(train_labels))
     train_data = TrainingData(train_images, train_labels, ds.info, config.augment,
                               config.elastic, config.flip)
     x_test = ds.normalized(test_images)
@@ -175,14 +192,26 @@ def _train(config, log, progress, profiler):
 
     saved = start_epoch - 1
     threads = LoadAwareThreads()
-    step = training_step_for(model, optimizer, config)
+    plan = None
+    if config.dp:
+        kept = [h["noise_multiplier"] for h in history if "noise_multiplier" in h]
+        plan = private.Plan(config, len(train_data), kept[-1] if kept else None)
+        log(f"private training: noise multiplier {plan.noise_multiplier:.4f}, clipping to "
+            f"{config.max_grad_norm:g}, sampling rate {plan.sample_rate:.5f} "
+            f"({plan.steps_per_epoch} steps an epoch), delta {config.delta:g}")
+        if config.epsilon is not None and plan.epsilon(config.epochs) > config.epsilon * 1.001:
+            log(f"note: the noise was chosen for the run's first {history[-1]['epoch']} "
+                f"epochs; {config.epochs} epochs spend epsilon "
+                f"{plan.epsilon(config.epochs):.3f}, over --epsilon {config.epsilon:g}")
+    step = training_step_for(model, optimizer, config, plan)
     try:
         for epoch in range(start_epoch, config.epochs + 1):
             reduced = threads.reduced_steps
             with profile(into=profiler) if profiler is not None else contextlib.nullcontext():
                 loss, train_accuracy, seconds = train_epoch(model, optimizer, config, epoch,
                                                             train_data, progress,
-                                                            threads=threads, step=step)
+                                                            threads=threads, step=step,
+                                                            plan=plan)
             if profiler is not None:
                 profiler.steps += math.ceil(len(train_data) / config.batch_size)
             elapsed += seconds
@@ -192,8 +221,12 @@ def _train(config, log, progress, profiler):
                             "train_accuracy": train_accuracy, "test_loss": test_loss,
                             "test_accuracy": test_accuracy, "seconds": seconds,
                             "steps_on_fewer_threads": busy})
+            if plan is not None:
+                history[-1].update(epsilon=plan.epsilon(epoch), delta=config.delta,
+                                   noise_multiplier=plan.noise_multiplier)
             log(f"epoch {epoch:3d}  train loss {loss:.4f}  train acc {train_accuracy:.4f}"
                 f"  test acc {test_accuracy:.4f}  {seconds:.1f}s" +
+                (f"  epsilon {history[-1]['epsilon']:.3f}" if plan is not None else "") +
                 (f"  (fewer BLAS threads for {busy} step{'s' * (busy != 1)}: other programs kept "
                  f"cores busy)"
                  if busy else ""))

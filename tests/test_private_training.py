@@ -1,0 +1,79 @@
+"""`train --dp`: the options it needs and refuses, the epsilon it reports against the
+accountant, and a resumed private run against a straight one."""
+import json
+
+import numpy as np
+import pytest
+
+from tinygrad_mnist import privacy
+from tinygrad_mnist.mnist import cli
+from tinygrad_mnist.mnist.options import Config
+from tinygrad_mnist.mnist.private import check
+from tinygrad_mnist.mnist.train import train
+
+
+@pytest.mark.parametrize("options, message", [
+    (dict(dp=True), "needs one of --epsilon"),
+    (dict(dp=True, epsilon=2.0, noise_multiplier=1.0), "needs one of --epsilon"),
+    (dict(epsilon=2.0), "--epsilon is an option of --dp"),
+    (dict(noise_multiplier=1.0), "--noise-multiplier is an option of --dp"),
+    (dict(dp=True, epsilon=2.0, arch="cnn"), "batch norm in training mode"),
+])
+def test_what_breaks_the_guarantee_is_refused_by_name(options, message):
+    with pytest.raises(ValueError, match=message):
+        check(Config(**options))
+
+
+def test_the_command_line_refuses_it_in_one_line(capsys):
+    assert cli.main(["train", "--dp", "--arch", "cnn", "--epsilon", "3"]) == 2
+    error = capsys.readouterr().err
+    assert "batch norm" in error and len(error.strip().splitlines()) == 1
+
+
+def _config(mnist_dir, out, **options):
+    base = dict(data_dir=str(mnist_dir), subset=3000, hidden=[64], dropout=0.0, epochs=2,
+                batch_size=100, optimizer="momentum", lr=0.5, lr_schedule="constant",
+                dp=True, max_grad_norm=1.0, out=str(out))
+    base.update(options)
+    return Config(**base)
+
+
+@pytest.mark.slow
+def test_a_private_run_reports_what_the_accountant_says(mnist_dir, tmp_path):
+    config = _config(mnist_dir, tmp_path / "sigma", noise_multiplier=1.0)
+    lines = []
+    metrics = train(config, log=lines.append, progress=False)
+    q, steps = 100 / 3000, 30                       # 30 Poisson batches an epoch
+    epsilons = [privacy.epsilon(1.0, q, steps * k, 1e-5) for k in (1, 2)]
+    assert [h["epsilon"] for h in metrics["history"]] == pytest.approx(epsilons)
+    saved = json.loads((tmp_path / "sigma" / "metrics.json").read_text())
+    assert saved["epsilon"] == pytest.approx(epsilons[-1]) and saved["delta"] == 1e-5
+    assert saved["noise_multiplier"] == 1.0
+    assert any("noise multiplier 1.0000" in line for line in lines)
+    assert any(f"epsilon {epsilons[0]:.3f}" in line for line in lines)
+    assert metrics["test_accuracy"] > 0.4           # 3,000 images, 60 noisy steps: it learns
+
+    budget = _config(mnist_dir, tmp_path / "budget", epsilon=3.0)
+    metrics = train(budget, log=lambda line: None, progress=False)
+    sigma = metrics["history"][-1]["noise_multiplier"]
+    assert sigma == pytest.approx(privacy.noise_multiplier_for(3.0, q, 2 * steps, 1e-5))
+    assert metrics["epsilon"] <= 3.0
+
+
+@pytest.mark.slow
+def test_a_resumed_private_run_equals_a_straight_one(mnist_dir, tmp_path):
+    """Each epoch's batches, dropout masks and noise come from the epoch's own seed: a run
+    resumed after its first epoch draws what a straight run draws."""
+    quiet = dict(log=lambda line: None, progress=False)
+    straight = train(_config(mnist_dir, tmp_path / "a", noise_multiplier=1.0), **quiet)
+    train(_config(mnist_dir, tmp_path / "b", noise_multiplier=1.0, epochs=1), **quiet)
+    resumed = train(_config(mnist_dir, tmp_path / "b", noise_multiplier=1.0, resume=True),
+                    **quiet)
+
+    def results(history):
+        return [{k: v for k, v in h.items() if k not in ("seconds", "steps_on_fewer_threads")}
+                for h in history]
+    assert results(resumed["history"]) == results(straight["history"])
+    a, b = np.load(tmp_path / "a" / "model.npz"), np.load(tmp_path / "b" / "model.npz")
+    for name in a.files:
+        np.testing.assert_array_equal(a[name], b[name])

@@ -77,3 +77,30 @@ def test_a_resumed_private_run_equals_a_straight_one(mnist_dir, tmp_path):
     a, b = np.load(tmp_path / "a" / "model.npz"), np.load(tmp_path / "b" / "model.npz")
     for name in a.files:
         np.testing.assert_array_equal(a[name], b[name])
+
+
+@pytest.mark.slow
+def test_hardest_draws_the_largest_norms_and_prints_them(mnist_dir, tmp_path, capsys):
+    from PIL import Image
+    from tinygrad_mnist import Tensor, nn
+    from tinygrad_mnist.mnist import data
+    from tinygrad_mnist.mnist.hardest import hardest
+    model = nn.MLP([784, 16, 10])
+    path = tmp_path / "model.npz"
+    nn.save(model, path, meta={"hidden": [16], "dataset": "mnist"})
+    picture = tmp_path / "hardest.png"
+    assert cli.main(["hardest", "--model", str(path), "--data-dir", str(mnist_dir), "--count",
+                     "8", "--out", str(picture), "--quiet"]) == 0
+    rows = capsys.readouterr().out.splitlines()[1:9]
+    indices, norms = [int(r.split()[0]) for r in rows], [float(r.split()[-1]) for r in rows]
+    assert norms == sorted(norms, reverse=True)
+    ds = data.load("mnist", str(mnist_dir), progress=False)
+    x, y = ds.normalized(ds.train_images), ds.train_labels.astype(np.int64)
+    for i, shown in zip(indices[:3], norms[:3]):       # each one's own gradient, alone
+        model.zero_grad()
+        nn.cross_entropy(model(Tensor.from_numpy(x[i:i + 1])), y[i:i + 1]).backward()
+        own = np.sqrt(sum((p.grad.astype(np.float64) ** 2).sum() for p in model.parameters()))
+        assert own == pytest.approx(shown, abs=2e-3)
+    with Image.open(picture) as image:
+        assert image.size[0] > 600
+    assert list(hardest(np.array([0.5, 3.0, 1.0, 3.0]), 3)) == [1, 3, 2]

@@ -141,6 +141,36 @@ def _cmd_eval(args):
     return 0
 
 
+def _cmd_hardest(args):
+    import os
+    from . import data, report
+    from .checkpoints import stored_data_dir
+    from .hardest import gradient_norms, hardest
+    model, meta = load_model(args.model)
+    dataset = meta.get("dataset", "mnist")
+    data_dir = args.data_dir
+    if data_dir is None:
+        data_dir = stored_data_dir(args.model, missing_ok=True)      # the run's own files
+    ds = data.load(dataset, data_dir, progress=not args.quiet)
+    labels = ds.train_labels.astype(np.int64)
+    from .console import progress_bar
+    bar = progress_bar(len(labels), "gradient norms", "img", not args.quiet, unit_scale=True)
+    norms, answers = gradient_norms(model, ds.normalized(ds.train_images), labels,
+                                    progress=bar.update)
+    bar.close()
+    top = hardest(norms, args.count)
+    out = args.out or os.path.join(os.path.dirname(os.path.abspath(args.model)), "hardest.png")
+    report.hardest(ds.train_images, labels, answers, norms, top, ds.info.classes,
+                   len(labels), out)
+    print(f"{'index':>6}  {'label':<12} {'answer':<12} norm")
+    for i in top:
+        print(f"{i:>6}  {ds.info.classes[labels[i]]:<12} {ds.info.classes[answers[i]]:<12} "
+              f"{norms[i]:.3f}")
+    print(f"median norm {np.median(norms):.3f} over {len(labels)} training images; "
+          f"wrote {out}")
+    return 0
+
+
 def _cmd_predict(args):
     from .data import DATASETS, standardize
     from .images import load_digit
@@ -295,6 +325,16 @@ def build_parser():
                    help="use the download cache (fetching the official files) even if the "
                         "model was trained from a folder of its own")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p = _parser(sub, "hardest", "draw the training images with the largest gradient norms "
+                "under a saved model (often mislabelled or strange digits)")
+    p.add_argument("--model", required=True, help="a model.npz written by train")
+    p.add_argument("--count", type=POSITIVE_INT, default=32, help="how many (default 32)")
+    p.add_argument("--data-dir", default=None,
+                   help="read the training IDX files from DIR (default: the folder the model "
+                        "was trained from, or the download cache)")
+    p.add_argument("--out", default=None, help="the picture (default: hardest.png beside the "
+                                               "model)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
     p = _parser(sub, "predict", "classify image files with a saved model (top 3)")
     p.add_argument("--model", required=True, help="a model.npz written by train")
     p.add_argument("images", nargs="+", help="image files (PNG, JPEG, ...)")
@@ -422,6 +462,7 @@ def _unrecognized(parser, command, unknown):
 
 
 COMMANDS = {"train": _cmd_train, "eval": _cmd_eval, "predict": _cmd_predict,
+            "hardest": _cmd_hardest,
             "graph": _cmd_graph, "gradcheck": _cmd_gradcheck, "ablate": _cmd_ablate,
             "sweep": _cmd_sweep, "speedrun": _cmd_speedrun, "names": _cmd_names}
 

@@ -110,6 +110,25 @@ def samples(images, labels, predictions, classes, path, columns=8):
     _save(fig, path)
 
 
+def hardest(images, labels, answers, norms, indices, classes, total, path, columns=8):
+    """Training images with the largest gradient norms, largest first: each with its index,
+    its label, the model's answer (red where it differs) and its norm."""
+    rows = int(np.ceil(len(indices) / columns))
+    fig, axes = plt.subplots(rows, columns, figsize=(columns * 1.5, rows * 1.85))
+    for ax, i in zip(np.ravel(axes), indices):
+        ax.imshow(images[i], cmap="gray_r")
+        wrong = labels[i] != answers[i]
+        ax.set_title(f"#{i}  label {classes[labels[i]]}\nsays {classes[answers[i]]}, "
+                     f"norm {norms[i]:.1f}", fontsize=7, color="red" if wrong else "black")
+    for ax in np.ravel(axes):
+        ax.axis("off")
+    fig.suptitle(f"The {len(indices)} training images (of {total:,}) with the largest "
+                 f"gradient norms: index, label, the model's answer (red: not the label)",
+                 fontsize=10)
+    fig.tight_layout()
+    _save(fig, path)
+
+
 def optimizer_curves(curves, dataset, path, rates=None):
     """Validation accuracy per epoch, one line per optimizer (mean over seeds), each labelled
     with the learning rate its sweep chose."""

@@ -323,3 +323,19 @@ def test_conv_norms_with_the_forward_columns_or_chunks_made_again_agree():
         for weight, bias in (kept, chunked):
             np.testing.assert_allclose(weight, wanted, rtol=TOL)
             np.testing.assert_allclose(bias, (g.sum(axis=(2, 3)) ** 2).sum(axis=1), rtol=TOL)
+
+
+def test_the_validation_report_lists_every_layer_against_the_loop():
+    model, x, y = _cases()["conv, one channel, batch norm in eval"]
+    _f64(model)
+    report = privacy.validation_report(model, _cross_entropy, _wrap(x), y)
+    lines = report.splitlines()
+    assert lines[0].startswith("per-example gradient norms of 6 examples: ghost")
+    rows = {line.split()[0]: line.split() for line in lines[2:]}
+    names = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert list(rows) == names + ["total"]
+    assert all(float(row[-1]) < 1e-10 for row in rows.values())
+    looped, _ = _norms_of(_looped_gradients(model, _cross_entropy, x, y))
+    found = privacy.looped_norms(model, _cross_entropy, _wrap(x), y)
+    for name in names:
+        np.testing.assert_allclose(found[name], looped[name], rtol=1e-12)

@@ -6,10 +6,13 @@ ghost clipping, and a privacy accountant.
     dpsgd.py       DPOptimizer (clip, sum, noise, average, step) and Poisson batches
     accountant.py  epsilon for (noise, sampling rate, steps, delta), and the noise for an
                    epsilon (dp-accounting, an optional extra)
+    validate.py    a report of the norms per layer against one backward pass per example
 """
 from .accountant import epsilon, noise_multiplier_for
 from .dpsgd import DPOptimizer, clip_factors, poisson_batches
 from .norms import ExampleNorms, PrivacyWarning, example_norms
+from .validate import looped_norms, validation_report
 
 __all__ = ["example_norms", "ExampleNorms", "PrivacyWarning", "DPOptimizer", "clip_factors",
-           "poisson_batches", "epsilon", "noise_multiplier_for"]
+           "poisson_batches", "epsilon", "noise_multiplier_for", "validation_report",
+           "looped_norms"]

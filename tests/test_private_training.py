@@ -104,3 +104,16 @@ def test_hardest_draws_the_largest_norms_and_prints_them(mnist_dir, tmp_path, ca
     with Image.open(picture) as image:
         assert image.size[0] > 600
     assert list(hardest(np.array([0.5, 3.0, 1.0, 3.0]), 3)) == [1, 3, 2]
+
+
+@pytest.mark.slow
+def test_the_private_training_example_spends_its_budget_and_learns(mnist_dir, capsys):
+    import runpy
+    from conftest import ROOT
+    example = runpy.run_path(str(ROOT / "examples" / "private_training.py"))
+    spent, accuracy = example["main"](["--data-dir", str(mnist_dir), "--epochs", "2",
+                                       "--subset", "6000", "--epsilon", "3"])
+    printed = capsys.readouterr().out
+    assert spent[0] < spent[1] <= 3.0 and spent[1] == pytest.approx(3.0, abs=0.01)
+    assert accuracy > 0.6
+    assert "ghost" in printed and "total" in printed

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from tinygrad_mnist import Tensor, func, nn, optim, privacy
+from tinygrad_mnist.mnist.models import build
 from tinygrad_mnist.privacy import PrivacyWarning
 
 TOL = 1e-10
@@ -109,6 +110,8 @@ def _cases():
             Tokens(), rng.integers(0, 9, (6, 4)), rng.integers(0, 3, 6)),
         "linear over positions, written out": (Wide(), rng.normal(size=(4, 3, 40)),
                                                rng.integers(0, 3, 4)),
+        "the DP CNN (8x8 stride 2, pooling with stride 1)": (
+            build("dpcnn", activation="tanh"), rng.normal(size=(3, 784)), rng.integers(0, 10, 3)),
     }
 
 

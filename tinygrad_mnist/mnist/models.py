@@ -1,5 +1,6 @@
 """The networks `tinygrad-mnist train --arch` builds: the MLP, LeNet-5, a small CNN, an LSTM
-that reads each image row by row, and a vision transformer over 7x7 patches.
+that reads each image row by row, a vision transformer over 7x7 patches, and the small tanh
+CNN that private training (DP-SGD) uses.
 
 Every model takes a batch of flattened, standardized 28x28 images, (N, 784), so the data
 pipeline, jit, checkpoints, eval and predict are the same for all; the conv nets reshape it
@@ -10,7 +11,7 @@ import numpy as np
 from .. import nn
 from ..engine import Tensor, get_rng
 
-ARCHS = ("mlp", "lenet5", "cnn", "lstm", "vit")
+ARCHS = ("mlp", "lenet5", "cnn", "lstm", "vit", "dpcnn")
 
 
 def layer_sizes(hidden):
@@ -68,6 +69,21 @@ def cnn(activation="relu", dropout=0.0, channels=(32, 64), hidden=256, kernel=5)
 
 
 CNN_KERNELS = (3, 5)
+
+
+def dpcnn(activation="tanh", dropout=0.0):
+    """The CNN of Papernot et al. 2021 for DP-SGD on MNIST (Tramer and Boneh 2021's
+    "end-to-end CNN"): 16 8x8 filters with stride 2 (padded by 2: 28 -> 13), 2x2 max-pooling
+    with stride 1 (12), 32 4x4 filters with stride 2 (5), pooling again (4), 32 hidden units,
+    10 outputs; tanh throughout (its bounded output keeps the clipped gradients informative).
+    26,010 parameters: the fewer the parameters, the less noise DP-SGD adds in all."""
+    act = _ACTIVATION_LAYERS[activation]
+    features = nn.Sequential(nn.Conv2d(1, 16, 8, stride=2, padding=2), act(),
+                             nn.MaxPool2d(2, stride=1),
+                             nn.Conv2d(16, 32, 4, stride=2), act(), nn.MaxPool2d(2, stride=1))
+    classifier = nn.Sequential(nn.Flatten(), nn.Linear(32 * 4 * 4, 32), act(),
+                               *_dropout(dropout), nn.Linear(32, 10))
+    return ConvNet("DP CNN", features, classifier)
 
 
 class RowLSTM(nn.Module):
@@ -162,6 +178,8 @@ def build(arch, hidden=(512, 256), activation="relu", dropout=0.0, input_dropout
         return RowLSTM(dropout=dropout)
     if arch == "vit":
         return VisionTransformer(dropout=dropout)
+    if arch == "dpcnn":
+        return dpcnn(activation, dropout)
     raise ValueError(f"unknown architecture {arch!r}; use one of {', '.join(ARCHS)}")
 
 
@@ -174,7 +192,7 @@ def describe(arch, hidden, activation, cnn_kernel=5):
         return f"CNN {cnn_kernel}x{cnn_kernel} ({activation})"
     if arch in ("lstm", "vit"):
         return {"lstm": "LSTM 128 over rows", "vit": "ViT 7x7 patches, 4 blocks of 64"}[arch]
-    return f"{ {'lenet5': 'LeNet-5', 'cnn': 'CNN'}[arch]} ({activation})"
+    return f"{ {'lenet5': 'LeNet-5', 'cnn': 'CNN', 'dpcnn': 'DP CNN'}[arch]} ({activation})"
 
 
 def activation_sizes(arch, hidden):
@@ -188,6 +206,8 @@ def activation_sizes(arch, hidden):
         return 28 * (4 * 128 * 3 + 128 * 6) + 28 * 4 * 128 + 10
     if arch == "vit":                # 17 tokens of 64 through 4 blocks, and the attention maps
         return 4 * (17 * 64 * 14 + 17 * 128 * 3 + 4 * 17 * 17 * 3) + 17 * 64 * 4 + 10
+    if arch == "dpcnn":
+        return 2 * 16 * 13 * 13 + 16 * 12 * 12 + 2 * 32 * 5 * 5 + 32 * 16 + 2 * 32 + 10
     c1, c2 = 32, 64
     return 4 * c1 * 28 * 28 + c1 * 14 * 14 + 4 * c2 * 14 * 14 + c2 * 49 + 3 * 256 + 10
 
@@ -196,6 +216,8 @@ def im2col_sizes(arch, cnn_kernel=5):
     """The largest im2col matrix one image needs (values), also kept for the backward."""
     if arch == "lenet5":
         return max(28 * 28 * 25, 6 * 25 * 100)
+    if arch == "dpcnn":
+        return max(13 * 13 * 64, 5 * 5 * 16 * 16)
     if arch == "cnn":
         k2 = cnn_kernel * cnn_kernel
         return max(28 * 28 * k2, 32 * k2 * 14 * 14)

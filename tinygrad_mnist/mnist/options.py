@@ -110,8 +110,9 @@ OPTIONS = [
            "them into ~/.cache/tinygrad_mnist", result=False, metavar="DATA_DIR"),
     Option("arch", "mlp", one_of(ARCHS), "network: the MLP of --hidden, LeNet-5, the CNN "
            "(two 5x5 convolutions with batch norm and pooling, 256 hidden), an LSTM of 128 "
-           "reading the image's 28 rows, or a vision transformer (ViT: 7x7 patches, 4 blocks "
-           "of 64 with 4 heads)",
+           "reading the image's 28 rows, a vision transformer (ViT: 7x7 patches, 4 blocks "
+           "of 64 with 4 heads), or the small CNN of private training (dpcnn: Papernot et al. "
+           "2021, 26,010 parameters; use --activation tanh)",
            sweep="architectures"),
     Option("hidden", [512, 256], hidden_sizes, "hidden layer sizes of the MLP, comma "
            "separated", sweep="MLPs"),
@@ -189,7 +190,8 @@ ARCH_DEFAULTS = {"mlp": {"optimizer": "momentum", "lr": 0.05},
                  "lenet5": {"optimizer": "adam", "lr": 0.002},
                  "cnn": {"optimizer": "adam", "lr": 0.001},
                  "lstm": {"optimizer": "adam", "lr": 0.002},
-                 "vit": {"optimizer": "adam", "lr": 0.001}}
+                 "vit": {"optimizer": "adam", "lr": 0.001},
+                 "dpcnn": {"optimizer": "adam", "lr": 0.002}}
 SWEPT = tuple(o.name for o in OPTIONS if o.sweep)      # sweep's lists, in the table's order
 
 

@@ -342,3 +342,25 @@ def test_the_validation_report_lists_every_layer_against_the_loop():
     found = privacy.looped_norms(model, _cross_entropy, _wrap(x), y)
     for name in names:
         np.testing.assert_allclose(found[name], looped[name], rtol=1e-12)
+
+
+def test_a_jitted_private_step_runs_eagerly_and_says_so():
+    """The clipping is array work outside ops, which a replay could not redo: the jit hears a
+    read of values, warns, and runs the step eagerly, with eager's numbers."""
+    from tinygrad_mnist import JitWarning, jit
+    rng = np.random.default_rng(5)
+    x, y = rng.normal(size=(6, 20)), rng.integers(0, 5, 6)
+    models = [_f64(nn.MLP([20, 8, 5])) for _ in range(2)]
+    models[1].load_state_dict(models[0].state_dict())
+    dps = [privacy.DPOptimizer(optim.SGD(m.parameters(), lr=0.1), m, 1.0, 1.0, 6)
+           for m in models]
+    noise = {name: np.zeros(p.shape) for name, p in models[0].named_parameters()}
+    step = jit(lambda xs, ys: dps[0].step(_cross_entropy, xs, ys, noise=noise))
+    with pytest.warns(JitWarning, match="per-example gradient norms"):
+        step(_wrap(x), y)
+    for _ in range(2):
+        step(_wrap(x), y)
+    for _ in range(3):
+        dps[1].step(_cross_entropy, _wrap(x), y, noise=noise)
+    for a, b in zip(models[0].parameters(), models[1].parameters()):
+        np.testing.assert_allclose(a.data, b.data, rtol=1e-12)

@@ -21,7 +21,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..engine import Observer, Tensor, observe
+from ..engine import Observer, Tensor, observe, observers
+from ..engine.mode import notify_read
 from ..engine.graph import sum_to_shape
 from ..engine.kernels.example_norms import row_squares
 
@@ -87,6 +88,10 @@ class Pass:
                              f"shape ({self.size},), got "
                              f"{getattr(losses, 'shape', type(losses).__name__)}")
         self.losses = losses
+        # the norms and the clipping are array work on the pass's gradients, outside ops: a
+        # jit recording could not replay it, so it hears a read of values and runs eagerly
+        if observers():
+            notify_read(losses, "per-example gradient norms")
         heard = _Heard({id(p): name for name, p in self.parameters})
         with observe(heard):
             losses.sum().backward()

@@ -112,7 +112,7 @@ def test_the_private_training_example_spends_its_budget_and_learns(mnist_dir, ca
     from conftest import ROOT
     example = runpy.run_path(str(ROOT / "examples" / "private_training.py"))
     spent, accuracy = example["main"](["--data-dir", str(mnist_dir), "--epochs", "2",
-                                       "--subset", "6000", "--epsilon", "3"])
+                                       "--subset", "2560", "--epsilon", "3"])
     printed = capsys.readouterr().out
     assert spent[0] < spent[1] <= 3.0 and spent[1] == pytest.approx(3.0, abs=0.01)
     assert accuracy > 0.6

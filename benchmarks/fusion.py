@@ -7,7 +7,6 @@ evaluation with such an activation, all under no_grad (where chains are fused).
 The arms take turns in every round; medians of the rounds (min-max) and ratios to the
 unfused replay. Writes FUSION.md into --out.
 """
-import argparse
 import os
 import sys
 
@@ -16,7 +15,7 @@ import statistics  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from benchmarks.report import ms_range, take_turns, write_report  # noqa: E402
+from benchmarks.report import arguments, ms_range, take_turns, write_report  # noqa: E402
 from tinygrad_mnist import Tensor, jit, no_grad  # noqa: E402
 from tinygrad_mnist.jit import fusion  # noqa: E402
 from tinygrad_mnist.engine.kernels import blas  # noqa: E402
@@ -108,10 +107,7 @@ def arms(fn, arrays):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=7)
-    parser.add_argument("--out", default="benchmarks")
-    args = parser.parse_args()
+    args = arguments(__doc__)
     blas.set_num_threads(THREADS)
     rng = np.random.default_rng(0)
     lines = ["# Fused chains in a jit replay", "",

@@ -7,7 +7,6 @@ vmap(grad), and the peak memory of a private training run against a plain one.
 Batch 128, float32, 2 BLAS threads; the arms of a table take turns in every round; medians
 (min-max) in milliseconds. Writes PRIVACY.md into --out.
 """
-import argparse
 import os
 import statistics
 import subprocess
@@ -16,7 +15,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import numpy as np  # noqa: E402
 
-from benchmarks.report import ms_range, take_turns, write_report  # noqa: E402
+from benchmarks.report import arguments, ms_range, take_turns, write_report  # noqa: E402
 from tinygrad_mnist import Tensor, func, jit, nn, optim, privacy  # noqa: E402
 from tinygrad_mnist.engine.kernels import blas  # noqa: E402
 from tinygrad_mnist.mnist.models import build  # noqa: E402
@@ -100,10 +99,7 @@ def peak_memory(arch, kind, tmp):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=7)
-    parser.add_argument("--out", default="benchmarks")
-    args = parser.parse_args()
+    args = arguments(__doc__)
     blas.set_num_threads(THREADS)
     lines = ["# Private training: what it costs", "",
              f"`python -m benchmarks.privacy`: batch {BATCH}, float32, {THREADS} BLAS threads, "

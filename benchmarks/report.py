@@ -17,6 +17,15 @@ def write_report(directory, name, text, echo=True):
     print(text if echo else f"wrote {path}")
 
 
+def arguments(doc, rounds=7):
+    """A benchmark's command line: --rounds, and --out (the report's directory)."""
+    import argparse
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=rounds)
+    parser.add_argument("--out", default="benchmarks")
+    return parser.parse_args()
+
+
 def take_turns(work, rounds, repeats=3):
     """name -> each round's median seconds of work[name](), the arms taking turns within a
     round. A call may return the seconds it measured itself, as a float (a backward timed

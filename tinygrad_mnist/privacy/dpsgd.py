@@ -69,8 +69,8 @@ class DPOptimizer:
             self.last_norms, sums = np.zeros(0), {}
         std = self.noise_multiplier * self.max_grad_norm
         # a step's noise from its own SFC64 stream, seeded from the engine's generator (so
-        # manual_seed repeats it): SFC64 draws normals about twice as fast as PCG64, and a
-        # step draws one per parameter
+        # manual_seed repeats it): SFC64 draws normals 13% faster than PCG64 here (0.82 vs
+        # 0.95 ms for 101,770 float32), and a step draws one per parameter
         rng = np.random.Generator(np.random.SFC64(get_rng().integers(0, 2 ** 63)))
         out = {}
         for name, p in parameters:

@@ -51,6 +51,7 @@ def test_a_private_run_reports_what_the_accountant_says(mnist_dir, tmp_path):
     assert saved["noise_multiplier"] == 1.0
     assert any("noise multiplier 1.0000" in line for line in lines)
     assert any(f"epsilon {epsilons[0]:.3f}" in line for line in lines)
+    assert lines[-1].endswith(f"private: epsilon {epsilons[-1]:.3f} at delta 1e-05")
     assert metrics["test_accuracy"] > 0.4           # 3,000 images, 60 noisy steps: it learns
 
     budget = _config(mnist_dir, tmp_path / "budget", epsilon=3.0)

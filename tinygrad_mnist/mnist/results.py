@@ -42,8 +42,10 @@ def finish(config, info, model, x_test, test_images, test_labels, history, elaps
     network = models.describe(config.arch, config.hidden, config.activation,
                               config.cnn_kernel)
     dataset = report.DATASET_TITLES.get(info.name, info.name)
+    private = (f", private (epsilon {metrics['epsilon']:.2f}, delta {metrics['delta']:g})"
+               if "epsilon" in metrics else "")
     report.curves(history, os.path.join(out, "curves.png"),
-                  title=f"{dataset}, {network}, {config.optimizer}: "
+                  title=f"{dataset}, {network}, {config.optimizer}{private}: "
                         f"test accuracy {accuracy * 100:.2f}% after {len(history)} "
                         f"epoch{'s' if len(history) != 1 else ''}")
     report.confusion(matrix, info.classes, os.path.join(out, "confusion.png"))
@@ -57,5 +59,6 @@ def finish(config, info, model, x_test, test_images, test_labels, history, elaps
     log(format_confusion(matrix, info.classes))
     log(f"wrote metrics.json, model.npz, curves.png, confusion.png, samples.png to {out}")
     log(f"test accuracy: {accuracy * 100:.2f}% ({counted(len(history), 'epoch')}, {elapsed:.1f}s of "
-        f"training)")
+        f"training)" + (f"; private: epsilon {metrics['epsilon']:.3f} at delta "
+                        f"{metrics['delta']:g}" if "epsilon" in metrics else ""))
     return metrics

@@ -39,13 +39,12 @@ def reads(steps, output_slots):
     return count
 
 
-def chains(recorder, output_slots):
-    """The chains to fuse: lists of step indices, each op reading the one before it."""
+def chains(recorder, output_slots, in_backward):
+    """The chains to fuse: lists of step indices, each op reading the one before it.
+    `in_backward`: the ids of the ops a backward pass runs through."""
     if not ENABLED:
         return []
     steps, seen = recorder.steps, recorder.seen
-    in_backward = {id(op) for step in steps if step[0] == "backward"
-                   for op, _, _ in step[1] if op is not None}
     count = reads(steps, output_slots)
 
     def array_of(ref):

@@ -50,7 +50,7 @@ class Program:
         # ops a backward runs through: what their forward saves is read by the backward
         self.in_backward = {id(op) for plan in self.plans for op, _, _ in plan if op is not None}
         self.output = self._template(result, recorder.slot_of)
-        self.fused = fusion.chains(recorder, list(_slots_in(self.output)))
+        self.fused = fusion.chains(recorder, list(_slots_in(self.output)), self.in_backward)
         in_chain = {index: chain for chain in self.fused for index in chain}
         self.buffers = {}                  # a fused chain's first step -> the chain's array
         for chain in self.fused:

@@ -124,7 +124,8 @@ def main():
               "One epoch on 20,000 MNIST images, in a process of its own (peak resident set, "
               "MB): the default options; the same in a process that has also imported the "
               "accountant's library (dp-accounting, with SciPy); and `--dp --noise-multiplier "
-              "1`, which imports it.", "",
+              "1`, whose accountant runs in a process of its own (the training process never "
+              "imports it).", "",
               "| network | plain | plain, accountant imported | private | private / plain | "
               "private / plain with the accountant |", "| --- | --- | --- | --- | --- | --- |"]
     with tempfile.TemporaryDirectory() as tmp:

@@ -2,7 +2,10 @@
 example at a time and by vmap(grad), DP-SGD's update against the same update written out
 (fixed noise), Poisson batches, and the accountant against closed forms and published
 values."""
+import importlib.util
 import math
+import subprocess
+import sys
 import warnings
 
 import numpy as np
@@ -300,6 +303,37 @@ def test_the_noise_for_an_epsilon_is_the_least_that_reaches_it():
     assert privacy.epsilon(sigma, q, steps, 1e-5) <= 2.0
     assert privacy.epsilon(sigma - 0.002, q, steps, 1e-5) > 2.0
     assert privacy.epsilon(sigma, q, 2 * steps, 1e-5) > 2.0      # more steps spend more
+
+
+def test_a_runs_ledger_from_its_own_process_equals_the_one_worked_out_here():
+    """The trainer's ledger is worked out in a child process so that the training process
+    never imports the accountant's library (SciPy); its numbers are the same."""
+    pytest.importorskip("dp_accounting")
+    q = 256 / 60000
+    for given in (dict(noise_multiplier=1.1), dict(epsilon_target=2.0)):
+        here = privacy.ledger(q, 234, 3, 1e-5, **given)
+        apart = privacy.ledger(q, 234, 3, 1e-5, apart=True, **given)
+        assert apart == here
+        sigma, spent = here
+        assert spent == [privacy.epsilon(sigma, q, 234 * k, 1e-5) for k in (1, 2, 3)]
+    assert here[1][-1] <= 2.0 and privacy.epsilon(here[0] - 0.002, q, 702, 1e-5) > 2.0
+    probe = ("import sys; from tinygrad_mnist import privacy; "
+             "privacy.ledger(0.01, 100, 2, 1e-5, noise_multiplier=1.0, apart=True); "
+             "print(sorted(m for m in ('dp_accounting', 'scipy') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_a_ledger_without_the_library_says_what_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "dp_accounting", None)      # import fails
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(ImportError, match="dp-accounting"):
+        privacy.ledger(0.01, 100, 2, 1e-5, noise_multiplier=1.0, apart=True)
+    with pytest.raises(ImportError, match="dp-accounting"):
+        privacy.ledger(0.01, 100, 2, 1e-5, noise_multiplier=1.0)
+    with pytest.raises(ValueError, match="one of noise_multiplier and epsilon_target"):
+        privacy.ledger(0.01, 100, 2, 1e-5)
 
 
 def test_the_accountant_names_bad_arguments():

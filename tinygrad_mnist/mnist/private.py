@@ -40,16 +40,19 @@ class Plan:
         self.n, self.delta, self.clip = n_train, config.delta, config.max_grad_norm
         self.sample_rate = config.batch_size / n_train
         self.steps_per_epoch = max(1, round(1 / self.sample_rate))
-        total = self.steps_per_epoch * config.epochs
-        if noise_multiplier is not None:                   # a resumed run keeps its noise
-            self.noise_multiplier = noise_multiplier
-        elif config.noise_multiplier is not None:
-            self.noise_multiplier = config.noise_multiplier
-        else:
-            self.noise_multiplier = privacy.noise_multiplier_for(
-                config.epsilon, self.sample_rate, total, config.delta)
+        if noise_multiplier is None:                       # a resumed run keeps its noise
+            noise_multiplier = config.noise_multiplier
+        # the whole run's ledger at once, in a process of its own: the accountant's library
+        # brings SciPy (about 80 MB), which this process would hold while it trains
+        self.noise_multiplier, self.spent = privacy.ledger(
+            self.sample_rate, self.steps_per_epoch, config.epochs, config.delta,
+            noise_multiplier=noise_multiplier,
+            epsilon_target=config.epsilon if noise_multiplier is None else None, apart=True)
 
     def epsilon(self, epochs):
+        """The epsilon spent after `epochs` epochs."""
+        if 1 <= epochs <= len(self.spent):
+            return self.spent[epochs - 1]
         return privacy.epsilon(self.noise_multiplier, self.sample_rate,
                                self.steps_per_epoch * epochs, self.delta)
 

@@ -7,10 +7,20 @@ Google's dp-accounting library (an optional extra: pip install "tinygrad_mnist[p
 Each step is a Poisson-sampled Gaussian mechanism (sampling rate q, noise sigma); `steps` of
 them are composed. "rdp" is the Renyi accountant (Mironov 2017; what Opacus and TF Privacy
 report by default), "pld" the privacy-loss-distribution one (tighter).
-"""
-import math
 
-__all__ = ["epsilon", "noise_multiplier_for"]
+A training run asks for its whole ledger at once (`ledger(..., apart=True)`): the noise and
+the epsilon after every epoch, worked out in a process of its own, because importing the
+library brings SciPy with it (about 80 MB) that the training process would then hold to its
+end. The child reads the question as JSON on stdin and answers on stdout (`_answer`).
+"""
+import importlib.util
+import json
+import math
+import os
+import subprocess
+import sys
+
+__all__ = ["epsilon", "noise_multiplier_for", "ledger"]
 
 
 def _library():
@@ -68,3 +78,39 @@ def noise_multiplier_for(epsilon_target, sample_rate, steps, delta, accountant="
         else:
             high = middle
     return high
+
+
+def ledger(sample_rate, steps_per_epoch, epochs, delta, noise_multiplier=None,
+           epsilon_target=None, apart=False):
+    """(noise multiplier, [epsilon after epoch 1, ..., after `epochs`]) of a run: the noise
+    given, or the least that spends at most epsilon_target over all the epochs. apart=True
+    works it out in a child process (the same numbers, without SciPy in this one)."""
+    question = dict(sample_rate=sample_rate, steps_per_epoch=steps_per_epoch, epochs=epochs,
+                    delta=delta, noise_multiplier=noise_multiplier,
+                    epsilon_target=epsilon_target)
+    if (noise_multiplier is None) == (epsilon_target is None):
+        raise ValueError("privacy.ledger: give one of noise_multiplier and epsilon_target")
+    if not apart:
+        if noise_multiplier is None:
+            noise_multiplier = noise_multiplier_for(epsilon_target, sample_rate,
+                                                    steps_per_epoch * epochs, delta)
+        return noise_multiplier, [epsilon(noise_multiplier, sample_rate, steps_per_epoch * k,
+                                          delta) for k in range(1, epochs + 1)]
+    if importlib.util.find_spec("dp_accounting") is None:
+        _library()                                 # the same ImportError, without a child
+    package_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [package_root] + [p for p in [os.environ.get("PYTHONPATH")] if p]))
+    child = subprocess.run([sys.executable, "-c", f"from {__name__} import _answer; _answer()"],
+                           input=json.dumps(question), capture_output=True, text=True, env=env)
+    if child.returncode != 0:
+        last = (child.stderr.strip().splitlines() or ["(no message)"])[-1]
+        raise RuntimeError(f"privacy.ledger: the accountant's process failed: {last}")
+    answer = json.loads(child.stdout)
+    return answer["noise_multiplier"], answer["epsilons"]
+
+
+def _answer():
+    """The child's side of ledger(apart=True): the question from stdin, the answer to stdout."""
+    sigma, spent = ledger(**json.loads(sys.stdin.read()))
+    print(json.dumps({"noise_multiplier": sigma, "epsilons": spent}))

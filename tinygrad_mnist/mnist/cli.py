@@ -171,6 +171,13 @@ def _cmd_hardest(args):
     return 0
 
 
+def _cmd_export(args):
+    from .exchange import export
+    out = export(args.model, args.out, args.format)
+    print(f"wrote {out}: input 'pixels' (batch, 784) in [0, 1], output 'logits' (batch, 10)")
+    return 0
+
+
 def _cmd_predict(args):
     from .data import DATASETS, standardize
     from .images import load_digit
@@ -335,6 +342,11 @@ def build_parser():
     p.add_argument("--out", default=None, help="the picture (default: hardest.png beside the "
                                                "model)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p = _parser(sub, "export", "write a saved model as ONNX (pixels in [0, 1] in, the ten "
+                "logits out; any batch size)")
+    p.add_argument("--model", required=True, help="a model.npz written by train")
+    p.add_argument("--format", default="onnx", help="the format (onnx)")
+    p.add_argument("--out", default=None, help="the file (default: model.onnx beside the model)")
     p = _parser(sub, "predict", "classify image files with a saved model (top 3)")
     p.add_argument("--model", required=True, help="a model.npz written by train")
     p.add_argument("images", nargs="+", help="image files (PNG, JPEG, ...)")
@@ -462,7 +474,7 @@ def _unrecognized(parser, command, unknown):
 
 
 COMMANDS = {"train": _cmd_train, "eval": _cmd_eval, "predict": _cmd_predict,
-            "hardest": _cmd_hardest,
+            "hardest": _cmd_hardest, "export": _cmd_export,
             "graph": _cmd_graph, "gradcheck": _cmd_gradcheck, "ablate": _cmd_ablate,
             "sweep": _cmd_sweep, "speedrun": _cmd_speedrun, "names": _cmd_names}
 

@@ -1,0 +1,35 @@
+"""A trained model.npz taken out of the trainer: `tinygrad-mnist export` writes it as ONNX
+that reads pixels, as any other runtime gets them (the standardization inside the file)."""
+import os
+
+import numpy as np
+
+from .. import nn
+from ..engine import Tensor
+from .data import DATASETS
+
+
+class Pixels(nn.Module):
+    """model with the dataset's standardization in front: (N, 784) pixels in [0, 1] in."""
+
+    def __init__(self, model, info):
+        self.model = model
+        self.mean = Tensor(np.float32(info.mean))
+        self.std = Tensor(np.float32(info.std))
+
+    def forward(self, pixels):
+        return self.model((pixels - self.mean) / self.std)
+
+
+def export(model_path, out=None, fmt="onnx"):
+    """Write the model at model_path as `fmt` (ONNX) to out (default: beside it); the path."""
+    from .. import onnx
+    from .cli import load_model
+    if fmt != "onnx":
+        raise ValueError(f"unknown format {fmt!r}; the one written is onnx")
+    model, meta = load_model(model_path)
+    info = DATASETS[meta.get("dataset", "mnist")]
+    out = out or os.path.join(os.path.dirname(os.path.abspath(model_path)), "model.onnx")
+    example = np.zeros((3, 784), np.float32)
+    onnx.export(Pixels(model, info), example, out, input_name="pixels", output_name="logits")
+    return out

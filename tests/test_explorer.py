@@ -2,8 +2,6 @@
 .ci/run installs): it makes no network request and logs no script error, module boxes collapse
 and expand, and stepping the backward pass to its end shows every leaf's .grad."""
 import json
-import os
-import shutil
 
 import numpy as np
 import pytest
@@ -11,53 +9,18 @@ import pytest
 from tinygrad_mnist import Tensor, manual_seed, nn
 from tinygrad_mnist.viz import explore, record_modules
 
-pytestmark = pytest.mark.slow        # drives a headless browser (pytest -m "not slow" skips it)
+from browser import open_page, require_browser, requests_and_errors, start_browser
 
-# Without a browser these tests skip with one line, so that the README's test command passes
-# on a fresh machine; CI installs the browser and sets TINYGRAD_MNIST_REQUIRE_BROWSER=1, which
-# makes a missing browser a failure there.
-REQUIRED = os.environ.get("TINYGRAD_MNIST_REQUIRE_BROWSER") == "1"
-CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
-MISSING = ("the explorer's browser tests need Debian's chromium and chromium-driver (apt-get "
-           "install chromium chromium-driver; .ci/run does it) and selenium (pip install -e "
-           "\".[dev]\")")
-try:
-    from selenium import webdriver
-    from selenium.webdriver.common.by import By
-except ImportError:
-    webdriver = None
-if webdriver is None or not (CHROMIUM and DRIVER):
-    if REQUIRED:
-        pytest.fail(MISSING, pytrace=False)
-    pytest.skip(MISSING, allow_module_level=True)
+pytestmark = pytest.mark.slow        # drives a headless browser (pytest -m "not slow" skips it)
+require_browser()
+from browser import By  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def browser():
-    options = webdriver.ChromeOptions()
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1400,1000"):
-        options.add_argument(arg)
-    options.binary_location = CHROMIUM
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})
-    driver = webdriver.Chrome(service=webdriver.ChromeService(DRIVER), options=options)
+    driver = start_browser()
     yield driver
     driver.quit()
-
-
-def open_page(browser, path):
-    browser.get_log("performance")                       # forget earlier pages
-    browser.get(path.resolve().as_uri())
-    return browser
-
-
-def requests_and_errors(browser):
-    urls = []
-    for entry in browser.get_log("performance"):
-        message = json.loads(entry["message"])["message"]
-        if message["method"] == "Network.requestWillBeSent":
-            urls.append(message["params"]["request"]["url"])
-    errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
-    return urls, errors
 
 
 def shown_leaf_gradients(browser):

@@ -181,6 +181,27 @@ def _cmd_export(args):
     return 0
 
 
+def _cmd_playground(args):
+    import os
+    from . import data
+    from .checkpoints import stored_data_dir
+    from ..viz.playground import playground, test_digits
+    model, meta = load_model(args.model)
+    ds_name = meta.get("dataset", "mnist")
+    data_dir = args.data_dir or stored_data_dir(args.model, missing_ok=True)
+    ds = data.load(ds_name, data_dir, progress=not args.quiet, splits=("test",))
+    digits = test_digits(model, ds.test_images, ds.test_labels.astype(np.int64), ds.normalized)
+    out = args.out or os.path.join(os.path.dirname(os.path.abspath(args.model)),
+                                   "playground.html")
+    from .models import describe
+    name = describe(meta.get("arch", "mlp"), meta["hidden"], meta.get("activation", "relu"),
+                    meta.get("cnn_kernel", 5))
+    playground(model, ds.info, out, title=f"Draw a digit: {name} trained on {ds.info.name}",
+               digits=digits)
+    print(f"wrote {out}: open it in a browser (it needs no network and no server)")
+    return 0
+
+
 def _cmd_predict(args):
     from .data import DATASETS, standardize
     from .images import load_digit
@@ -350,6 +371,16 @@ def build_parser():
     p.add_argument("--model", required=True, help="a model.npz written by train")
     p.add_argument("--format", default="onnx", help="the format (onnx)")
     p.add_argument("--out", default=None, help="the file (default: model.onnx beside the model)")
+    p = _parser(sub, "playground", "write a page where you draw a digit and watch a saved "
+                "model answer, layer by layer, and why (one offline HTML file)")
+    p.add_argument("--model", required=True, help="a model.npz written by train (an MLP or "
+                                                  "a conv net)")
+    p.add_argument("--out", default=None, help="the page (default: playground.html beside "
+                                               "the model)")
+    p.add_argument("--data-dir", default=None,
+                   help="read the test IDX files (the page's test digits) from DIR (default: "
+                        "the folder the model was trained from, or the download cache)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
     p = _parser(sub, "predict", "classify image files with a saved model (top 3)")
     p.add_argument("--model", required=True, help="a model.npz written by train")
     p.add_argument("images", nargs="+", help="image files (PNG, JPEG, ...)")
@@ -478,6 +509,7 @@ def _unrecognized(parser, command, unknown):
 
 COMMANDS = {"train": _cmd_train, "eval": _cmd_eval, "predict": _cmd_predict,
             "hardest": _cmd_hardest, "export": _cmd_export,
+            "playground": _cmd_playground,
             "graph": _cmd_graph, "gradcheck": _cmd_gradcheck, "ablate": _cmd_ablate,
             "sweep": _cmd_sweep, "speedrun": _cmd_speedrun, "names": _cmd_names}
 

@@ -1,5 +1,5 @@
-"""The `tinygrad-mnist` command line: train, eval, predict, graph, gradcheck, ablate, sweep,
-speedrun.
+"""The `tinygrad-mnist` command line: train, eval, predict, export, playground, hardest, graph,
+gradcheck, ablate, sweep, speedrun, names.
 
 Every mistake is one line, `tinygrad-mnist COMMAND: error: ...`, naming the option, file or
 value and what to do; usage errors exit with 2, a run that cannot finish with 1, Ctrl-C with 130.

@@ -185,12 +185,13 @@ def _cmd_playground(args):
     import os
     from . import data
     from .checkpoints import stored_data_dir
-    from ..viz.playground import playground, test_digits
+    from .exchange import page_digits
+    from ..viz.playground import playground
     model, meta = load_model(args.model)
     ds_name = meta.get("dataset", "mnist")
     data_dir = args.data_dir or stored_data_dir(args.model, missing_ok=True)
     ds = data.load(ds_name, data_dir, progress=not args.quiet, splits=("test",))
-    digits = test_digits(model, ds.test_images, ds.test_labels.astype(np.int64), ds.normalized)
+    digits = page_digits(model, ds.test_images, ds.test_labels.astype(np.int64), ds.normalized)
     out = args.out or os.path.join(os.path.dirname(os.path.abspath(args.model)),
                                    "playground.html")
     from .models import describe

@@ -114,19 +114,6 @@ def _pixels(image):
     return base64.b64encode(np.asarray(image, np.uint8).tobytes()).decode()
 
 
-def test_digits(model, images, labels, standardize, count=40, wrong=12, seed=0):
-    """[(index, pixels, label, answer)]: test digits the model gets right and, first, some it
-    gets wrong (as many as `wrong`, if it gets that many wrong)."""
-    from ..mnist.evaluation import predict_logits
-    answers = predict_logits(model, standardize(images)).argmax(axis=1)
-    rng = np.random.default_rng(seed)
-    missed = np.flatnonzero(answers != labels)
-    right = np.flatnonzero(answers == labels)
-    chosen = list(rng.permutation(missed)[:wrong]) + list(
-        rng.permutation(right)[:count - min(wrong, len(missed))])
-    return [(int(i), images[i], int(labels[i]), int(answers[i])) for i in chosen]
-
-
 def page_data(model, info, title, digits=()):
     layers, arrays = layers_of(model, info.mean, info.std)
     return {"title": title, "classes": list(info.classes), "mean": float(info.mean),

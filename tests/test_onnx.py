@@ -13,6 +13,8 @@ from tinygrad_mnist.mnist import data
 from tinygrad_mnist.mnist.cli import main as cli
 from tinygrad_mnist.mnist.evaluation import predict_logits
 from tinygrad_mnist.mnist.models import ARCHS, build
+from tinygrad_mnist.names.models import ARCHS as NAMES_ARCHS
+from tinygrad_mnist.names.models import build as build_names
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
@@ -73,6 +75,21 @@ def test_onnxruntime_gives_our_outputs_on_the_whole_test_set(arch, mnist, tmp_pa
     assert np.array_equal(ours.argmax(1)[clear], theirs.argmax(1)[clear])
     if arch in ("mlp", "lenet5"):                # trained enough to answer every image clearly
         assert np.array_equal(ours.argmax(1), theirs.argmax(1))
+
+
+@pytest.mark.parametrize("arch", NAMES_ARCHS)
+def test_the_character_models_of_names_run_in_onnxruntime_and_read_back(arch, tmp_path):
+    """Token ids in (embeddings), then an MLP over the context, an RNN, GRU or LSTM, or a
+    causal transformer: the sequence models, written as compositions of the engine's ops."""
+    manual_seed(5)
+    model = build_names(arch, 27, 8).eval()
+    tokens = np.random.default_rng(0).integers(0, 27, (6, 8))
+    exchange.export(model, tokens[:3], tmp_path / "names.onnx")
+    ours = model(Tensor.from_numpy(tokens)).numpy()
+    theirs = _session(tmp_path / "names.onnx").run(None, {"input": tokens})[0]
+    np.testing.assert_allclose(theirs, ours, atol=1e-5 * max(1, np.abs(ours).max()))
+    again = exchange.load(tmp_path / "names.onnx")(Tensor.from_numpy(tokens)).numpy()
+    np.testing.assert_allclose(again, ours, atol=1e-5 * max(1, np.abs(ours).max()))
 
 
 def test_the_file_names_its_axes_and_leaves_the_batch_free(tmp_path):

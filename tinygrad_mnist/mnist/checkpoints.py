@@ -9,14 +9,17 @@ import numpy as np
 
 from .. import nn
 from ..engine.kernels.convolution import restore_choices, saved_choices
+from .options import BY_NAME
 
 
 def checkpoint_path(out):
     return os.path.join(out, "checkpoint.npz")
 
 
-def save_checkpoint(out, model, optimizer, config, epoch, history, elapsed):
-    arrays = {f"model.{k}": v for k, v in model.state_dict().items()}
+def save_checkpoint(out, model, optimizer, config, epoch, history, elapsed, extra=None):
+    """The run after `epoch` (with `extra` arrays: the weight average's)."""
+    arrays = dict(extra or {})
+    arrays.update({f"model.{k}": v for k, v in model.state_dict().items()})
     arrays.update({f"optim.{k}": v for k, v in optimizer.state_dict().items()})
     arrays[nn.META_KEY] = np.array(json.dumps({"epoch": epoch, "history": history,
                                           "elapsed": elapsed, "config": config.fingerprint(),
@@ -63,9 +66,10 @@ def stored_options(path):
     return options
 
 
-def load_checkpoint(out, model, optimizer, config):
-    """Restore the last complete epoch. Returns (next epoch, history, elapsed seconds). The
-    whole file is checked first: a bad checkpoint changes neither model nor optimizer."""
+def load_checkpoint(out, model, optimizer, config, average=None):
+    """Restore the last complete epoch (and the weight average, if given). Returns (next
+    epoch, history, elapsed seconds). The whole file is checked first: a bad checkpoint
+    changes neither model nor optimizer."""
     path = checkpoint_path(out)
     arrays = nn.load_arrays(path)
     try:
@@ -76,7 +80,8 @@ def load_checkpoint(out, model, optimizer, config):
         raise ValueError(f"--resume: {path} has no readable 'meta' entry ({error!r})") from None
     saved = {"arch": "mlp", **saved}                 # runs from before --arch
     current = config.fingerprint()
-    changed = sorted(k for k in current if saved.get(k) != current[k])
+    # an option newer than the checkpoint reads as its default
+    changed = sorted(k for k in current if saved.get(k, BY_NAME[k].default) != current[k])
     if changed:
         raise ValueError(f"--resume: the checkpoint in {out} was made with different settings "
                          f"({', '.join(changed)}); use the same options or another --out")
@@ -90,6 +95,8 @@ def load_checkpoint(out, model, optimizer, config):
     if epoch > config.epochs:
         raise ValueError(f"--resume: the run in {out} has {epoch} epoch{'s' * (epoch != 1)} already; pass "
                          f"--epochs {epoch} or more to continue or extend it")
+    if average is not None:
+        average.load(arrays)
     model.load_state_dict(model_state)
     restore_choices(meta.get("conv_strategies", []))   # the same sums as before the crash
     return epoch + 1, history, elapsed

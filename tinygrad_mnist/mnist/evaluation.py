@@ -19,6 +19,30 @@ def predict_logits(model, x, batch_size=None):
     return out
 
 
+SHIFTS = ((0, 0), (-1, 0), (1, 0), (0, -1), (0, 1))    # the image and its 1-pixel moves
+
+
+def shifted(x, dy, dx, fill):
+    """(N, 784) images moved dy rows down and dx columns right; uncovered pixels get fill."""
+    images = x.reshape(-1, 28, 28)
+    out = np.full_like(images, fill)
+    rows = slice(max(dy, 0), 28 + min(dy, 0))
+    cols = slice(max(dx, 0), 28 + min(dx, 0))
+    out[:, rows, cols] = images[:, max(-dy, 0):28 - max(dy, 0), max(-dx, 0):28 - max(dx, 0)]
+    return out.reshape(x.shape)
+
+
+def predict_logits_tta(model, x, fill, batch_size=None):
+    """Test-time augmentation: the log of the model's probabilities averaged over each image
+    and its four 1-pixel shifts (the background, `fill`, moved in), as logits."""
+    total = 0
+    for dy, dx in SHIFTS:
+        z = predict_logits(model, shifted(x, dy, dx, fill), batch_size).astype(np.float64)
+        e = np.exp(z - z.max(axis=1, keepdims=True))
+        total = total + e / e.sum(axis=1, keepdims=True)
+    return np.log(total / len(SHIFTS)).astype(np.float32)
+
+
 def confusion_matrix(labels, predictions, n_classes=10):
     matrix = np.zeros((n_classes, n_classes), dtype=np.int64)
     np.add.at(matrix, (labels, predictions), 1)
@@ -38,8 +62,10 @@ def accuracy(model, inputs, labels):
     return float((predict_logits(model, inputs).argmax(axis=1) == labels).mean())
 
 
-def evaluate(model, inputs, labels):
-    """(mean cross-entropy, accuracy) of the model on a labelled set."""
-    logits = predict_logits(model, inputs)
+def evaluate(model, inputs, labels, tta_fill=None):
+    """(mean cross-entropy, accuracy) of the model on a labelled set; with tta_fill (the
+    background's value), of its test-time-augmented predictions."""
+    logits = (predict_logits(model, inputs) if tta_fill is None else
+              predict_logits_tta(model, inputs, tta_fill))
     loss = nn.cross_entropy(Tensor.from_numpy(logits), labels).item()
     return loss, float((logits.argmax(axis=1) == labels).mean())

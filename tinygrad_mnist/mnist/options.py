@@ -175,6 +175,36 @@ OPTIONS = [
            "reported)", metavar="SIGMA"),
     Option("max_grad_norm", 1.0, number(float, low=0, low_open=True), "--dp: each example's "
            "gradient is clipped to this norm", metavar="C"),
+    Option("max_norm", None, number(float, low=0, low_open=True), "after every update, "
+           "rescale each hidden unit's incoming weights (a row of a linear layer, a conv "
+           "filter) to norm at most C (Srivastava et al. 2014: 2 with dropout); the output "
+           "layer stays free", sweep="max-norm constraints", metavar="C"),
+    Option("momentum_start", None, PROBABILITY, "--optimizer momentum or nesterov: the "
+           "momentum rises linearly from M to --momentum over --momentum-epochs (the dropout "
+           "paper's 0.5 -> 0.99)", metavar="M"),
+    Option("momentum_epochs", None, POSITIVE_INT, "the epochs of --momentum-start's rise "
+           "(default: the first half of the run)"),
+    Option("ema", None, number(float, low=0, high=1, low_open=True, high_open=True),
+           "keep an exponential moving average of the weights (each step: average = D "
+           "average + (1 - D) weights) and evaluate and save it instead of the raw weights",
+           sweep="weight-average decays", metavar="D"),
+    Option("tta", False, None, "test-time augmentation: evaluate on the average of the "
+           "probabilities of each test image and its four 1-pixel shifts"),
+    Option("teacher", None, None, "knowledge distillation (Hinton et al. 2015): train on the "
+           "soft targets of these saved models (model.npz paths, comma separated: their "
+           "probabilities at --temperature averaged), computed once on the training images",
+           metavar="MODELS"),
+    Option("temperature", 20.0, number(float, low=0, low_open=True), "--teacher: the "
+           "softmax temperature of the soft targets and of the student's matching term",
+           metavar="T"),
+    Option("distill_weight", 0.9, PROBABILITY, "--teacher: the weight A of the soft "
+           "targets' term (times T^2) against 1 - A of the labels' cross-entropy",
+           metavar="A"),
+    Option("select_fraction", None, number(float, low=0, high=1, low_open=True),
+           "train on this fraction of the training images only: those a small proxy model "
+           "(784-100-10, trained for --proxy-epochs first, its time counted) finds hardest "
+           "(largest loss)", sweep="data fractions", metavar="F"),
+    Option("proxy_epochs", 1, POSITIVE_INT, "--select-fraction: the proxy model's epochs"),
     Option("jit", True, None, "replay each recorded step (same numbers, faster)",
            result=False, train=False),              # --no-jit
     Option("jit_check", False, None, "also run every replayed step eagerly and stop with "

@@ -10,16 +10,19 @@ from .. import nn
 from ..files import atomic_write
 from . import models
 from .checkpoints import absolute
-from .evaluation import confusion_matrix, format_confusion, predict_logits
+from .evaluation import confusion_matrix, format_confusion, predict_logits, predict_logits_tta
 from .console import counted
 
 HEADLINE_ACCURACY = 0.98     # metrics.json's seconds_to_98: the training time to this accuracy
 
 
-def finish(config, info, model, x_test, test_images, test_labels, history, elapsed, log):
-    """Write the run's results into config.out and log them; returns the metrics."""
+def finish(config, info, model, x_test, test_images, test_labels, history, elapsed, log,
+           tta_fill=None):
+    """Write the run's results into config.out and log them; returns the metrics. With
+    tta_fill, the predictions are test-time augmented (evaluation.predict_logits_tta)."""
     from . import report
-    predictions = predict_logits(model, x_test).argmax(axis=1)
+    predictions = (predict_logits(model, x_test) if tta_fill is None else
+                   predict_logits_tta(model, x_test, tta_fill)).argmax(axis=1)
     accuracy = float((predictions == test_labels).mean())
     matrix = confusion_matrix(test_labels, predictions, len(info.classes))
     reached = [h for h in history if h["test_accuracy"] >= HEADLINE_ACCURACY]

@@ -14,9 +14,10 @@ from ..files import folder_lock, prepare_run_folder
 from ..engine import Tensor, manual_seed
 from ..jit import jit
 from ..profiler import profile
-from . import data, private
+from . import data, distill, private, selection
 from .checkpoints import checkpoint_path, load_checkpoint, save_checkpoint, stored_data_dir
 from .evaluation import evaluate
+from .weights import WeightAverage, max_norm_, momentum_at
 from .factories import make_model, make_optimizer, make_scheduler
 from .memory import check_memory
 from .results import finish
@@ -44,8 +45,9 @@ class TrainingData:
     augmentation, kept as pixels in [0, 1] so each batch is moved first and standardized
     after (`prepare`)."""
 
-    def __init__(self, images, labels, info, augment, elastic=0.0, flip=False):
+    def __init__(self, images, labels, info, augment, elastic=0.0, flip=False, soft=None):
         self.labels, self.info, self.elastic, self.flip = labels, info, elastic, flip
+        self.soft = soft                  # a teacher's soft targets, one row per image
         self.moves = augment or elastic > 0             # shifts and rotations
         self.augment = self.moves or flip
         self.source = data.to_unit(images) if self.augment else data.normalize(images, info)
@@ -55,7 +57,8 @@ class TrainingData:
 
     def loader(self, batch_size, seed):
         """This epoch's batches of (source rows, labels), in an order drawn from `seed`."""
-        return DataLoader((self.source, self.labels), batch_size, shuffle=True, seed=seed)
+        arrays = (self.source, self.labels) + ((self.soft,) if self.soft is not None else ())
+        return DataLoader(arrays, batch_size, shuffle=True, seed=seed)
 
     def prepare(self, rows, rng):
         """A batch of source rows as network inputs (moved, then standardized, when
@@ -88,16 +91,40 @@ def training_step_for(model, optimizer, config, plan=None):
     garbage collector finds their cycles). With a private.Plan, DP-SGD's step."""
     if plan is not None:
         return private.private_step(model, optimizer, plan, config.label_smoothing)
+    if config.teacher is not None:
+        return distill.distillation_step(model, optimizer, config)
     return training_step(model, optimizer, config.jit, config.jit_check, config.label_smoothing)
 
 
+class StepHooks:
+    """What happens between the updates: the momentum's rise before each step, the max-norm
+    constraint and the weight average after it (weights.py)."""
+
+    def __init__(self, model, optimizer, config, average=None):
+        self.model, self.optimizer, self.config, self.average = model, optimizer, config, average
+
+    def before(self, step, steps_per_epoch):
+        c = self.config
+        if c.momentum_start is not None:
+            ramp = (c.momentum_epochs or max(1, c.epochs // 2)) * steps_per_epoch
+            for group in self.optimizer.param_groups:
+                group["momentum"] = momentum_at(step, ramp, c.momentum_start, c.momentum)
+
+    def after(self):
+        if self.config.max_norm is not None:
+            max_norm_(self.model, self.config.max_norm)
+        if self.average is not None:
+            self.average.update()
+
+
 def train_epoch(model, optimizer, config, epoch, train_data, progress=False, scheduler=None,
-                threads=None, step=None, plan=None):
+                threads=None, step=None, plan=None, hooks=None):
     """One pass over train_data in the epoch's seeded order, the learning rate set by
     `scheduler` (by default config's schedule, from this epoch's first step), the BLAS
     threads by `threads` (a threads.LoadAwareThreads; by default one for this epoch) and the
     updates by `step` (training_step_for; by default one for this epoch); with a private.Plan,
-    its Poisson batches. Returns (mean loss, accuracy, seconds)."""
+    its Poisson batches; `hooks` (StepHooks) run around each update. Returns (mean loss,
+    accuracy, seconds)."""
     model.train()
     step = training_step_for(model, optimizer, config, plan) if step is None else step
     manual_seed([config.seed, epoch, 1])                           # dropout masks, noise
@@ -118,11 +145,15 @@ def train_epoch(model, optimizer, config, epoch, train_data, progress=False, sch
     started = time.perf_counter()
     loss_sum, correct, seen = 0.0, 0, 0
     bar = _progress(n, f"epoch {epoch}/{config.epochs}", progress)
-    for i, (rows, labels) in enumerate(loader):
+    for i, (rows, labels, *soft) in enumerate(loader):
         if plan is None:                          # the loader's tensors
-            rows, labels = rows.data, labels.data
+            rows, labels, soft = rows.data, labels.data, [t.data for t in soft]
         x, y = train_data.prepare(rows, augment_rng), labels
-        loss, logits = step(x, y)
+        if hooks is not None:
+            hooks.before((epoch - 1) * steps_per_epoch + i, steps_per_epoch)
+        loss, logits = step(x, y, *soft)
+        if hooks is not None:
+            hooks.after()
         if loss is None:                          # an empty Poisson batch: its noise only
             if scheduler is not None:
                 scheduler.step()
@@ -160,6 +191,8 @@ def train(config, log=print, progress=True, profiler=None):
         raise ValueError(f"--resume: {config.out} holds no checkpoint.npz to continue; start a "
                          f"new run without --resume")          # before anything is made
     private.check(config)
+    distill.check(config)
+    _check_recipe_options(config)
     check_memory(config)                    # before anything is made
     with folder_lock(config.out, "tinygrad-mnist train"):
         return _train(config, log, progress, profiler)
@@ -177,17 +210,29 @@ def _train(config, log, progress, profiler):
         train_images, train_labels = train_images[:config.subset], train_labels[:config.subset]
         test_images, test_labels = test_images[:config.subset], test_labels[:config.subset]
     private.check(config, len(train_labels))
+    selecting = 0.0
+    if config.select_fraction is not None:
+        kept, selecting = selection.select(config, ds.normalized(train_images), train_labels,
+                                           log)
+        train_images, train_labels = train_images[kept], train_labels[kept]
+    soft = None
+    if config.teacher is not None:
+        soft, _ = distill.prepare(config, ds.normalized(train_images), log)
     train_data = TrainingData(train_images, train_labels, ds.info, config.augment,
-                              config.elastic, config.flip)
+                              config.elastic, config.flip, soft)
     x_test = ds.normalized(test_images)
+    tta_fill = float(ds.normalized(np.zeros((1, 1), np.uint8))[0, 0]) if config.tta else None
 
     manual_seed(config.seed)
     model = make_model(config)
     optimizer = make_optimizer(config, model.parameters())
+    average = WeightAverage(model, config.ema) if config.ema is not None else None
+    hooks = StepHooks(model, optimizer, config, average)
     prepare_run_folder(config.out, _OUTPUTS, config.resume, config.force)
-    start_epoch, history, elapsed = 1, [], 0.0
+    start_epoch, history, elapsed = 1, [], selecting
     if config.resume:
-        start_epoch, history, elapsed = load_checkpoint(config.out, model, optimizer, config)
+        start_epoch, history, elapsed = load_checkpoint(config.out, model, optimizer, config,
+                                                        average)
         log(f"resumed from epoch {start_epoch - 1} in {checkpoint_path(config.out)}")
 
     saved = start_epoch - 1
@@ -211,11 +256,15 @@ def _train(config, log, progress, profiler):
                 loss, train_accuracy, seconds = train_epoch(model, optimizer, config, epoch,
                                                             train_data, progress,
                                                             threads=threads, step=step,
-                                                            plan=plan)
+                                                            plan=plan, hooks=hooks)
             if profiler is not None:
                 profiler.steps += math.ceil(len(train_data) / config.batch_size)
             elapsed += seconds
-            test_loss, test_accuracy = evaluate(model, x_test, test_labels)
+            if average is not None:               # the average is what the run evaluates
+                average.swapped_in()
+            test_loss, test_accuracy = evaluate(model, x_test, test_labels, tta_fill)
+            if average is not None:
+                average.swapped_out()
             busy = threads.reduced_steps - reduced
             history.append({"epoch": epoch, "train_loss": loss,
                             "train_accuracy": train_accuracy, "test_loss": test_loss,
@@ -230,7 +279,8 @@ def _train(config, log, progress, profiler):
                 (f"  (fewer BLAS threads for {busy} step{'s' * (busy != 1)}: other programs kept "
                  f"cores busy)"
                  if busy else ""))
-            save_checkpoint(config.out, model, optimizer, config, epoch, history, elapsed)
+            save_checkpoint(config.out, model, optimizer, config, epoch, history, elapsed,
+                            average.state() if average is not None else None)
             saved = epoch
     except KeyboardInterrupt:
         kept = (f"epoch {saved} is saved in {checkpoint_path(config.out)}; run the same "
@@ -241,9 +291,11 @@ def _train(config, log, progress, profiler):
                             f"{_kept(config, saved)}") from None
     finally:
         threads.close()
+    if average is not None:
+        average.swapped_in()                  # the model saved is the average
     try:
         metrics = finish(config, ds.info, model, x_test, test_images, test_labels, history,
-                         elapsed, log)
+                         elapsed, log, tta_fill)
     except KeyboardInterrupt:
         done = "its one epoch is" if saved == 1 else f"all {saved} epochs are"
         raise Interrupted(f"interrupted while the final files were written: {done} "
@@ -257,6 +309,18 @@ def _train(config, log, progress, profiler):
     if hint:
         log(hint)
     return metrics
+
+
+def _check_recipe_options(config):
+    """The records' options, refused by name where they cannot apply."""
+    if config.momentum_start is not None and config.optimizer not in ("momentum", "nesterov"):
+        raise ValueError(f"--momentum-start is an option of --optimizer momentum and nesterov, "
+                         f"not of {config.optimizer}")
+    if config.momentum_epochs is not None and config.momentum_start is None:
+        raise ValueError("--momentum-epochs is an option of --momentum-start")
+    if config.select_fraction is not None and config.dp:
+        raise ValueError("--select-fraction with --dp: the proxy model reads every training "
+                         "image without privacy; train without one of them")
 
 
 def _likely_cause(config):

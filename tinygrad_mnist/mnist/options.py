@@ -197,8 +197,9 @@ OPTIONS = [
     Option("temperature", 20.0, number(float, low=0, low_open=True), "--teacher: the "
            "softmax temperature of the soft targets and of the student's matching term",
            metavar="T"),
-    Option("distill_weight", 0.9, PROBABILITY, "--teacher: the weight A of the soft "
-           "targets' term (times T^2) against 1 - A of the labels' cross-entropy",
+    Option("distill_weight", 0.9, number(float, low=0, high=1, high_open=False),
+           "--teacher: the weight A of the soft targets' term (times T^2) against 1 - A of "
+           "the labels' cross-entropy (1: the soft targets alone)",
            metavar="A"),
     Option("select_fraction", None, number(float, low=0, high=1, low_open=True),
            "train on this fraction of the training images only: those a small proxy model "

@@ -2,6 +2,8 @@
 layer's output and the input gradient it computes equal Python's (the model and func.grad on
 the same 28x28 input) to 1e-5; strokes drawn with pointer events are preprocessed as
 `predict` does; it works from a file:// URL with no request and no script error."""
+import pathlib
+
 import numpy as np
 import pytest
 
@@ -98,6 +100,31 @@ def test_twenty_test_digits_give_pythons_numbers(arch, pages, browser):
     urls, errors = requests_and_errors(browser)
     assert errors == []
     assert all(u.startswith(("file:", "data:", "about:")) for u in urls), urls
+
+
+@pytest.mark.parametrize("arch", ["cnn", "dpcnn"])
+def test_conv_nets_with_batch_norm_and_strides_give_pythons_numbers(arch, browser, tmp_path,
+                                                                   mnist_dir):
+    """The CNN (batch norm folded into a scale and shift per channel) and the DP CNN (8x8
+    stride-2 convolutions, stride-1 pooling, tanh), untrained, on three test digits."""
+    from tinygrad_mnist import manual_seed, nn as tnn
+    from tinygrad_mnist.viz.playground import playground
+    manual_seed(1)
+    model = build(arch, activation="tanh" if arch == "dpcnn" else "relu").eval()
+    rng = np.random.default_rng(0)
+    for layer in model.modules():
+        if isinstance(layer, tnn.BatchNorm2d):          # statistics of its own
+            layer.running_mean.data[:] = rng.normal(0, 0.3, layer.num_features)
+            layer.running_var.data[:] = rng.uniform(0.5, 2, layer.num_features)
+            layer.weight.data[:] = rng.uniform(0.5, 1.5, layer.num_features)
+    ds = data.load("mnist", mnist_dir, progress=False, splits=("test",))
+    digits = [(i, ds.test_images[i], int(ds.test_labels[i]), 0) for i in range(3)]
+    page = playground(model, ds.info, tmp_path / f"{arch}.html", digits=digits)
+    open_page(browser, pathlib.Path(page))
+    for k in range(3):
+        result = browser.execute_script(READ, k)
+        check_result(result, model, ds.info, ds.test_images[k].astype(np.float32) / 255)
+    assert requests_and_errors(browser)[1] == []
 
 
 def test_strokes_drawn_with_the_pointer_are_seen_as_predict_sees_them(pages, browser):

@@ -13,7 +13,8 @@ from tinygrad_mnist.mnist.cli import load_model
 from tinygrad_mnist.mnist.cli import main as cli
 from tinygrad_mnist.mnist.images import to_mnist_layout
 from tinygrad_mnist.mnist.models import build
-from tinygrad_mnist.viz.playground import layers_of, trace
+from tinygrad_mnist.tracing import forward_ops
+from tinygrad_mnist.viz.playground import layers_of
 
 from browser import open_page, require_browser, requests_and_errors, start_browser
 
@@ -51,7 +52,7 @@ def python_answer(model, info, pixels):
     probabilities, and the gradient of the chosen class's logit with respect to the pixels."""
     x = Tensor(((pixels.reshape(1, 784) - np.float32(info.mean)) / np.float32(info.std))
                .astype(np.float32))
-    steps, logits = trace(model, x)
+    steps, logits = forward_ops(model, x)
     z = logits.numpy()[0]
     probs = np.exp(z - z.max()) / np.exp(z - z.max()).sum()
     answer = int(probs.argmax())
@@ -176,4 +177,4 @@ def test_the_backward_stepper_walks_from_the_logits_to_the_pixels(pages, browser
 
 def test_models_the_page_cannot_compute_are_refused_by_name():
     with pytest.raises(ValueError, match="transpose, which the page does not compute"):
-        layers_of(build("lstm"), 0.0, 1.0)
+        layers_of(build("lstm"))

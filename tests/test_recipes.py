@@ -207,3 +207,8 @@ def test_distilling_and_selecting_in_the_trainer(mnist_dir, tmp_path):
         train(_config(mnist_dir, tmp_path / "x", momentum_start=0.5, optimizer="adam"))
     saved = json.loads((tmp_path / "s" / "metrics.json").read_text())
     assert saved["config"]["select_fraction"] == 0.6
+    eager = train(_config(mnist_dir, tmp_path / "e", teacher=str(tmp_path / "t" / "model.npz"),
+                          temperature=3.0, select_fraction=0.6, jit=False),
+                  log=lambda s: None, progress=False)           # the replayed step is eager's
+    assert [h["train_loss"] for h in eager["history"]] == pytest.approx(
+        [h["train_loss"] for h in metrics["history"]], rel=1e-6)

@@ -150,7 +150,7 @@ def _cmd_export(args):
     if args.format != "onnx":
         raise ValueError(f"--format {args.format}: the format written is onnx")
     model, meta = load_model(args.model)
-    out = export(model, meta, args.model, args.out, args.format)
+    out = export(model, meta, args.model, args.out)
     print(f"wrote {out}: input 'pixels' (batch, 784) in [0, 1], output 'logits' (batch, 10)")
     return 0
 

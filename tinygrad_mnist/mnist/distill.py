@@ -37,7 +37,7 @@ def distillation_loss(logits, labels, soft, temperature, weight):
     return hard * (1 - weight) + soft_term * (weight * temperature * temperature)
 
 
-def load_teachers(config, log):
+def load_teachers(config):
     """The --teacher models, each checked to be trained on the run's dataset."""
     from .saved import load_model
     teachers = []
@@ -64,7 +64,7 @@ def check(config):
 def prepare(config, x_train, log):
     """The soft targets of the training images (N, C), and the seconds they took."""
     started = time.perf_counter()
-    teachers = load_teachers(config, log)
+    teachers = load_teachers(config)
     soft = soft_targets(teachers, x_train, config.temperature)
     seconds = time.perf_counter() - started
     log(f"distilling from {len(teachers)} teacher{'s' * (len(teachers) > 1)} at temperature "

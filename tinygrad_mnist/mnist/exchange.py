@@ -22,12 +22,10 @@ class Pixels(nn.Module):
         return self.model((pixels - self.mean) / self.std)
 
 
-def export(model, meta, model_path, out=None, fmt="onnx"):
-    """Write a model loaded from model_path (with its metadata) as `fmt` (ONNX) to out
-    (default: model.onnx beside model_path); the path written."""
+def export(model, meta, model_path, out=None):
+    """Write a model loaded from model_path (with its metadata) as ONNX to out (default:
+    model.onnx beside model_path); the path written."""
     from .. import onnx
-    if fmt != "onnx":
-        raise ValueError(f"unknown format {fmt!r}; the one written is onnx")
     info = DATASETS[meta.get("dataset", "mnist")]
     out = out or os.path.join(os.path.dirname(os.path.abspath(model_path)), "model.onnx")
     example = np.zeros((3, 784), np.float32)

@@ -8,8 +8,9 @@ gates and products). An op with no rule stops the export with its name.
 """
 import numpy as np
 
-from ..engine import Observer, Tensor, no_grad, observe
+from ..engine import Tensor
 from ..files import atomic_write
+from ..tracing import forward_ops
 
 OPSET, IR_VERSION = 20, 10       # what onnxruntime 1.17 and later run (Gelu is opset 20's)
 INT64_MAX = np.iinfo(np.int64).max
@@ -24,22 +25,12 @@ def _onnx():
     return onnx
 
 
-class _Trace(Observer):
-    """Every op of one forward pass, in order, with its inputs and output."""
-
-    def __init__(self):
-        self.steps = []
-
-    def on_op(self, op, inputs, output):
-        self.steps.append((op, inputs, output))
-
-
 class Graph:
     """The nodes, constants and value names of the model being written."""
 
     def __init__(self, onnx, batch, input_name):
         self.onnx, self.batch, self.input_name = onnx, batch, input_name
-        self.nodes, self.initializers, self.names, self.kept = [], [], {}, []
+        self.nodes, self.initializers, self.names = [], [], {}
         self._count, self._batch_dim = 0, None
 
     def fresh(self, hint):
@@ -51,7 +42,6 @@ class Graph:
         key = id(tensor)
         if key not in self.names:
             data = tensor.data
-            self.kept.append(tensor)         # its id stays its own while the export runs
             at = [k for k, n in enumerate(data.shape) if n == self.batch]
             if len(at) == 1 and data.size and (data == data.flat[0]).all():
                 # one value made for the example's batch (an RNN's zero state): written as
@@ -343,7 +333,7 @@ def _value_names(model):
     """id(tensor) -> its name: the parameters' and buffers' dotted names."""
     named = dict(model.named_buffers())
     named.update(model.named_parameters())
-    return {id(t): name for name, t in named.items()}, named
+    return {id(t): name for name, t in named.items()}
 
 
 def build(model, example_input, input_name="input", output_name="logits"):
@@ -354,36 +344,23 @@ def build(model, example_input, input_name="input", output_name="logits"):
     if x.ndim == 0 or x.shape[0] < 2:
         raise ValueError(f"onnx.export: the example input {x.shape} needs a batch of at least "
                          f"2 on its first axis (the axis left free in the file)")
-    was_training = [(m, m.training) for m in model.modules()]
-    model.eval()
-    trace = _Trace()
-    try:
-        with no_grad(), observe(trace):
-            y = model(x)
-    finally:
-        for m, mode in was_training:
-            m.training = mode
+    steps, y = forward_ops(model, x)
     if not isinstance(y, Tensor):
         raise ValueError(f"onnx.export: the model must return one Tensor, got "
                          f"{type(y).__name__}")
     g = Graph(onnx, x.shape[0], input_name)
     g.names[id(x)] = input_name
-    known, named = _value_names(model)
-    for t in named.values():
-        g.kept.append(t)
-    used = set()
-    for op, inputs, output in trace.steps:
+    known = _value_names(model)        # (the trace holds every tensor, so ids stay unique)
+    for op, inputs, output in steps:
         for t in inputs:
             if id(t) in known and id(t) not in g.names:
                 g.constant(t.data, "", key=id(t), name=known[id(t)])
-                used.add(id(t))
         rule = RULES.get(op.name)
         if rule is None:
             raise ValueError(f"onnx.export: the model runs {op.name}, which has no ONNX rule "
                              f"(written: {', '.join(sorted(RULES))})")
         names = [g.name_of(t) for t in inputs]
         g.names[id(output)] = rule(g, op, inputs, names, output)
-        g.kept.append(output)
     result = g.names.get(id(y))
     if result is None:
         raise ValueError("onnx.export: the model's output was not made by an op")

@@ -44,7 +44,7 @@ def _gemm(node, a, b, c=None):
     return out if c is None else out + (c if beta == 1.0 else c * beta)
 
 
-def _geometry(node, channels_in=None, kernel=None):
+def _geometry(node, kernel=None):
     kernel = tuple(node.get("kernel_shape", kernel))
     if len(kernel) != 2 or node.get("auto_pad", "NOTSET") not in ("NOTSET", "VALID"):
         raise ValueError(f"onnx.load: {node.op_type} {node.name!r}: only 2-d windows with "

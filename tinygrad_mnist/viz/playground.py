@@ -19,42 +19,22 @@ import os
 
 import numpy as np
 
-from ..engine import Observer, Tensor, no_grad, observe
+from ..engine import Tensor
+from ..tracing import forward_ops
 from .drawing import write_file
 
 ACTIVATIONS = ("relu", "sigmoid", "tanh")
-
-
-class _Ops(Observer):
-    def __init__(self):
-        self.steps = []
-
-    def on_op(self, op, inputs, output):
-        self.steps.append((op, inputs, output))
-
-
-def trace(model, x):
-    """[(op, inputs, output)] of model's forward pass on x, in eval mode (the mode restored)."""
-    modes = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        with no_grad(), observe(_Ops()) as ops:
-            out = model(x)
-    finally:
-        for m, mode in modes:
-            m.training = mode
-    return ops.steps, out
 
 
 def _array(a):
     return base64.b64encode(np.ascontiguousarray(a, dtype="<f4").tobytes()).decode()
 
 
-def layers_of(model, mean, std):
+def layers_of(model):
     """The page's layers (dicts) and arrays (name -> float32), from model's ops on one image.
     Each layer takes the previous one's output; any other shape of network is refused."""
     x = Tensor(np.zeros((1, 784), np.float32))
-    steps, _ = trace(model, x)
+    steps, _ = forward_ops(model, x)
     layers, arrays, previous = [], {}, x
 
     def keep(tensor, name):
@@ -115,7 +95,7 @@ def _pixels(image):
 
 
 def page_data(model, info, title, digits=()):
-    layers, arrays = layers_of(model, info.mean, info.std)
+    layers, arrays = layers_of(model)
     return {"title": title, "classes": list(info.classes), "mean": float(info.mean),
             "std": float(info.std), "layers": layers,
             "arrays": {name: {"shape": list(a.shape), "data": _array(a)}

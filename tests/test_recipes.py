@@ -94,6 +94,22 @@ def test_test_time_augmentation_averages_the_probabilities_of_the_five_views():
     np.testing.assert_allclose(np.exp(out[0]), probs, rtol=1e-5)
 
 
+def test_with_mirror_the_mirrored_images_views_are_averaged_too():
+    class LeftColumn(nn.Module):        # logits: [sum of column 0, 0]
+        def forward(self, x):
+            column = x.reshape(-1, 28, 28)[:, :, 0].sum(axis=1)
+            return Tensor.stack([column, column * 0], axis=1)
+    x = np.zeros((1, 784), np.float32)
+    x.reshape(28, 28)[:, 27] = 0.1                       # the right column holds 2.8
+    out = predict_logits_tta(LeftColumn(), x, 0.0, mirror=True)
+    # the image's five views never bring the right column to column 0; mirrored, it is
+    # column 0 as is, moved up or down (a pixel leaves), and moved right (it leaves) or left
+    # (column 1 comes in: empty)
+    views = [0.0] * 5 + [2.8, 2.7, 2.7, 0.0, 0.0]
+    probs = np.mean([np.exp([v, 0]) / np.exp([v, 0]).sum() for v in views], axis=0)
+    np.testing.assert_allclose(np.exp(out[0]), probs, rtol=1e-5)
+
+
 def test_the_distillation_loss_and_its_gradient_are_the_closed_forms():
     rng = np.random.default_rng(0)
     z = rng.standard_normal((4, 3))

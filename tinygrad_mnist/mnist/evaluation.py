@@ -32,15 +32,24 @@ def shifted(x, dy, dx, fill):
     return out.reshape(x.shape)
 
 
-def predict_logits_tta(model, x, fill, batch_size=None):
+def mirrored(x):
+    """(N, 784) images mirrored left to right."""
+    return x.reshape(-1, 28, 28)[:, :, ::-1].reshape(x.shape)
+
+
+def predict_logits_tta(model, x, fill, mirror=False, batch_size=None):
     """Test-time augmentation: the log of the model's probabilities averaged over each image
-    and its four 1-pixel shifts (the background, `fill`, moved in), as logits."""
+    and its four 1-pixel shifts (the background, `fill`, moved in), as logits; with mirror
+    (a model trained on mirrored images), over the mirrored image's five views as well."""
+    images = [x, mirrored(x)] if mirror else [x]
     total = 0
-    for dy, dx in SHIFTS:
-        z = predict_logits(model, shifted(x, dy, dx, fill), batch_size).astype(np.float64)
-        e = np.exp(z - z.max(axis=1, keepdims=True))
-        total = total + e / e.sum(axis=1, keepdims=True)
-    return np.log(total / len(SHIFTS)).astype(np.float32)
+    for image in images:
+        for dy, dx in SHIFTS:
+            z = predict_logits(model, shifted(image, dy, dx, fill), batch_size)
+            z = z.astype(np.float64)
+            e = np.exp(z - z.max(axis=1, keepdims=True))
+            total = total + e / e.sum(axis=1, keepdims=True)
+    return np.log(total / (len(SHIFTS) * len(images))).astype(np.float32)
 
 
 def confusion_matrix(labels, predictions, n_classes=10):
@@ -62,10 +71,10 @@ def accuracy(model, inputs, labels):
     return float((predict_logits(model, inputs).argmax(axis=1) == labels).mean())
 
 
-def evaluate(model, inputs, labels, tta_fill=None):
+def evaluate(model, inputs, labels, tta_fill=None, mirror=False):
     """(mean cross-entropy, accuracy) of the model on a labelled set; with tta_fill (the
-    background's value), of its test-time-augmented predictions."""
+    background's value), of its test-time-augmented predictions (mirror: predict_logits_tta's)."""
     logits = (predict_logits(model, inputs) if tta_fill is None else
-              predict_logits_tta(model, inputs, tta_fill))
+              predict_logits_tta(model, inputs, tta_fill, mirror))
     loss = nn.cross_entropy(Tensor.from_numpy(logits), labels).item()
     return loss, float((logits.argmax(axis=1) == labels).mean())

@@ -189,7 +189,8 @@ OPTIONS = [
            "average + (1 - D) weights) and evaluate and save it instead of the raw weights",
            sweep="weight-average decays", metavar="D"),
     Option("tta", False, None, "test-time augmentation: evaluate on the average of the "
-           "probabilities of each test image and its four 1-pixel shifts"),
+           "probabilities of each test image and its four 1-pixel shifts (with --flip, "
+           "and of the mirrored image's five as well)"),
     Option("teacher", None, None, "knowledge distillation (Hinton et al. 2015): train on the "
            "soft targets of these saved models (model.npz paths, comma separated: their "
            "probabilities at --temperature averaged), computed once on the training images",

@@ -17,12 +17,13 @@ HEADLINE_ACCURACY = 0.98     # metrics.json's seconds_to_98: the training time t
 
 
 def finish(config, info, model, x_test, test_images, test_labels, history, elapsed, log,
-           tta_fill=None):
+           tta_fill=None, mirror=False):
     """Write the run's results into config.out and log them; returns the metrics. With
-    tta_fill, the predictions are test-time augmented (evaluation.predict_logits_tta)."""
+    tta_fill, the predictions are test-time augmented (evaluation.predict_logits_tta, with its
+    mirror)."""
     from . import report
     predictions = (predict_logits(model, x_test) if tta_fill is None else
-                   predict_logits_tta(model, x_test, tta_fill)).argmax(axis=1)
+                   predict_logits_tta(model, x_test, tta_fill, mirror)).argmax(axis=1)
     accuracy = float((predictions == test_labels).mean())
     matrix = confusion_matrix(test_labels, predictions, len(info.classes))
     reached = [h for h in history if h["test_accuracy"] >= HEADLINE_ACCURACY]

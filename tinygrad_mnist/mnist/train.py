@@ -262,7 +262,8 @@ def _train(config, log, progress, profiler):
             elapsed += seconds
             if average is not None:               # the average is what the run evaluates
                 average.swapped_in()
-            test_loss, test_accuracy = evaluate(model, x_test, test_labels, tta_fill)
+            test_loss, test_accuracy = evaluate(model, x_test, test_labels, tta_fill,
+                                                config.flip)
             if average is not None:
                 average.swapped_out()
             busy = threads.reduced_steps - reduced
@@ -295,7 +296,7 @@ def _train(config, log, progress, profiler):
         average.swapped_in()                  # the model saved is the average
     try:
         metrics = finish(config, ds.info, model, x_test, test_images, test_labels, history,
-                         elapsed, log, tta_fill)
+                         elapsed, log, tta_fill, config.flip)
     except KeyboardInterrupt:
         done = "its one epoch is" if saved == 1 else f"all {saved} epochs are"
         raise Interrupted(f"interrupted while the final files were written: {done} "

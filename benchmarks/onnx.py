@@ -39,7 +39,7 @@ def trained(arch, ds):
 
 
 def gradients(model, x, y):
-    model.eval()                              # (predict_logits leaves a model in train mode)
+    model.eval()
     inputs = Tensor.from_numpy(x.copy(), requires_grad=True)
     model.zero_grad()
     nn.cross_entropy(model(inputs), y).backward()

@@ -238,6 +238,20 @@ def test_dropout_respects_train_and_eval():
         nn.Dropout(1.0)
 
 
+def test_evaluating_restores_each_modules_own_mode():
+    model = nn.MLP([3, 3, 2], dropout=0.5)
+    model.layers[0].eval()                      # one module already in eval mode
+    before = [m.training for m in model.modules()]
+    with model.evaluating():
+        assert not any(m.training for m in model.modules())
+    assert [m.training for m in model.modules()] == before
+    from tinygrad_mnist.mnist.evaluation import predict_logits
+    model.eval()
+    x = np.ones((4, 3), np.float32)
+    np.testing.assert_array_equal(predict_logits(model, x), predict_logits(model, x))
+    assert not any(m.training for m in model.modules())   # an eval model stays in eval
+
+
 def test_state_dict_round_trip_through_npz(tmp_path):
     a, b = nn.MLP([4, 3, 2]), nn.MLP([4, 3, 2])
     path = tmp_path / "model.npz"

@@ -1,5 +1,7 @@
 """The Module base class and the layers everything else is built from (Sequential,
 ModuleList, Linear, the activations, Dropout); nn re-exports them."""
+import contextlib
+
 import numpy as np
 
 from .engine import Tensor, get_rng, notify_module, observers, ops
@@ -130,6 +132,17 @@ class Module:
 
     def eval(self):
         return self.train(False)
+
+    @contextlib.contextmanager
+    def evaluating(self):
+        """Eval mode inside the block; each module's own mode (not one for all) restored after."""
+        modes = [(m, m.training) for m in self.modules()]
+        self.eval()
+        try:
+            yield self
+        finally:
+            for m, mode in modes:
+                m.training = mode
 
     def state_dict(self):
         """Parameter and buffer name -> a copy of its array, in definition order."""

@@ -14,12 +14,6 @@ class _Ops(Observer):
 def forward_ops(model, x):
     """([(op, inputs, output)] in the order they ran, model(x)), in eval mode without
     recording a graph; each module's mode is restored afterwards."""
-    modes = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        with no_grad(), observe(_Ops()) as ops:
-            out = model(x)
-    finally:
-        for m, mode in modes:
-            m.training = mode
+    with model.evaluating(), no_grad(), observe(_Ops()) as ops:
+        out = model(x)
     return ops.steps, out

@@ -8,15 +8,13 @@ from . import models
 
 def predict_logits(model, x, batch_size=None):
     """The model's logits for every row of x, in batches: 2,000 images at a time for an MLP,
-    200 for a conv net, whose im2col columns for 2,000 images would take over a gigabyte."""
+    200 for a conv net, whose im2col columns for 2,000 images would take over a gigabyte.
+    In eval mode; the model's modes are left as they were."""
     if batch_size is None:
         batch_size = 200 if isinstance(model, models.ConvNet) else 2000
-    model.eval()
-    with no_grad():
-        out = np.concatenate([model(Tensor.from_numpy(x[i:i + batch_size])).data
-                              for i in range(0, len(x), batch_size)])
-    model.train()
-    return out
+    with model.evaluating(), no_grad():
+        return np.concatenate([model(Tensor.from_numpy(x[i:i + batch_size])).data
+                               for i in range(0, len(x), batch_size)])
 
 
 SHIFTS = ((0, 0), (-1, 0), (1, 0), (0, -1), (0, 1))    # the image and its 1-pixel moves

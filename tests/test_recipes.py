@@ -190,6 +190,25 @@ def test_a_run_with_every_weight_option_resumes_exactly(mnist_dir, tmp_path, mon
             np.testing.assert_array_equal(a[key], b[key])
 
 
+def test_tta_is_the_final_accuracy_and_each_epoch_the_plain_models(mnist_dir, tmp_path):
+    from tinygrad_mnist.mnist import data
+    from tinygrad_mnist.mnist.evaluation import predict_logits
+    from tinygrad_mnist.mnist.saved import load_model
+    lines = []
+    metrics = train(_config(mnist_dir, tmp_path, tta=True, flip=True), log=lines.append,
+                    progress=False)
+    model, _ = load_model(tmp_path / "model.npz")
+    ds = data.load("mnist", str(mnist_dir), progress=False)
+    x, y = ds.normalized(ds.test_images[:1000]), ds.test_labels[:1000]
+    fill = float(ds.normalized(np.zeros((1, 1), np.uint8))[0, 0])
+    plain = (predict_logits(model, x).argmax(axis=1) == y).mean()
+    averaged = (predict_logits_tta(model, x, fill, mirror=True).argmax(axis=1) == y).mean()
+    assert metrics["history"][-1]["test_accuracy"] == pytest.approx(plain)
+    assert metrics["test_accuracy"] == pytest.approx(averaged) and averaged != plain
+    assert f"{averaged * 100:.2f}% with test-time augmentation ({plain * 100:.2f}% " \
+        "without)" in lines[-1]
+
+
 def test_replayed_steps_see_the_momentum_rise_and_the_constraint(mnist_dir, tmp_path):
     options = dict(max_norm=1.0, momentum_start=0.2, momentum_epochs=1)
     runs = [train(_config(mnist_dir, tmp_path / name, jit=flag, **options),

@@ -190,7 +190,8 @@ OPTIONS = [
            sweep="weight-average decays", metavar="D"),
     Option("tta", False, None, "test-time augmentation: evaluate on the average of the "
            "probabilities of each test image and its four 1-pixel shifts (with --flip, "
-           "and of the mirrored image's five as well)"),
+           "and of the mirrored image's five as well): the final accuracy; each epoch's is "
+           "the plain model's"),
     Option("teacher", None, None, "knowledge distillation (Hinton et al. 2015): train on the "
            "soft targets of these saved models (model.npz paths, comma separated: their "
            "probabilities at --temperature averaged), computed once on the training images",

@@ -62,7 +62,10 @@ def finish(config, info, model, x_test, test_images, test_labels, history, elaps
     log("confusion matrix (rows: true class, columns: predicted):")
     log(format_confusion(matrix, info.classes))
     log(f"wrote metrics.json, model.npz, curves.png, confusion.png, samples.png to {out}")
-    log(f"test accuracy: {accuracy * 100:.2f}% ({counted(len(history), 'epoch')}, {elapsed:.1f}s of "
-        f"training)" + (f"; private: epsilon {metrics['epsilon']:.3f} at delta "
-                        f"{metrics['delta']:g}" if "epsilon" in metrics else ""))
+    views = (f" with test-time augmentation ({history[-1]['test_accuracy'] * 100:.2f}% "
+             f"without)" if tta_fill is not None and history else "")
+    spent = (f"; private: epsilon {metrics['epsilon']:.3f} at delta {metrics['delta']:g}"
+             if "epsilon" in metrics else "")
+    log(f"test accuracy: {accuracy * 100:.2f}%{views} ({counted(len(history), 'epoch')}, "
+        f"{elapsed:.1f}s of training){spent}")
     return metrics

@@ -262,8 +262,9 @@ def _train(config, log, progress, profiler):
             elapsed += seconds
             if average is not None:               # the average is what the run evaluates
                 average.swapped_in()
-            test_loss, test_accuracy = evaluate(model, x_test, test_labels, tta_fill,
-                                                config.flip)
+            # the plain model each epoch; --tta's averaged views at the end (finish): they
+            # cost five or ten passes over the test set
+            test_loss, test_accuracy = evaluate(model, x_test, test_labels)
             if average is not None:
                 average.swapped_out()
             busy = threads.reduced_steps - reduced

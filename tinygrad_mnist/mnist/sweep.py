@@ -54,7 +54,7 @@ def sweep_trial(trial):
 def run_sweep(options, out, data_dir=None, subset=None, augment=False, executor="serial",
               workers=None, ray_address=None, resume=False, progress=True, log=print,
               flip=False):
-    from .executors import check_executor, run_trials
+    from .executors import check_executor
     check_executor(executor, ray_address)
     spec_path = os.path.join(out, "sweep.json")
     trials = plan_trials(options, data_dir, subset, augment, flip)

@@ -195,8 +195,8 @@ def test_tta_is_the_final_accuracy_and_each_epoch_the_plain_models(mnist_dir, tm
     from tinygrad_mnist.mnist.evaluation import predict_logits
     from tinygrad_mnist.mnist.saved import load_model
     lines = []
-    metrics = train(_config(mnist_dir, tmp_path, tta=True, flip=True), log=lines.append,
-                    progress=False)
+    metrics = train(_config(mnist_dir, tmp_path, tta=True, flip=True, epochs=1),
+                    log=lines.append, progress=False)
     model, _ = load_model(tmp_path / "model.npz")
     ds = data.load("mnist", str(mnist_dir), progress=False)
     x, y = ds.normalized(ds.test_images[:1000]), ds.test_labels[:1000]

@@ -51,7 +51,9 @@ def finish(config, info, model, x_test, test_images, test_labels, history, elaps
     report.curves(history, os.path.join(out, "curves.png"),
                   title=f"{dataset}, {network}, {config.optimizer}{private}: "
                         f"test accuracy {accuracy * 100:.2f}% after {len(history)} "
-                        f"epoch{'s' if len(history) != 1 else ''}")
+                        f"epoch{'s' if len(history) != 1 else ''}"
+                        + ("\nwith test-time augmentation (the curves: without)"
+                           if tta_fill is not None else ""))
     report.confusion(matrix, info.classes, os.path.join(out, "confusion.png"))
     # the first test images, then the first mistakes, so the grid always shows some errors
     mistakes = np.flatnonzero(predictions != test_labels)[:16]

@@ -50,6 +50,14 @@ RECIPES = {
         "hidden": [1024, 1024], "optimizer": "momentum", "lr": 0.1,
         "momentum": 0.9, "dropout": 0.4, "label_smoothing": 0.1, "batch_size": 128,
         "epochs": 75, "lr_schedule": "onecycle", "tta": True},
+    # Srivastava et al. 2014's 3x1024 ReLU MLP with dropout 0.5, input dropout 0.2 and
+    # max-norm (c = 3 on standardized pixels), 350 one-cycle epochs (48 minutes of the 2
+    # hours): 98.87% with test-time shifts (seed 0), short of their 98.94%
+    ("mnist", "mlp", 0.9894): {
+        "hidden": [1024, 1024, 1024], "optimizer": "momentum", "lr": 0.1,
+        "momentum": 0.9, "dropout": 0.5, "input_dropout": 0.2, "max_norm": 3.0,
+        "label_smoothing": 0.1, "batch_size": 128, "epochs": 350, "lr_schedule": "onecycle",
+        "tta": True},
     # Simard's elastic distortions (alpha 24) on top of the shifts and rotations; little
     # dropout, as the distortions regularize: 99.49% in 140 epochs, seed 0
     ("mnist", "mlp", 0.994): {

@@ -69,10 +69,8 @@ def accuracy(model, inputs, labels):
     return float((predict_logits(model, inputs).argmax(axis=1) == labels).mean())
 
 
-def evaluate(model, inputs, labels, tta_fill=None, mirror=False):
-    """(mean cross-entropy, accuracy) of the model on a labelled set; with tta_fill (the
-    background's value), of its test-time-augmented predictions (mirror: predict_logits_tta's)."""
-    logits = (predict_logits(model, inputs) if tta_fill is None else
-              predict_logits_tta(model, inputs, tta_fill, mirror))
+def evaluate(model, inputs, labels):
+    """(mean cross-entropy, accuracy) of the model on a labelled set."""
+    logits = predict_logits(model, inputs)
     loss = nn.cross_entropy(Tensor.from_numpy(logits), labels).item()
     return loss, float((logits.argmax(axis=1) == labels).mean())

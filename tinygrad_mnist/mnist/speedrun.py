@@ -65,7 +65,7 @@ RECIPES = {
         "momentum": 0.9, "dropout": 0.1, "label_smoothing": 0.1, "elastic": 24.0,
         "batch_size": 128, "epochs": 140, "lr_schedule": "onecycle"},
     # the 3x3 CNN with shifts and rotations: 18 epochs of about 57 s (one thread, two runs
-    # side by side) fill the 20 minutes; seeds 0 and 1 at 99.61 and 99.62%
+    # side by side) fill the 20 minutes: 99.61, 99.62, 99.63% (seeds 0-2)
     ("mnist", "cnn", 0.996): {
         "cnn_kernel": 3, "augment": True, "optimizer": "adam", "lr": 0.003,
         "dropout": 0.2, "label_smoothing": 0.1, "batch_size": 128, "epochs": 18,
